@@ -1,0 +1,1 @@
+"""The Gradio web demo (local and on the Hugging Face Space)."""

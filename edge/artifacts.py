@@ -1,0 +1,106 @@
+"""Reading and writing the files that travel with a model.
+
+Every artifact of a run (see DESIGN.md, "A run directory") is written through
+`write_atomic`, so a run killed half-way never leaves a half-written file: the
+bytes go to a temporary file in the same folder, which is then renamed over the
+target in one step. Imports nothing heavier than the standard library, so the
+Pi and the Space can use it.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+LABELS_FILE = "labels.txt"
+METADATA_FILE = "metadata.json"
+
+
+class ArtifactError(ValueError):
+    """A model-side file (labels, metadata) is missing or malformed; the message names it."""
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to `target`; rename it onto `target` on success.
+
+    For writers that want a file name rather than bytes (Keras' `model.save`,
+    matplotlib's `savefig`). The temporary name keeps the target's suffix,
+    because some writers choose the format from it.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(
+        dir=target.parent, prefix=f".{target.stem}.", suffix=f".partial{target.suffix}")
+    os.close(handle)
+    temporary_path = Path(temporary)
+    try:
+        yield temporary_path
+        os.replace(temporary_path, target)
+    finally:
+        if temporary_path.exists():
+            temporary_path.unlink()
+
+
+def write_atomic(target: str | os.PathLike, data: bytes | str) -> Path:
+    """Write `data` (text is UTF-8 encoded) to `target` atomically and return the path."""
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    with atomic_path(target) as temporary:
+        with open(temporary, "wb") as stream:
+            stream.write(payload)
+            stream.flush()
+            os.fsync(stream.fileno())
+    return Path(target)
+
+
+def write_json(target: str | os.PathLike, value: Any) -> Path:
+    """Write `value` as indented JSON, atomically."""
+    return write_atomic(target, json.dumps(value, indent=2, sort_keys=False, default=_to_json) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file, naming the file in the error if it is missing or malformed."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ArtifactError(f"{path}: not valid JSON ({error})") from None
+
+
+def write_labels(target: str | os.PathLike, labels: list[str]) -> Path:
+    """Write one class name per line, in the model's output order."""
+    for label in labels:
+        if not label or "\n" in label:
+            raise ArtifactError(f"label {label!r} cannot be written to {target}: empty or multi-line")
+    return write_atomic(target, "\n".join(labels) + "\n")
+
+
+def read_labels(path: str | os.PathLike) -> list[str]:
+    """Read a labels file written by `write_labels`; blank trailing lines are ignored."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: labels file not found") from None
+    except UnicodeDecodeError:
+        raise ArtifactError(f"{path}: labels file is not UTF-8 text") from None
+    labels = [line.strip() for line in text.splitlines()]
+    while labels and not labels[-1]:
+        labels.pop()
+    if not labels or any(not label for label in labels):
+        raise ArtifactError(f"{path}: labels file is empty or has blank lines")
+    return labels
+
+
+def _to_json(value: Any) -> Any:
+    """Let numpy scalars and arrays, and paths, go into JSON without the caller converting them."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")

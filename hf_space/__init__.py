@@ -1,0 +1,1 @@
+"""Assembling and deploying the Hugging Face Space."""

@@ -1,0 +1,1 @@
+"""Training side: data, models, the training run, evaluation. May import TensorFlow/Keras."""
