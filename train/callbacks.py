@@ -1,0 +1,100 @@
+"""Keras callbacks that write the run directory as training goes.
+
+They exist beside Keras' own (`BackupAndRestore`, `EarlyStopping`, `ReduceLROnPlateau`,
+`TensorBoard`) because a run spans two `fit` calls (head, then fine-tuning) and may be
+resumed: the history and the best checkpoint must survive both, and every file must be
+written atomically (`edge.artifacts`), which `CSVLogger` and `ModelCheckpoint` do not do.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from pathlib import Path
+
+import keras
+
+from edge.artifacts import atomic_path, read_json, write_atomic, write_json
+
+HISTORY_COLUMNS = ("stage", "epoch", "loss", "accuracy", "top5", "val_loss", "val_accuracy",
+                   "val_top5", "learning_rate", "seconds")
+STATE_FILE = "state.json"
+
+
+def read_state(run_dir: Path) -> dict:
+    """Progress of a run: completed stages and the best validation accuracy so far."""
+    path = run_dir / STATE_FILE
+    return read_json(path) if path.exists() else {"completed_stages": [], "best": None}
+
+
+def write_state(run_dir: Path, state: dict) -> None:
+    write_json(run_dir / STATE_FILE, state)
+
+
+def read_history(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as stream:
+        return list(csv.DictReader(stream))
+
+
+def current_learning_rate(optimizer) -> float:
+    """The learning rate the optimizer applies now (schedules are evaluated at the current step)."""
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+class RunRecorder(keras.callbacks.Callback):
+    """Appends one row per epoch to history.csv and saves model.keras when validation accuracy improves.
+
+    `stage` is "head" or "finetune". Rows of earlier stages (or of an interrupted attempt at this
+    stage that BackupAndRestore will redo) are kept or replaced by (stage, epoch).
+    """
+
+    def __init__(self, run_dir: Path, stage: str, state: dict, save_every_epoch: bool = False):
+        super().__init__()
+        self.run_dir = run_dir
+        self.stage = stage
+        self.state = state
+        self.save_every_epoch = save_every_epoch
+        self.history_path = run_dir / "history.csv"
+        self.epoch_seconds: list[float] = []
+        self._epoch_start = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        seconds = time.perf_counter() - self._epoch_start
+        self.epoch_seconds.append(seconds)
+        row = {column: "" for column in HISTORY_COLUMNS}
+        row.update(stage=self.stage, epoch=epoch, seconds=f"{seconds:.2f}",
+                   learning_rate=f"{logs.get('learning_rate', current_learning_rate(self.model.optimizer)):.6g}")
+        for column in HISTORY_COLUMNS[2:8]:
+            if column in logs:
+                row[column] = f"{float(logs[column]):.6f}"
+        rows = [r for r in read_history(self.history_path)
+                if not (r["stage"] == self.stage and int(r["epoch"]) >= epoch)]
+        rows.append(row)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+        write_atomic(self.history_path, buffer.getvalue())
+
+        score = logs.get("val_accuracy")
+        best = self.state.get("best")
+        improved = score is not None and math.isfinite(score) and (best is None or score > best["val_accuracy"])
+        if improved or self.save_every_epoch:
+            with atomic_path(self.run_dir / "model.keras") as temporary:
+                self.model.save(temporary)
+        if improved:
+            self.state["best"] = {"val_accuracy": float(score), "stage": self.stage, "epoch": int(epoch)}
+            write_state(self.run_dir, self.state)
+
+
+def images_per_second(epoch_seconds: list[float], images_per_epoch: int) -> float | None:
+    """Training throughput, leaving out the first epoch of a stage (it includes compilation)."""
+    steady = epoch_seconds[1:] or epoch_seconds
+    return images_per_epoch * len(steady) / sum(steady) if steady and sum(steady) > 0 else None

@@ -1,0 +1,174 @@
+"""The networks: EfficientNet-B0 transfer learning and the seed projects' baselines.
+
+Every model follows the contract of DESIGN.md: it takes uint8 RGB images at the
+dataset's native size, and augmentation (training only), resizing and the
+backbone's own normalization happen inside the graph, so the exported TFLite
+file needs no outside arithmetic. The output is float32 softmax probabilities.
+
+Keras 3 only (`keras.*`, `keras.ops`), so the same code trains under the
+TensorFlow, JAX and PyTorch backends.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable
+
+import keras
+
+from train.config import IMAGENET_MODELS, TrainConfig
+
+#: How far random translation moves an image, as a fraction of its side (about 3 px at 32 px,
+#: like the usual pad-4-and-crop for CIFAR).
+TRANSLATION_FACTOR = 0.1
+#: Random zoom range, as a fraction of the side (the seed project zoomed by 10%).
+ZOOM_FACTOR = 0.1
+#: Channel means (B, G, R) of the "caffe" preprocessing that VGG16 and ResNet50 weights expect.
+CAFFE_MEANS_BGR = (103.939, 116.779, 123.68)
+#: Squeeze-and-excitation bottleneck: channels are divided by this in the squeeze step.
+SE_REDUCTION = 8
+
+
+class WeightsUnavailableError(RuntimeError):
+    """ImageNet weights could not be downloaded or a weights file did not fit the architecture."""
+
+
+@keras.saving.register_keras_serializable(package="cifar_edge")
+class CaffePreprocessing(keras.layers.Layer):
+    """RGB in 0-255 to the BGR, mean-subtracted input that VGG16 and ResNet50 were trained on.
+
+    A layer rather than `preprocess_input` so it travels inside the saved and exported model.
+    """
+
+    def call(self, inputs):
+        bgr = keras.ops.flip(keras.ops.cast(inputs, self.compute_dtype), axis=-1)
+        return bgr - keras.ops.convert_to_tensor(CAFFE_MEANS_BGR, dtype=self.compute_dtype)
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """Load a `model.keras` written by a run. Importing this module registers the custom layers."""
+    return keras.models.load_model(path, compile=False)
+
+
+def build_model(config: TrainConfig, num_classes: int, input_shape: tuple[int, int, int]):
+    """Return `(model, backbone)`; `backbone` is None for the from-scratch CNNs.
+
+    `input_shape` is the dataset's native (height, width, 3); the model resizes to
+    `config.resolved_image_size` inside the graph.
+    """
+    inputs = keras.Input(shape=input_shape, dtype="uint8", name="image")
+    # Preprocessing layers cast to the compute dtype themselves; augmentation runs at the
+    # native size, before the upsampling, where it is cheapest.
+    images = _augmentation(config)(inputs)
+    size = config.resolved_image_size
+    if size is not None and (size, size) != tuple(input_shape[:2]):
+        images = keras.layers.Resizing(size, size, interpolation="bilinear", name="resize")(images)
+    side = size or input_shape[0]
+
+    backbone = None
+    if config.model in IMAGENET_MODELS:
+        backbone = _imagenet_backbone(config, (side, side, 3))
+        if config.model in ("vgg16", "resnet50"):
+            images = CaffePreprocessing(name="caffe_preprocessing")(images)
+        # Pretrained BatchNorm statistics stay in inference mode, also while fine-tuning: a
+        # small batch of a new dataset would otherwise overwrite them (Keras transfer-learning guide).
+        pretrained = config.weights != "none"
+        features = backbone(images, training=False) if pretrained else backbone(images)
+    else:
+        rescaled = keras.layers.Rescaling(1.0 / 255, name="rescale")(images)
+        features = _cnn_features(rescaled, squeeze_excite=config.model == "se_cnn")
+
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(features)
+    pooled = keras.layers.Dropout(config.dropout, name="head_dropout")(pooled)
+    # The classifier runs in float32 even under mixed precision, so the softmax is exact.
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="classifier")(pooled)
+    model = keras.Model(inputs, outputs, name=f"{config.model}_classifier")
+    return model, backbone
+
+
+def set_backbone_trainable(backbone: keras.Model | None, fraction: float, pretrained: bool) -> int:
+    """Unfreeze the top `fraction` of the backbone's layers; return how many weights layers train.
+
+    BatchNorm layers of a pretrained backbone stay frozen, as the Keras fine-tuning guide advises.
+    """
+    if backbone is None:
+        return 0
+    layers = backbone.layers
+    first_trainable = len(layers) - math.ceil(fraction * len(layers))
+    backbone.trainable = fraction > 0
+    count = 0
+    for index, layer in enumerate(layers):
+        trainable = index >= first_trainable
+        if pretrained and isinstance(layer, keras.layers.BatchNormalization):
+            trainable = False
+        layer.trainable = trainable
+        count += int(trainable and bool(layer.weights))
+    return count
+
+
+def _augmentation(config: TrainConfig) -> keras.Sequential:
+    """Random translation, flip and zoom (and optionally RandAugment); identity at inference."""
+    layers: list[keras.layers.Layer] = []
+    if config.augment in ("basic", "randaugment"):
+        seed = config.seed
+        layers += [
+            keras.layers.RandomTranslation(TRANSLATION_FACTOR, TRANSLATION_FACTOR, fill_mode="reflect", seed=seed),
+            keras.layers.RandomFlip("horizontal", seed=seed + 1),
+            keras.layers.RandomZoom((-ZOOM_FACTOR, ZOOM_FACTOR), fill_mode="reflect", seed=seed + 2),
+        ]
+    if config.augment == "randaugment":
+        layers.append(keras.layers.RandAugment(value_range=(0, 255), seed=config.seed + 3))
+    return keras.Sequential(layers, name="augmentation")
+
+
+def _imagenet_backbone(config: TrainConfig, shape: tuple[int, int, int]) -> keras.Model:
+    """A keras.applications backbone without its top, with `--weights imagenet|none|PATH`."""
+    constructors: dict[str, Callable[..., keras.Model]] = {
+        "efficientnet_b0": keras.applications.EfficientNetB0,
+        "vgg16": keras.applications.VGG16,
+        "resnet50": keras.applications.ResNet50,
+        "mobilenet_v3_large": keras.applications.MobileNetV3Large,
+    }
+    weights = None if config.weights == "none" else config.weights
+    if weights not in (None, "imagenet") and not Path(weights).is_file():
+        raise WeightsUnavailableError(f"--weights {weights}: no such file")
+    try:
+        return constructors[config.model](include_top=False, weights=weights, input_shape=shape)
+    except Exception as error:  # Download errors differ by backend and Python version.
+        if weights == "imagenet":
+            raise WeightsUnavailableError(
+                f"could not load ImageNet weights for {config.model} ({type(error).__name__}: {error}). "
+                "Offline? Download the weights file elsewhere and pass --weights PATH, "
+                "or train from scratch with --weights none.") from None
+        raise WeightsUnavailableError(
+            f"--weights {weights}: does not fit {config.model} at {shape[0]}x{shape[1]} "
+            f"({type(error).__name__}: {error})") from None
+
+
+def _cnn_features(images, squeeze_excite: bool):
+    """The seed projects' from-scratch network: three Conv-Conv-MaxPool-Dropout stacks.
+
+    With `squeeze_excite`, each stack gains batch normalization and a squeeze-and-excitation block,
+    as in the SE-CNN seed. Filters double with depth: 32, 64, 128.
+    """
+    x = images
+    for stack, filters in enumerate((32, 64, 128)):
+        for conv in range(2):
+            x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=not squeeze_excite,
+                                    name=f"stack{stack}_conv{conv}")(x)
+            if squeeze_excite:
+                x = keras.layers.BatchNormalization(name=f"stack{stack}_bn{conv}")(x)
+            x = keras.layers.Activation("relu", name=f"stack{stack}_relu{conv}")(x)
+        if squeeze_excite:
+            x = _squeeze_excite(x, filters, name=f"stack{stack}_se")
+        x = keras.layers.MaxPooling2D(2, strides=2, name=f"stack{stack}_pool")(x)
+        x = keras.layers.Dropout(0.25, name=f"stack{stack}_dropout")(x)
+    return x
+
+
+def _squeeze_excite(x, channels: int, name: str):
+    """Channel attention: global pooling, bottleneck, sigmoid gate multiplied back onto `x`."""
+    squeezed = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_squeeze")(x)
+    squeezed = keras.layers.Dense(max(channels // SE_REDUCTION, 4), activation="relu", name=f"{name}_reduce")(squeezed)
+    gate = keras.layers.Dense(channels, activation="sigmoid", name=f"{name}_expand")(squeezed)
+    return keras.layers.Multiply(name=f"{name}_scale")([x, gate])

@@ -1,0 +1,303 @@
+"""Train a CIFAR classifier and write a self-describing run directory.
+
+    python train/run.py --preset smoke          # offline, CPU, a few minutes
+    python train/run.py                         # EfficientNet-B0 on CIFAR-100 (needs a GPU to be quick)
+    python train/run.py --resume --out runs/X   # continue an interrupted run
+
+Two stages: the new head with the backbone frozen, then fine-tuning of the unfrozen part.
+The run ends with the test-set evaluation (train/evaluate.py) and, unless --no-export,
+the TFLite export with its float-vs-int8 check (edge/convert.py). See DESIGN.md for
+the run directory's layout.
+"""
+from __future__ import annotations
+
+if __package__ in (None, ""):  # Run as a script: make the repository root importable.
+    import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
+
+import contextlib
+import dataclasses
+import datetime
+import importlib.util
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from edge import artifacts, configuration
+from train import config as train_config
+from train.config import TrainConfig
+
+#: ReduceLROnPlateau as the seed project used it: halve after 5 flat epochs, down to 1e-6.
+PLATEAU_FACTOR, PLATEAU_PATIENCE, PLATEAU_MIN_LR = 0.5, 5, 1e-6
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config = train_config.parse_config(argv)
+    try:
+        result = run(config)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; continue with: python train/run.py --resume --out {config.out or 'RUN_DIR'}",
+              file=sys.stderr)
+        return 130
+    except _user_errors() as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    quantization = result.get("quantization")
+    if quantization is not None and not quantization.get("passed", False):
+        print("error: the int8 model failed the float-vs-int8 gate; see quantization.json", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run(config: TrainConfig) -> dict:
+    """Train, evaluate and export as `config` says; return the headline numbers and the run directory."""
+    run_dir = _prepare_run_dir(config)
+    if config.resume:
+        config = dataclasses.replace(TrainConfig.from_run(run_dir), resume=True)
+        print(f"resuming {run_dir}")
+    config = dataclasses.replace(config, out=str(run_dir))
+
+    import keras  # After the environment is read: the backend is fixed at import.
+
+    from train import callbacks, data, models
+
+    keras.utils.set_random_seed(config.seed)
+    precision = _resolve_precision(config.precision)
+    keras.mixed_precision.set_global_policy(precision)
+    splits = data.load_splits(config)
+    artifacts.write_json(run_dir / "config.json", configuration.to_dict(config))
+    artifacts.write_labels(run_dir / artifacts.LABELS_FILE, splits.labels)
+
+    with _distribution_scope():
+        model, backbone = models.build_model(config, splits.num_classes, splits.input_shape)
+    metadata = _metadata(config, splits, model, precision)
+    artifacts.write_json(run_dir / artifacts.METADATA_FILE, metadata)
+
+    state = callbacks.read_state(run_dir) if config.resume else {"completed_stages": [], "best": None}
+    started = time.perf_counter()
+    throughput = []
+    pretrained = config.weights != "none"
+    stages = [("head", 0, config.head_epochs, config.head_learning_rate, 0.0),
+              ("finetune", config.head_epochs, config.epochs, config.learning_rate, config.unfreeze_fraction)]
+    if backbone is None:  # A from-scratch CNN has no frozen stage: all of it trains throughout.
+        stages = [("finetune", 0, config.head_epochs + config.epochs, config.learning_rate, 1.0)]
+    for stage, first_epoch, epochs, learning_rate, fraction in stages:
+        if epochs == 0:
+            continue
+        stage_weights = run_dir / "checkpoints" / f"after_{stage}.weights.h5"
+        if stage in state["completed_stages"] and stage_weights.exists():
+            model.load_weights(stage_weights)
+            print(f"stage {stage}: already complete, weights restored")
+            continue
+        models.set_backbone_trainable(backbone, fraction, pretrained)
+        recorder = callbacks.RunRecorder(run_dir, stage, state, save_every_epoch=len(splits.val_labels) == 0)
+        _fit_stage(keras, config, model, splits, stage, first_epoch, epochs, learning_rate, recorder, run_dir)
+        throughput.append(callbacks.images_per_second(recorder.epoch_seconds, len(splits.train_labels)))
+        with artifacts.atomic_path(stage_weights) as temporary:
+            model.save_weights(temporary)
+        state["completed_stages"].append(stage)
+        callbacks.write_state(run_dir, state)
+    training_seconds = time.perf_counter() - started
+
+    # Evaluate the best checkpoint as saved: this also proves that model.keras reloads.
+    best_model = models.load_model(run_dir / "model.keras")
+    from train import evaluate
+    metrics = evaluate.evaluate_run(run_dir, model=best_model, splits=splits)
+    rates = [rate for rate in throughput if rate]
+    metadata.update(training_seconds=round(training_seconds, 1),
+                    images_per_second=round(float(np.mean(rates)), 1) if rates else None,
+                    best_epoch=state.get("best"))
+    artifacts.write_json(run_dir / artifacts.METADATA_FILE, metadata)
+
+    result = {"run_dir": str(run_dir), "top1": metrics["top1"], "top5": metrics["top5"],
+              "loss": metrics["loss"], "training_seconds": training_seconds,
+              "images_per_second": metadata["images_per_second"], "quantization": None}
+    if config.export:
+        result["quantization"] = _export(run_dir, best_model, splits, config)
+    _print_summary(result)
+    return result
+
+
+def _fit_stage(keras, config, model, splits, stage, first_epoch, epochs, learning_rate, recorder, run_dir):
+    """One `fit` call: compile with this stage's optimizer and schedule, then train with callbacks."""
+    steps_per_epoch = math.ceil(len(splits.train_labels) / config.batch_size)
+    schedule = learning_rate
+    if config.schedule == "cosine":
+        warmup_steps = min(int(config.warmup_epochs * steps_per_epoch), epochs * steps_per_epoch - 1)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=learning_rate / 100, decay_steps=max(epochs * steps_per_epoch - warmup_steps, 1),
+            warmup_target=learning_rate, warmup_steps=warmup_steps, alpha=0.01)
+    optimizer = _optimizer(keras, config, schedule)
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=["accuracy", keras.metrics.TopKCategoricalAccuracy(k=min(5, splits.num_classes), name="top5")],
+        steps_per_execution=config.steps_per_execution)
+    fit_callbacks = [keras.callbacks.BackupAndRestore(str(run_dir / "checkpoints" / f"backup_{stage}")), recorder]
+    has_validation = len(splits.val_labels) > 0
+    if config.schedule == "plateau" and has_validation:
+        fit_callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            "val_loss", factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE, min_lr=PLATEAU_MIN_LR, verbose=1))
+    if config.early_stopping and has_validation:
+        fit_callbacks.append(keras.callbacks.EarlyStopping(
+            "val_loss", patience=config.early_stopping, restore_best_weights=True, verbose=1))
+    fit_callbacks += _logging_callbacks(keras, config, run_dir)
+    num_classes = splits.num_classes
+    validation = (splits.val_images, _one_hot(splits.val_labels, num_classes)) if has_validation else None
+    print(f"stage {stage}: {epochs} epoch(s), {steps_per_epoch} steps each, peak learning rate {learning_rate:g}")
+    verbose = config.verbose if config.verbose == "auto" else int(config.verbose)
+    model.fit(_training_data(keras, config, splits), epochs=first_epoch + epochs, initial_epoch=first_epoch,
+              validation_data=validation, callbacks=fit_callbacks, verbose=verbose)
+
+
+def _training_data(keras, config, splits):
+    """Batches of uint8 images and one-hot labels; MixUp/CutMix mix them on the host."""
+    from train.batches import MixedBatches
+    return MixedBatches(splits.train_images, splits.train_labels, splits.num_classes,
+                        config.batch_size, config.mix, config.seed)
+
+
+def _optimizer(keras, config, schedule):
+    if config.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, weight_decay=config.weight_decay or None)
+    elif config.optimizer == "adamw":
+        optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
+    else:
+        optimizer = keras.optimizers.Adam(schedule)
+    if config.weight_decay:
+        # Decay shrinks weights, not biases or normalization scales and offsets.
+        optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    return optimizer
+
+
+def _logging_callbacks(keras, config, run_dir):
+    found = []
+    if config.tensorboard:
+        if importlib.util.find_spec("tensorflow") is None:
+            print("note: TensorBoard logging skipped: it needs tensorflow installed")
+        else:
+            found.append(keras.callbacks.TensorBoard(str(run_dir / "logs")))
+    if config.wandb:
+        try:
+            import wandb
+            from wandb.integration.keras import WandbMetricsLogger
+        except ImportError:
+            print("note: --wandb skipped: the wandb package is not installed (pip install wandb)")
+        else:
+            if wandb.run is None:
+                wandb.init(project=config.wandb, config=configuration.to_dict(config), dir=str(run_dir))
+            found.append(WandbMetricsLogger())
+    return found
+
+
+def _export(run_dir: Path, model, splits, config: TrainConfig) -> dict | None:
+    if importlib.util.find_spec("tensorflow") is None:
+        print("note: TFLite export skipped: it needs tensorflow (pip install '.[train]'); "
+              f"run python edge/convert.py --run {run_dir} where it is installed")
+        return None
+    from edge import convert
+    return convert.export_run(run_dir, model=model, splits=splits, max_drop=config.max_drop,
+                              calibration_samples=config.calibration_samples)
+
+
+def _prepare_run_dir(config: TrainConfig) -> Path:
+    if config.out:
+        run_dir = Path(config.out)
+    else:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        dataset = Path(config.dataset).name if config.dataset not in ("cifar100", "cifar10", "smoke") else config.dataset
+        run_dir = Path("runs") / f"{dataset}-{config.model}-{stamp}"
+    if config.resume and not (run_dir / "config.json").exists():
+        raise configuration.ConfigError(f"--resume: {run_dir} holds no config.json; nothing to resume")
+    if not config.resume and (run_dir / "config.json").exists():
+        raise configuration.ConfigError(
+            f"{run_dir} already holds a run; use --resume to continue it or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _resolve_precision(precision: str) -> str:
+    if precision != "auto":
+        return precision
+    return "mixed_bfloat16" if _gpu_count() > 0 else "float32"
+
+
+def _gpu_count() -> int:
+    import keras
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+        return len([device for device in jax.devices() if device.platform == "gpu"])
+    if backend == "torch":
+        import torch
+        return torch.cuda.device_count()
+    import tensorflow as tf
+    return len(tf.config.list_physical_devices("GPU"))
+
+
+def _distribution_scope():
+    """Data parallelism across GPUs through the backend's own engine, when there are several."""
+    import keras
+    if _gpu_count() < 2:
+        return contextlib.nullcontext()
+    if keras.backend.backend() == "jax":
+        keras.distribution.set_distribution(keras.distribution.DataParallel())
+        return contextlib.nullcontext()
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+        return tf.distribute.MirroredStrategy().scope()
+    print("note: several GPUs found, but multi-GPU training is implemented for the jax and tensorflow backends only")
+    return contextlib.nullcontext()
+
+
+def _metadata(config: TrainConfig, splits, model, precision: str) -> dict:
+    import keras
+    versions = {"python": platform.python_version(), "keras": keras.__version__,
+                "backend": keras.backend.backend(), "numpy": np.__version__}
+    if "tensorflow" in sys.modules:
+        versions["tensorflow"] = sys.modules["tensorflow"].__version__
+    height, width, _ = splits.input_shape
+    return {
+        "input_size": [height, width], "input_dtype": "uint8",
+        "image_size": config.resolved_image_size or height, "model": config.model,
+        "weights": config.weights, "dataset": splits.dataset, "label_mode": config.label_mode,
+        "num_classes": splits.num_classes, "labels_file": artifacts.LABELS_FILE,
+        "superclasses": splits.superclasses,
+        "superclass_of": None if splits.superclass_of is None else [int(i) for i in splits.superclass_of],
+        "parameters": int(model.count_params()), "precision": precision,
+        "unfreeze": config.unfreeze, "epochs": {"head": config.head_epochs, "finetune": config.epochs},
+        "train_images": int(len(splits.train_labels)), "val_images": int(len(splits.val_labels)),
+        "test_images": int(len(splits.test_labels)),
+        "versions": versions, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    return np.eye(num_classes, dtype="float32")[labels]
+
+
+def _print_summary(result: dict) -> None:
+    rate = result["images_per_second"]
+    print(f"\nrun directory: {result['run_dir']}\n"
+          f"test top-1 {result['top1']:.2%}  top-5 {result['top5']:.2%}  loss {result['loss']:.3f}\n"
+          f"training {result['training_seconds']:.0f} s"
+          + (f", {rate:.0f} images/s" if rate else ""))
+    quantization = result.get("quantization")
+    if quantization:
+        int8 = quantization["variants"].get("int8", {})
+        print(f"int8 top-1 {int8.get('top1', float('nan')):.2%} against float {quantization['reference']['top1']:.2%}: "
+              + ("within" if quantization["passed"] else "OUTSIDE") + f" the {quantization['max_drop']} point gate")
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean the input was wrong: printed as one line, not a traceback."""
+    from train import data, models
+    return (configuration.ConfigError, data.DataError, models.WeightsUnavailableError, artifacts.ArtifactError)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
