@@ -1,0 +1,324 @@
+"""Classify what a camera sees, live, with the int8 TFLite model: the Raspberry Pi side of the project.
+
+    python edge/camera.py                                    # Pi camera (else webcam 0), preview window
+    python edge/camera.py --headless --threads 4             # one line per frame, over SSH
+    python edge/camera.py --source clip.avi --json --frames 20
+    python edge/camera.py --source photos/ --headless --save annotated/
+
+Each frame goes through the project's one preprocessing function
+(`edge.preprocess.prepare_image`: centre crop, antialiased resize to the
+model's input) and the TFLite interpreter (`edge.runtime.Classifier`). Capture
+runs on its own thread (`edge.sources.FrameGrabber`), so the loop runs at the
+interpreter's rate; a live camera's stale frames are dropped, while a video
+file or image folder is classified frame by frame, in order, none dropped.
+
+Needs numpy, Pillow, a TFLite runtime (ai-edge-litert or tflite-runtime) and,
+for a camera or the preview, picamera2 or OpenCV. Never TensorFlow.
+Exit status: 0 done, 1 an error (no camera, camera lost, bad model, no
+display for the preview), 130 interrupted (Ctrl-C); never a traceback for these.
+"""
+if __package__ in (None, ""):  # Run as a script: make the repository root importable.
+    import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
+
+import argparse
+import collections
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Literal, Optional, TextIO
+
+import numpy as np
+
+from edge import configuration, overlay, preprocess, runtime, sources
+from edge.artifacts import ArtifactError
+from edge.configuration import option
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL_FILE = "model_int8.tflite"
+#: The frame rate shown is the mean over this many recent frames: steady, yet quick to follow a change.
+FPS_WINDOW_FRAMES = 10
+WINDOW_TITLE = "cifar-edge camera (q or Esc to quit)"
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_INTERRUPTED = 130  # The shell's convention for a process stopped by Ctrl-C (128 + SIGINT).
+
+
+@dataclasses.dataclass
+class CameraOptions:
+    """Everything `python edge/camera.py` can be told. Sizes are in pixels, rates in frames per second."""
+
+    # Source
+    source: str = option("auto", "auto (picamera2, else OpenCV camera 0), picamera2[:N], opencv:N, "
+                         "a video file, an image file or a folder of images", "Source")
+    width: int = option(640, "camera capture width", "Source")
+    height: int = option(480, "camera capture height", "Source")
+    frames: Optional[int] = option(None, "stop after this many frames (default: run until the source "
+                                   "ends or Ctrl-C)", "Source", metavar="N")
+    fps_limit: Optional[float] = option(None, "classify at most this many frames per second "
+                                        "(default: as fast as the model runs)", "Source")
+
+    # Model
+    model: Optional[str] = option(None, f"the .tflite file (default: {DEFAULT_MODEL_FILE} in models/ or "
+                                  "edge/models/ of this repository, else the newest runs/*/tflite/)", "Model")
+    labels: Optional[str] = option(None, "the labels file (default: labels.txt next to the model)", "Model")
+    runtime: Optional[Literal["litert", "tflite-runtime"]] = option(
+        None, "TFLite runtime (default: ai-edge-litert if installed, else tflite-runtime)", "Model")
+    threads: Optional[int] = option(None, "interpreter threads (default: the runtime's; 4 suits a Pi 4 or 5)", "Model")
+    delegate: Optional[str] = option(None, "a delegate library to load, e.g. libedgetpu.so.1 for a "
+                                     "Coral Edge TPU (needs a model compiled for it)", "Model")
+    top_k: int = option(3, "labels shown per frame", "Model")
+    threshold: float = option(0.0, "hide labels whose probability is below this (0-1)", "Model")
+
+    # Output
+    headless: bool = option(False, "no preview window: print one line per frame", "Output")
+    json: bool = option(False, "no preview window: print one JSON object per frame (frame, source, "
+                        "predictions, latency_ms, inference_ms, fps)", "Output")
+    save: Optional[str] = option(None, "write each annotated frame as a JPEG into this folder", "Output",
+                                 metavar="DIR")
+
+    def __post_init__(self) -> None:
+        for name in ("width", "height", "top_k"):
+            if getattr(self, name) < 1:
+                raise configuration.ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("frames", "threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise configuration.ConfigError(f"{name} must be >= 1, got {value}")
+        if self.fps_limit is not None and self.fps_limit <= 0:
+            raise configuration.ConfigError(f"fps_limit must be > 0, got {self.fps_limit}")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise configuration.ConfigError(f"threshold must be in [0, 1], got {self.threshold}")
+
+    @property
+    def preview(self) -> bool:
+        """The preview window is shown unless a text output was asked for."""
+        return not (self.headless or self.json)
+
+
+class PreviewError(RuntimeError):
+    """The preview window cannot be shown (no display, or OpenCV without GUI support)."""
+
+
+def run(options: CameraOptions, source: Optional[sources.FrameSource] = None,
+        classifier: Optional[runtime.Classifier] = None, stream: Optional[TextIO] = None) -> dict[str, Any]:
+    """Classify frames until the frame limit, the end of the source, a lost camera or Ctrl-C.
+
+    `source`, `classifier` and `stream` (stdout by default) may be given by a
+    test or benchmark; the loop closes the source when it ends. Raises
+    PreviewError, runtime.ModelError or sources.CameraError when it cannot
+    start; returns a summary whose "stopped" says why it ended.
+    """
+    stream = stream if stream is not None else sys.stdout
+    preview = PreviewWindow() if options.preview else None
+    try:
+        if classifier is None:
+            classifier = load_classifier(options)
+        if source is None:
+            source = sources.open_source(options.source, options.width, options.height)
+    except BaseException:
+        if preview is not None:
+            preview.close()
+        raise
+    print(f"camera: source {source.name}; model {classifier.model_path} "
+          f"({classifier.runtime_name}, input {classifier.input_size[0]}x{classifier.input_size[1]})",
+          file=sys.stderr)
+    save_dir = Path(options.save) if options.save else None
+    grabber = sources.FrameGrabber(source)
+    meter = FrameRateMeter(FPS_WINDOW_FRAMES)
+    frames, stopped, message = 0, "frame limit", None
+    latency_total = inference_total = 0.0
+    started = previous_end = time.perf_counter()
+    try:
+        if save_dir is not None:
+            save_dir.mkdir(parents=True, exist_ok=True)
+        grabber.start()
+        while options.frames is None or frames < options.frames:
+            frame = grabber.next_frame()
+            if frame is None:
+                stopped = "end of source"
+                break
+            began = time.perf_counter()
+            image = preprocess.prepare_image(frame, classifier.input_size)
+            model_began = time.perf_counter()
+            probabilities = classifier.predict(image[np.newaxis])[0]
+            finished = time.perf_counter()
+            predictions = [(label, score) for label, score in classifier.top_k(probabilities, options.top_k)
+                           if score >= options.threshold]
+            frames += 1
+            latency_ms, inference_ms = 1000 * (finished - began), 1000 * (finished - model_began)
+            latency_total += latency_ms
+            inference_total += inference_ms
+            if options.fps_limit:
+                time.sleep(max(0.0, previous_end + 1.0 / options.fps_limit - time.perf_counter()))
+            now = time.perf_counter()
+            fps = meter.update(now - previous_end)
+            previous_end = now
+
+            if options.json:
+                record = {"frame": frames, "source": source.name,
+                          "predictions": [{"label": label, "score": round(score, 6)}
+                                          for label, score in predictions],
+                          "latency_ms": round(latency_ms, 3), "inference_ms": round(inference_ms, 3),
+                          "fps": round(fps, 3)}
+                print(json.dumps(record), file=stream, flush=True)
+            elif options.headless:
+                print(overlay.format_line(frames, predictions, latency_ms, fps), file=stream, flush=True)
+            if save_dir is not None or preview is not None:
+                annotated = overlay.annotate(frame, predictions, fps, latency_ms)
+                if save_dir is not None:
+                    annotated.save(save_dir / f"frame_{frames:06d}.jpg", quality=90)
+                if preview is not None and not preview.show(annotated):
+                    stopped = "window closed"
+                    break
+    except sources.CameraError as error:
+        stopped, message = "camera lost", str(error)
+    except KeyboardInterrupt:
+        stopped = "interrupted"
+    finally:
+        grabber.stop()
+        source.close()
+        if preview is not None:
+            preview.close()
+    seconds = time.perf_counter() - started
+    return {
+        "frames": frames, "source": source.name, "model": str(classifier.model_path),
+        "runtime": classifier.runtime_name, "threads": options.threads, "seconds": seconds,
+        "fps": frames / seconds if seconds > 0 else 0.0,
+        "mean_latency_ms": latency_total / frames if frames else None,
+        "mean_inference_ms": inference_total / frames if frames else None,
+        "captured_frames": grabber.captured, "dropped_frames": grabber.dropped,
+        "stopped": stopped, "message": message,
+        "exit_code": {"camera lost": EXIT_FAILURE, "interrupted": EXIT_INTERRUPTED}.get(stopped, EXIT_OK),
+    }
+
+
+def load_classifier(options: CameraOptions) -> runtime.Classifier:
+    """The classifier for `options.model`, or for the default model when none is given."""
+    model_path = Path(options.model) if options.model else find_default_model()
+    return runtime.Classifier(model_path, labels_path=options.labels, runtime=options.runtime,
+                              threads=options.threads, delegate=options.delegate)
+
+
+def find_default_model(repository: Path = REPOSITORY) -> Path:
+    """models/model_int8.tflite (or edge/models/), else the newest runs/*/tflite/model_int8.tflite."""
+    places = (repository / "models", repository / "edge" / "models")  # Where a Pi owner copies the files.
+    for place in places:
+        if (place / DEFAULT_MODEL_FILE).is_file():
+            return place / DEFAULT_MODEL_FILE
+    exported = sorted((repository / "runs").glob(f"*/tflite/{DEFAULT_MODEL_FILE}"),
+                      key=lambda path: path.stat().st_mtime)
+    if exported:
+        return exported[-1]
+    looked = ", ".join(str(place / DEFAULT_MODEL_FILE) for place in places)
+    raise runtime.ModelError(f"no model given and none found ({looked}, {repository / 'runs'}/*/tflite/); "
+                             "copy a run's tflite/ files into models/ or pass --model FILE")
+
+
+class FrameRateMeter:
+    """Frames per second over the last `window` frame intervals."""
+
+    def __init__(self, window: int):
+        self._intervals: collections.deque[float] = collections.deque(maxlen=window)
+
+    def update(self, interval_seconds: float) -> float:
+        self._intervals.append(interval_seconds)
+        total = sum(self._intervals)
+        return len(self._intervals) / total if total > 0 else 0.0
+
+
+def has_display() -> bool:
+    """Whether a window can be opened: on Linux an X11 or Wayland display must be named."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+class PreviewWindow:
+    """An OpenCV window showing the annotated frames; checked when made, so a failure comes before the camera opens."""
+
+    def __init__(self) -> None:
+        hint = "run with --headless or --json (and --save DIR to keep annotated frames)"
+        if not has_display():
+            raise PreviewError(f"no display for the preview window (DISPLAY and WAYLAND_DISPLAY are unset); {hint}")
+        try:
+            import cv2
+        except ImportError:
+            raise PreviewError(f"the preview window needs OpenCV (sudo apt install python3-opencv); {hint}") from None
+        try:
+            cv2.namedWindow(WINDOW_TITLE, cv2.WINDOW_AUTOSIZE)
+        except cv2.error:
+            raise PreviewError("this OpenCV has no GUI support (opencv-python-headless?); on a Pi use apt's "
+                               f"python3-opencv, elsewhere pip's opencv-python; or {hint}") from None
+        self._cv2 = cv2
+
+    def show(self, image) -> bool:
+        """Show a PIL image; False once the user pressed q or Esc or closed the window."""
+        cv2 = self._cv2
+        cv2.imshow(WINDOW_TITLE, np.asarray(image)[:, :, ::-1])  # OpenCV shows BGR.
+        key = cv2.waitKey(1) & 0xFF
+        if key in (ord("q"), 27):
+            return False
+        return cv2.getWindowProperty(WINDOW_TITLE, cv2.WND_PROP_VISIBLE) >= 1
+
+    def close(self) -> None:
+        cv2, self._cv2 = getattr(self, "_cv2", None), None
+        if cv2 is not None:
+            try:
+                cv2.destroyWindow(WINDOW_TITLE)
+                cv2.waitKey(1)  # Lets the GUI thread actually remove the window.
+            except cv2.error:
+                pass
+
+
+def describe(summary: dict[str, Any]) -> str:
+    """The one line printed when the loop ends."""
+    line = (f"camera: {summary['frames']} frames in {summary['seconds']:.1f} s, {summary['fps']:.1f} fps")
+    if summary["mean_latency_ms"] is not None:
+        line += (f", mean latency {summary['mean_latency_ms']:.1f} ms "
+                 f"(interpreter {summary['mean_inference_ms']:.1f} ms)")
+    if summary["dropped_frames"]:
+        line += f", {summary['dropped_frames']} stale camera frames dropped"
+    line += f"; stopped: {summary['stopped']}"
+    if summary["message"]:
+        line += f" ({summary['message']})"
+    return line
+
+
+def parse_options(argv: Optional[list[str]] = None) -> CameraOptions:
+    """CameraOptions from the command line."""
+    parser = argparse.ArgumentParser(
+        prog="python edge/camera.py",
+        description="Classify camera frames (or a video file, or a folder of images) with the int8 TFLite model.")
+    configuration.add_arguments(parser, CameraOptions)
+    try:
+        return configuration.build_config(CameraOptions, vars(parser.parse_args(argv)), source="the command line")
+    except configuration.ConfigError as error:
+        parser.error(str(error))
+        raise  # parser.error exits; this line only satisfies type checkers.
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    options = parse_options(argv)
+    try:
+        summary = run(options)
+        print(describe(summary), file=sys.stderr)
+        return summary["exit_code"]
+    except KeyboardInterrupt:  # Ctrl-C while the model or camera was still opening.
+        print("camera: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (runtime.ModelError, sources.CameraError, PreviewError, ArtifactError,
+            preprocess.ImageError) as error:
+        print(f"camera: error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except BrokenPipeError:  # The reader of our output went away (e.g. `| head`): stop quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's final flush of stdout would fail again.
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""What the camera loop shows: the text line per frame, and the annotated frame.
+
+Used by `edge/camera.py` for `--headless` (one line per frame), the preview
+window and `--save DIR`. Frames are annotated with Pillow's ImageDraw, not
+OpenCV, so saving annotated frames works on a machine whose OpenCV has no GUI
+(opencv-python-headless) or no OpenCV at all.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+#: Text height as a fraction of the frame's shorter side, so the overlay reads the same at any resolution.
+TEXT_HEIGHT_FRACTION = 0.045
+#: The smallest text height in pixels (tiny test frames stay legible).
+MINIMUM_TEXT_HEIGHT = 10
+#: Opacity (0-255) of the dark box behind the text, so it reads on bright scenes.
+BOX_OPACITY = 160
+
+Prediction = tuple[str, float]
+
+
+def format_line(frame_number: int, predictions: Sequence[Prediction], latency_ms: float,
+                fps: float) -> str:
+    """One `--headless` line: frame number, top labels with probabilities, latency, frame rate."""
+    labels = ", ".join(f"{label} {score:.3f}" for label, score in predictions) or "(none above threshold)"
+    return f"frame {frame_number}: {labels} | {latency_ms:.1f} ms | {fps:.1f} fps"
+
+
+def annotate(frame: np.ndarray, predictions: Sequence[Prediction], fps: Optional[float],
+             latency_ms: Optional[float] = None) -> Image.Image:
+    """A copy of the RGB `frame` with the top-k labels, probabilities and FPS drawn in its top-left corner."""
+    image = Image.fromarray(frame).convert("RGB")
+    text_height = max(MINIMUM_TEXT_HEIGHT, round(min(image.size) * TEXT_HEIGHT_FRACTION))
+    font = _font(text_height)
+    lines = []
+    if fps is not None:
+        status = f"{fps:.1f} fps"
+        if latency_ms is not None:
+            status += f"  {latency_ms:.0f} ms"
+        lines.append(status)
+    lines += [f"{label}: {score:.0%}" for label, score in predictions] or ["(none above threshold)"]
+
+    overlay = Image.new("RGBA", image.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
+    margin = max(2, text_height // 3)
+    line_height = text_height + margin
+    widths = [draw.textlength(line, font=font) for line in lines]
+    box = (0, 0, int(max(widths)) + 2 * margin, line_height * len(lines) + margin)
+    draw.rectangle(box, fill=(0, 0, 0, BOX_OPACITY))
+    for row, line in enumerate(lines):
+        draw.text((margin, margin + row * line_height), line, font=font, fill=(255, 255, 255, 255))
+    return Image.alpha_composite(image.convert("RGBA"), overlay).convert("RGB")
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's built-in font at `size` pixels (scalable since Pillow 10.1; fixed-size before)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has only the small bitmap font.
+        return ImageFont.load_default()
