@@ -81,8 +81,9 @@ def prepare_image(source: ImageSource, size: int | tuple[int, int]) -> np.ndarra
     """
     height, width = _target_size(size)
     image = _decode(source, draft_size=(DRAFT_MARGIN * max(height, width),) * 2)
-    crop_box = _centre_crop_box(image.size, (width, height))
-    resized = image.resize((width, height), RESAMPLING, box=crop_box, reducing_gap=REDUCING_GAP)
+    # Crop first (rather than resize's `box=`), so the filter never reads pixels outside the crop.
+    cropped = image.crop(_centre_crop_box(image.size, (width, height)))
+    resized = cropped.resize((width, height), RESAMPLING, reducing_gap=REDUCING_GAP)
     return np.array(resized, dtype=np.uint8)
 
 
@@ -100,18 +101,18 @@ def _target_size(size: int | tuple[int, int]) -> tuple[int, int]:
     return height, width
 
 
-def _centre_crop_box(image_size: tuple[int, int], target_size: tuple[int, int]) -> tuple[float, float, float, float]:
-    """The largest centred box of the target's aspect ratio, as (left, top, right, bottom)."""
+def _centre_crop_box(image_size: tuple[int, int], target_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The largest centred box of the target's aspect ratio, as (left, top, right, bottom) in whole pixels."""
     image_width, image_height = image_size
     target_width, target_height = target_size
     # Compare aspect ratios by cross-multiplying, so no rounding decides the branch.
     if image_width * target_height > image_height * target_width:
-        crop_width = image_height * target_width / target_height
-        left = (image_width - crop_width) / 2
-        return (left, 0.0, left + crop_width, float(image_height))
-    crop_height = image_width * target_height / target_width
-    top = (image_height - crop_height) / 2
-    return (0.0, top, float(image_width), top + crop_height)
+        crop_width = max(1, round(image_height * target_width / target_height))
+        left = (image_width - crop_width) // 2
+        return (left, 0, left + crop_width, image_height)
+    crop_height = max(1, round(image_width * target_height / target_width))
+    top = (image_height - crop_height) // 2
+    return (0, top, image_width, top + crop_height)
 
 
 def _decode(source: ImageSource, draft_size: tuple[int, int] | None) -> Image.Image:
@@ -159,7 +160,7 @@ def _finish(image: Image.Image, name: str | None, draft_size: tuple[int, int] | 
         message = str(error)
         if "truncated" in message or isinstance(error, EOFError) or "broken data stream" in message:
             raise ImageError(f"truncated file ({message})", name) from None
-        raise ImageError(f"cannot decode the image ({type(error).__name__}: {message})", name) from None
+        raise ImageError(f"corrupt or truncated image data ({type(error).__name__}: {message})", name) from None
     except Image.DecompressionBombError:
         raise ImageError(_too_large_reason(image.size), name) from None
     try:
@@ -275,7 +276,10 @@ def _open_stream(source: Any, name: str | None) -> BinaryIO:
 
 
 def _too_large_reason(size: tuple[int, int] | None) -> str:
-    stated = f"{size[0]} x {size[1]} = {size[0] * size[1]:,} pixels" if size else "its stated size"
+    if size:
+        stated = f"{size[0]} x {size[1]} = {size[0] * size[1]:,} pixels"
+    else:  # Pillow refused in Image.open, before the size was available to us.
+        stated = f"over {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels by its header"
     return (f"image too large to decode safely ({stated}; the limit is {MAX_IMAGE_PIXELS:,} pixels, "
             "a guard against decompression bombs)")
 
