@@ -1,0 +1,370 @@
+"""The camera loop: `python edge/camera.py` on a generated video and image folder, and its failure paths.
+
+    .venv/bin/pytest tests/test_camera.py -x -q
+
+End-to-end tests run the script in a subprocess on a tiny int8 TFLite model
+made here with TensorFlow (marked slow: they convert a model). Unit tests drive
+`run()` with a fake camera and a fake classifier, so they need no model.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edge import camera, runtime, sources
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+SCRIPT = REPOSITORY / "edge" / "camera.py"
+LABELS = ["apple", "bicycle", "castle", "dolphin", "elephant"]
+VIDEO_FRAMES = 12
+FOLDER_IMAGES = 6
+#: Seconds a subprocess may take; generous because the test machine's CPUs are shared.
+SUBPROCESS_TIMEOUT = 120
+
+
+# -- fixtures -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny int8 TFLite classifier with the project's contract (uint8 32x32x3 in, softmax out) and labels.txt."""
+    tensorflow = pytest.importorskip("tensorflow")
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3), dtype="uint8")
+    features = keras.layers.Rescaling(1 / 255)(inputs)
+    features = keras.layers.Conv2D(4, 3, activation="relu")(features)
+    features = keras.layers.GlobalAveragePooling2D()(features)
+    outputs = keras.layers.Dense(len(LABELS), activation="softmax")(features)
+    model = keras.Model(inputs, outputs)
+
+    def representative_images():
+        generator = np.random.default_rng(0)
+        for _ in range(8):
+            yield [generator.integers(0, 256, (1, 32, 32, 3)).astype(np.uint8)]
+
+    converter = tensorflow.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tensorflow.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative_images
+    folder = tmp_path_factory.mktemp("tiny_model")
+    (folder / "model_int8.tflite").write_bytes(converter.convert())
+    (folder / "labels.txt").write_text("\n".join(LABELS) + "\n")
+    return folder / "model_int8.tflite"
+
+
+def _frame(index: int, height: int = 48, width: int = 64) -> np.ndarray:
+    """A frame that changes with `index` (a moving bright block on a tinted background)."""
+    frame = np.zeros((height, width, 3), np.uint8)
+    frame[:, :, index % 3] = 20 * index
+    frame[10:30, 4 * index:4 * index + 10] = 255
+    return frame
+
+
+@pytest.fixture(scope="module")
+def video_file(tmp_path_factory) -> Path:
+    cv2 = pytest.importorskip("cv2")
+    path = tmp_path_factory.mktemp("video") / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    assert writer.isOpened(), "OpenCV cannot write MJPG .avi here"
+    for index in range(VIDEO_FRAMES):
+        writer.write(_frame(index))
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("images")
+    for index in range(FOLDER_IMAGES):
+        Image.fromarray(_frame(index, 40, 50)).save(folder / f"image_{index:02d}.png")
+    (folder / "notes.txt").write_text("not an image, and not an image suffix: ignored")
+    return folder
+
+
+def run_script(*arguments: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *arguments], capture_output=True, text=True,
+                          cwd=REPOSITORY, timeout=SUBPROCESS_TIMEOUT, env=env)
+
+
+def no_traceback(result: subprocess.CompletedProcess) -> None:
+    assert "Traceback" not in result.stderr, result.stderr
+
+
+# -- end to end: the script on files --------------------------------------------------------------
+
+@pytest.mark.slow
+def test_headless_on_a_video_prints_one_line_per_frame(tiny_model, video_file):
+    result = run_script("--model", str(tiny_model), "--source", str(video_file), "--headless", "--frames", "5")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 5
+    for number, line in enumerate(lines, start=1):
+        assert line.startswith(f"frame {number}: ")
+        assert line.endswith(" fps") and " ms | " in line
+        assert any(label in line for label in LABELS)
+    assert f"source video:{video_file}" in result.stderr
+    assert "stopped: frame limit" in result.stderr
+    no_traceback(result)
+
+
+@pytest.mark.slow
+def test_json_on_a_folder_gives_sorted_predictions(tiny_model, image_folder):
+    top_k = 3
+    result = run_script("--model", str(tiny_model), "--source", str(image_folder), "--json",
+                        "--frames", str(FOLDER_IMAGES - 1), "--top-k", str(top_k))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [record["frame"] for record in records] == list(range(1, FOLDER_IMAGES))
+    for record in records:
+        assert {"frame", "source", "predictions", "latency_ms", "fps"} <= set(record)
+        assert record["source"] == f"folder:{image_folder}"
+        scores = [prediction["score"] for prediction in record["predictions"]]
+        assert len(scores) == top_k
+        assert scores == sorted(scores, reverse=True)
+        assert all(0.0 <= score <= 1.0 for score in scores)
+        assert {prediction["label"] for prediction in record["predictions"]} <= set(LABELS)
+        assert record["latency_ms"] > 0 and record["fps"] > 0
+
+
+@pytest.mark.slow
+def test_every_frame_of_a_file_is_classified_in_order(tiny_model, video_file):
+    # Files are never subject to stale-frame dropping: without --frames, every frame comes out once.
+    result = run_script("--model", str(tiny_model), "--source", str(video_file), "--json")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [record["frame"] for record in records] == list(range(1, VIDEO_FRAMES + 1))
+    assert "stopped: end of source" in result.stderr
+
+
+@pytest.mark.slow
+def test_save_writes_annotated_frames_and_threshold_filters(tiny_model, image_folder, tmp_path):
+    saved = tmp_path / "annotated"
+    threshold = 0.21  # Between the tiny model's lowest and highest scores, so it actually filters.
+    result = run_script("--model", str(tiny_model), "--source", str(image_folder), "--json",
+                        "--threshold", str(threshold), "--top-k", "5", "--save", str(saved))
+    assert result.returncode == 0, result.stderr
+    files = sorted(saved.glob("*.jpg"))
+    assert [path.name for path in files] == [f"frame_{number:06d}.jpg" for number in range(1, FOLDER_IMAGES + 1)]
+    with Image.open(files[0]) as first:
+        assert first.size == (50, 40)  # The source frame's size: the overlay is drawn on the frame itself.
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    scores = [prediction["score"] for record in records for prediction in record["predictions"]]
+    assert all(score >= threshold for score in scores)
+    assert any(len(record["predictions"]) < 5 for record in records), "the threshold removed nothing"
+
+
+@pytest.mark.slow
+def test_no_tensorflow_is_imported(tiny_model, video_file):
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from edge import camera; "
+            "status = camera.main(['--model', sys.argv[2], '--source', sys.argv[3], '--headless', '--frames', '2']); "
+            "heavy = sorted(name for name in sys.modules if name.split('.')[0] in ('tensorflow', 'keras')); "
+            "print('HEAVY', heavy, file=sys.stderr); sys.exit(status or (1 if heavy else 0))")
+    result = subprocess.run([sys.executable, "-c", code, str(REPOSITORY), str(tiny_model), str(video_file)],
+                            capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    assert "HEAVY []" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_bad_model_file_is_one_line_and_exit_1(tmp_path, image_folder):
+    model = tmp_path / "model_int8.tflite"
+    model.write_bytes(b"this is not a flatbuffer")
+    (tmp_path / "labels.txt").write_text("\n".join(LABELS) + "\n")
+    result = run_script("--model", str(model), "--source", str(image_folder), "--headless")
+    assert result.returncode == camera.EXIT_FAILURE
+    assert result.stderr.strip().splitlines()[-1].startswith(f"camera: error: {model}")
+    no_traceback(result)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly(tiny_model, image_folder):
+    # --fps-limit keeps the loop running long enough to interrupt it mid-stream.
+    process = subprocess.Popen([sys.executable, str(SCRIPT), "--model", str(tiny_model), "--source",
+                                str(image_folder), "--headless", "--fps-limit", "2"],
+                               cwd=REPOSITORY, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first_line = process.stdout.readline()  # Wait until the loop is running.
+        assert first_line.startswith("frame 1: ")
+        process.send_signal(signal.SIGINT)
+        _, error = process.communicate(timeout=SUBPROCESS_TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == camera.EXIT_INTERRUPTED
+    assert "stopped: interrupted" in error
+    assert "Traceback" not in error, error
+
+
+# -- end to end: failures that need no model -------------------------------------------------------
+
+def test_preview_without_a_display_is_one_line_and_exit_1(image_folder):
+    environment = {key: value for key, value in os.environ.items() if key not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    result = run_script("--source", str(image_folder), env=environment)
+    assert result.returncode == camera.EXIT_FAILURE
+    assert result.stderr.strip().splitlines() == [
+        "camera: error: no display for the preview window (DISPLAY and WAYLAND_DISPLAY are unset); "
+        "run with --headless or --json (and --save DIR to keep annotated frames)"]
+
+
+def _has_a_camera() -> bool:
+    try:
+        import picamera2  # noqa: F401
+        return True
+    except ImportError:
+        return Path("/dev/video0").exists()
+
+
+@pytest.mark.skipif(_has_a_camera(), reason="this machine has a camera, so 'no camera' cannot be shown")
+def test_no_camera_is_one_line_and_exit_1(tmp_path):
+    # The script opens the camera after loading the model; here the source alone, without a model.
+    with pytest.raises(sources.CameraError, match="no camera found"):
+        sources.open_source("auto")
+    with pytest.raises(sources.CameraError, match="no such file or folder"):
+        sources.open_source(str(tmp_path / "missing.avi"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_has_a_camera(), reason="this machine has a camera, so 'no camera' cannot be shown")
+def test_no_camera_from_the_script(tiny_model):
+    result = run_script("--model", str(tiny_model), "--headless")
+    assert result.returncode == camera.EXIT_FAILURE
+    assert result.stderr.strip().splitlines()[-1].startswith("camera: error: no camera found: ")
+    no_traceback(result)
+
+
+# -- unit: run() with a fake camera and a fake classifier ---------------------------------------------
+
+class FakeClassifier:
+    """Stands in for runtime.Classifier: fixed, distinct probabilities; can raise after some frames."""
+
+    top_k = runtime.Classifier.top_k  # The real ranking (the loop relies on it).
+
+    def __init__(self, interrupt_after: int | None = None):
+        self.model_path = Path("fake.tflite")
+        self.runtime_name = "fake"
+        self.input_size = (8, 8)
+        self.labels = LABELS
+        self.calls = 0
+        self.interrupt_after = interrupt_after
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        assert images.shape == (1, 8, 8, 3) and images.dtype == np.uint8
+        self.calls += 1
+        if self.interrupt_after is not None and self.calls > self.interrupt_after:
+            raise KeyboardInterrupt
+        return np.array([[0.1, 0.4, 0.2, 0.25, 0.05]], np.float32)
+
+
+class FakeCamera:
+    """A live camera that gives `good_frames` frames, then fails every read (as if unplugged)."""
+
+    live = True
+    name = "fake-camera"
+
+    def __init__(self, good_frames: int, failure: type[Exception] | None = None):
+        self.good_frames = good_frames
+        self.failure = failure
+        self.reads = 0
+        self.closed = False
+
+    def read(self):
+        self.reads += 1
+        if self.reads > self.good_frames:
+            if self.failure is not None:
+                raise self.failure("device disconnected")
+            return None
+        time.sleep(0.01)  # A camera paces its frames; this also lets the loop take each one.
+        return _frame(self.reads)
+
+    def close(self):
+        self.closed = True
+
+
+def _options(**changes) -> camera.CameraOptions:
+    return camera.CameraOptions(headless=True, **changes)
+
+
+@pytest.mark.parametrize("failure", [None, OSError])
+def test_a_camera_lost_mid_run_ends_cleanly(failure, capsys):
+    fake_camera = FakeCamera(good_frames=3, failure=failure)
+    summary = camera.run(_options(), source=fake_camera, classifier=FakeClassifier())
+    assert summary["stopped"] == "camera lost"
+    assert summary["exit_code"] == camera.EXIT_FAILURE
+    assert f"failed {sources.MAX_CONSECUTIVE_READ_FAILURES} reads in a row" in summary["message"]
+    assert 1 <= summary["frames"] <= 3
+    assert fake_camera.closed
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == summary["frames"]
+    assert lines[0].startswith("frame 1: bicycle 0.400, dolphin 0.250, castle 0.200 | ")
+    assert "camera lost" in camera.describe(summary)
+
+
+def test_keyboard_interrupt_releases_the_camera():
+    fake_camera = FakeCamera(good_frames=1000)
+    summary = camera.run(_options(), source=fake_camera, classifier=FakeClassifier(interrupt_after=2),
+                         stream=open(os.devnull, "w"))
+    assert summary["stopped"] == "interrupted"
+    assert summary["exit_code"] == camera.EXIT_INTERRUPTED
+    assert summary["frames"] == 2
+    assert fake_camera.closed
+
+
+def test_a_live_camera_drops_stale_frames():
+    class FastCamera(FakeCamera):
+        def read(self):
+            self.reads += 1
+            time.sleep(0.001)
+            return _frame(self.reads % 10)
+
+    fake_camera = FastCamera(good_frames=0)
+    grabber = sources.FrameGrabber(fake_camera).start()
+    try:
+        for _ in range(3):
+            assert grabber.next_frame() is not None
+            time.sleep(0.05)  # A slow "interpreter": the camera produces many frames meanwhile.
+    finally:
+        grabber.stop()
+    assert grabber.dropped > 0
+    assert grabber.captured > 3
+
+
+def test_frame_rate_meter_averages_over_its_window():
+    meter = camera.FrameRateMeter(window=4)
+    assert meter.update(0.5) == pytest.approx(2.0)
+    for _ in range(4):
+        rate = meter.update(0.1)
+    assert rate == pytest.approx(10.0)  # The 0.5 s interval has left the window.
+
+
+def test_default_model_is_models_folder_else_newest_run(tmp_path):
+    with pytest.raises(runtime.ModelError, match="no model given"):
+        camera.find_default_model(tmp_path)
+    older = tmp_path / "runs" / "a" / "tflite" / camera.DEFAULT_MODEL_FILE
+    newer = tmp_path / "runs" / "b" / "tflite" / camera.DEFAULT_MODEL_FILE
+    for path, age in ((older, 100), (newer, 0)):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"")
+        os.utime(path, (time.time() - age, time.time() - age))
+    assert camera.find_default_model(tmp_path) == newer
+    copied = tmp_path / "models" / camera.DEFAULT_MODEL_FILE
+    copied.parent.mkdir()
+    copied.write_bytes(b"")
+    assert camera.find_default_model(tmp_path) == copied
+
+
+def test_options_reject_bad_values():
+    with pytest.raises(SystemExit):
+        camera.parse_options(["--top-k", "0"])
+    with pytest.raises(SystemExit):
+        camera.parse_options(["--threshold", "1.5"])
+    options = camera.parse_options(["--json", "--frames", "3", "--source", "opencv:1"])
+    assert options.json and not options.preview and options.frames == 3 and options.source == "opencv:1"
