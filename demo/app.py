@@ -1,0 +1,119 @@
+"""The local web demo: the int8 TFLite model (and float32 beside it) behind a Gradio page.
+
+    python demo/app.py                          # the Space's models/ folder, else the newest runs/*/tflite
+    python demo/app.py --run runs/NAME          # a finished, exported run
+    python demo/app.py --model path/model_int8.tflite [--port 7860] [--share]
+
+The page itself is built by demo/ui.py, which the Hugging Face Space uses too.
+`demo` is the module-level Gradio app (the Gradio convention, e.g. for
+`gradio demo/app.py`); it is built on first access from the default options.
+No TensorFlow is imported.
+"""
+from __future__ import annotations
+
+if __package__ in (None, ""):  # Run as a script: make the repository root importable.
+    import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+from demo import ui
+from edge import configuration, runtime
+from edge.configuration import option
+
+CODE_ROOT = Path(__file__).resolve().parents[1]  # the repository, or the assembled Space folder
+
+
+@dataclasses.dataclass
+class DemoConfig:
+    """Options of the demo server. Flags: `python demo/app.py --help`."""
+
+    run: str | None = option(None, "run folder (its tflite/ is served), or a folder holding model_int8.tflite; "
+                                   "default: models/ next to the app, else the newest runs/*/tflite", "Model")
+    model: str | None = option(None, "one .tflite file to serve instead of --run (labels.txt beside it; "
+                                     "a model_float32.tflite beside it is shown side by side)", "Model")
+    threads: int | None = option(None, "interpreter threads per model (default: the runtime's choice)", "Model")
+    port: int | None = option(None, "port to listen on (default: $GRADIO_SERVER_PORT, else 7860)", "Server")
+    host: str | None = option(None, "address to listen on (default: $GRADIO_SERVER_NAME, else 127.0.0.1; "
+                                    "0.0.0.0 for the network)", "Server")
+    share: bool = option(False, "also open a temporary public gradio.live link", "Server")
+    concurrency: int = option(ui.CONCURRENCY_LIMIT, "requests processed at once (see demo/ui.py for why 2)",
+                              "Server")
+    max_file_size: str = option(ui.MAX_FILE_SIZE, "largest accepted upload, e.g. 10mb", "Server")
+
+
+def default_model_folder(root: Path = CODE_ROOT) -> Path:
+    """models/ next to the app (an assembled Space), else the newest runs/*/tflite holding an int8 model."""
+    bundled = root / "models"
+    if (bundled / ui.INT8_MODEL_FILE).is_file():
+        return bundled
+    exported = [path.parent for path in (root / "runs").glob(f"*/tflite/{ui.INT8_MODEL_FILE}")]
+    if not exported:
+        raise ui.DemoError(f"no model to serve: neither {bundled}/{ui.INT8_MODEL_FILE} nor "
+                           f"{root}/runs/*/tflite/{ui.INT8_MODEL_FILE} exists; train and export one "
+                           "(python train/run.py --preset smoke) or pass --run / --model")
+    return max(exported, key=lambda folder: (folder / ui.INT8_MODEL_FILE).stat().st_mtime)
+
+
+def load(config: DemoConfig) -> ui.DemoModels:
+    """Find and load the models the config names."""
+    if config.run is not None and config.model is not None:
+        raise configuration.ConfigError("give --run or --model, not both")
+    if config.concurrency < 1:
+        raise configuration.ConfigError(f"concurrency must be at least 1, got {config.concurrency}")
+    if config.model is not None:
+        files = ui.find_model_files(model=config.model)
+    else:
+        files = ui.find_model_files(folder=config.run if config.run is not None else default_model_folder())
+    return ui.load_models(files, threads=config.threads)
+
+
+def build(config: DemoConfig) -> tuple[Any, ui.DemoModels]:
+    """(the Gradio Blocks app, its models), not started."""
+    models = load(config)
+    report_url = models.metadata.get("report_url")  # set by hf_space/deploy.py when a model repo holds the report
+    return ui.build_demo(models, report_url=report_url, concurrency_limit=config.concurrency), models
+
+
+def run(config: DemoConfig, block: bool = True) -> str:
+    """Build and start the server; returns the local URL (after the server stops, when `block`)."""
+    app, models = build(config)
+    print(f"serving {models.files.model}" + (f" and {models.files.reference}" if models.files.reference else ""),
+          flush=True)
+    _, local_url, _ = ui.launch(app, models, server_port=config.port, server_name=config.host, share=config.share,
+                                max_file_size=config.max_file_size, prevent_thread_lock=True)
+    if block:
+        app.block_thread()
+    return local_url
+
+
+def parse_config(argv: list[str] | None = None) -> DemoConfig:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    configuration.add_arguments(parser, DemoConfig)
+    return configuration.build_config(DemoConfig, vars(parser.parse_args(argv)), source="the command line")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        config = parse_config(argv)
+        run(config)
+    except (configuration.ConfigError, ui.DemoError, runtime.ModelError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def __getattr__(name: str) -> Any:
+    """`demo`, built from the default options on first access (so importing this module loads no model)."""
+    if name == "demo":
+        app, _ = build(DemoConfig())
+        globals()["demo"] = app
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

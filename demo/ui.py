@@ -1,0 +1,408 @@
+"""The one Gradio UI of the demo, built from a folder of exported models.
+
+`demo/app.py` (local) and the Hugging Face Space's `app.py` both call
+`build_demo(load_models(find_model_files(folder)))`, so the page a visitor sees
+on the Space is the page served locally; nothing is copied by hand.
+
+The page shows, for one photo, the top-5 of the int8 model (the file that also
+runs on the Raspberry Pi), the same photo through the float32 model side by
+side, the latency of the request, which model answered, the float-vs-int8
+numbers measured on the test set (`quantization.json`), and an "about this
+model" panel. The int8 prediction is also an API endpoint:
+
+    from gradio_client import Client, handle_file
+    Client("http://127.0.0.1:7860").predict(handle_file("photo.jpg"), api_name="/predict")
+
+Imports gradio, numpy, Pillow and a TFLite runtime (through edge.runtime);
+never TensorFlow, so the Space starts in seconds.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from edge import artifacts, preprocess, runtime
+
+INT8_MODEL_FILE = "model_int8.tflite"
+FLOAT_MODEL_FILE = "model_float32.tflite"
+QUANTIZATION_FILE = "quantization.json"
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.md"
+EXAMPLES_FOLDER = Path(__file__).resolve().parent / "examples"
+EXAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+
+TOP_K = 5  # labels shown per model: the seeds' top-5.
+
+# Uploads above this are refused by Gradio before any decoding: a phone photo
+# fits, and the model sees 32 x 32 pixels, so a larger file adds nothing.
+# edge.preprocess separately refuses images above its pixel limit, which a
+# small file can declare (a decompression bomb).
+MAX_FILE_SIZE = "10mb"
+
+# Requests served at once. Each interpreter is guarded by its own lock inside
+# edge.runtime.Classifier (an interpreter is not thread-safe), and a request
+# runs the int8 then the float32 interpreter: with 2 workers, one request can
+# be in the int8 model while the other is in float32 or decoding its photo, which
+# keeps the 2 vCPUs of a free Space busy. More workers would only wait on the
+# two locks while holding decoded photos in memory. Measured in docs/demo.md.
+CONCURRENCY_LIMIT = 2
+QUEUE_MAX_SIZE = 64  # requests waiting beyond this get "queue full" rather than minutes of waiting.
+
+
+class DemoError(ValueError):
+    """The model folder cannot be served (missing files); the message names the folder and the file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFiles:
+    """Where the files of one served model are. Optional ones are None when absent."""
+    model: Path  # the model that answers (int8 by default)
+    reference: Path | None  # the float32 model shown side by side
+    labels: Path
+    metadata: Path | None
+    quantization: Path | None
+    metrics: Path | None
+    report: Path | None
+
+
+def find_model_files(folder: str | Path | None = None, model: str | Path | None = None) -> ModelFiles:
+    """Locate the files to serve from a run folder, its tflite/ folder, a Space's models/ folder, or one .tflite file.
+
+    `folder` may be `runs/NAME` (uses `runs/NAME/tflite`), `runs/NAME/tflite`, or
+    a flat folder holding everything (the Space's `models/`). With `model`, that
+    file answers and a `model_float32.tflite` beside it (if it is another file)
+    is shown side by side. quantization.json, metrics.json and report.md are
+    looked for in the model's folder, then in its parent (the run).
+    """
+    if (folder is None) == (model is None):
+        raise DemoError("give exactly one of a model folder (--run) or a .tflite file (--model)")
+    if model is not None:
+        model_path = Path(model)
+        if not model_path.is_file():
+            raise DemoError(f"{model_path}: model file not found")
+        model_folder = model_path.parent
+    else:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise DemoError(f"{folder}: folder not found")
+        model_folder = folder / "tflite" if (folder / "tflite").is_dir() else folder
+        model_path = model_folder / INT8_MODEL_FILE
+        if not model_path.is_file():
+            raise DemoError(f"{folder}: no {INT8_MODEL_FILE} in {model_folder} "
+                            "(export the run first: python edge/convert.py --run RUN)")
+    labels = model_folder / artifacts.LABELS_FILE
+    if not labels.is_file():
+        raise DemoError(f"{model_folder}: no {artifacts.LABELS_FILE} next to {model_path.name}")
+    reference = model_folder / FLOAT_MODEL_FILE
+    same_file = reference.is_file() and reference.resolve() == model_path.resolve()
+    return ModelFiles(
+        model=model_path,
+        reference=reference if reference.is_file() and not same_file else None,
+        labels=labels,
+        metadata=_first_file(model_folder, artifacts.METADATA_FILE),
+        quantization=_first_file(model_folder, QUANTIZATION_FILE),
+        metrics=_first_file(model_folder, METRICS_FILE),
+        report=_first_file(model_folder, REPORT_FILE),
+    )
+
+
+def _first_file(model_folder: Path, name: str) -> Path | None:
+    for folder in (model_folder, model_folder.parent):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+@dataclasses.dataclass
+class DemoModels:
+    """The loaded classifiers and what the page says about them."""
+    files: ModelFiles
+    model: runtime.Classifier
+    reference: runtime.Classifier | None
+    metadata: dict
+    quantization: dict | None
+    metrics: dict | None
+
+
+def load_models(files: ModelFiles, threads: int | None = None) -> DemoModels:
+    """Load the interpreters; a corrupt model or labels file raises runtime.ModelError naming it."""
+    model = runtime.Classifier(files.model, files.labels, threads=threads)
+    reference = runtime.Classifier(files.reference, files.labels, threads=threads) if files.reference else None
+    return DemoModels(
+        files=files, model=model, reference=reference,
+        metadata=_read_optional_json(files.metadata) or {},
+        quantization=_read_optional_json(files.quantization),
+        metrics=_read_optional_json(files.metrics),
+    )
+
+
+def _read_optional_json(path: Path | None) -> dict | None:
+    """A side file that only decorates the page: a malformed one is reported on the page, not fatal."""
+    if path is None:
+        return None
+    try:
+        value = artifacts.read_json(path)
+    except artifacts.ArtifactError as error:
+        return {"error": str(error)}
+    return value if isinstance(value, dict) else {"error": f"{path}: expected a JSON object"}
+
+
+# -- requests -----------------------------------------------------------------------
+
+
+def _image_source(payload: Any) -> tuple[Any, str]:
+    """(what edge.preprocess reads, the name to show) from the raw Gradio image payload.
+
+    The image events run with `preprocess=False`, so that Gradio does not open
+    the file with Pillow itself (its errors would reach the visitor as a bare
+    "Error"); every decoding problem then goes through edge.preprocess, whose
+    ImageError says what is wrong. The payload is Gradio's FileData (a dict
+    with a `path` already inside Gradio's upload cache) or, for some webcam
+    captures, a base64 data URL.
+    """
+    if payload is None or payload == "":
+        raise gr.Error("No image: upload a photo, take one with the webcam, or paste one.", title="No image")
+    if isinstance(payload, dict):
+        url, path = payload.get("url") or "", payload.get("path")
+        name = payload.get("orig_name") or (Path(path).name if path else "the image")
+        if url.startswith("data:"):
+            try:
+                return base64.b64decode(url.split(",", 1)[1], validate=False), name
+            except (IndexError, binascii.Error):
+                raise gr.Error(f"{name}: the image data URL is malformed", title="Cannot read this image") from None
+        if path:
+            return path, name
+        raise gr.Error("The upload carried no file.", title="No image")
+    if isinstance(payload, str):  # Direct Python calls (tests) pass a path.
+        return payload, Path(payload).name
+    raise gr.Error(f"Unsupported input of type {type(payload).__name__}.", title="No image")
+
+
+def _decode(payload: Any):
+    """The decoded RGB photo, or a gr.Error with edge.preprocess's reason (the server keeps serving)."""
+    source, name = _image_source(payload)
+    try:
+        return preprocess.load_image(source)
+    except preprocess.ImageError as error:
+        # The reason, under the visitor's file name: the server's cache path means nothing to them.
+        raise gr.Error(f"{name}: {error.reason}", title="Cannot read this image") from None
+
+
+def _classify(classifier: runtime.Classifier, photo) -> tuple[dict[str, float], float]:
+    """Top-k {label: probability} and the milliseconds of the model call (resize included)."""
+    start = time.perf_counter()
+    pixels = preprocess.prepare_image(photo, classifier.input_size)
+    probabilities = classifier.predict(pixels)[0]
+    elapsed_ms = (time.perf_counter() - start) * 1000.0
+    return dict(classifier.top_k(probabilities, TOP_K)), elapsed_ms
+
+
+def make_predict(models: DemoModels):
+    """The /predict endpoint: an image file in, {label: probability} of the int8 model's top 5 out."""
+    def predict(image):
+        return _classify(models.model, _decode(image))[0]
+    return predict
+
+
+def make_compare(models: DemoModels):
+    """The page's handler: both models on one photo, the latency, which model answered."""
+    def compare(image):
+        if image is None:  # The visitor cleared the picture: clear the answers, no error.
+            return None, None, ""
+        start = time.perf_counter()
+        photo = _decode(image)
+        decode_ms = (time.perf_counter() - start) * 1000.0
+        answer, model_ms = _classify(models.model, photo)
+        reference_answer, reference_ms = (_classify(models.reference, photo) if models.reference
+                                          else (None, None))
+        total_ms = (time.perf_counter() - start) * 1000.0
+        return answer, reference_answer, _describe_request(models, answer, reference_answer,
+                                                           decode_ms, model_ms, reference_ms, total_ms)
+    return compare
+
+
+def _describe_request(models: DemoModels, answer: dict, reference_answer: dict | None, decode_ms: float,
+                      model_ms: float, reference_ms: float | None, total_ms: float) -> str:
+    top = next(iter(answer))
+    lines = [f"**Answered by** `{models.files.model.name}` ({_model_summary(models.model)}).",
+             f"**Latency:** {model_ms:.1f} ms in the {_variant(models.files.model)} model (resize + inference)"
+             + (f", {reference_ms:.1f} ms in float32" if reference_ms is not None else "")
+             + f"; {total_ms:.1f} ms for the whole request on the server (decoding the photo: {decode_ms:.1f} ms)."]
+    if reference_answer is not None:
+        reference_top = next(iter(reference_answer))
+        shared = [label for label in answer if label in reference_answer]
+        agreement = (f"Both models say **{top}**" if top == reference_top
+                     else f"They disagree: {_variant(models.files.model)} says **{top}**, float32 says **{reference_top}**")
+        gap = abs(answer[top] - reference_answer.get(top, 0.0))
+        lines.append(f"{agreement}; {len(shared)} of the top {TOP_K} labels are shared; "
+                     f"the probability of **{top}** differs by {gap * 100:.1f} points.")
+    return "\n\n".join(lines)
+
+
+def _variant(path: Path) -> str:
+    """"int8" for model_int8.tflite; the file's stem otherwise."""
+    stem = path.stem
+    return stem[len("model_"):] if stem.startswith("model_") else stem
+
+
+def _model_summary(classifier: runtime.Classifier) -> str:
+    height, width = classifier.input_size
+    size = classifier.model_path.stat().st_size
+    return (f"{_format_bytes(size)}, {classifier.input_dtype} input {height}x{width}, "
+            f"{len(classifier.labels)} classes, {classifier.runtime_name} {classifier.runtime_version or ''}").strip()
+
+
+def _format_bytes(size: float) -> str:
+    for unit in ("B", "KB", "MB"):
+        if size < 1024 or unit == "MB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} MB"
+
+
+# -- the static panels ------------------------------------------------------------
+
+
+def quantization_markdown(models: DemoModels) -> str:
+    """float32 vs int8 on the test set, from quantization.json (fractions shown as percentages)."""
+    quantization = models.quantization
+    if not quantization:
+        return "_No quantization.json next to this model: the float-vs-int8 test-set numbers are not available._"
+    if "error" in quantization:
+        return f"_quantization.json could not be read: {quantization['error']}_"
+    variants = quantization.get("variants") or {}
+    rows = ["| model | top-1 | top-5 | top-1 agreement with float | size | latency |",
+            "|---|---|---|---|---|---|"]
+    reference = quantization.get("reference") or {}
+    if reference:
+        rows.append(f"| Keras float (reference) | {_percent(reference.get('top1'))} | {_percent(reference.get('top5'))} "
+                    "| 100% | | |")
+    for name in ("float32", "float16", "dynamic", "int8"):
+        variant = variants.get(name)
+        if not isinstance(variant, dict):
+            continue
+        size = variant.get("size_bytes")
+        latency = variant.get("latency_ms")
+        rows.append(f"| {name} | {_percent(variant.get('top1'))} | {_percent(variant.get('top5'))} "
+                    f"| {_percent(variant.get('agreement'))} | {_format_bytes(size) if size else ''} "
+                    f"| {f'{latency:.2f} ms' if isinstance(latency, (int, float)) else ''} |")
+    gate = quantization.get("max_drop")
+    passed = quantization.get("passed")
+    verdict = ("" if passed is None else
+               f"\n\nThe int8 gate ({gate} point{'s' if gate != 1 else ''} of top-1 at most) "
+               f"{'passed' if passed else 'FAILED'}.")
+    return "Measured on the test set by `edge/convert.py`:\n\n" + "\n".join(rows) + verdict
+
+
+def about_markdown(models: DemoModels, report_url: str | None = None) -> str:
+    """Dataset, backbone, test accuracy, model size and the link to the report."""
+    metadata = models.metadata
+    quantization = models.quantization or {}
+    int8_top1 = ((quantization.get("variants") or {}).get(_variant(models.files.model)) or {}).get("top1")
+    float_top1 = (models.metrics or {}).get("top1") or (quantization.get("reference") or {}).get("top1")
+    lines = [
+        f"- **Dataset:** {metadata.get('dataset', 'unknown')} ({len(models.model.labels)} classes)",
+        f"- **Backbone:** {metadata.get('model', 'unknown')}",
+        f"- **Test accuracy (top-1):** {_percent(int8_top1) if int8_top1 is not None else 'not measured'} "
+        f"for {_variant(models.files.model)}"
+        + (f", {_percent(float_top1)} for the float model" if float_top1 is not None else ""),
+        f"- **Model size:** {_format_bytes(models.files.model.stat().st_size)} ({models.files.model.name})"
+        + (f", {_format_bytes(models.files.reference.stat().st_size)} for float32" if models.files.reference else ""),
+        f"- **Input:** {models.model.input_size[0]}x{models.model.input_size[1]} pixels; "
+        "a photo is centre-cropped and shrunk to that, like the training images.",
+    ]
+    if report_url:
+        lines.append(f"- **Report:** [{report_url}]({report_url})")
+    elif models.files.report:
+        lines.append("- **Report:** the training report is below (\"Full report\").")
+    return "\n".join(lines)
+
+
+def _percent(value: Any) -> str:
+    return f"{value * 100:.1f}%" if isinstance(value, (int, float)) else "n/a"
+
+
+def report_markdown(models: DemoModels) -> str | None:
+    """report.md with its relative plot links pointed at Gradio's file route (the folder is an allowed path)."""
+    if models.files.report is None:
+        return None
+    text = models.files.report.read_text(encoding="utf-8", errors="replace")
+    folder = models.files.report.parent.resolve()
+    return re.sub(r"\]\((?!https?://|/)([^)\s]+\.(?:png|jpg|jpeg|svg))\)",
+                  lambda match: f"](/gradio_api/file={folder / match.group(1)})", text)
+
+
+def allowed_paths(models: DemoModels) -> list[str]:
+    """Folders Gradio may serve files from: the report's (for its plots)."""
+    return [str(models.files.report.parent.resolve())] if models.files.report else []
+
+
+def example_images(labels: list[str], folder: Path = EXAMPLES_FOLDER) -> list[Path]:
+    """Example images named after the model's classes (`rocket.jpg` for "rocket"), from folder and its subfolders."""
+    wanted = set(labels)
+    found = sorted(path for path in folder.rglob("*")
+                   if path.suffix.lower() in EXAMPLE_SUFFIXES and path.stem in wanted)
+    return found
+
+
+# -- the page ---------------------------------------------------------------------
+
+
+def build_demo(models: DemoModels, report_url: str | None = None,
+               concurrency_limit: int = CONCURRENCY_LIMIT) -> gr.Blocks:
+    """The Blocks app: one page, the /predict and /compare endpoints, the queue configured."""
+    variant = _variant(models.files.model)
+    title = f"CIFAR edge classifier: {models.metadata.get('dataset', 'image')} classes, {variant} TFLite"
+    with gr.Blocks(title=title) as demo:
+        gr.Markdown(f"# {title}\n"
+                    f"Drop in a photo: the {variant} model that also runs on a Raspberry Pi answers, "
+                    "and the float32 model answers the same photo beside it, so you see what quantization costs.")
+        with gr.Row():
+            with gr.Column(scale=1):
+                image = gr.Image(label="Photo", sources=["upload", "webcam", "clipboard"], type="filepath",
+                                 image_mode=None, height=320)
+                classify_button = gr.Button("Classify", variant="primary")
+                examples = example_images(models.model.labels)
+                if examples:
+                    gr.Examples(examples=[[str(path)] for path in examples], inputs=[image],
+                                example_labels=[path.stem for path in examples], label="Examples")
+            with gr.Column(scale=1):
+                answer = gr.Label(label=f"{variant} (served model): top {TOP_K}", num_top_classes=TOP_K)
+                reference_answer = gr.Label(label=f"float32: top {TOP_K}", num_top_classes=TOP_K,
+                                            visible=models.reference is not None)
+        details = gr.Markdown()
+        with gr.Accordion("Float vs int8 on the test set", open=True):
+            gr.Markdown(quantization_markdown(models))
+        with gr.Accordion("About this model", open=False):
+            gr.Markdown(about_markdown(models, report_url))
+        report = report_markdown(models)
+        if report:
+            with gr.Accordion("Full report", open=False):
+                gr.Markdown(report)
+
+        # preprocess=False: the handlers decode the upload themselves (see _image_source).
+        gr.on(triggers=[classify_button.click, image.change], fn=make_compare(models), inputs=[image],
+              outputs=[answer, reference_answer, details], api_name="compare", preprocess=False,
+              concurrency_limit=concurrency_limit, concurrency_id="models")
+        # The API endpoint has no trigger on the page: clients call it by name.
+        gr.on(triggers=[], fn=make_predict(models), inputs=[image], outputs=[answer], api_name="predict",
+              preprocess=False, concurrency_limit=concurrency_limit, concurrency_id="models",
+              show_progress="hidden")
+    demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=concurrency_limit)
+    return demo
+
+
+def launch(demo: gr.Blocks, models: DemoModels, server_port: int | None = None, server_name: str | None = None,
+           share: bool = False, max_file_size: str | int = MAX_FILE_SIZE, prevent_thread_lock: bool = False):
+    """Start the server. server_port/server_name None: Gradio reads GRADIO_SERVER_PORT/NAME, else 7860/127.0.0.1."""
+    return demo.launch(server_port=server_port, server_name=server_name, share=share,
+                       max_file_size=max_file_size, allowed_paths=allowed_paths(models),
+                       prevent_thread_lock=prevent_thread_lock, show_error=True, ssr_mode=False,
+                       theme=gr.themes.Soft())
