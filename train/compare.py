@@ -1,0 +1,144 @@
+"""Compare finished runs side by side in one markdown table.
+
+    python train/compare.py runs/cnn-baseline runs/efficientnet-frozen runs/efficientnet-all
+    python train/compare.py runs/* --out comparison.md
+
+One row per run: model, unfreeze policy, epochs, image size, parameters, test
+top-1 and top-5 of the float model, int8 top-1 (when the run was exported and
+has quantization.json), model size and training time. Every field is read from
+the run's own files (config.json, metadata.json, metrics.json,
+quantization.json); what a run lacks shows as "n/a". This is how the seed
+projects' comparisons (CNN from scratch vs feature extraction vs fine-tuning)
+are reproduced.
+"""
+from __future__ import annotations
+
+if __package__ in (None, ""):  # Run as a script: make the repository root importable.
+    import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from edge import artifacts, configuration
+from edge.configuration import option
+from train.evaluate import METRICS_FILE, QUANTIZATION_FILE, duration, percent
+
+COLUMNS = ("run", "model", "unfreeze", "epochs (head + fine-tune)", "image size", "parameters", "top-1", "top-5",
+           "int8 top-1", "model size", "training time")
+NOT_AVAILABLE = "n/a"
+
+
+@dataclasses.dataclass
+class CompareOptions:
+    """The flags of `python train/compare.py` (the run directories are positional)."""
+
+    out: str | None = option(None, "also write the table to this markdown file", "Comparison", metavar="FILE.md")
+
+
+@dataclasses.dataclass
+class CompareConfig(CompareOptions):
+    """Everything `run` needs: the flags and the run directories."""
+
+    runs: list = option([], "run directories to compare, one table row each", "Comparison")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python train/compare.py", description=__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
+    configuration.add_arguments(parser, CompareOptions)
+    try:
+        config = configuration.build_config(CompareConfig, vars(parser.parse_args(argv)), source="the command line")
+        result = run(config)
+    except (configuration.ConfigError, artifacts.ArtifactError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(result["markdown"], end="")
+    return 0
+
+
+def run(config: CompareConfig) -> dict:
+    """Build the table; write it to `config.out` when set. Returns {"rows": [...], "markdown": str}."""
+    if not config.runs:
+        raise configuration.ConfigError("give at least one run directory")
+    rows = [describe_run(Path(run_dir)) for run_dir in config.runs]
+    markdown = render_table(rows)
+    if config.out:
+        artifacts.write_atomic(config.out, markdown)
+    return {"rows": rows, "markdown": markdown}
+
+
+def _optional_json(path: Path) -> dict:
+    """A run file that may be absent (not evaluated, not exported); malformed ones still raise."""
+    return artifacts.read_json(path) if path.exists() else {}
+
+
+def _first(*values: Any) -> Any:
+    return next((value for value in values if value is not None), None)
+
+
+def describe_run(run_dir: Path) -> dict:
+    """The comparison row of one run, as raw values (None where the run does not say)."""
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: no such run directory")
+    config = _optional_json(run_dir / "config.json")
+    metadata = _optional_json(run_dir / artifacts.METADATA_FILE)
+    metrics = _optional_json(run_dir / METRICS_FILE)
+    quantization = _optional_json(run_dir / QUANTIZATION_FILE)
+    if not (config or metadata or metrics):
+        raise artifacts.ArtifactError(f"{run_dir}: holds none of config.json, metadata.json, metrics.json")
+    epochs = metadata.get("epochs") if isinstance(metadata.get("epochs"), dict) else {}
+    int8 = (quantization.get("variants") or {}).get("int8") or {}
+    model_file = run_dir / "model.keras"
+    int8_file = run_dir / "tflite" / "model_int8.tflite"
+    return {
+        "run": run_dir.name,
+        "model": _first(metadata.get("model"), config.get("model")),
+        "unfreeze": _first(metadata.get("unfreeze"), config.get("unfreeze")),
+        "head_epochs": _first(epochs.get("head"), config.get("head_epochs")),
+        "finetune_epochs": _first(epochs.get("finetune"), config.get("epochs")),
+        "image_size": _first(metadata.get("image_size"), config.get("image_size")),
+        "parameters": metadata.get("parameters"),
+        "top1": metrics.get("top1"),
+        "top5": metrics.get("top5"),
+        "int8_top1": int8.get("top1"),
+        "model_bytes": model_file.stat().st_size if model_file.exists() else None,
+        "int8_bytes": _first(int8.get("size_bytes"), int8_file.stat().st_size if int8_file.exists() else None),
+        "training_seconds": metadata.get("training_seconds"),
+    }
+
+
+def _megabytes(size: Any) -> str:
+    return f"{size / 1e6:.1f} MB" if isinstance(size, (int, float)) else NOT_AVAILABLE
+
+
+def _parameters(count: Any) -> str:
+    if not isinstance(count, int):
+        return NOT_AVAILABLE
+    return f"{count / 1e6:.2f} M" if count >= 1_000_000 else f"{count:,}"
+
+
+def _cell(value: Any) -> str:
+    return NOT_AVAILABLE if value is None else str(value).replace("|", "\\|")
+
+
+def render_table(rows: Sequence[dict]) -> str:
+    """The markdown table; accuracies as percentages, sizes in MB (10^6 bytes)."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for row in rows:
+        epochs = (NOT_AVAILABLE if row["head_epochs"] is None and row["finetune_epochs"] is None
+                  else f"{_cell(row['head_epochs'])} + {_cell(row['finetune_epochs'])}")
+        size = _megabytes(row["model_bytes"])
+        if row["int8_bytes"] is not None:
+            size += f" (int8 {_megabytes(row['int8_bytes'])})"
+        cells = [_cell(row["run"]), _cell(row["model"]), _cell(row["unfreeze"]), epochs, _cell(row["image_size"]),
+                 _parameters(row["parameters"]), percent(row["top1"], 2), percent(row["top5"], 2),
+                 percent(row["int8_top1"], 2), size, duration(row["training_seconds"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
