@@ -19,6 +19,7 @@ from __future__ import annotations
 if __package__ in (None, ""):  # Run as a script: make the repository root importable.
     import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
+import ctypes
 import importlib
 import importlib.metadata
 import os
@@ -154,9 +155,19 @@ class Classifier:
         return data
 
     def _load_delegate(self, module: Any) -> Any:
+        # Load the library with ctypes first: when it is missing, the runtimes' Delegate fails
+        # half-way through __init__ and its __del__ then prints an AttributeError at exit.
+        # A bare name ("libedgetpu.so.1") is searched on the loader's path, like load_delegate does.
+        try:
+            library = ctypes.CDLL(str(self.delegate_path))
+        except OSError as error:
+            raise ModelError(f"{self.delegate_path}: cannot load the delegate library ({error})") from None
+        if not hasattr(library, "tflite_plugin_create_delegate"):
+            raise ModelError(f"{self.delegate_path}: not a TFLite external delegate "
+                             "(it has no tflite_plugin_create_delegate function)")
         try:
             return module.load_delegate(str(self.delegate_path))
-        except Exception as error:  # load_delegate raises ValueError naming the library.
+        except Exception as error:  # Not a delegate, or it refused to start (no device attached).
             raise ModelError(f"{self.delegate_path}: cannot load the delegate ({error})") from None
 
     def _read_input_details(self) -> None:
