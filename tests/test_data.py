@@ -362,6 +362,8 @@ def test_mixed_sizes_are_resized_to_the_most_common_with_a_note(tmp_path, capsys
 def test_unknown_dataset_is_refused(tmp_path):
     with pytest.raises(data.DataError, match="unknown dataset 'imagenet'"):
         data.load_splits(_config(dataset="imagenet"))
+    with pytest.raises(data.DataError, match="image folder .*/photos does not exist"):
+        data.load_splits(_config(dataset=str(tmp_path / "photos")))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,9 +19,12 @@ import sys
 import tarfile
 import zlib
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from train.config import TrainConfig
 
 
 class DataError(ValueError):
@@ -88,7 +91,7 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
 
 
 def stratified_sample(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
-    """About `count` indices in the classes' proportions (sorted), every class at least once if count allows.
+    """`count` sorted indices in the classes' proportions, every class at least once if count allows.
 
     Used for int8 calibration. Returns every index when count >= len(labels).
     """
@@ -396,9 +399,7 @@ def _what_it_holds(member_names: list[str]) -> str:
                              for cifar in _CIFAR.values()}, **_OTHER_CIFAR_FOLDERS}.items():
         if folder in tops:
             return f"; it looks like {title}"
-    listing = sorted(member_names)
-    shown = ", ".join(listing[:5]) + (f" and {len(listing) - 5} more" if len(listing) > 5 else "")
-    return f"; it holds {shown or 'no files'}"
+    return f"; it holds {_listing(sorted(member_names)) or 'no files'}"
 
 
 def _find_cifar(cifar: _CifarFormat, data_dir: Path) -> Path:
@@ -486,11 +487,13 @@ def _download_cifar(cifar: _CifarFormat, label_mode: str) -> Path:
         raise DataError(f"keras is needed to download {cifar.title} ({error}). {advice}") from None
     loader = keras.datasets.cifar100 if cifar.name == "cifar100" else keras.datasets.cifar10
     try:
-        # Downloads (once), checks the archive's hash and extracts it into the keras cache.
+        # Downloads (once), checks the archive's hash and extracts it into the keras cache. Its arrays
+        # are dropped: the cached files are read again below (about 2 s), so that images, labels, class
+        # names and superclasses all come from the one reader that --data-dir uses and the tests cover.
         arguments = {"label_mode": label_mode} if cifar.name == "cifar100" else {}
         loader.load_data(**arguments)
     except Exception as error:  # keras raises a bare Exception for a failed download.
-        raise DataError(f"cannot download {cifar.title} through keras.datasets from {cifar.origin} "
+        raise DataError(f"cannot download or read {cifar.title} through keras.datasets from {cifar.origin} "
                         f"({type(error).__name__}: {error}). Offline? {advice}") from None
     return _keras_cache_folder(cifar)
 
@@ -617,7 +620,7 @@ def _load_folder(config, root: Path) -> Splits:
 # Dispatch
 
 
-def load_splits(config) -> Splits:
+def load_splits(config: "TrainConfig") -> Splits:
     """Load `config.dataset` (cifar100, cifar10, smoke, or a folder) into train/val/test `Splits`."""
     dataset = str(config.dataset)
     if config.label_mode == "coarse" and dataset != "cifar100":
@@ -628,5 +631,7 @@ def load_splits(config) -> Splits:
         return _load_cifar(config, _CIFAR[dataset])
     if Path(dataset).expanduser().is_dir():
         return _load_folder(config, Path(dataset).expanduser())
+    if "/" in dataset or "\\" in dataset or dataset.startswith((".", "~")):
+        raise DataError(f"the image folder {dataset} does not exist (or is not a folder)")
     raise DataError(f"unknown dataset {dataset!r}: expected cifar100, cifar10, smoke or a folder of images "
                     "with one sub-folder per class")
