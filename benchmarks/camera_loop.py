@@ -1,0 +1,191 @@
+"""How fast the camera loop runs, next to the interpreter's own rate for the same model and threads.
+
+    python benchmarks/camera_loop.py --model runs/NAME/tflite/model_int8.tflite --threads 4
+    python benchmarks/camera_loop.py --model models/model_int8.tflite --frames 300 --json-out loop.json
+
+Writes a synthetic MJPG video at camera resolution (640x480 by default) to a
+temporary folder and plays it through `edge.camera.run` with `--headless`
+output thrown away: decode (on the capture thread), the shared preprocessing
+(centre crop and antialiased resize of each frame), the interpreter, and the
+text line. Then it times `Classifier.predict` alone on one prepared image, the
+interpreter's own rate. The difference per frame is the loop's overhead.
+
+A benchmark, not a test: numbers depend on the machine and on what else runs
+on it. Needs OpenCV (to write and read the video) and a TFLite runtime.
+"""
+if __package__ in (None, ""):  # Run as a script: make the repository root importable.
+    import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
+
+import argparse
+import dataclasses
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import numpy as np
+
+from edge import artifacts, camera, configuration, preprocess, runtime, sources
+from edge.configuration import option
+
+#: Interpreter calls before timing starts: the first calls allocate and warm caches.
+WARMUP_CALLS = 10
+#: Frame rate written into the video's header; the loop ignores it and reads as fast as it can.
+VIDEO_FPS = 30
+
+
+@dataclasses.dataclass
+class LoopBenchmarkOptions:
+    """What `python benchmarks/camera_loop.py` measures. Sizes in pixels."""
+
+    model: Optional[str] = option(None, "the .tflite file (default: the camera's default model)", "Model")
+    runtime: Optional[Literal["litert", "tflite-runtime"]] = option(None, "TFLite runtime (default: the first installed)", "Model")
+    threads: Optional[int] = option(None, "interpreter threads (default: the runtime's)", "Model")
+    frames: int = option(200, "frames in the generated video, and interpreter calls timed alone", "Benchmark")
+    rounds: int = option(3, "interleaved rounds of both measurements; the best of each is reported "
+                         "(on a shared machine the best is the least disturbed)", "Benchmark")
+    width: int = option(640, "video frame width (a typical camera resolution)", "Benchmark")
+    height: int = option(480, "video frame height", "Benchmark")
+    json_out: Optional[str] = option(None, "also write the results to this JSON file", "Benchmark", metavar="FILE")
+
+    def __post_init__(self) -> None:
+        for name in ("frames", "rounds", "width", "height"):
+            if getattr(self, name) < 1:
+                raise configuration.ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+def write_video(path: Path, frames: int, width: int, height: int) -> Path:
+    """A synthetic MJPG .avi: a colour gradient with a moving square, so every frame differs."""
+    cv2 = sources.import_opencv()
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), VIDEO_FPS, (width, height))
+    if not writer.isOpened():
+        raise sources.CameraError(f"OpenCV cannot write an MJPG video to {path}")
+    rows, columns = np.mgrid[0:height, 0:width]
+    base = np.stack([columns * 255 // max(1, width - 1), rows * 255 // max(1, height - 1),
+                     np.full_like(rows, 96)], axis=-1).astype(np.uint8)
+    side = min(width, height) // 4
+    for index in range(frames):
+        frame = base.copy()
+        left = (index * 7) % max(1, width - side)
+        top = (index * 5) % max(1, height - side)
+        frame[top:top + side, left:left + side] = (255 - 3 * index % 256, 40, 200)
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def time_interpreter(classifier: runtime.Classifier, image: np.ndarray, calls: int) -> np.ndarray:
+    """Seconds of each of `calls` `Classifier.predict` calls on one prepared image, after a warm-up."""
+    batch = image[np.newaxis]
+    for _ in range(WARMUP_CALLS):
+        classifier.predict(batch)
+    seconds = np.empty(calls)
+    for call in range(calls):
+        started = time.perf_counter()
+        classifier.predict(batch)
+        seconds[call] = time.perf_counter() - started
+    return seconds
+
+
+def run(options: LoopBenchmarkOptions) -> dict[str, Any]:
+    """Measure the loop and the interpreter alone; return the numbers (ms per frame, frames per second)."""
+    model_path = Path(options.model) if options.model else camera.find_default_model()
+    classifier = runtime.Classifier(model_path, runtime=options.runtime, threads=options.threads)
+    with tempfile.TemporaryDirectory(prefix="camera-loop-") as folder:
+        video = write_video(Path(folder) / "benchmark.avi", options.frames, options.width, options.height)
+        first_frame = sources.OpenCVSource(str(video), live=False)
+        try:
+            image = preprocess.prepare_image(first_frame.read(), classifier.input_size)
+        finally:
+            first_frame.close()
+        loop_options = camera.CameraOptions(source=str(video), headless=True, threads=options.threads,
+                                            runtime=options.runtime)
+        alone, summary = None, None
+        for _ in range(options.rounds):
+            seconds = time_interpreter(classifier, image, options.frames)
+            if alone is None or seconds.mean() < alone.mean():
+                alone = seconds
+            with open(os.devnull, "w") as discard:
+                candidate = camera.run(loop_options, classifier=classifier, stream=discard)
+            if candidate["frames"] != options.frames:
+                raise RuntimeError(f"the loop classified {candidate['frames']} of {options.frames} frames "
+                                   f"(stopped: {candidate['stopped']})")
+            if summary is None or candidate["fps"] > summary["fps"]:
+                summary = candidate
+    loop_ms = 1000 / summary["fps"]
+    return {
+        "model": str(model_path), "runtime": classifier.runtime_name,
+        "runtime_version": classifier.runtime_version, "threads": options.threads,
+        "input_size": list(classifier.input_size), "frames": options.frames, "rounds": options.rounds,
+        "frame_size": [options.width, options.height],
+        "interpreter_ms": 1000 * alone.mean(), "interpreter_median_ms": 1000 * float(np.median(alone)),
+        "interpreter_fps": 1 / alone.mean(),
+        "loop_ms": loop_ms, "loop_fps": summary["fps"],
+        "loop_inference_ms": summary["mean_inference_ms"],
+        "preprocess_ms": summary["mean_latency_ms"] - summary["mean_inference_ms"],
+        "rest_ms": loop_ms - summary["mean_latency_ms"],
+        "overhead_ms": loop_ms - summary["mean_inference_ms"],
+        "machine": f"{_cpu_name()} ({platform.machine()}), {os.cpu_count()} CPUs visible",
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def _cpu_name() -> str:
+    """The board or processor from /proc/cpuinfo (a Pi reports "Model : Raspberry Pi 5 ..."), else the platform's."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())  # Case matters: x86's "model" is a number.
+    except OSError:
+        pass
+    return (fields.get("Model") or fields.get("model name") or fields.get("Hardware")
+            or platform.processor() or platform.platform())
+
+
+def render(result: dict[str, Any]) -> str:
+    """The results as a small Markdown table."""
+    threads = result["threads"] if result["threads"] is not None else "default"
+    return "\n".join([
+        f"model {result['model']} ({result['runtime']} {result['runtime_version']}, threads {threads}, "
+        f"input {result['input_size'][0]}x{result['input_size'][1]}); {result['frames']} frames of "
+        f"{result['frame_size'][0]}x{result['frame_size'][1]}, best of {result['rounds']} rounds",
+        "",
+        "| measured (means, best round) | ms per frame | frames per second |",
+        "| --- | ---: | ---: |",
+        f"| interpreter alone (Classifier.predict; median {result['interpreter_median_ms']:.2f} ms) "
+        f"| {result['interpreter_ms']:.2f} | {result['interpreter_fps']:.1f} |",
+        f"| camera loop (video file, --headless) | {result['loop_ms']:.2f} | {result['loop_fps']:.1f} |",
+        f"| - the interpreter, inside the loop | {result['loop_inference_ms']:.2f} | |",
+        f"| - preprocessing (centre crop + resize of the frame) | {result['preprocess_ms']:.2f} | |",
+        f"| - the rest (waiting for the frame, output line, thread hand-off) | {result['rest_ms']:.2f} | |",
+        f"| loop overhead outside the interpreter (loop - interpreter inside it) | {result['overhead_ms']:.2f} | |",
+        "",
+        f"machine: {result['machine']}; load average {result['load_average']}",
+    ])
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python benchmarks/camera_loop.py",
+                                     description="Camera loop frame rate next to the interpreter's own rate.")
+    configuration.add_arguments(parser, LoopBenchmarkOptions)
+    try:
+        options = configuration.build_config(LoopBenchmarkOptions, vars(parser.parse_args(argv)))
+    except configuration.ConfigError as error:
+        parser.error(str(error))
+    try:
+        result = run(options)
+    except (runtime.ModelError, sources.CameraError) as error:
+        print(f"camera_loop: error: {error}", file=sys.stderr)
+        return 1
+    print(render(result))
+    if options.json_out:
+        artifacts.write_json(options.json_out, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
