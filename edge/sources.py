@@ -88,7 +88,7 @@ class PiCameraSource:
         except Exception as error:  # picamera2 raises bare RuntimeErrors (camera busy, bad size).
             self.close()
             raise CameraError(f"picamera2 cannot start camera {index}: {error}") from None
-        size = configuration["main"]["size"]
+        size = self._camera.camera_config["main"]["size"]  # As libcamera adjusted it.
         self.name = f"picamera2:{index} ({size[0]}x{size[1]})"
 
     def read(self) -> Optional[np.ndarray]:

@@ -368,3 +368,71 @@ def test_options_reject_bad_values():
         camera.parse_options(["--threshold", "1.5"])
     options = camera.parse_options(["--json", "--frames", "3", "--source", "opencv:1"])
     assert options.json and not options.preview and options.frames == 3 and options.source == "opencv:1"
+
+
+# -- unit: the picamera2 source, against a stand-in for the library (no Pi here) ----------------------
+
+class FakePicamera2:
+    """The part of picamera2's API the source uses; frames come in libcamera's RGB888 layout (B, G, R)."""
+
+    cameras = [{"Model": "imx708", "Num": 0}]
+    instances: list["FakePicamera2"] = []
+
+    def __init__(self, index: int = 0):
+        self.index = index
+        self.running = self.closed = False
+        FakePicamera2.instances.append(self)
+
+    @staticmethod
+    def global_camera_info():
+        return FakePicamera2.cameras
+
+    def create_preview_configuration(self, main, buffer_count):
+        return {"main": dict(main), "buffer_count": buffer_count}
+
+    def configure(self, configuration):
+        self.camera_config = configuration
+
+    def start(self):
+        self.running = True
+
+    def capture_array(self, stream):
+        width, height = self.camera_config["main"]["size"]
+        frame = np.zeros((height, width, 3), np.uint8)
+        frame[..., 0] = 255  # Blue, in B, G, R order.
+        return frame
+
+    def stop(self):
+        self.running = False
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture
+def fake_picamera2(monkeypatch):
+    import types
+    module = types.ModuleType("picamera2")
+    module.Picamera2 = FakePicamera2
+    monkeypatch.setitem(sys.modules, "picamera2", module)
+    monkeypatch.setattr(FakePicamera2, "instances", [])
+    return FakePicamera2
+
+
+def test_auto_prefers_picamera2_and_gives_rgb(fake_picamera2):
+    source = sources.open_source("auto", width=64, height=48)
+    try:
+        assert source.live and source.name == "picamera2:0 (64x48)"
+        frame = source.read()
+        assert frame.shape == (48, 64, 3) and frame.flags["C_CONTIGUOUS"]
+        assert frame[0, 0].tolist() == [0, 0, 255]  # Blue stays blue once flipped to R, G, B.
+    finally:
+        source.close()
+    camera_object = fake_picamera2.instances[0]
+    assert camera_object.closed and not camera_object.running
+
+
+def test_picamera2_without_a_camera_says_so(fake_picamera2, monkeypatch):
+    monkeypatch.setattr(fake_picamera2, "cameras", [])
+    with pytest.raises(sources.CameraError, match="picamera2 finds no camera 0"):
+        sources.open_source("picamera2")
