@@ -391,3 +391,28 @@ def test_command_line(tiny_models, tmp_path, capsys):
     assert "cannot read the file" in capsys.readouterr().out
     assert runtime.main([str(image), "--model", str(tmp_path / "none.tflite")]) == 2
     assert "model file not found" in capsys.readouterr().out
+
+
+# -- the benchmark -----------------------------------------------------------------------------
+
+def test_benchmark_measures_every_variant(tiny_models, tmp_path, capsys):
+    from edge import benchmark
+    config = benchmark.BenchmarkConfig(model=str(tiny_models["int8"]), runs=3, warmup=1, threads=1)
+    result = benchmark.run(config)
+    # model_float32 and model_int8 carry the converter's names; the test-only variants do not.
+    assert [row["variant"] for row in result["results"]] == [
+        name for name in benchmark.VARIANT_FILES if name in ("float32", "int8")
+        for _ in runtime.available_runtimes()]
+    for row in result["results"]:
+        assert row["size_bytes"] == Path(row["file"]).stat().st_size
+        for timing in (row["invoke_ms"], row["end_to_end_ms"]):
+            assert 0 < timing["median"] <= timing["p90"]
+    only = benchmark.run(benchmark.BenchmarkConfig(model=str(tiny_models["int8_input"]), runs=2, warmup=0))
+    assert {row["variant"] for row in only["results"]} == {"model_int8_input"}
+
+    output = tmp_path / "benchmark.json"
+    assert benchmark.main(["--model", str(tiny_models["int8"]), "--only", "--runs", "2", "--json", str(output)]) == 0
+    assert "| int8 |" in capsys.readouterr().out
+    assert json.loads(output.read_text())["results"][0]["variant"] == "int8"
+    assert benchmark.main(["--model", str(tmp_path / "none.tflite")]) == 2
+    assert "model file not found" in capsys.readouterr().err
