@@ -175,6 +175,21 @@ def test_no_tensorflow_is_imported(tiny_model, video_file):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("TFLITE_RUNTIME_PYTHON"),
+                    reason="set TFLITE_RUNTIME_PYTHON to a venv with tflite-runtime and numpy<2 "
+                           "(see tests/test_tflite_runtime_compat.py)")
+def test_tflite_runtime_and_numpy_1(tiny_model, image_folder):
+    # The Pi's other runtime, in an environment like Bookworm's (numpy 1.x).
+    result = subprocess.run([os.environ["TFLITE_RUNTIME_PYTHON"], str(SCRIPT), "--runtime", "tflite-runtime",
+                             "--model", str(tiny_model), "--source", str(image_folder), "--json", "--frames", "3"],
+                            capture_output=True, text=True, cwd=REPOSITORY, timeout=SUBPROCESS_TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [record["frame"] for record in records] == [1, 2, 3]
+    assert "(tflite-runtime, input 32x32)" in result.stderr
+
+
+@pytest.mark.slow
 def test_a_bad_model_file_is_one_line_and_exit_1(tmp_path, image_folder):
     model = tmp_path / "model_int8.tflite"
     model.write_bytes(b"this is not a flatbuffer")
