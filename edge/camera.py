@@ -310,14 +310,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C while the model or camera was still opening.
         print("camera: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (runtime.ModelError, sources.CameraError, PreviewError, ArtifactError,
-            preprocess.ImageError) as error:
-        print(f"camera: error: {error}", file=sys.stderr)
-        return EXIT_FAILURE
     except BrokenPipeError:  # The reader of our output went away (e.g. `| head`): stop quietly.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # Python's final flush of stdout would fail again.
         return EXIT_OK
+    except (runtime.ModelError, sources.CameraError, PreviewError, ArtifactError,
+            preprocess.ImageError) as error:
+        print(f"camera: error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except OSError as error:  # --save into a folder that cannot be written, a full disk.
+        print(f"camera: error: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

@@ -201,6 +201,17 @@ def test_a_bad_model_file_is_one_line_and_exit_1(tmp_path, image_folder):
 
 
 @pytest.mark.slow
+def test_an_unwritable_save_folder_is_one_line_and_exit_1(tiny_model, image_folder, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("a file where the folder's parent should be")
+    result = run_script("--model", str(tiny_model), "--source", str(image_folder), "--headless",
+                        "--save", str(blocker / "annotated"))
+    assert result.returncode == camera.EXIT_FAILURE
+    assert result.stderr.strip().splitlines()[-1] == f"camera: error: {blocker / 'annotated'}: Not a directory"
+    no_traceback(result)
+
+
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly(tiny_model, image_folder):
     # --fps-limit keeps the loop running long enough to interrupt it mid-stream.
     process = subprocess.Popen([sys.executable, str(SCRIPT), "--model", str(tiny_model), "--source",
