@@ -194,7 +194,8 @@ def test_evaluate_run_writes_metrics_plots_and_report(cifar_like_run):
     assert str(run_dir) not in report  # relative links only
     assert "## Worst 10 classes" in report and "## Best 10 classes" in report
     assert "superclass accuracy" in report
-    assert evaluate.QUANTIZATION_START not in report
+    section = report.split(evaluate.QUANTIZATION_START)[1].split(evaluate.QUANTIZATION_END)[0]
+    assert "Not measured yet" in section and report.index(section) < report.index("## Worst")
     assert not list(run_dir.rglob("*.partial*"))  # atomic writes leave no temporary files
 
 
@@ -294,5 +295,6 @@ def test_the_smoke_run_report_is_complete(request):
         _pixels(run_dir / link)
     report = (run_dir / "report.md").read_text()
     assert all(f"]({link})" in report for link in evaluate.PLOTS.values())
-    if (run_dir / "quantization.json").exists():
-        assert evaluate.QUANTIZATION_START in report
+    if (run_dir / "quantization.json").exists():  # the export filled in the float-vs-int8 table
+        section = report.split(evaluate.QUANTIZATION_START)[1].split(evaluate.QUANTIZATION_END)[0]
+        assert "int8" in section and "Not measured yet" not in section

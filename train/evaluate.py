@@ -6,9 +6,9 @@
 `train/run.py` calls `evaluate_run` at the end of training. The model is the
 float Keras model (`model.keras`); the int8 TFLite numbers come from
 quantization.json, written by `edge/convert.py`, and appear in the report
-between `<!-- quantization:start -->` and `<!-- quantization:end -->` when that
-file exists. Run `write_report(run_dir)` (or `--report-only`) after an export to
-bring that section in. Metric definitions: train/metrics.py.
+between `<!-- quantization:start -->` and `<!-- quantization:end -->`. Without
+that file the markers hold a note, and the export fills them in later
+(`edge.quantization_report.update_report`). Metric definitions: train/metrics.py.
 """
 from __future__ import annotations
 
@@ -190,10 +190,17 @@ def write_report(run_dir: str | Path, metrics: dict | None = None) -> Path:
     return artifacts.write_atomic(run_dir / REPORT_FILE, text)
 
 
-def quantization_section(quantization: dict | None) -> str:
-    """The float-vs-int8 section between its markers, or "" without quantization.json or its renderer."""
+def quantization_section(quantization: dict | None, run_name: str = "NAME") -> str:
+    """The float-vs-int8 section between its markers ("" when its renderer is not installed).
+
+    Without quantization.json the markers hold a note: `train/run.py` evaluates before it
+    exports, and the export (`edge.quantization_report.update_report`) replaces what lies
+    between the markers, so the table lands here, under the headline numbers.
+    """
     if not quantization:
-        return ""
+        body = (f"Not measured yet: `python edge/convert.py --run runs/{run_name}` exports the TFLite models "
+                "and measures them on the test set.")
+        return f"{QUANTIZATION_START}\n{body}\n{QUANTIZATION_END}\n"
     try:
         from edge import quantization_report
     except ImportError:  # The converter's renderer is optional here: the report stands without it.
@@ -278,7 +285,7 @@ def render_report(run_name: str, config: dict, metadata: dict, metrics: dict, pl
              f"Test-set evaluation of the float Keras model (`model.keras`) on {metrics.get('samples')} test images. "
              "All numbers are in `metrics.json` (as fractions); their definitions are in `train/metrics.py`.", "",
              _config_summary(config, metadata, metrics), "", "## Headline numbers", "", *_headline(metrics), ""]
-    if quantization_text := quantization_section(quantization):
+    if quantization_text := quantization_section(quantization, run_name):
         lines += ["## Float vs int8 (TFLite)", "", quantization_text]
     if "curves" in plots:
         lines += ["## Training", "", "Loss, accuracy and learning rate per epoch; the dotted line separates "

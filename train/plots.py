@@ -86,8 +86,8 @@ def plot_curves(history: Sequence[dict], path: Path) -> Path:
                 if index < len(stages):
                     axis.axvline(index + 0.5, color="gray", linestyle=":", linewidth=1.5)
                 start = index
-    loss_axis.legend(fontsize=9, loc="center right")
-    accuracy_axis.legend(fontsize=8, loc="lower right")
+    loss_axis.legend(fontsize=9, loc="best")
+    accuracy_axis.legend(fontsize=8, loc="best")
     return _save(figure, path)
 
 
