@@ -185,20 +185,22 @@ def _image_source(payload: Any) -> tuple[Any, str]:
     raise gr.Error(f"Unsupported input of type {type(payload).__name__}.", title="No image")
 
 
-def _decode(payload: Any):
-    """The decoded RGB photo, or a gr.Error with edge.preprocess's reason (the server keeps serving)."""
-    source, name = _image_source(payload)
+def _prepare(source: Any, name: str, size: tuple[int, int]):
+    """The model's uint8 input from the upload, or a gr.Error with edge.preprocess's reason.
+
+    The same call as edge.runtime.Classifier.classify and the Pi camera make, so the
+    page sees the numbers the other consumers see. The server keeps serving.
+    """
     try:
-        return preprocess.load_image(source)
+        return preprocess.prepare_image(source, size)
     except preprocess.ImageError as error:
         # The reason, under the visitor's file name: the server's cache path means nothing to them.
         raise gr.Error(f"{name}: {error.reason}", title="Cannot read this image") from None
 
 
-def _classify(classifier: runtime.Classifier, photo) -> tuple[dict[str, float], float]:
-    """Top-k {label: probability} and the milliseconds of the model call (resize included)."""
+def _classify(classifier: runtime.Classifier, pixels) -> tuple[dict[str, float], float]:
+    """Top-k {label: probability} and the milliseconds of the interpreter call."""
     start = time.perf_counter()
-    pixels = preprocess.prepare_image(photo, classifier.input_size)
     probabilities = classifier.predict(pixels)[0]
     elapsed_ms = (time.perf_counter() - start) * 1000.0
     return dict(classifier.top_k(probabilities, TOP_K)), elapsed_ms
@@ -207,7 +209,8 @@ def _classify(classifier: runtime.Classifier, photo) -> tuple[dict[str, float], 
 def make_predict(models: DemoModels):
     """The /predict endpoint: an image file in, {label: probability} of the int8 model's top 5 out."""
     def predict(image):
-        return _classify(models.model, _decode(image))[0]
+        source, name = _image_source(image)
+        return _classify(models.model, _prepare(source, name, models.model.input_size))[0]
     return predict
 
 
@@ -217,29 +220,35 @@ def make_compare(models: DemoModels):
         if image is None:  # The visitor cleared the picture: clear the answers, no error.
             return None, None, ""
         start = time.perf_counter()
-        photo = _decode(image)
-        decode_ms = (time.perf_counter() - start) * 1000.0
-        answer, model_ms = _classify(models.model, photo)
-        reference_answer, reference_ms = (_classify(models.reference, photo) if models.reference
-                                          else (None, None))
+        source, name = _image_source(image)
+        pixels = _prepare(source, name, models.model.input_size)
+        prepare_ms = (time.perf_counter() - start) * 1000.0
+        answer, model_ms = _classify(models.model, pixels)
+        reference_answer, reference_ms = None, None
+        if models.reference is not None:
+            reference_pixels = (pixels if models.reference.input_size == models.model.input_size
+                                else _prepare(source, name, models.reference.input_size))
+            reference_answer, reference_ms = _classify(models.reference, reference_pixels)
         total_ms = (time.perf_counter() - start) * 1000.0
         return answer, reference_answer, _describe_request(models, answer, reference_answer,
-                                                           decode_ms, model_ms, reference_ms, total_ms)
+                                                           prepare_ms, model_ms, reference_ms, total_ms)
     return compare
 
 
-def _describe_request(models: DemoModels, answer: dict, reference_answer: dict | None, decode_ms: float,
+def _describe_request(models: DemoModels, answer: dict, reference_answer: dict | None, prepare_ms: float,
                       model_ms: float, reference_ms: float | None, total_ms: float) -> str:
     top = next(iter(answer))
+    variant = _variant(models.files.model)
     lines = [f"**Answered by** `{models.files.model.name}` ({_model_summary(models.model)}).",
-             f"**Latency:** {model_ms:.1f} ms in the {_variant(models.files.model)} model (resize + inference)"
+             f"**Latency:** {model_ms:.1f} ms in the {variant} model"
              + (f", {reference_ms:.1f} ms in float32" if reference_ms is not None else "")
-             + f"; {total_ms:.1f} ms for the whole request on the server (decoding the photo: {decode_ms:.1f} ms)."]
+             + f"; {total_ms:.1f} ms for the whole request on the server, of which {prepare_ms:.1f} ms "
+             "decoding and shrinking the photo."]
     if reference_answer is not None:
         reference_top = next(iter(reference_answer))
         shared = [label for label in answer if label in reference_answer]
         agreement = (f"Both models say **{top}**" if top == reference_top
-                     else f"They disagree: {_variant(models.files.model)} says **{top}**, float32 says **{reference_top}**")
+                     else f"They disagree: {variant} says **{top}**, float32 says **{reference_top}**")
         gap = abs(answer[top] - reference_answer.get(top, 0.0))
         lines.append(f"{agreement}; {len(shared)} of the top {TOP_K} labels are shared; "
                      f"the probability of **{top}** differs by {gap * 100:.1f} points.")
@@ -271,19 +280,24 @@ def _format_bytes(size: float) -> str:
 
 
 def quantization_markdown(models: DemoModels) -> str:
-    """float32 vs int8 on the test set, from quantization.json (fractions shown as percentages)."""
+    """The page's float-vs-int8 panel: the test-set table, or why it is missing."""
     quantization = models.quantization
     if not quantization:
         return "_No quantization.json next to this model: the float-vs-int8 test-set numbers are not available._"
     if "error" in quantization:
         return f"_quantization.json could not be read: {quantization['error']}_"
+    return "Measured on the test set by `edge/convert.py`:\n\n" + quantization_table(quantization)
+
+
+def quantization_table(quantization: dict) -> str:
+    """float32 vs int8 (and the other variants) on the test set, from quantization.json's fractions, as Markdown."""
     variants = quantization.get("variants") or {}
     rows = ["| model | top-1 | top-5 | top-1 agreement with float | size | latency |",
             "|---|---|---|---|---|---|"]
     reference = quantization.get("reference") or {}
     if reference:
-        rows.append(f"| Keras float (reference) | {_percent(reference.get('top1'))} | {_percent(reference.get('top5'))} "
-                    "| 100% | | |")
+        rows.append(f"| Keras float (reference) | {_percent(reference.get('top1'))} "
+                    f"| {_percent(reference.get('top5'))} | 100.0% | | |")
     for name in ("float32", "float16", "dynamic", "int8"):
         variant = variants.get(name)
         if not isinstance(variant, dict):
@@ -296,9 +310,9 @@ def quantization_markdown(models: DemoModels) -> str:
     gate = quantization.get("max_drop")
     passed = quantization.get("passed")
     verdict = ("" if passed is None else
-               f"\n\nThe int8 gate ({gate} point{'s' if gate != 1 else ''} of top-1 at most) "
+               f"\n\nThe int8 gate (top-1 at most {gate} points below the float model) "
                f"{'passed' if passed else 'FAILED'}.")
-    return "Measured on the test set by `edge/convert.py`:\n\n" + "\n".join(rows) + verdict
+    return "\n".join(rows) + verdict
 
 
 def about_markdown(models: DemoModels, report_url: str | None = None) -> str:

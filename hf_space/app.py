@@ -1,0 +1,26 @@
+"""The Hugging Face Space's entry point: the shared demo UI (demo/ui.py) over this Space's models/ folder.
+
+Inside an assembled Space folder (`python hf_space/deploy.py --dry-run --out FOLDER`):
+
+    cd FOLDER && python app.py          # what the Space runs; port from $GRADIO_SERVER_PORT
+
+From the repository, `python hf_space/app.py` serves the newest runs/*/tflite the same way.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+if not (HERE / "demo" / "ui.py").is_file():  # Run from the repository: demo/ and edge/ are one level up.
+    sys.path.insert(0, str(HERE.parent))
+
+from demo import app as demo_app  # noqa: E402
+
+# A Space sets GRADIO_SERVER_NAME=0.0.0.0 and GRADIO_SERVER_PORT itself; Gradio reads both.
+config = demo_app.DemoConfig(run=str(HERE / "models") if (HERE / "models").is_dir() else None)
+demo, models = demo_app.build(config)
+
+if __name__ == "__main__":
+    print(f"serving {models.files.model}", flush=True)
+    demo_app.ui.launch(demo, models, max_file_size=config.max_file_size)

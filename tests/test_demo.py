@@ -1,0 +1,315 @@
+"""The web demo: demo/ui.py's pieces in-process, then demo/app.py on localhost called with gradio_client.
+
+    .venv/bin/pytest tests/test_demo.py -x -q              # all (starts one server; ~1 min)
+    .venv/bin/pytest tests/test_demo.py -x -q -m "not slow"
+
+The server runs in a subprocess under demo/local_server.py's bootstrap, which
+makes TensorFlow and Keras unimportable: the demo must work without them.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+from PIL import Image
+
+from demo import app as demo_app
+from demo import local_server, ui
+from edge import runtime
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+PHOTOS = sorted((REPOSITORY / "demo" / "examples").glob("*.jpg"))
+
+
+# -- the model under test ---------------------------------------------------------------
+
+
+def _build_tiny_run(run_dir: Path) -> Path:
+    """A stand-in run (tiny CNN, uint8 32x32 input, the smoke classes) with float32 and int8 .tflite files.
+
+    Used only while tests/conftest.py has no `smoke_run` fixture.
+    """
+    import keras
+    import tensorflow as tf
+    from train import data
+
+    images, labels, names = data.make_smoke(samples_per_class=20, seed=3)
+    inputs = keras.Input((32, 32, 3), dtype="uint8")
+    features = keras.layers.Rescaling(1 / 255.0)(keras.ops.cast(inputs, "float32"))
+    features = keras.layers.Conv2D(8, 3, activation="relu")(features)
+    features = keras.layers.GlobalAveragePooling2D()(features)
+    outputs = keras.layers.Dense(len(names), activation="softmax")(features)
+    model = keras.Model(inputs, outputs)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(images, labels, epochs=2, verbose=0)
+    folder = run_dir / "tflite"
+    folder.mkdir(parents=True)
+    (folder / ui.FLOAT_MODEL_FILE).write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([image[None]] for image in images[:32])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8
+    converter.inference_output_type = tf.uint8
+    (folder / ui.INT8_MODEL_FILE).write_bytes(converter.convert())
+    (folder / "labels.txt").write_text("\n".join(names) + "\n")
+    (folder / "metadata.json").write_text(json.dumps({"input_size": [32, 32], "input_dtype": "uint8",
+                                                      "model": "cnn", "dataset": "smoke"}))
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def served_run(request, tmp_path_factory) -> Path:
+    """The lead's finished smoke run when tests/conftest.py provides it, else a tiny stand-in."""
+    try:
+        return request.getfixturevalue("smoke_run")
+    except pytest.FixtureLookupError:
+        return _build_tiny_run(tmp_path_factory.mktemp("tiny_run"))
+
+
+@pytest.fixture(scope="session")
+def models(served_run) -> ui.DemoModels:
+    return ui.load_models(ui.find_model_files(folder=served_run))
+
+
+def _probability_tolerance(model_path: Path) -> float:
+    """How far above 1 the top-k probabilities may sum: each dequantized uint8 probability may be up to
+    half a quantization step above its float value; float outputs get float32 rounding."""
+    scale = runtime.Classifier(model_path).output_quantization[0]
+    return ui.TOP_K * scale / 2 + 1e-5
+
+
+# -- bad and odd images --------------------------------------------------------------------
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A small PNG whose header claims width x height pixels: a decompression bomb in 100 bytes."""
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+            + chunk(b"IEND", b""))
+
+
+def bad_files(folder: Path) -> dict[str, Path]:
+    """Files the demo must refuse with a readable error, and what the error must say."""
+    photo = PHOTOS[0].read_bytes()
+    files = {
+        "not an image": ("notes.png", b"this is a text file, not a picture\n" * 20),
+        "truncated": ("truncated.jpg", photo[: len(photo) // 3]),
+        "too large": ("bomb.png", _png_declaring(30_000, 30_000)),
+        "empty": ("empty.png", b""),
+    }
+    paths = {}
+    for reason, (name, content) in files.items():
+        (folder / name).write_bytes(content)
+        paths[reason] = folder / name
+    return paths
+
+
+def odd_images(folder: Path) -> list[Path]:
+    """Valid images in unusual forms, each of which must be classified."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    paths = []
+
+    def save(name, image, **options):
+        image.save(folder / name, **options)
+        paths.append(folder / name)
+
+    rgba = np.dstack([pixels, rng.integers(0, 256, (40, 60), dtype=np.uint8)])
+    save("rgba.png", Image.fromarray(rgba, "RGBA"))
+    save("gray.png", Image.fromarray(pixels[:, :, 0], "L"))
+    save("palette.png", Image.fromarray(pixels).convert("P", palette=Image.Palette.ADAPTIVE))
+    frames = [Image.fromarray(np.roll(pixels, shift, axis=1)).convert("P") for shift in (0, 10, 20)]
+    save("animated.gif", frames[0], save_all=True, append_images=frames[1:], duration=100, loop=0)
+    pages = [Image.fromarray(pixels), Image.fromarray(pixels[::-1])]
+    save("pages.tiff", pages[0], save_all=True, append_images=pages[1:])
+    save("one_pixel.png", Image.fromarray(pixels[:1, :1]))
+    return paths
+
+
+def _payload(path: Path) -> dict:
+    """What Gradio hands the handlers (preprocess=False): its FileData as a dict."""
+    return {"path": str(path), "orig_name": path.name, "url": None, "meta": {"_type": "gradio.FileData"}}
+
+
+# -- in-process ---------------------------------------------------------------------------
+
+
+def test_find_model_files_accepts_the_run_its_tflite_folder_and_one_file(served_run):
+    for folder in (served_run, served_run / "tflite"):
+        files = ui.find_model_files(folder=folder)
+        assert files.model.name == ui.INT8_MODEL_FILE and files.reference.name == ui.FLOAT_MODEL_FILE
+    single = ui.find_model_files(model=served_run / "tflite" / ui.FLOAT_MODEL_FILE)
+    assert single.model.name == ui.FLOAT_MODEL_FILE and single.reference is None  # not compared with itself
+
+
+def test_find_model_files_names_what_is_missing(tmp_path):
+    with pytest.raises(ui.DemoError, match=ui.INT8_MODEL_FILE):
+        ui.find_model_files(folder=tmp_path)
+    with pytest.raises(ui.DemoError, match="not found"):
+        ui.find_model_files(model=tmp_path / "nothing.tflite")
+    with pytest.raises(ui.DemoError, match="exactly one"):
+        ui.find_model_files()
+
+
+def test_predict_and_compare_in_process(models, tmp_path):
+    predict, compare = ui.make_predict(models), ui.make_compare(models)
+    expected = min(ui.TOP_K, len(models.model.labels))
+    for path in PHOTOS + odd_images(tmp_path):
+        answer = predict(_payload(path))
+        assert len(answer) == expected and set(answer) <= set(models.model.labels), path.name
+        int8_answer, float_answer, details = compare(_payload(path))
+        assert int8_answer == answer and len(float_answer) == expected
+        assert "ms" in details and ui.INT8_MODEL_FILE in details
+    assert compare(None) == (None, None, "")  # a cleared picture clears the answers
+
+
+def test_bad_images_raise_readable_gradio_errors(models, tmp_path):
+    predict = ui.make_predict(models)
+    expected_words = {"not an image": "not an image", "truncated": "truncated", "too large": "too large",
+                      "empty": "empty"}
+    for reason, path in bad_files(tmp_path).items():
+        with pytest.raises(gr.Error) as raised:
+            predict(_payload(path))
+        message = raised.value.message
+        assert path.name in message and expected_words[reason] in message, message
+        assert str(tmp_path) not in message  # the visitor sees their file name, not the server's path
+    with pytest.raises(gr.Error, match="No image"):
+        predict(None)
+
+
+def test_panels_show_the_quantization_numbers_and_the_model(models):
+    about = ui.about_markdown(models)
+    assert models.metadata.get("dataset", "unknown") in about and "KB" in about
+    table = ui.quantization_table({"reference": {"top1": 0.8, "top5": 0.95},
+                                   "variants": {"float32": {"top1": 0.8, "top5": 0.95, "agreement": 1.0},
+                                                "int8": {"top1": 0.79, "top5": 0.94, "agreement": 0.98,
+                                                         "size_bytes": 4_200_000, "latency_ms": 12.5}},
+                                   "max_drop": 1.0, "passed": True})
+    assert "| int8 | 79.0% | 94.0% | 98.0% | 4.0 MB | 12.50 ms |" in table and "passed" in table
+    if models.quantization is None:
+        assert "No quantization.json" in ui.quantization_markdown(models)
+
+
+def test_examples_are_chosen_among_the_model_classes():
+    assert [path.name for path in ui.example_images(["rocket", "cup", "tiger"])] == ["cup.jpg", "rocket.jpg"]
+    assert ui.example_images(["no_such_class"]) == []
+    sources = (REPOSITORY / "demo" / "examples" / "SOURCES.md").read_text()
+    for path in ui.EXAMPLES_FOLDER.rglob("*"):
+        if path.suffix in ui.EXAMPLE_SUFFIXES:
+            assert path.stat().st_size < 100_000, path
+            assert path.name in sources or path.parent.name == "smoke", f"{path.name} has no source in SOURCES.md"
+
+
+def test_default_model_folder_prefers_the_bundle_then_the_newest_run(tmp_path):
+    with pytest.raises(ui.DemoError, match="no model to serve"):
+        demo_app.default_model_folder(tmp_path)
+    for index, name in enumerate(("older", "newer")):
+        model = tmp_path / "runs" / name / "tflite" / ui.INT8_MODEL_FILE
+        model.parent.mkdir(parents=True)
+        model.write_bytes(b"x")
+        os.utime(model, (1_000_000 + index, 1_000_000 + index))
+    assert demo_app.default_model_folder(tmp_path) == tmp_path / "runs" / "newer" / "tflite"
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / ui.INT8_MODEL_FILE).write_bytes(b"x")
+    assert demo_app.default_model_folder(tmp_path) == tmp_path / "models"
+
+
+def test_command_line_options(served_run, capsys):
+    config = demo_app.parse_config(["--run", str(served_run), "--port", "7999", "--no-share"])
+    assert config.run == str(served_run) and config.port == 7999 and config.share is False
+    assert demo_app.main(["--run", str(served_run), "--model", "x.tflite"]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
+def test_the_demo_modules_do_not_import_tensorflow(served_run):
+    """Build the page and classify in a fresh interpreter, then look at sys.modules."""
+    code = ("import sys; from demo import app, ui; "
+            f"blocks, models = app.build(app.DemoConfig(run={str(served_run)!r})); "
+            f"ui.make_predict(models)({str(PHOTOS[0])!r}); "
+            "print(sorted(name for name in sys.modules if name.split('.')[0] in ('tensorflow', 'keras')))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPOSITORY, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+# -- the served app -------------------------------------------------------------------------
+
+UPLOAD_LIMIT = "200kb"  # small, so the test can exceed it cheaply
+
+
+@pytest.fixture(scope="module")
+def app_server(served_run):
+    server = local_server.LocalServer(REPOSITORY / "demo" / "app.py",
+                                      ["--run", str(served_run), "--max-file-size", UPLOAD_LIMIT],
+                                      cwd=REPOSITORY)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def client(app_server):
+    from gradio_client import Client
+    return Client(app_server.url, verbose=False)
+
+
+def _check_label_result(result: dict, labels: list[str], tolerance: float) -> None:
+    confidences = result["confidences"]
+    assert len(confidences) == min(ui.TOP_K, len(labels))
+    assert {item["label"] for item in confidences} <= set(labels)
+    values = [item["confidence"] for item in confidences]
+    assert values == sorted(values, reverse=True) and all(value >= 0 for value in values)
+    assert sum(values) <= 1 + tolerance
+    assert result["label"] == confidences[0]["label"]
+
+
+@pytest.mark.slow
+def test_predict_api_on_real_photos(app_server, client, served_run, models):
+    from gradio_client import handle_file
+    tolerance = _probability_tolerance(models.files.model)
+    examples = PHOTOS + ui.example_images(models.model.labels)
+    for path in examples:
+        result = client.predict(handle_file(str(path)), api_name="/predict")
+        _check_label_result(result, models.model.labels, tolerance)
+        # The same answer as the model in this process: the server serves the int8 file.
+        expected = models.model.classify(path, ui.TOP_K)
+        assert [item["label"] for item in result["confidences"]] == [label for label, _ in expected]
+    int8_answer, float_answer, details = client.predict(handle_file(str(PHOTOS[0])), api_name="/compare")
+    _check_label_result(int8_answer, models.model.labels, tolerance)
+    _check_label_result(float_answer, models.model.labels, _probability_tolerance(models.files.reference))
+    assert "Latency" in details and ui.INT8_MODEL_FILE in details
+    assert app_server.blocked_imports() == []  # TensorFlow was never even attempted
+
+
+@pytest.mark.slow
+def test_bad_inputs_get_errors_and_the_server_keeps_serving(app_server, client, models, tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+    tolerance = _probability_tolerance(models.files.model)
+    big = tmp_path / "big.png"
+    big.write_bytes(os.urandom(300_000))  # over UPLOAD_LIMIT
+    cases = {**{reason: path for reason, path in bad_files(tmp_path).items()}, "over the upload limit": big}
+    for reason, path in cases.items():
+        with pytest.raises(Exception) as raised:
+            client.predict(handle_file(str(path)), api_name="/predict")
+        if reason != "over the upload limit":  # refused by Gradio at upload time, before the app
+            assert isinstance(raised.value, AppError) and path.name in str(raised.value), (reason, raised.value)
+        result = client.predict(handle_file(str(PHOTOS[0])), api_name="/predict")
+        _check_label_result(result, models.model.labels, tolerance)
+    for path in odd_images(tmp_path):
+        _check_label_result(client.predict(handle_file(str(path)), api_name="/predict"), models.model.labels,
+                            tolerance)
+    assert app_server.alive()
