@@ -227,7 +227,7 @@ def _config_summary(config: dict, metadata: dict, metrics: dict) -> str:
         f"batch {get('batch_size')}, {get('optimizer')}, learning rate {head_rate}{get('learning_rate')} "
         f"({get('schedule')}), weight decay {get('weight_decay')}, label smoothing {get('label_smoothing')}, "
         f"augment {get('augment')}, mix {get('mix')}, seed {get('seed')}",
-        f"- **Time**: {duration(metadata.get('training_seconds'))} training"
+        f"- **Training time**: {duration(metadata.get('training_seconds'))}"
         + (f" ({rate:,.0f} training images/s)" if isinstance(rate, (int, float)) else ""),
     ]
     return "\n".join(lines)
