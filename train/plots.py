@@ -199,7 +199,7 @@ def plot_samples(images: np.ndarray, true: np.ndarray, probabilities: np.ndarray
         colour = "tab:green" if correct else "tab:red"
         _show_image(axis, images[index], colour)
         top = np.argsort(-probabilities[index], kind="stable")[:3]
-        lines = [f"{labels[i]} {probabilities[index, i]:.0%}" for i in top]
+        lines = [f"{labels[i]} {probabilities[index, i]:.1%}" for i in top]
         axis.set_title(f"{'right' if correct else 'WRONG'} · true: {labels[true[index]]}", fontsize=9,
                        color=colour, fontweight="bold")
         axis.set_xlabel("\n".join(lines), fontsize=8)
