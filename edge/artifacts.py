@@ -28,13 +28,13 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `target`; rename it onto `target` on success.
 
     For writers that want a file name rather than bytes (Keras' `model.save`,
-    matplotlib's `savefig`). The temporary name keeps the target's suffix,
-    because some writers choose the format from it.
+    matplotlib's `savefig`).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.stem}.", suffix=f".partial{target.suffix}")
+    # The temporary name ends with the whole target name: writers such as Keras check
+    # endings like ".weights.h5" or ".keras", and the dot prefix hides it from listings.
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".partial-", suffix=f"-{target.name}")
     os.close(handle)
     temporary_path = Path(temporary)
     try:

@@ -103,15 +103,16 @@ def run(config: TrainConfig) -> dict:
         callbacks.write_state(run_dir, state)
     training_seconds = time.perf_counter() - started
 
-    # Evaluate the best checkpoint as saved: this also proves that model.keras reloads.
-    best_model = models.load_model(run_dir / "model.keras")
-    from train import evaluate
-    metrics = evaluate.evaluate_run(run_dir, model=best_model, splits=splits)
     rates = [rate for rate in throughput if rate]
     metadata.update(training_seconds=round(training_seconds, 1),
                     images_per_second=round(float(np.mean(rates)), 1) if rates else None,
                     best_epoch=state.get("best"))
     artifacts.write_json(run_dir / artifacts.METADATA_FILE, metadata)
+
+    # Evaluate the best checkpoint as saved: this also proves that model.keras reloads.
+    best_model = models.load_model(run_dir / "model.keras")
+    from train import evaluate
+    metrics = evaluate.evaluate_run(run_dir, model=best_model, splits=splits)
 
     result = {"run_dir": str(run_dir), "top1": metrics["top1"], "top5": metrics["top5"],
               "loss": metrics["loss"], "training_seconds": training_seconds,
@@ -122,21 +123,27 @@ def run(config: TrainConfig) -> dict:
     return result
 
 
-def _fit_stage(keras, config, model, splits, stage, first_epoch, epochs, learning_rate, recorder, run_dir):
-    """One `fit` call: compile with this stage's optimizer and schedule, then train with callbacks."""
-    steps_per_epoch = math.ceil(len(splits.train_labels) / config.batch_size)
+def compile_for_stage(model, config: TrainConfig, num_classes: int, learning_rate: float,
+                      steps_per_epoch: int, epochs: int) -> None:
+    """Compile `model` with the stage's optimizer, schedule, loss and metrics (also used by the benchmark)."""
+    import keras
     schedule = learning_rate
     if config.schedule == "cosine":
         warmup_steps = min(int(config.warmup_epochs * steps_per_epoch), epochs * steps_per_epoch - 1)
         schedule = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=learning_rate / 100, decay_steps=max(epochs * steps_per_epoch - warmup_steps, 1),
             warmup_target=learning_rate, warmup_steps=warmup_steps, alpha=0.01)
-    optimizer = _optimizer(keras, config, schedule)
     model.compile(
-        optimizer=optimizer,
+        optimizer=_optimizer(keras, config, schedule),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-        metrics=["accuracy", keras.metrics.TopKCategoricalAccuracy(k=min(5, splits.num_classes), name="top5")],
+        metrics=["accuracy", keras.metrics.TopKCategoricalAccuracy(k=min(5, num_classes), name="top5")],
         steps_per_execution=config.steps_per_execution)
+
+
+def _fit_stage(keras, config, model, splits, stage, first_epoch, epochs, learning_rate, recorder, run_dir):
+    """One `fit` call: compile with this stage's optimizer and schedule, then train with callbacks."""
+    steps_per_epoch = math.ceil(len(splits.train_labels) / config.batch_size)
+    compile_for_stage(model, config, splits.num_classes, learning_rate, steps_per_epoch, epochs)
     fit_callbacks = [keras.callbacks.BackupAndRestore(str(run_dir / "checkpoints" / f"backup_{stage}")), recorder]
     has_validation = len(splits.val_labels) > 0
     if config.schedule == "plateau" and has_validation:

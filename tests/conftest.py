@@ -1,0 +1,39 @@
+"""Shared fixtures: one small finished run that the tests of every stage read.
+
+The run is real (train/run.py's `run`): generated smoke data, the `cnn` baseline so it
+trains in seconds, evaluated and exported to every TFLite variant. Its gate is opened
+wide on purpose (`SMOKE_RUN_MAX_DROP`): with a few dozen test images one image is
+several points, and the gate itself is tested in tests/test_convert.py.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+#: Export gate for the fixture run, in points: wide, because this run exists to be read.
+SMOKE_RUN_MAX_DROP = 100.0
+
+# Keep TensorFlow's C++ logging out of test output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def small_run_config(out: Path, **changes):
+    """A fast smoke-data training config; `changes` override any field."""
+    from train.config import TrainConfig
+    values = dict(dataset="smoke", model="cnn", weights="none", smoke_samples_per_class=80,
+                  head_epochs=0, epochs=3, batch_size=32, learning_rate=3e-3, warmup_epochs=0.0,
+                  label_smoothing=0.0, augment="none", calibration_samples=40,
+                  max_drop=SMOKE_RUN_MAX_DROP, tensorboard=False, verbose="0", out=str(out))
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    """Path of a finished run directory: trained, evaluated, exported (tflite/ and quantization.json)."""
+    from train import run
+    run_dir = tmp_path_factory.mktemp("runs") / "smoke-cnn"
+    run.run(small_run_config(run_dir))
+    return run_dir

@@ -1,0 +1,210 @@
+"""The training run: artifacts, save/load, weights files, config errors, resume, backends."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import small_run_config
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+#: Predictions of a model before saving and after loading must agree to float32 rounding.
+ROUND_TRIP_TOLERANCE = 1e-6
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_a_complete_loadable_run_directory(smoke_run):
+    for name in ("config.json", "model.keras", "labels.txt", "metadata.json", "history.csv",
+                 "metrics.json", "report.md", "state.json"):
+        assert (smoke_run / name).is_file(), name
+    config = json.loads((smoke_run / "config.json").read_text())
+    assert config["dataset"] == "smoke" and config["model"] == "cnn"
+    labels = (smoke_run / "labels.txt").read_text().split()
+    metadata = json.loads((smoke_run / "metadata.json").read_text())
+    assert metadata["num_classes"] == len(labels) == 10
+    assert metadata["input_size"] == [32, 32] and metadata["input_dtype"] == "uint8"
+    assert metadata["parameters"] > 0 and metadata["training_seconds"] > 0
+    metrics = json.loads((smoke_run / "metrics.json").read_text())
+    for key in ("top1", "top5", "loss"):
+        assert 0.0 <= metrics[key] <= (1.0 if key != "loss" else 100.0), key
+    assert metrics["top5"] >= metrics["top1"]
+    with open(smoke_run / "history.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert [int(row["epoch"]) for row in rows] == [0, 1, 2]
+    assert all(row["stage"] == "finetune" and float(row["learning_rate"]) > 0 for row in rows)
+    # No temporary file of the atomic writes is left behind.
+    assert not [path for path in smoke_run.rglob(".partial-*")]
+
+
+@pytest.mark.slow
+def test_saved_model_predicts_like_the_model_in_memory(smoke_run):
+    """Reloading must not change predictions (EfficientNet reloads lost accuracy before: keras#20147)."""
+    import keras
+
+    from train import models
+    from train.config import TrainConfig
+
+    config = TrainConfig(model="efficientnet_b0", weights="none", image_size=48, augment="basic")
+    model, _ = models.build_model(config, 10, (32, 32, 3))
+    images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    # One training step moves the weights and BatchNorm statistics away from their initial values.
+    model.compile("adam", "categorical_crossentropy")
+    model.fit(images, np.eye(10, dtype="float32")[np.arange(8)], epochs=1, verbose=0)
+    path = smoke_run.parent / "round_trip.keras"
+    model.save(path)
+    reloaded = models.load_model(path)
+    before = keras.ops.convert_to_numpy(model(images, training=False))
+    after = keras.ops.convert_to_numpy(reloaded(images, training=False))
+    np.testing.assert_allclose(after, before, atol=ROUND_TRIP_TOLERANCE)
+    # And the run's own model.keras loads and keeps its uint8 contract.
+    run_model = models.load_model(smoke_run / "model.keras")
+    assert run_model.inputs[0].dtype == "uint8"
+    probabilities = keras.ops.convert_to_numpy(run_model(images[:, :32, :32], training=False))
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_weights_path_loads_a_file_saved_by_the_same_architecture(tmp_path):
+    import keras
+
+    from train import models
+    from train.config import TrainConfig
+
+    source = keras.applications.MobileNetV3Large(include_top=False, weights=None, input_shape=(32, 32, 3))
+    weights = tmp_path / "backbone.weights.h5"
+    source.save_weights(weights)
+    config = TrainConfig(model="mobilenet_v3_large", weights=str(weights), image_size=32)
+    _, backbone = models.build_model(config, 10, (32, 32, 3))
+    for expected, loaded in zip(source.weights, backbone.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded), keras.ops.convert_to_numpy(expected))
+
+    wrong = TrainConfig(model="efficientnet_b0", weights=str(weights), image_size=32)
+    with pytest.raises(models.WeightsUnavailableError, match="does not fit efficientnet_b0"):
+        models.build_model(wrong, 10, (32, 32, 3))
+    with pytest.raises(models.WeightsUnavailableError, match="no such file"):
+        models.build_model(TrainConfig(weights=str(tmp_path / "missing.h5")), 10, (32, 32, 3))
+
+
+def test_every_model_builds_with_the_uint8_contract():
+    from train import models
+    from train.config import TrainConfig
+
+    for name in ("cnn", "se_cnn", "efficientnet_b0", "mobilenet_v3_large", "vgg16", "resnet50"):
+        config = TrainConfig(model=name, weights="none", image_size=32 if name != "cnn" else None)
+        model, backbone = models.build_model(config, 7, (32, 32, 3))
+        assert model.inputs[0].dtype == "uint8", name
+        assert tuple(model.outputs[0].shape) == (None, 7), name
+        assert (backbone is None) == (name in ("cnn", "se_cnn")), name
+
+
+def test_unfreeze_fraction_trains_the_top_layers_and_keeps_batchnorm_frozen():
+    import keras
+
+    from train import models
+    from train.config import TrainConfig
+
+    _, backbone = models.build_model(TrainConfig(weights="none", image_size=32), 10, (32, 32, 3))
+    models.set_backbone_trainable(backbone, 0.2, pretrained=True)
+    flags = [layer.trainable for layer in backbone.layers]
+    boundary = flags.index(True)
+    assert not any(flags[:boundary])
+    assert all(layer.trainable or isinstance(layer, keras.layers.BatchNormalization)
+               for layer in backbone.layers[boundary:])
+    assert not any(layer.trainable for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization))
+    models.set_backbone_trainable(backbone, 0.0, pretrained=True)
+    assert backbone.trainable_weights == []
+
+
+def test_config_files_and_flags_are_validated(tmp_path, capsys):
+    from edge.configuration import ConfigError, build_config, read_config_file
+    from train.config import PRESETS, TrainConfig, parse_config
+
+    good = tmp_path / "good.yaml"
+    good.write_text("model: cnn\nepochs: 3\nbatch-size: 16\n")
+    config = parse_config(["--config", str(good), "--epochs", "5"])
+    assert (config.model, config.epochs, config.batch_size) == ("cnn", 5, 16)  # The flag wins over the file.
+    assert parse_config(["--preset", "smoke"]).dataset == "smoke"
+
+    for text, message in (("epochs: three\n", "expects int"), ("learning_rat: 0.1\n", "unknown option"),
+                          ("model: alexnet\n", "must be one of"), ("- a list\n", "expected a mapping")):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text)
+        with pytest.raises(SystemExit) as exit_info:
+            parse_config(["--config", str(bad)])
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_config(["--unfreeze", "1.5"])
+    assert "unfreeze must be" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="val_split"):
+        build_config(TrainConfig, {"val_split": 1.5})
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        read_config_file(tmp_path / "absent.json")
+    for name, preset in PRESETS.items():  # Every preset is a valid configuration.
+        build_config(TrainConfig, preset, source=name)
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
+    from train import callbacks, run
+
+    run_dir = tmp_path / "interrupted"
+    config = small_run_config(run_dir, epochs=4, smoke_samples_per_class=40, export=False)
+    original = callbacks.RunRecorder.on_epoch_end
+
+    def interrupt_after_second_epoch(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(callbacks.RunRecorder, "on_epoch_end", interrupt_after_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run.run(config)
+    assert (run_dir / "model.keras").is_file() and not (run_dir / "metrics.json").exists()
+    monkeypatch.setattr(callbacks.RunRecorder, "on_epoch_end", original)
+
+    with pytest.raises(Exception, match="already holds a run"):
+        run.run(config)
+    result = run.run(small_run_config(run_dir, resume=True))
+    with open(run_dir / "history.csv", newline="") as stream:
+        epochs = [int(row["epoch"]) for row in csv.DictReader(stream)]
+    assert epochs == [0, 1, 2, 3]  # Epochs 0-1 kept, 2-3 trained after the restart, none twice.
+    assert 0.0 <= result["top1"] <= 1.0 and (run_dir / "metrics.json").is_file()
+
+
+def _run_script(arguments, environment=None, timeout=600):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(environment or {}))
+    return subprocess.run([sys.executable, *arguments], cwd=REPOSITORY, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_default_run_offline_stops_with_one_clear_message(tmp_path):
+    # An empty Keras cache, and a download address that cannot answer, make the machine "offline".
+    completed = _run_script(["train/run.py", "--out", str(tmp_path / "run")],
+                            {"KERAS_HOME": str(tmp_path / "keras"), "HTTPS_PROXY": "http://127.0.0.1:9",
+                             "HTTP_PROXY": "http://127.0.0.1:9"})
+    assert completed.returncode == 2
+    assert "--data-dir" in completed.stderr and "--preset smoke" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+@pytest.mark.slow
+def test_jax_backend_trains_the_smoke_data_without_tensorflow(tmp_path):
+    pytest.importorskip("jax")
+    script = (
+        "import sys, json\n"
+        "from tests.conftest import small_run_config\n"
+        "from train import run\n"
+        f"result = run.run(small_run_config({str(tmp_path / 'jax-run')!r}, epochs=2, export=False))\n"
+        "print(json.dumps({'top1': result['top1'], 'tensorflow': 'tensorflow' in sys.modules}))\n")
+    completed = _run_script(["-c", script], {"KERAS_BACKEND": "jax"})
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert 0.0 <= result["top1"] <= 1.0
+    assert result["tensorflow"] is False
