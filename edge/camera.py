@@ -122,6 +122,8 @@ def run(options: CameraOptions, source: Optional[sources.FrameSource] = None,
     except BaseException:
         if preview is not None:
             preview.close()
+        if source is not None:  # A source handed in is ours to release, even when the model fails.
+            source.close()
         raise
     print(f"camera: source {source.name}; model {classifier.model_path} "
           f"({classifier.runtime_name}, input {classifier.input_size[0]}x{classifier.input_size[1]})",
@@ -175,7 +177,7 @@ def run(options: CameraOptions, source: Optional[sources.FrameSource] = None,
                     stopped = "window closed"
                     break
     except sources.CameraError as error:
-        stopped, message = "camera lost", str(error)
+        stopped, message = ("camera lost" if source.live else "source failed"), str(error)
     except KeyboardInterrupt:
         stopped = "interrupted"
     finally:
@@ -192,7 +194,8 @@ def run(options: CameraOptions, source: Optional[sources.FrameSource] = None,
         "mean_inference_ms": inference_total / frames if frames else None,
         "captured_frames": grabber.captured, "dropped_frames": grabber.dropped,
         "stopped": stopped, "message": message,
-        "exit_code": {"camera lost": EXIT_FAILURE, "interrupted": EXIT_INTERRUPTED}.get(stopped, EXIT_OK),
+        "exit_code": {"camera lost": EXIT_FAILURE, "source failed": EXIT_FAILURE,
+                      "interrupted": EXIT_INTERRUPTED}.get(stopped, EXIT_OK),
     }
 
 
