@@ -121,10 +121,11 @@ class Classifier:
         self.runtime_version = runtime_version(self.runtime_name)
         self._lock = threading.Lock()
 
-        model_bytes = self._read_model()
+        self._check_model_file()
         delegates = [self._load_delegate(module)] if self.delegate_path is not None else None
         try:
-            self.interpreter = module.Interpreter(model_content=model_bytes, num_threads=threads,
+            # By path, so the runtime memory-maps the file rather than copying it onto the heap.
+            self.interpreter = module.Interpreter(model_path=str(self.model_path), num_threads=threads,
                                                   experimental_delegates=delegates)
             self.interpreter.allocate_tensors()
         except Exception as error:  # The runtimes raise ValueError/RuntimeError with the reason.
@@ -137,10 +138,12 @@ class Classifier:
 
     # -- loading ------------------------------------------------------------------
 
-    def _read_model(self) -> bytes:
-        """The model file's bytes, checked for the TFLite identifier so a wrong file fails clearly."""
+    def _check_model_file(self) -> None:
+        """Check that the model file is readable and carries the TFLite identifier, so a wrong file fails clearly."""
         try:
-            data = self.model_path.read_bytes()
+            with open(self.model_path, "rb") as stream:
+                header = stream.read(8)
+            size = self.model_path.stat().st_size
         except FileNotFoundError:
             raise ModelError(f"{self.model_path}: model file not found") from None
         except IsADirectoryError:
@@ -149,10 +152,9 @@ class Classifier:
             raise ModelError(f"{self.model_path}: cannot read the model ({error.strerror or error})") from None
         # A FlatBuffer TFLite model carries "TFL3" at bytes 4..8; checking it first gives a
         # clearer message than the runtime's, and stops it from parsing arbitrary bytes.
-        if len(data) < 8 or data[4:8] != b"TFL3":
+        if len(header) < 8 or header[4:8] != b"TFL3":
             raise ModelError(f"{self.model_path}: not a TFLite model (no 'TFL3' identifier; "
-                             f"{len(data)} bytes, truncated or another format)")
-        return data
+                             f"{size} bytes, truncated or another format)")
 
     def _load_delegate(self, module: Any) -> Any:
         # Load the library with ctypes first: when it is missing, the runtimes' Delegate fails
@@ -184,7 +186,7 @@ class Classifier:
         dtype = np.dtype(detail["dtype"])
         if dtype not in (np.uint8, np.int8, np.float32):
             raise ModelError(f"{self.model_path}: unsupported input type {dtype} (expected uint8, int8 or float32)")
-        scale, zero_point = _quantization(detail)
+        scale, zero_point = _quantization(detail, self.model_path)
         if dtype == np.int8 and scale == 0:
             raise ModelError(f"{self.model_path}: int8 input without quantization parameters; "
                              "cannot map 0..255 pixels onto it")
@@ -202,7 +204,7 @@ class Classifier:
         if len(shape) != 2 or shape[1] < 1:
             raise ModelError(f"{self.model_path}: the output is not [batch, classes]: shape {list(shape)}")
         dtype = np.dtype(detail["dtype"])
-        scale, zero_point = _quantization(detail)
+        scale, zero_point = _quantization(detail, self.model_path)
         if dtype in _INTEGER_TYPES and scale == 0:
             raise ModelError(f"{self.model_path}: {dtype} output without quantization parameters")
         self._output = detail
@@ -316,13 +318,14 @@ class Classifier:
                 "threads": self.num_threads, "delegate": str(self.delegate_path) if self.delegate_path else None}
 
 
-def _quantization(detail: dict) -> tuple[float, int]:
+def _quantization(detail: dict, model_path: Path) -> tuple[float, int]:
     """(scale, zero_point) of a tensor; (0.0, 0) when it is not quantized."""
     scale, zero_point = detail.get("quantization", (0.0, 0))
     parameters = detail.get("quantization_parameters") or {}
     scales = np.asarray(parameters.get("scales", []))
     if len(scales) > 1:  # Per-channel quantization is for weights; an input or output never has it.
-        raise ModelError(f"per-channel quantization on tensor {detail.get('name')!r} is not supported")
+        raise ModelError(f"{model_path}: per-channel quantization on the input or output tensor "
+                         f"{detail.get('name')!r} is not supported")
     return float(scale), int(zero_point)
 
 
