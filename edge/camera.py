@@ -56,18 +56,18 @@ class CameraOptions:
                          "a video file, an image file or a folder of images", "Source")
     width: int = option(640, "camera capture width", "Source")
     height: int = option(480, "camera capture height", "Source")
-    frames: Optional[int] = option(None, "stop after this many frames (default: run until the source "
-                                   "ends or Ctrl-C)", "Source", metavar="N")
-    fps_limit: Optional[float] = option(None, "classify at most this many frames per second "
-                                        "(default: as fast as the model runs)", "Source")
+    frames: Optional[int] = option(None, "stop after this many frames; none runs until the source "
+                                   "ends or Ctrl-C", "Source", metavar="N")
+    fps_limit: Optional[float] = option(None, "classify at most this many frames per second; none runs "
+                                        "as fast as the model does", "Source")
 
     # Model
-    model: Optional[str] = option(None, f"the .tflite file (default: {DEFAULT_MODEL_FILE} in models/ or "
-                                  "edge/models/ of this repository, else the newest runs/*/tflite/)", "Model")
-    labels: Optional[str] = option(None, "the labels file (default: labels.txt next to the model)", "Model")
+    model: Optional[str] = option(None, f"the .tflite file; none looks for {DEFAULT_MODEL_FILE} in models/ "
+                                  "or edge/models/ of this repository, else in the newest runs/*/tflite/", "Model")
+    labels: Optional[str] = option(None, "the labels file; none reads labels.txt next to the model", "Model")
     runtime: Optional[Literal["litert", "tflite-runtime"]] = option(
-        None, "TFLite runtime (default: ai-edge-litert if installed, else tflite-runtime)", "Model")
-    threads: Optional[int] = option(None, "interpreter threads (default: the runtime's; 4 suits a Pi 4 or 5)", "Model")
+        None, "TFLite runtime; none picks ai-edge-litert if installed, else tflite-runtime", "Model")
+    threads: Optional[int] = option(None, "interpreter threads; none leaves it to the runtime (4 suits a Pi 4 or 5)", "Model")
     delegate: Optional[str] = option(None, "a delegate library to load, e.g. libedgetpu.so.1 for a "
                                      "Coral Edge TPU (needs a model compiled for it)", "Model")
     top_k: int = option(3, "labels shown per frame", "Model")
