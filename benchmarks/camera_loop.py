@@ -41,9 +41,9 @@ VIDEO_FPS = 30
 class LoopBenchmarkOptions:
     """What `python benchmarks/camera_loop.py` measures. Sizes in pixels."""
 
-    model: Optional[str] = option(None, "the .tflite file (default: the camera's default model)", "Model")
-    runtime: Optional[Literal["litert", "tflite-runtime"]] = option(None, "TFLite runtime (default: the first installed)", "Model")
-    threads: Optional[int] = option(None, "interpreter threads (default: the runtime's)", "Model")
+    model: Optional[str] = option(None, "the .tflite file; none uses the camera's default model", "Model")
+    runtime: Optional[Literal["litert", "tflite-runtime"]] = option(None, "TFLite runtime; none picks the first installed", "Model")
+    threads: Optional[int] = option(None, "interpreter threads; none leaves it to the runtime", "Model")
     frames: int = option(200, "frames in the generated video, and interpreter calls timed alone", "Benchmark")
     rounds: int = option(3, "interleaved rounds of both measurements; the best of each is reported "
                          "(on a shared machine the best is the least disturbed)", "Benchmark")
