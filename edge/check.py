@@ -1,0 +1,275 @@
+"""The float-vs-int8 check: every TFLite variant against the Keras model, on the whole test split.
+
+    python edge/check.py --run runs/NAME [--max-drop 1.0]   # measure the files in runs/NAME/tflite again
+
+Each variant runs through the real interpreter (edge.runtime.Classifier, the
+class the demo and the Pi use), over every test image. Per variant:
+top-1 and top-5 accuracy, the top-1 change against the Keras model (fraction)
+and the drop in points, top-1 agreement with the Keras model, the mean KL
+divergence of the probabilities, the classes that lose most, the file size and
+the median single-image latency. The gate: the int8 model's drop must not
+exceed `max_drop` points. edge/convert.py runs this after converting and
+writes the result to quantization.json; this command re-measures existing files
+(after installing another runtime, say) and rewrites quantization.json.
+
+No TensorFlow here: the reference predictions come from the Keras model itself.
+"""
+from __future__ import annotations
+
+if __package__ in (None, ""):  # Run as a script: make the repository root importable.
+    import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
+
+import argparse
+import dataclasses
+import hashlib
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from edge import artifacts, configuration, runtime
+from edge.configuration import option
+
+#: Single-image interpreter calls timed per variant (after `LATENCY_WARMUP` untimed ones); the
+#: median of 50 is stable to a few percent on a quiet CPU.
+LATENCY_RUNS = 50
+LATENCY_WARMUP = 5
+#: Probabilities are floored here before the KL divergence: a uint8 output rounds small
+#: probabilities to exactly 0, where log would be infinite.
+PROBABILITY_FLOOR = 1e-7
+#: Classes listed as "losing most" per variant (only those that do lose).
+WORST_CLASSES = 5
+TOP_K = 5
+#: Images per Keras predict call for the reference.
+REFERENCE_BATCH = 128
+
+
+MODEL_FILE = "model.keras"
+QUANTIZATION_FILE = "quantization.json"
+TFLITE_DIR = "tflite"
+
+
+class CheckError(ValueError):
+    """The check cannot run (no test images, files missing); the message names what is missing."""
+
+
+@dataclasses.dataclass
+class CheckConfig:
+    """Options of `python edge/check.py`."""
+
+    run: str = option("", "the run directory, with tflite/ written by edge/convert.py", "Check", metavar="DIR")
+    max_drop: Optional[float] = option(None, "gate in points (default: the one quantization.json recorded)", "Check")
+    runtime: Optional[str] = option(None, "litert or tflite-runtime (default: the first installed)", "Check")
+    threads: Optional[int] = option(None, "interpreter threads (default: the runtime's)", "Check")
+    latency_runs: int = option(LATENCY_RUNS, "single-image calls timed per variant", "Check")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python edge/check.py", description=__doc__.split("\n")[0])
+    configuration.add_arguments(parser, CheckConfig)
+    try:
+        config = configuration.build_config(CheckConfig, vars(parser.parse_args(argv)), source="the command line")
+        if not config.run:
+            raise configuration.ConfigError("--run DIR is required")
+        result = run(config)
+    except (configuration.ConfigError, artifacts.ArtifactError, CheckError, runtime.ModelError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    from edge import quantization_report
+    print(quantization_report.summary_line(result))
+    return 0 if result["passed"] else 1
+
+
+def run(config: CheckConfig) -> dict:
+    """Re-measure the variants in <run>/tflite; keep what the converter recorded about the int8 search."""
+    from edge import quantization_report
+    run_dir = Path(config.run)
+    previous_path = run_dir / QUANTIZATION_FILE
+    previous = artifacts.read_json(previous_path) if previous_path.exists() else {}
+    max_drop = config.max_drop if config.max_drop is not None else previous.get("max_drop")
+    if max_drop is None:
+        raise CheckError(f"{previous_path}: not found; give --max-drop")
+    tflite_dir = run_dir / TFLITE_DIR
+    paths = {path.stem.removeprefix("model_"): path for path in sorted(tflite_dir.glob("model_*.tflite"))}
+    if "int8" not in paths:
+        raise CheckError(f"{tflite_dir / 'model_int8.tflite'}: not found; run python edge/convert.py --run {run_dir}")
+    checker = Checker(load_model(run_dir), load_splits(run_dir), runtime=config.runtime, threads=config.threads,
+                      latency_runs=config.latency_runs, labels_path=tflite_dir / artifacts.LABELS_FILE)
+    result = {**previous, **checker.check(paths, max_drop)}
+    for key in ("scheme", "float_tensors", "float_layers"):  # What the converter knew about how int8 was made.
+        if key in previous.get("variants", {}).get("int8", {}):
+            result["variants"]["int8"][key] = previous["variants"]["int8"][key]
+    artifacts.write_json(previous_path, result)
+    quantization_report.update_report(run_dir, result)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# The run's model and data. This is where edge/ reaches into train/ (lazily, never on the
+# runtime side): the check needs the Keras model, loaded with the project's custom layers, and
+# the very splits the run trained and was evaluated on.
+
+
+def load_model(run_dir: str | Path) -> Any:
+    path = Path(run_dir) / MODEL_FILE
+    if not path.is_file():
+        raise CheckError(f"{path}: model file not found")
+    from train import models
+    return models.load_model(path)
+
+
+def load_splits(run_dir: str | Path) -> Any:
+    from train import data
+    from train.config import TrainConfig
+    return data.load_splits(TrainConfig.from_run(run_dir))
+
+
+def top_k_accuracy(probabilities: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Fraction of rows whose true label is among the k highest scores (ties: lower index first)."""
+    top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    return float(np.mean(np.any(top == labels[:, None], axis=1))) if len(labels) else float("nan")
+
+
+def top1(probabilities: np.ndarray) -> np.ndarray:
+    """Predicted class per row; ties go to the lower index, as np.argmax and Classifier.top_k do."""
+    return np.argmax(probabilities, axis=1)
+
+
+def mean_kl_divergence(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Mean over images of KL(reference || candidate), in nats, both floored at PROBABILITY_FLOOR."""
+    p = np.clip(reference.astype(np.float64), PROBABILITY_FLOOR, 1.0)
+    q = np.clip(candidate.astype(np.float64), PROBABILITY_FLOOR, 1.0)
+    # KL is never negative; flooring without renormalising can leave -1e-12 of float noise.
+    return max(0.0, float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=1))))
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict:
+    """Accuracy of `candidate` and how it differs from `reference` (both (N, classes) probabilities)."""
+    reference_top1, candidate_top1 = top1(reference), top1(candidate)
+    reference_correct, candidate_correct = reference_top1 == labels, candidate_top1 == labels
+    accuracy = float(np.mean(candidate_correct))
+    change = accuracy - float(np.mean(reference_correct))
+    losers = []
+    for index, name in enumerate(class_names):
+        members = labels == index
+        if not members.any():
+            continue
+        before, after = float(np.mean(reference_correct[members])), float(np.mean(candidate_correct[members]))
+        if after < before:
+            losers.append({"label": name, "reference_top1": before, "top1": after, "images": int(members.sum())})
+    losers.sort(key=lambda row: (row["top1"] - row["reference_top1"], row["label"]))
+    return {"top1": accuracy, "top5": top_k_accuracy(candidate, labels, TOP_K), "top1_change": change,
+            "drop_points": -100.0 * change + 0.0, "agreement": float(np.mean(reference_top1 == candidate_top1)),
+            "kl_divergence": mean_kl_divergence(reference, candidate), "worst_classes": losers[:WORST_CLASSES]}
+
+
+def passes(drop_points: float, max_drop: float) -> bool:
+    """The gate. A tiny epsilon keeps 1.0000000002 points (float noise) from failing a 1.0 gate."""
+    return drop_points <= max_drop + 1e-9
+
+
+class Checker:
+    """Measures TFLite files against one Keras model on one run's splits; caches what it computed."""
+
+    def __init__(self, model: Any, splits: Any, runtime: str | None = None, threads: int | None = None,
+                 latency_runs: int = LATENCY_RUNS, labels_path: str | Path | None = None):
+        if len(splits.test_labels) == 0:
+            raise CheckError("the test split is empty; the float-vs-int8 check needs test images")
+        self.model, self.splits = model, splits
+        self.runtime, self.threads, self.latency_runs = runtime, threads, latency_runs
+        self.labels_path = labels_path
+        self._reference: dict[str, np.ndarray] = {}
+        self._predictions: dict[tuple[str, str], np.ndarray] = {}
+
+    def _images(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        return getattr(self.splits, f"{split}_images"), getattr(self.splits, f"{split}_labels")
+
+    def reference(self, split: str = "test") -> np.ndarray:
+        """The Keras model's probabilities on a split (float32, computed once)."""
+        if split not in self._reference:
+            images, _ = self._images(split)
+            self._reference[split] = np.asarray(self.model.predict(images, batch_size=REFERENCE_BATCH, verbose=0),
+                                                dtype=np.float32)
+        return self._reference[split]
+
+    def classifier(self, model_path: str | Path) -> runtime.Classifier:
+        return runtime.Classifier(model_path, labels_path=self.labels_path, runtime=self.runtime, threads=self.threads)
+
+    def predictions(self, model_path: str | Path, split: str = "test") -> np.ndarray:
+        """A TFLite file's probabilities on a split, through the runtime's Classifier (cached by content)."""
+        key = (hashlib.sha256(Path(model_path).read_bytes()).hexdigest(), split)
+        if key not in self._predictions:
+            images, _ = self._images(split)
+            self._predictions[key] = self.classifier(model_path).predict(images)
+        return self._predictions[key]
+
+    def drop_points(self, model_path: str | Path, split: str) -> float:
+        _, labels = self._images(split)
+        change = np.mean(top1(self.predictions(model_path, split)) == labels) - \
+            np.mean(top1(self.reference(split)) == labels)
+        return float(-100.0 * change) + 0.0  # + 0.0: no "-0.00" in reports.
+
+    def screen(self, model_path: str | Path, max_drop: float) -> dict:
+        """Does a candidate pass the gate? Validation first (cheap, and keeps the choice among
+        candidates off the test split); the test split only for those that pass it."""
+        result: dict[str, Any] = {}
+        if len(self.splits.val_labels):
+            result["val_drop_points"] = self.drop_points(model_path, "val")
+            if not passes(result["val_drop_points"], max_drop):
+                return {**result, "passed": False}
+        result["drop_points"] = self.drop_points(model_path, "test")
+        return {**result, "passed": passes(result["drop_points"], max_drop)}
+
+    def latency_ms(self, model_path: str | Path) -> float:
+        """Median time of one single-image `interpreter.invoke()`, in milliseconds."""
+        classifier = self.classifier(model_path)
+        images, _ = self._images("test")
+        classifier.predict(images[:1])  # Sets the batch size to one and the input tensor.
+        interpreter, timings = classifier.interpreter, []
+        for run_index in range(LATENCY_WARMUP + self.latency_runs):
+            started = time.perf_counter()
+            interpreter.invoke()
+            if run_index >= LATENCY_WARMUP:
+                timings.append(time.perf_counter() - started)
+        return 1000.0 * statistics.median(timings)
+
+    def check(self, paths: dict[str, Path], max_drop: float) -> dict:
+        """quantization.json's measurements for the files in `paths` ({variant: path}); needs "int8"."""
+        if "int8" not in paths:
+            raise CheckError("the check needs the int8 model")
+        _, labels = self._images("test")
+        reference = self.reference("test")
+        result = {"reference": {"model": "keras float32", "top1": float(np.mean(top1(reference) == labels)),
+                                "top5": top_k_accuracy(reference, labels, TOP_K)},
+                  "test_images": int(len(labels)), "variants": {}}
+        details = None
+        for variant, path in paths.items():
+            path = Path(path)
+            if not path.is_file():
+                raise CheckError(f"{path}: model file not found")
+            classifier = self.classifier(path)
+            measured = compare(reference, self.predictions(path), labels, self.splits.labels)
+            measured.update(file=path.name, size_bytes=path.stat().st_size, latency_ms=self.latency_ms(path),
+                            input=_tensor(classifier.input_dtype, classifier.input_quantization),
+                            output=_tensor(classifier.interpreter.get_output_details()[0]["dtype"],
+                                           classifier.output_quantization))
+            result["variants"][variant] = measured
+            details = details or classifier.describe()
+        int8 = result["variants"]["int8"]
+        result.update(max_drop=max_drop, drop_points=int8["drop_points"], passed=passes(int8["drop_points"], max_drop),
+                      gate=f"int8 test top-1 at most {max_drop} points below the Keras float model",
+                      runtime={"name": details["runtime"], "version": details["runtime_version"],
+                               "threads": self.threads, "latency_runs": self.latency_runs})
+        return result
+
+
+def _tensor(dtype: Any, quantization: tuple[float, int]) -> dict:
+    scale, zero_point = quantization
+    return {"dtype": str(np.dtype(dtype)), "scale": float(scale), "zero_point": int(zero_point)}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

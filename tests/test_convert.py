@@ -1,0 +1,338 @@
+"""Tests of the TFLite export, the float-vs-int8 check and its gate, and the report section.
+
+    .venv/bin/pytest tests/test_convert.py -x -q              # all (about two minutes on two cores)
+    .venv/bin/pytest tests/test_convert.py -x -q -m "not slow"
+
+The runs here are small and real: a tiny CNN with the model contract (uint8 input,
+softmax output) trained for a few epochs on the generated smoke data, saved as a
+run directory that `load_splits` can reload. One copy of it has a hidden unit
+whose weights are scaled up by OUTLIER_SCALE and whose outgoing weights are scaled
+down by the same factor: the same function in float, but its per-tensor int8 scale
+drowns the other units, which is how EfficientNet's wide activations break int8.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge import artifacts, check, configuration, convert, quantization_report
+from train.config import TrainConfig
+from train.data import load_splits
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+#: 100 smoke images per class: 100 test images, so one image is one point of top-1.
+SAMPLES_PER_CLASS = 100
+#: The gate for the toy runs, in points: a few borderline test images may flip under int8
+#: in a model this small, while the outlier model's plain int8 loses tens of points.
+TOY_MAX_DROP = 5.0
+OUTLIER_SCALE = 1e4
+EXACT = 1e-12  # the same fractions computed two ways from the same integer counts
+FAST = dict(calibration_samples=100, latency_runs=3, debug_samples=32)
+
+
+def _config() -> TrainConfig:
+    return TrainConfig(dataset="smoke", smoke_samples_per_class=SAMPLES_PER_CLASS, model="cnn", weights="none",
+                       seed=0)
+
+
+def _tiny_model(splits, seed=0):
+    import keras
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(splits.input_shape, dtype="uint8", name="image")
+    x = keras.layers.Rescaling(1 / 255, name="rescale")(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="conv1")(x)
+    x = keras.layers.Conv2D(16, 3, strides=2, activation="relu", name="conv2")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = keras.layers.Dense(16, activation="relu", name="hidden")(x)
+    outputs = keras.layers.Dense(splits.num_classes, activation="softmax", name="classifier")(x)
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+    model.fit(splits.train_images, splits.train_labels, epochs=8, batch_size=32, verbose=0)
+    return model
+
+
+def _add_outlier(model):
+    """Scale one hidden unit up and its outgoing weights down: same float function, bad int8 range."""
+    hidden, classifier = model.get_layer("hidden"), model.get_layer("classifier")
+    kernel, bias = hidden.get_weights()
+    out_kernel, out_bias = classifier.get_weights()
+    unit = int(np.argmax(np.abs(out_kernel).sum(axis=1)))
+    kernel[:, unit] *= OUTLIER_SCALE
+    bias[unit] *= OUTLIER_SCALE
+    out_kernel[unit] /= OUTLIER_SCALE
+    hidden.set_weights([kernel, bias])
+    classifier.set_weights([out_kernel, out_bias])
+
+
+def _write_run(run_dir: Path, model, splits, config) -> Path:
+    run_dir.mkdir(parents=True)
+    model.save(run_dir / "model.keras")
+    artifacts.write_json(run_dir / "config.json", configuration.to_dict(config))
+    artifacts.write_labels(run_dir / "labels.txt", splits.labels)
+    artifacts.write_json(run_dir / "metadata.json", {"model": "tiny", "input_size": list(splits.input_shape[:2]),
+                                                     "input_dtype": "uint8", "label_mode": "fine"})
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """(run_dir, model, splits) of a fresh, not yet exported toy run (copy it before exporting)."""
+    config = _config()
+    splits = load_splits(config)
+    model = _tiny_model(splits)
+    return _write_run(tmp_path_factory.mktemp("toy") / "run", model, splits, config), model, splits
+
+
+@pytest.fixture(scope="module")
+def exported(toy, tmp_path_factory):
+    """The toy run exported to every variant through export_run: (run_dir, quantization, model, splits)."""
+    source, model, splits = toy
+    run_dir = tmp_path_factory.mktemp("exported") / "run"
+    shutil.copytree(source, run_dir)
+    quantization = convert.export_run(run_dir, model=model, splits=splits, max_drop=TOY_MAX_DROP, **FAST)
+    return run_dir, quantization, model, splits
+
+
+def _direct_predictions(path: Path, images: np.ndarray) -> np.ndarray:
+    """Probabilities straight from the LiteRT interpreter, one image per call, no project code."""
+    from ai_edge_litert.interpreter import Interpreter
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    rows = []
+    for image in images:
+        scale, zero_point = source["quantization"]
+        value = image[np.newaxis]
+        if scale:
+            value = np.round(value / scale + zero_point)
+        interpreter.set_tensor(source["index"], value.astype(source["dtype"]))
+        interpreter.invoke()
+        output = interpreter.get_tensor(target["index"]).astype(np.float64)
+        scale, zero_point = target["quantization"]
+        rows.append((output - zero_point) * scale if scale else output)
+    return np.concatenate(rows)
+
+
+def test_every_variant_is_written_with_labels_and_metadata(exported):
+    run_dir, quantization, _, splits = exported
+    tflite = run_dir / "tflite"
+    for variant in convert.VARIANTS:
+        model_file = tflite / f"model_{variant}.tflite"
+        assert model_file.read_bytes()[4:8] == b"TFL3"
+        assert quantization["variants"][variant]["size_bytes"] == model_file.stat().st_size
+    assert artifacts.read_labels(tflite / "labels.txt") == splits.labels
+    metadata = artifacts.read_json(tflite / "metadata.json")
+    assert metadata["input_size"] == list(splits.input_shape[:2]) and metadata["input_dtype"] == "uint8"
+    assert metadata["source_run"] == str(run_dir) and metadata["num_classes"] == splits.num_classes
+    assert set(metadata["variants"]) == set(convert.VARIANTS)
+    int8 = metadata["variants"]["int8"]
+    assert int8["top1"] == quantization["variants"]["int8"]["top1"]
+    assert int8["input"] == {"dtype": "uint8", "scale": 1.0, "zero_point": 0}
+    assert int8["output"]["dtype"] == "uint8" and int8["output"]["scale"] > 0
+    assert metadata["passed"] == quantization["passed"] and metadata["reference"] == quantization["reference"]
+    assert not list(tflite.glob(".*partial*")), "a temporary file was left behind"
+
+
+def test_int8_model_is_integer_throughout(exported):
+    run_dir, quantization, _, _ = exported
+    int8_bytes = (run_dir / "tflite" / "model_int8.tflite").read_bytes()
+    operations = convert.graph_ops(int8_bytes)
+    assert quantization["variants"]["int8"]["scheme"] == "int8"
+    assert convert.float_layers(int8_bytes) == quantization["variants"]["int8"]["float_layers"] == []
+    assert "CAST" not in {operation["op"] for operation in operations}
+    assert all(kind in ("INT8", "UINT8", "INT32") for operation in operations for kind in operation["output_types"])
+
+
+def test_check_matches_a_direct_computation(exported):
+    run_dir, quantization, model, splits = exported
+    images, labels = splits.test_images, splits.test_labels
+    reference = model.predict(images, verbose=0)
+    assert quantization["test_images"] == len(labels)
+    assert abs(quantization["reference"]["top1"] - np.mean(reference.argmax(1) == labels)) < EXACT
+    for variant, measured in quantization["variants"].items():
+        probabilities = _direct_predictions(run_dir / "tflite" / f"model_{variant}.tflite", images)
+        predicted = probabilities.argmax(1)
+        assert abs(measured["top1"] - np.mean(predicted == labels)) < EXACT, variant
+        assert abs(measured["agreement"] - np.mean(predicted == reference.argmax(1))) < EXACT, variant
+        top5 = np.argsort(-probabilities, axis=1, kind="stable")[:, :5]
+        assert abs(measured["top5"] - np.mean([label in row for label, row in zip(labels, top5)])) < EXACT, variant
+        assert abs(measured["drop_points"] - 100 * (quantization["reference"]["top1"] - measured["top1"])) < 1e-9
+        assert measured["latency_ms"] > 0 and measured["kl_divergence"] >= 0
+    # The float32 file is the Keras graph: it agrees on every image.
+    assert quantization["variants"]["float32"]["agreement"] == 1.0
+
+
+def test_quantization_json_schema(exported):
+    run_dir, quantization, _, _ = exported
+    assert artifacts.read_json(run_dir / "quantization.json") == json.loads(json.dumps(quantization))
+    assert set(quantization["variants"]) == set(convert.VARIANTS)
+    assert quantization["max_drop"] == TOY_MAX_DROP and isinstance(quantization["passed"], bool)
+    assert quantization["passed"] == (quantization["variants"]["int8"]["drop_points"] <= TOY_MAX_DROP)
+    for key in ("top1", "top5"):
+        assert 0.0 <= quantization["reference"][key] <= 1.0
+    for measured in quantization["variants"].values():
+        for key in ("top1", "top5", "agreement"):
+            assert 0.0 <= measured[key] <= 1.0
+        assert isinstance(measured["size_bytes"], int) and measured["latency_ms"] > 0
+        for row in measured["worst_classes"]:
+            assert row["top1"] < row["reference_top1"]
+    assert quantization["calibration"]["samples"] == FAST["calibration_samples"]
+    assert quantization["calibration"]["split"] == "train"
+    assert "<!-- quantization:start -->" in (run_dir / "report.md").read_text()
+
+
+def test_compare_on_hand_made_probabilities():
+    reference = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]])
+    candidate = np.array([[0.6, 0.3, 0.1], [0.5, 0.4, 0.1], [0.2, 0.2, 0.6]])
+    labels = np.array([0, 1, 0])
+    result = check.compare(reference, candidate, labels, ["a", "b", "c"])
+    assert result["top1"] == pytest.approx(1 / 3) and result["agreement"] == pytest.approx(2 / 3)
+    assert result["drop_points"] == pytest.approx(100 / 3)
+    expected_kl = np.mean([sum(p * np.log(p / q) for p, q in zip(row_p, row_q))
+                           for row_p, row_q in zip(reference, candidate)])
+    assert result["kl_divergence"] == pytest.approx(expected_kl)
+    assert result["top5"] == 1.0  # Three classes: everything is in the top five.
+    assert result["worst_classes"] == [{"label": "b", "reference_top1": 1.0, "top1": 0.0, "images": 1}]
+
+
+def test_gate_trips_when_forced_through_main(toy, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(toy[0], run_dir)
+    status = convert.main(["--run", str(run_dir), "--max-drop", "-1", "--variants", "int8", "--no-selective",
+                           "--no-try-16x8", "--calibration-samples", "50", "--latency-runs", "2"])
+    assert status == 1
+    quantization = artifacts.read_json(run_dir / "quantization.json")
+    assert quantization["passed"] is False and quantization["max_drop"] == -1.0
+    assert "FAILED" in (run_dir / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_gate_trips_on_the_command_line(toy, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(toy[0], run_dir)
+    completed = subprocess.run([sys.executable, "edge/convert.py", "--run", str(run_dir), "--max-drop", "-1"],
+                               cwd=REPOSITORY, capture_output=True, text=True, timeout=900)
+    assert completed.returncode == 1, completed.stderr[-3000:]
+    assert "no int8 model is within -1.0 points" in completed.stderr
+    quantization = artifacts.read_json(run_dir / "quantization.json")
+    assert not quantization["passed"]
+    # Everything was tried before giving up: plain int8, selective quantization, 16x8.
+    schemes = [attempt["scheme"] for attempt in quantization["int8_search"]["attempts"]]
+    assert schemes[0] == "int8" and "int8-selective" in schemes and schemes[-1] == "16x8"
+
+
+def test_selective_quantization_keeps_the_drowned_tensor_in_float(toy, tmp_path):
+    source, model, splits = toy
+    import keras
+    outlier = keras.models.clone_model(model)
+    outlier.set_weights(model.get_weights())
+    _add_outlier(outlier)
+    np.testing.assert_allclose(outlier.predict(splits.test_images[:8], verbose=0),
+                               model.predict(splits.test_images[:8], verbose=0), atol=1e-4)
+    run_dir = tmp_path / "run"
+    shutil.copytree(source, run_dir)
+    quantization = convert.export_run(run_dir, model=outlier, splits=splits, max_drop=TOY_MAX_DROP,
+                                      variants=["int8"], **FAST)
+    attempts = quantization["int8_search"]["attempts"]
+    assert attempts[0]["scheme"] == "int8" and not attempts[0]["passed"], "plain int8 should miss the gate"
+    assert quantization["passed"]
+    int8 = quantization["variants"]["int8"]
+    assert int8["scheme"] == "int8-selective"
+    assert any("hidden" in tensor for tensor in int8["float_tensors"])
+    assert {layer["op"] for layer in int8["float_layers"]} >= {"FULLY_CONNECTED"}
+    assert int8["float_layers"] == convert.float_layers((run_dir / "tflite" / "model_int8.tflite").read_bytes())
+    metadata = artifacts.read_json(run_dir / "tflite" / "metadata.json")
+    assert metadata["variants"]["int8"]["float_layers"] == int8["float_layers"]
+    assert quantization["int8_search"]["ranking"][0]["noise_to_signal"] > 0.1
+    report = (run_dir / "report.md").read_text()
+    assert "stay float" in report and "Cost against plain int8" in report
+
+
+def test_integer_input_keeps_the_outputs(toy, tmp_path):
+    _, model, splits = toy
+    from tensorflow.lite.python import convert as lite_convert
+    import tensorflow as tf
+    saved_model = convert._export_saved_model(model, tmp_path / "saved_model", tmp_path)
+    calibrated = convert.calibrate(saved_model, splits.train_images[:50])
+    with_cast = lite_convert.mlir_quantize(calibrated, input_data_type=tf.uint8, output_data_type=tf.uint8)
+    assert convert.graph_ops(with_cast)[0]["op"] == "CAST"
+    without_cast = convert.integer_input(with_cast)
+    assert convert.graph_ops(without_cast)[0]["op"] == "QUANTIZE"
+    paths = {}
+    for name, content in (("cast", with_cast), ("integer", without_cast)):
+        paths[name] = tmp_path / f"{name}.tflite"
+        paths[name].write_bytes(content)
+    np.testing.assert_array_equal(_direct_predictions(paths["cast"], splits.test_images[:20]),
+                                  _direct_predictions(paths["integer"], splits.test_images[:20]))
+
+
+def test_check_command_measures_existing_files_again(exported, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(exported[0], run_dir)
+    before = artifacts.read_json(run_dir / "quantization.json")
+    assert check.main(["--run", str(run_dir), "--latency-runs", "2"]) == 0
+    after = artifacts.read_json(run_dir / "quantization.json")
+    for variant in convert.VARIANTS:
+        assert after["variants"][variant]["top1"] == before["variants"][variant]["top1"]
+    assert after["variants"]["int8"]["scheme"] == before["variants"]["int8"]["scheme"]
+    assert after["int8_search"] == before["int8_search"]
+    assert check.main(["--run", str(run_dir), "--max-drop", "-1", "--latency-runs", "2"]) == 1
+
+
+def test_export_config_rejects_unknown_variants_and_always_keeps_int8():
+    with pytest.raises(configuration.ConfigError, match="float8"):
+        convert.ExportConfig(run="x", variants=["float8"])
+    assert convert.ExportConfig(run="x", variants=["float16"]).variants == ["float16", "int8"]
+
+
+def test_missing_run_gives_a_clear_error(tmp_path, capsys):
+    assert convert.main(["--run", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere: no such run directory" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# The report section (no TensorFlow)
+
+
+def _quantization(passed=True) -> dict:
+    variant = {"top1": 0.5, "top5": 0.9, "top1_change": -0.01, "drop_points": 1.0, "agreement": 0.97,
+               "kl_divergence": 0.01, "size_bytes": 123456, "latency_ms": 1.5,
+               "worst_classes": [{"label": "cat", "reference_top1": 0.6, "top1": 0.5, "images": 10}]}
+    return {"reference": {"top1": 0.51, "top5": 0.9}, "test_images": 1000, "max_drop": 1.0, "passed": passed,
+            "runtime": {"name": "litert", "version": "2.3.0", "threads": None, "latency_runs": 50},
+            "variants": {"float32": dict(variant), "int8": dict(variant, scheme="int8", float_layers=[])}}
+
+
+def test_render_markdown_lists_every_variant_and_the_verdict():
+    text = quantization_report.render_markdown(_quantization())
+    assert "| float32 |" in text and "| int8 (full integer) |" in text and "**passed**" in text
+    assert "cat (-10.0)" in text and "120.6 KiB" in text
+    assert "**FAILED**" in quantization_report.render_markdown(_quantization(passed=False))
+
+
+def test_update_report_replaces_appends_or_creates(tmp_path):
+    quantization = _quantization()
+    # Created when missing.
+    quantization_report.update_report(tmp_path, quantization)
+    created = (tmp_path / "report.md").read_text()
+    assert created.startswith("# Run") and created.count(quantization_report.START) == 1
+    # Replaced between the markers, the rest kept.
+    (tmp_path / "report.md").write_text(f"intro\n{quantization_report.START}\nold\n{quantization_report.END}\noutro\n")
+    quantization_report.update_report(tmp_path, quantization)
+    replaced = (tmp_path / "report.md").read_text()
+    assert replaced.startswith("intro\n") and replaced.endswith("outro\n") and "old" not in replaced
+    # Appended, under a heading, when there are no markers.
+    (tmp_path / "report.md").write_text("# A report\n\nbody\n")
+    quantization_report.update_report(tmp_path, quantization)
+    appended = (tmp_path / "report.md").read_text()
+    assert appended.startswith("# A report\n\nbody\n") and quantization_report.HEADING in appended
+    # The file on disk is what update_report reads when not given the dict.
+    artifacts.write_json(tmp_path / "quantization.json", _quantization(passed=False))
+    quantization_report.update_report(tmp_path)
+    assert "**FAILED**" in (tmp_path / "report.md").read_text()
