@@ -231,9 +231,12 @@ def model_card(files: ui.ModelFiles, model_repo: str) -> str:
     dataset = metadata.get("dataset", "unknown")
     backbone = metadata.get("model", "unknown")
     height, width = (metadata.get("input_size") or ["?", "?"])[:2]
-    metric_rows = "\n".join(f"| {name} | {value * 100:.2f}% |" if name in ("top1", "top5", "accuracy")
-                            else f"| {name} | {value:.4f} |"
-                            for name, value in metrics.items() if isinstance(value, (int, float)))
+    metric_names = {"top1": "top-1 accuracy", "top5": "top-5 accuracy", "loss": "cross-entropy loss"}
+    metric_rows = "\n".join(
+        f"| {label} | {metrics[name] * 100:.2f}% |" if name != "loss" else f"| {label} | {metrics[name]:.4f} |"
+        for name, label in metric_names.items() if isinstance(metrics.get(name), (int, float)))
+    if isinstance(metrics.get("samples"), int):
+        metric_rows += f"\n| test images | {metrics['samples']} |"
     quantization_section = (ui.quantization_table(quantization) if quantization
                             else "_No quantization.json in the run: the variants were not measured._")
     return f"""---

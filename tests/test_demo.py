@@ -3,13 +3,12 @@
     .venv/bin/pytest tests/test_demo.py -x -q              # all (starts one server; ~1 min)
     .venv/bin/pytest tests/test_demo.py -x -q -m "not slow"
 
+The model is tests/conftest.py's `smoke_run` (trained and exported once per session).
 The server runs in a subprocess under demo/local_server.py's bootstrap, which
 makes TensorFlow and Keras unimportable: the demo must work without them.
 """
 from __future__ import annotations
 
-import io
-import json
 import os
 import struct
 import subprocess
@@ -33,47 +32,10 @@ PHOTOS = sorted((REPOSITORY / "demo" / "examples").glob("*.jpg"))
 # -- the model under test ---------------------------------------------------------------
 
 
-def _build_tiny_run(run_dir: Path) -> Path:
-    """A stand-in run (tiny CNN, uint8 32x32 input, the smoke classes) with float32 and int8 .tflite files.
-
-    Used only while tests/conftest.py has no `smoke_run` fixture.
-    """
-    import keras
-    import tensorflow as tf
-    from train import data
-
-    images, labels, names = data.make_smoke(samples_per_class=20, seed=3)
-    inputs = keras.Input((32, 32, 3), dtype="uint8")
-    features = keras.layers.Rescaling(1 / 255.0)(keras.ops.cast(inputs, "float32"))
-    features = keras.layers.Conv2D(8, 3, activation="relu")(features)
-    features = keras.layers.GlobalAveragePooling2D()(features)
-    outputs = keras.layers.Dense(len(names), activation="softmax")(features)
-    model = keras.Model(inputs, outputs)
-    model.compile("adam", "sparse_categorical_crossentropy")
-    model.fit(images, labels, epochs=2, verbose=0)
-    folder = run_dir / "tflite"
-    folder.mkdir(parents=True)
-    (folder / ui.FLOAT_MODEL_FILE).write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([image[None]] for image in images[:32])
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.uint8
-    converter.inference_output_type = tf.uint8
-    (folder / ui.INT8_MODEL_FILE).write_bytes(converter.convert())
-    (folder / "labels.txt").write_text("\n".join(names) + "\n")
-    (folder / "metadata.json").write_text(json.dumps({"input_size": [32, 32], "input_dtype": "uint8",
-                                                      "model": "cnn", "dataset": "smoke"}))
-    return run_dir
-
-
 @pytest.fixture(scope="session")
-def served_run(request, tmp_path_factory) -> Path:
-    """The lead's finished smoke run when tests/conftest.py provides it, else a tiny stand-in."""
-    try:
-        return request.getfixturevalue("smoke_run")
-    except pytest.FixtureLookupError:
-        return _build_tiny_run(tmp_path_factory.mktemp("tiny_run"))
+def served_run(smoke_run) -> Path:
+    """The finished smoke run of tests/conftest.py: trained, evaluated, exported to tflite/."""
+    return smoke_run
 
 
 @pytest.fixture(scope="session")
