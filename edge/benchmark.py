@@ -10,7 +10,8 @@ names), it warms up, then times two things `--runs` times:
   through `prepare_image`, quantization, the interpreter, dequantization and top-k.
 
 It prints the median and 90th percentile in milliseconds, and writes them as
-JSON with `--json`. TensorFlow is not needed.
+JSON with `--json`. A variant that a runtime cannot load gets a row saying why
+(and the exit status is 1). TensorFlow is not needed.
 
     python edge/benchmark.py --model runs/NAME/tflite/model_int8.tflite [--runtime litert]
         [--threads 4] [--runs 100] [--json benchmarks/this_machine.json]
@@ -133,7 +134,10 @@ def _processor_name() -> str:
 
 
 def run(config: BenchmarkConfig) -> dict[str, Any]:
-    """Measure every variant with every runtime; return {"machine", "config", "results"}."""
+    """Measure every variant with every runtime; return {"machine", "config", "results"}.
+
+    A variant that a runtime cannot load gets a row with "error" instead of timings.
+    """
     if not config.model:
         raise configuration.ConfigError("--model is required")
     if config.runs < 1 or config.warmup < 0 or config.top_k < 1:
@@ -146,12 +150,19 @@ def run(config: BenchmarkConfig) -> dict[str, Any]:
     results = []
     for variant, path in variants.items():
         for runtime_name in runtimes:
-            classifier = runtime.Classifier(path, runtime=runtime_name, threads=config.threads,
-                                            delegate=config.delegate)
+            row = {"variant": variant, "file": str(path), "size_bytes": path.stat().st_size,
+                   "runtime": runtime_name, "runtime_version": runtime.runtime_version(runtime_name),
+                   "threads": config.threads}
+            try:
+                classifier = runtime.Classifier(path, runtime=runtime_name, threads=config.threads,
+                                                delegate=config.delegate)
+            except runtime.ModelError as error:
+                # One variant a runtime cannot load (an op version newer than the runtime, say) is a
+                # finding for the table, not a reason to drop the other measurements.
+                results.append({**row, "error": str(error)})
+                continue
             timings = measure(classifier, photo, config.runs, config.warmup, config.top_k)
-            results.append({"variant": variant, "file": str(path), "size_bytes": path.stat().st_size,
-                            "runtime": runtime_name, "runtime_version": classifier.runtime_version,
-                            "threads": config.threads, "input_size": list(classifier.input_size),
+            results.append({**row, "input_size": list(classifier.input_size),
                             "input_dtype": str(classifier.input_dtype), **timings})
     return {"machine": machine_description(), "config": configuration.to_dict(config),
             "photo_size": list(photo.shape[:2]), "results": results}
@@ -167,6 +178,11 @@ def format_table(result: dict[str, Any]) -> str:
              "| variant | runtime | size (KB) | invoke median (ms) | invoke p90 (ms) | photo to top-k median (ms) | p90 (ms) |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for row in result["results"]:
+        if "error" in row:
+            reason = row["error"].splitlines()[0].replace("|", "/")
+            lines.append(f"| {row['variant']} | {row['runtime']} {row['runtime_version'] or ''} | "
+                         f"{row['size_bytes'] / 1024:.0f} | cannot load: {reason} | | | |")
+            continue
         lines.append(f"| {row['variant']} | {row['runtime']} {row['runtime_version'] or ''} | "
                      f"{row['size_bytes'] / 1024:.0f} | {row['invoke_ms']['median']:.2f} | {row['invoke_ms']['p90']:.2f} | "
                      f"{row['end_to_end_ms']['median']:.2f} | {row['end_to_end_ms']['p90']:.2f} |")
@@ -187,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     if config.json:
         artifacts.write_json(config.json, result)
         print(f"wrote {config.json}")
-    return 0
+    return 1 if any("error" in row for row in result["results"]) else 0
 
 
 if __name__ == "__main__":

@@ -416,3 +416,14 @@ def test_benchmark_measures_every_variant(tiny_models, tmp_path, capsys):
     assert json.loads(output.read_text())["results"][0]["variant"] == "int8"
     assert benchmark.main(["--model", str(tmp_path / "none.tflite")]) == 2
     assert "model file not found" in capsys.readouterr().err
+
+    # A variant that cannot be loaded gets a row saying why; the others are still measured.
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "labels.txt").write_text("\n".join(LABELS) + "\n")
+    (folder / "model_int8.tflite").write_bytes(tiny_models["int8"].read_bytes())
+    (folder / "model_float32.tflite").write_bytes(b"not a model at all")
+    assert benchmark.main(["--model", str(folder / "model_int8.tflite"), "--runs", "2"]) == 1
+    table = capsys.readouterr().out
+    assert "| float32 |" in table and "cannot load" in table and "not a TFLite model" in table
+    assert "| int8 |" in table
