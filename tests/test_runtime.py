@@ -427,3 +427,28 @@ def test_benchmark_measures_every_variant(tiny_models, tmp_path, capsys):
     table = capsys.readouterr().out
     assert "| float32 |" in table and "cannot load" in table and "not a TFLite model" in table
     assert "| int8 |" in table
+
+
+# -- the converter's real output -----------------------------------------------------------
+
+def test_smoke_run_variants_load_as_their_metadata_says(smoke_run, tmp_path):
+    from edge import artifacts
+    folder = Path(smoke_run) / "tflite"
+    metadata = artifacts.read_json(folder / artifacts.METADATA_FILE)
+    labels = artifacts.read_labels(folder / artifacts.LABELS_FILE)
+    images = (np.random.default_rng(5).integers(0, 256, (4, 48, 40, 3), dtype=np.uint8))
+    for variant, description in metadata["variants"].items():
+        classifier = runtime.Classifier(folder / Path(description["file"]).name)
+        assert list(classifier.input_size) == metadata["input_size"]
+        assert str(classifier.input_dtype) == metadata["input_dtype"]
+        assert classifier.labels == labels
+        results = classifier.classify_batch(list(images), top_k=3)
+        assert len(results) == 4 and all(len(result) == 3 and result[0][0] in labels for result in results)
+    # The shipped file classifies without TensorFlow, too.
+    image = tmp_path / "photo.png"
+    Image.fromarray(images[0]).save(image)
+    completed = subprocess.run([sys.executable, "-c", NO_TENSORFLOW_SCRIPT, str(folder / "model_int8.tflite"), str(image)],
+                               capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                               env=dict(os.environ, PYTHONPATH=str(REPOSITORY)))
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout.strip().splitlines()[-1])["heavy_modules"] == []
