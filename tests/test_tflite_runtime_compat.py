@@ -9,8 +9,8 @@ in; the same images go through ai-edge-litert here, and the answers are compared
     .venv-tflite/bin/pip install "tflite-runtime==2.14.*" "numpy<2" "Pillow>=10,<13"
     TFLITE_RUNTIME_PYTHON=.venv-tflite/bin/python pytest tests/test_tflite_runtime_compat.py -q
 
-Uses the `smoke_run` fixture's exported models when tests/conftest.py provides
-it, else the tiny colour models of tests/test_runtime.py.
+Compares the tiny trained colour models of tests/test_runtime.py and, when
+tests/conftest.py provides it, the `smoke_run` fixture's exported models.
 """
 from __future__ import annotations
 
@@ -67,55 +67,64 @@ def runtime_python() -> Path:
 
 
 @pytest.fixture(scope="module")
-def models_and_images(request, tmp_path_factory) -> tuple[list[Path], np.ndarray]:
-    """(the int8 model first, then float32; uint8 test images at the models' input size)."""
+def cases(request, tmp_path_factory) -> list[dict]:
+    """What to compare: {"models": [int8, float32], "images": uint8 batch, "trained": bool} per source.
+
+    The tiny colour models of tests/test_runtime.py are trained to clear answers, so their top-1
+    comparison always means something. The smoke run's models are the converter's real output;
+    when tests/conftest.py provides `smoke_run`, they are compared on its own test images too.
+    """
+    import test_runtime  # tests/ is on sys.path under pytest's default import mode
+    paths = test_runtime.build_tiny_models(tmp_path_factory.mktemp("compat_models"))
+    colour_images, _ = test_runtime.colour_images(32, seed=3)
+    found = [{"models": [paths["int8"], paths["float32"]], "images": colour_images, "trained": True}]
     try:
-        run = request.getfixturevalue("smoke_run")
+        run = Path(request.getfixturevalue("smoke_run"))
     except pytest.FixtureLookupError:
-        run = None
-    if run is not None:
-        folder = Path(run) / "tflite"
-        models = [folder / "model_int8.tflite", folder / "model_float32.tflite"]
-    else:
-        import test_runtime  # tests/ is on sys.path under pytest's default import mode
-        paths = test_runtime.build_tiny_models(tmp_path_factory.mktemp("compat_models"))
-        models = [paths["int8"], paths["float32"]]
-    size = runtime.Classifier(models[0]).input_size
-    # Colour blocks and noise at a larger size, through the shared preprocessing, as photos would be.
-    rng = np.random.default_rng(0)
-    pictures = [Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)).resize((96, 96)) for _ in range(24)]
-    pictures += [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(8)]
-    images = np.stack([preprocess.prepare_image(picture, size) for picture in pictures])
-    return models, images
+        return found
+    from train import config, data
+    splits = data.load_splits(config.TrainConfig.from_run(run))
+    folder = run / "tflite"
+    size = runtime.Classifier(folder / "model_int8.tflite").input_size
+    images = np.stack([preprocess.prepare_image(image, size) for image in splits.test_images[:64]])
+    found.append({"models": [folder / "model_int8.tflite", folder / "model_float32.tflite"],
+                  "images": images, "trained": False})
+    return found
 
 
-def test_int8_top1_matches_litert(runtime_python, models_and_images, tmp_path, record_property):
-    if "litert" not in runtime.available_runtimes():
-        pytest.skip("ai-edge-litert is not installed here, nothing to compare with")
-    models, images = models_and_images
-    np.save(tmp_path / "images.npy", images)
-    image_file = tmp_path / "first.png"
+def run_in_tflite_runtime(python: Path, models: list[Path], images: np.ndarray, folder: Path) -> dict:
+    np.save(folder / "images.npy", images)
+    image_file = folder / "first.png"
     Image.fromarray(images[0]).save(image_file)
     completed = subprocess.run(
-        [str(runtime_python), "-c", COMPAT_SCRIPT, str(tmp_path / "images.npy"), str(image_file)]
-        + [str(model) for model in models],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
-        env=dict(os.environ, PYTHONPATH=str(REPOSITORY)))
+        [str(python), "-c", COMPAT_SCRIPT, str(folder / "images.npy"), str(image_file)] + [str(model) for model in models],
+        capture_output=True, text=True, cwd=folder, timeout=300, env=dict(os.environ, PYTHONPATH=str(REPOSITORY)))
     assert completed.returncode == 0, completed.stderr[-3000:]
-    report = json.loads(completed.stdout.strip().splitlines()[-1])
-    record_property("tflite_runtime_environment", {key: report[key] for key in ("python", "numpy", "tflite_runtime")})
-    assert report["tflite_runtime"] is not None and not report["tensorflow_imported"]
+    return json.loads(completed.stdout.strip().splitlines()[-1])
 
-    for model in models:
-        litert = runtime.Classifier(model, runtime="litert")
-        expected = litert.predict(images)
-        other = np.asarray(report["results"][str(model)]["probabilities"], np.float32)
-        scale = litert.output_quantization[0]
-        tolerance = STEPS_TOLERATED * scale if scale else FLOAT_TOLERANCE
-        np.testing.assert_allclose(other, expected, atol=tolerance + 1e-7, err_msg=str(model))
-        ordered = np.sort(expected, axis=1)
-        clear = ordered[:, -1] - ordered[:, -2] > tolerance  # top-1 not within a rounding step of the next
-        assert clear.sum() >= len(images) // 2, f"{model}: too few images with a clear top-1 to compare"
-        np.testing.assert_array_equal(other.argmax(axis=1)[clear], expected.argmax(axis=1)[clear])
-        if clear[0]:  # the same answer through a file, decoded by each environment's Pillow
-            assert report["results"][str(model)]["file_top1"] == litert.classify(image_file, top_k=1)[0][0]
+
+def test_int8_top1_matches_litert(runtime_python, cases, tmp_path, record_property):
+    if "litert" not in runtime.available_runtimes():
+        pytest.skip("ai-edge-litert is not installed here, nothing to compare with")
+    for number, case in enumerate(cases):
+        folder = tmp_path / str(number)
+        folder.mkdir()
+        report = run_in_tflite_runtime(runtime_python, case["models"], case["images"], folder)
+        record_property("tflite_runtime_environment",
+                        {key: report[key] for key in ("python", "numpy", "tflite_runtime")})
+        assert report["tflite_runtime"] is not None and not report["tensorflow_imported"]
+        for model in case["models"]:
+            litert = runtime.Classifier(model, runtime="litert")
+            expected = litert.predict(case["images"])
+            other = np.asarray(report["results"][str(model)]["probabilities"], np.float32)
+            scale = litert.output_quantization[0]
+            tolerance = STEPS_TOLERATED * scale if scale else FLOAT_TOLERANCE
+            np.testing.assert_allclose(other, expected, atol=tolerance + 1e-7, err_msg=str(model))
+            ordered = np.sort(expected, axis=1)
+            clear = ordered[:, -1] - ordered[:, -2] > tolerance  # top-1 not within a rounding step of the next
+            if case["trained"]:
+                assert clear.sum() >= len(clear) // 2, f"{model}: too few images with a clear top-1 to compare"
+            np.testing.assert_array_equal(other.argmax(axis=1)[clear], expected.argmax(axis=1)[clear])
+            if clear[0]:  # the same answer through a file, decoded by each environment's Pillow
+                assert report["results"][str(model)]["file_top1"] == \
+                    litert.classify(folder / "first.png", top_k=1)[0][0]
