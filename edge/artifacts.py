@@ -39,6 +39,8 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     temporary_path = Path(temporary)
     try:
         yield temporary_path
+        # mkstemp creates the file private (0600); give it the mode any new file would get.
+        os.chmod(temporary_path, 0o666 & ~_current_umask())
         os.replace(temporary_path, target)
     finally:
         if temporary_path.exists():
@@ -95,6 +97,12 @@ def read_labels(path: str | os.PathLike) -> list[str]:
     if not labels or any(not label for label in labels):
         raise ArtifactError(f"{path}: labels file is empty or has blank lines")
     return labels
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _to_json(value: Any) -> Any:

@@ -128,7 +128,7 @@ class TrainConfig:
 PRESETS: dict[str, dict] = {
     # Offline, CPU, a few minutes: the quickstart. The SE-CNN trains from scratch in that time;
     # EfficientNet-B0 from scratch at 32 px did not reach 80% in 12 epochs here (57% validation).
-    "smoke": dict(dataset="smoke", model="se_cnn", weights="none", head_epochs=0, epochs=10,
+    "smoke": dict(dataset="smoke", model="se_cnn", weights="none", head_epochs=0, epochs=8,
                   batch_size=64, learning_rate=3e-3, warmup_epochs=1.0, weight_decay=0.01,
                   label_smoothing=0.0, augment="none", dropout=0.1, calibration_samples=200,
                   smoke_samples_per_class=360, tensorboard=False),

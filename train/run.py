@@ -19,6 +19,7 @@ import dataclasses
 import datetime
 import importlib.util
 import math
+import os
 import platform
 import sys
 import time
@@ -36,6 +37,9 @@ PLATEAU_FACTOR, PLATEAU_PATIENCE, PLATEAU_MIN_LR = 0.5, 5, 1e-6
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # TensorFlow's C++ start-up lines (oneDNN, no CUDA on a CPU machine) drown Keras' progress;
+    # its real errors still arrive as Python exceptions. Set TF_CPP_MIN_LOG_LEVEL=0 to see them all.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     config = train_config.parse_config(argv)
     try:
         result = run(config)
