@@ -29,8 +29,8 @@ if __package__ in (None, ""):  # Run as a script: make the repository root impor
 import argparse
 import dataclasses
 import datetime
-import hashlib
 import io
+import os
 import platform
 import sys
 import tempfile
@@ -101,6 +101,8 @@ class ExportConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # TensorFlow's C++ info and warning lines bury the command's own output; errors still show.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = argparse.ArgumentParser(prog="python edge/convert.py", description=__doc__.split("\n")[0])
     configuration.add_arguments(parser, ExportConfig)
     try:
@@ -218,6 +220,10 @@ def convert_float(saved_model: Path, variant: str) -> bytes:
     converter = _converter(saved_model)
     if variant in ("float16", "dynamic"):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if variant == "dynamic":
+        # Per-channel dynamic-range FULLY_CONNECTED is op version 12, which tflite-runtime 2.14 (the
+        # newest for a Raspberry Pi OS Bookworm Python) cannot load; per-tensor is version 9.
+        converter._experimental_disable_per_channel_quantization_for_dense_layers = True  # pylint: disable=protected-access
     if variant == "float16":
         converter.target_spec.supported_types = [tf.float16]
     return _convert(converter, variant)
@@ -439,7 +445,8 @@ def search_int8(saved_model: Path, calibration: np.ndarray, checker: check.Check
     attempts: list[dict] = []
     models: list[bytes] = []
 
-    def attempt(scheme: str, make: Callable[[], bytes], float_tensors: Sequence[str] = ()) -> dict:
+    def attempt(scheme: str, make: Callable[[], bytes], float_tensors: Sequence[str] = (),
+                always_test: bool = False) -> dict:
         started = time.perf_counter()
         try:
             model = make()
@@ -449,7 +456,7 @@ def search_int8(saved_model: Path, calibration: np.ndarray, checker: check.Check
             path = workspace / f"candidate_{len(attempts)}.tflite"
             path.write_bytes(model)
             record = {"scheme": scheme, "float_tensors": list(float_tensors), "size_bytes": len(model),
-                      **checker.screen(path, config.max_drop)}
+                      **checker.screen(path, config.max_drop, always_test)}
             models.append(model)
             record["model_index"] = len(models) - 1
         record["seconds"] = round(time.perf_counter() - started, 1)
@@ -459,7 +466,7 @@ def search_int8(saved_model: Path, calibration: np.ndarray, checker: check.Check
         return record
 
     calibrated = calibrate(saved_model, calibration)
-    chosen = attempt("int8", lambda: quantize(calibrated))
+    chosen = attempt("int8", lambda: quantize(calibrated), always_test=True)
     ranking: list[dict] = []
     if not chosen["passed"] and config.selective:
         ranking = rank_tensors(calibrated, calibration[:config.debug_samples])
@@ -481,7 +488,7 @@ def search_int8(saved_model: Path, calibration: np.ndarray, checker: check.Check
         record.pop("model_index", None)
     return {"model": model, "scheme": chosen["scheme"], "float_tensors": chosen["float_tensors"],
             "float_layers": float_layers(model), "passed_screen": chosen["passed"], "attempts": attempts,
-            "ranking": ranking[:max(config.max_float_layers, 10)]}
+            "ranked_tensors": len(ranking), "ranking": ranking[:max(config.max_float_layers, 10)]}
 
 
 def _grow_float_set(ranked: Sequence[str], try_set: Callable[[list[str]], dict]) -> dict:

@@ -84,8 +84,12 @@ def render_markdown(quantization: dict) -> str:
               + (f"{threads} threads" if threads else "the runtime's default threads") + ".", ""]
     int8 = quantization["variants"]["int8"]
     verdict = "**passed**" if quantization["passed"] else "**FAILED**"
+    noise = ""
+    if "broken" in int8:
+        noise = (f" ({int8['broken']} test images it gets wrong where the Keras model is right, {int8['fixed']} "
+                 f"the other way; standard error of the drop {int8['drop_standard_error_points']:.2f} points)")
     lines.append(f"Gate: the int8 model may lose at most {quantization['max_drop']} points of top-1 against "
-                 f"the Keras model; it loses {int8['drop_points']:.2f}: {verdict}.")
+                 f"the Keras model; it loses {int8['drop_points']:.2f}{noise}: {verdict}.")
     lines += _search_lines(quantization)
     return "\n".join(lines) + "\n"
 
@@ -117,7 +121,7 @@ def _attempt_text(attempt: dict) -> str:
     count = len(attempt.get("float_tensors", []))
     name = attempt["scheme"] + (f" with {count} float tensors" if count else "")
     if "drop_points" in attempt:
-        return f"{name}: test {attempt['drop_points']:.2f}"
+        return f"{name}: test {attempt['drop_points']:.2f}, agreement {_percent(attempt.get('agreement'), 1)}"
     return f"{name}: validation {attempt.get('val_drop_points', float('nan')):.2f}"
 
 

@@ -16,13 +16,14 @@ import json
 import shutil
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edge import artifacts, check, configuration, convert, quantization_report
-from train.config import TrainConfig
+from train.config import ModelName, TrainConfig
 from train.data import load_splits
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -198,6 +199,9 @@ def test_compare_on_hand_made_probabilities():
                            for row_p, row_q in zip(reference, candidate)])
     assert result["kl_divergence"] == pytest.approx(expected_kl)
     assert result["top5"] == 1.0  # Three classes: everything is in the top five.
+    # Image 1: right under the reference, wrong under the candidate; none the other way.
+    assert (result["broken"], result["fixed"]) == (1, 0)
+    assert result["drop_standard_error_points"] == pytest.approx(100 * np.sqrt(1 - 1 / 3) / 3)
     assert result["worst_classes"] == [{"label": "b", "reference_top1": 1.0, "top1": 0.0, "images": 1}]
 
 
@@ -252,6 +256,24 @@ def test_selective_quantization_keeps_the_drowned_tensor_in_float(toy, tmp_path)
     assert quantization["int8_search"]["ranking"][0]["noise_to_signal"] > 0.1
     report = (run_dir / "report.md").read_text()
     assert "stay float" in report and "Cost against plain int8" in report
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_name", typing.get_args(ModelName))
+def test_every_training_model_converts(model_name, toy, tmp_path):
+    """Each --model of train/config.py, as train/models.py builds it (augmentation layers included,
+    untrained, at 32 px to keep VGG16 and ResNet50 small), exports to an integer-only int8 file."""
+    _, _, splits = toy
+    from train import models
+    config = TrainConfig(dataset="smoke", model=model_name, weights="none", image_size=32)
+    model, _ = models.build_model(config, splits.num_classes, splits.input_shape)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    quantization = convert.export_run(run_dir, model=model, splits=splits, max_drop=100.0, variants=["float32"],
+                                      selective=False, try_16x8=False, calibration_samples=16, latency_runs=1)
+    assert quantization["variants"]["float32"]["agreement"] == 1.0
+    int8 = quantization["variants"]["int8"]
+    assert int8["input"] == {"dtype": "uint8", "scale": 1.0, "zero_point": 0} and int8["float_layers"] == []
 
 
 def test_integer_input_keeps_the_outputs(toy, tmp_path):
