@@ -1,4 +1,4 @@
-"""Start a demo app (demo/app.py, or a Space folder's app.py) in a subprocess on localhost, wait until it serves, stop it.
+"""Start a demo app (demo/app.py or a Space folder's app.py) in a subprocess on localhost; wait for it; stop it.
 
 Used by the tests, the load benchmark (benchmarks/demo_load.py) and anyone who
 wants to check an assembled Space folder the way a Space starts it:

@@ -37,6 +37,8 @@ METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
 EXAMPLES_FOLDER = Path(__file__).resolve().parent / "examples"
 EXAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+# A Markdown image link to a relative path: ![alt](plots/curves.png)
+IMAGE_LINK_PATTERN = re.compile(r"\]\((?!https?://|/)([^)\s]+\.(?:png|jpg|jpeg|svg))\)")
 
 TOP_K = 5  # labels shown per model: the seeds' top-5.
 
@@ -157,6 +159,11 @@ def _read_optional_json(path: Path | None) -> dict | None:
 # -- requests -----------------------------------------------------------------------
 
 
+def _user_error(message: str, title: str = "Cannot read this image") -> gr.Error:
+    """An error the visitor caused: shown on the page, not logged as a server traceback."""
+    return gr.Error(message, title=title, print_exception=False)
+
+
 def _image_source(payload: Any) -> tuple[Any, str]:
     """(what edge.preprocess reads, the name to show) from the raw Gradio image payload.
 
@@ -168,7 +175,7 @@ def _image_source(payload: Any) -> tuple[Any, str]:
     captures, a base64 data URL.
     """
     if payload is None or payload == "":
-        raise gr.Error("No image: upload a photo, take one with the webcam, or paste one.", title="No image")
+        raise _user_error("No image: upload a photo, take one with the webcam, or paste one.", "No image")
     if isinstance(payload, dict):
         url, path = payload.get("url") or "", payload.get("path")
         name = payload.get("orig_name") or (Path(path).name if path else "the image")
@@ -176,13 +183,13 @@ def _image_source(payload: Any) -> tuple[Any, str]:
             try:
                 return base64.b64decode(url.split(",", 1)[1], validate=False), name
             except (IndexError, binascii.Error):
-                raise gr.Error(f"{name}: the image data URL is malformed", title="Cannot read this image") from None
+                raise _user_error(f"{name}: the image data URL is malformed") from None
         if path:
             return path, name
-        raise gr.Error("The upload carried no file.", title="No image")
+        raise _user_error("The upload carried no file.", "No image")
     if isinstance(payload, str):  # Direct Python calls (tests) pass a path.
         return payload, Path(payload).name
-    raise gr.Error(f"Unsupported input of type {type(payload).__name__}.", title="No image")
+    raise _user_error(f"Unsupported input of type {type(payload).__name__}.", "No image")
 
 
 def _prepare(source: Any, name: str, size: tuple[int, int]):
@@ -195,7 +202,7 @@ def _prepare(source: Any, name: str, size: tuple[int, int]):
         return preprocess.prepare_image(source, size)
     except preprocess.ImageError as error:
         # The reason, under the visitor's file name: the server's cache path means nothing to them.
-        raise gr.Error(f"{name}: {error.reason}", title="Cannot read this image") from None
+        raise _user_error(f"{name}: {error.reason}") from None
 
 
 def _classify(classifier: runtime.Classifier, pixels) -> tuple[dict[str, float], float]:
@@ -344,18 +351,28 @@ def _percent(value: Any) -> str:
 
 
 def report_markdown(models: DemoModels) -> str | None:
-    """report.md with its relative plot links pointed at Gradio's file route (the folder is an allowed path)."""
+    """report.md with its relative image links pointed at Gradio's file route (see allowed_paths)."""
     if models.files.report is None:
         return None
     text = models.files.report.read_text(encoding="utf-8", errors="replace")
     folder = models.files.report.parent.resolve()
-    return re.sub(r"\]\((?!https?://|/)([^)\s]+\.(?:png|jpg|jpeg|svg))\)",
-                  lambda match: f"](/gradio_api/file={folder / match.group(1)})", text)
+    return IMAGE_LINK_PATTERN.sub(lambda match: f"](/gradio_api/file={folder / match.group(1)})", text)
+
+
+def report_images(report: Path) -> list[Path]:
+    """The image files report.md links to by relative path, inside its folder, that exist."""
+    folder = report.parent.resolve()
+    found = []
+    for link in IMAGE_LINK_PATTERN.findall(report.read_text(encoding="utf-8", errors="replace")):
+        path = (folder / link).resolve()
+        if path.is_file() and path.is_relative_to(folder):
+            found.append(path)
+    return found
 
 
 def allowed_paths(models: DemoModels) -> list[str]:
-    """Folders Gradio may serve files from: the report's (for its plots)."""
-    return [str(models.files.report.parent.resolve())] if models.files.report else []
+    """What Gradio may serve besides uploads: the report's images, one by one (not the run's other files)."""
+    return [str(path) for path in report_images(models.files.report)] if models.files.report else []
 
 
 def example_images(labels: list[str], folder: Path = EXAMPLES_FOLDER) -> list[Path]:
@@ -381,17 +398,18 @@ def build_demo(models: DemoModels, report_url: str | None = None,
         with gr.Row():
             with gr.Column(scale=1):
                 image = gr.Image(label="Photo", sources=["upload", "webcam", "clipboard"], type="filepath",
-                                 image_mode=None, height=320)
-                classify_button = gr.Button("Classify", variant="primary")
+                                 image_mode=None, height=320, elem_id="photo")
+                classify_button = gr.Button("Classify", variant="primary", elem_id="classify")
                 examples = example_images(models.model.labels)
                 if examples:
                     gr.Examples(examples=[[str(path)] for path in examples], inputs=[image],
-                                example_labels=[path.stem for path in examples], label="Examples")
+                                label="Examples")
             with gr.Column(scale=1):
-                answer = gr.Label(label=f"{variant} (served model): top {TOP_K}", num_top_classes=TOP_K)
+                answer = gr.Label(label=f"{variant} (served model): top {TOP_K}", num_top_classes=TOP_K,
+                                  elem_id="answer")
                 reference_answer = gr.Label(label=f"float32: top {TOP_K}", num_top_classes=TOP_K,
-                                            visible=models.reference is not None)
-        details = gr.Markdown()
+                                            visible=models.reference is not None, elem_id="reference-answer")
+        details = gr.Markdown(elem_id="details")
         with gr.Accordion("Float vs int8 on the test set", open=True):
             gr.Markdown(quantization_markdown(models))
         with gr.Accordion("About this model", open=False):

@@ -46,7 +46,6 @@ MARKER_FILE = ".assembled-by-deploy"  # lets a rebuild replace its own earlier o
 # Hugging Face repository ids: owner/name, letters, digits, '-', '_', '.'; no '--' or '..'; at most 96 characters.
 REPO_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 MAX_REPO_ID_LENGTH = 96
-IMAGE_LINK_PATTERN = re.compile(r"\]\((?!https?://|/)([^)\s]+\.(?:png|jpg|jpeg|svg))\)")
 
 
 class DeployError(RuntimeError):
@@ -176,11 +175,10 @@ def _copy_model_files(files: ui.ModelFiles, target: Path) -> list[str]:
             _copy(path, target / path.name)
             copied.append(path.name)
     if files.report is not None:
-        for link in IMAGE_LINK_PATTERN.findall(files.report.read_text(encoding="utf-8", errors="replace")):
-            source = (files.report.parent / link).resolve()
-            if source.is_file() and source.is_relative_to(files.report.parent.resolve()):
-                _copy(source, target / link)
-                copied.append(link)
+        for image in ui.report_images(files.report):
+            relative = image.relative_to(files.report.parent.resolve()).as_posix()
+            _copy(image, target / relative)
+            copied.append(relative)
     return copied
 
 

@@ -1,0 +1,105 @@
+"""The demo page in a real browser: headless Chromium (Debian's `chromium`) driven by Playwright.
+
+    apt-get install -y chromium            # once; the test skips, saying so, without it
+    .venv/bin/pytest tests/test_browser.py -x -q
+
+Opens the page served by demo/app.py, uploads a photo, waits for the top-5 of
+both models, opens the panels, checks that the report's plots load, and saves
+screenshots under test-artifacts/ (ignored by git).
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from demo import local_server, ui
+from edge import artifacts
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = REPOSITORY / "test-artifacts"
+# Flags for a sandbox-less container with no GPU and no network beyond localhost.
+CHROMIUM_ARGUMENTS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                      "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# Top-5 probabilities shown on the page may sum above 1 by rounding: each dequantized uint8
+# probability is at most half a step (1/256) high, so 5 of them at most 5/512.
+PROBABILITY_SUM_TOLERANCE = ui.TOP_K / 512 + 1e-6
+ANSWER_TIMEOUT_MS = 60_000  # the first request of a fresh server on a busy 2-core machine
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium)")
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright (pip) is not installed")
+    with playwright_api.sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGUMENTS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture(scope="module")
+def page_url(smoke_run):
+    with local_server.LocalServer(REPOSITORY / "demo" / "app.py", ["--run", str(smoke_run)],
+                                  cwd=REPOSITORY) as server:
+        yield server.url
+
+
+def test_upload_shows_the_top5_of_both_models(browser, page_url, smoke_run):
+    labels = artifacts.read_labels(smoke_run / "tflite" / "labels.txt")
+    photo = next(iter(ui.example_images(labels)), REPOSITORY / "demo" / "examples" / "rocket.jpg")
+    page = browser.new_page(viewport={"width": 1280, "height": 1400})
+    try:
+        page.goto(page_url)
+        page.locator("#photo input[type=file]").set_input_files(str(photo))
+        answer = page.locator("#answer [data-testid='label-output-value']")
+        answer.wait_for(timeout=ANSWER_TIMEOUT_MS)
+        page.locator("#details", has_text="Latency").wait_for(timeout=ANSWER_TIMEOUT_MS)
+        expected_rows = min(ui.TOP_K, len(labels))
+        for output in ("#answer", "#reference-answer"):
+            # Each row of gr.Label is a <meter> carrying the label and the probability.
+            rows = page.locator(f"{output} meter").evaluate_all(
+                "meters => meters.map(meter => [meter.getAttribute('aria-label'), meter.value])")
+            assert len(rows) == expected_rows and {label for label, _ in rows} <= set(labels), (output, rows)
+            assert sum(value for _, value in rows) <= 1 + PROBABILITY_SUM_TOLERANCE, (output, rows)
+        details = page.locator("#details").inner_text()
+        assert ui.INT8_MODEL_FILE in details and "ms" in details
+        SCREENSHOTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "demo_top5.png"), full_page=True)
+
+        # The panels: the model facts, and the report with its plots actually loaded.
+        page.get_by_role("button", name="About this model").click()
+        page.get_by_role("button", name="Full report").click()
+        page.get_by_text("Backbone").wait_for()
+        plots = page.locator("img[src*='/gradio_api/file='][src$='.png']")
+        plots.first.wait_for()
+        loaded = plots.evaluate_all("images => images.filter(image => image.src.includes('plots/'))"
+                                    ".map(image => image.complete && image.naturalWidth > 0)")
+        assert loaded and all(loaded), loaded
+        page.screenshot(path=str(SCREENSHOTS / "demo_panels.png"), full_page=True)
+    finally:
+        page.close()
+
+
+def test_a_bad_upload_shows_a_readable_error(browser, page_url, tmp_path):
+    page = browser.new_page()
+    try:
+        page.goto(page_url)
+        broken = tmp_path / "broken.png"
+        broken.write_bytes((REPOSITORY / "demo" / "examples" / "rocket.jpg").read_bytes()[:2000])
+        page.locator("#photo input[type=file]").set_input_files(str(broken))
+        # The toast names the visitor's file and the reason, not a server path or a bare "Error".
+        page.get_by_text("broken.png: truncated file").first.wait_for(timeout=ANSWER_TIMEOUT_MS)
+        SCREENSHOTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "demo_error.png"))
+    finally:
+        page.close()
+
+
+def test_chromium_is_debian_s(browser):
+    """The executable the suite drives is the system one, not a downloaded Playwright build."""
+    assert browser.version and shutil.which("chromium") == str(CHROMIUM)
