@@ -30,6 +30,12 @@ def small_run_config(out: Path, **changes):
     return TrainConfig(**values)
 
 
+@pytest.fixture
+def make_small_config():
+    """The `small_run_config` factory, for tests that train runs of their own."""
+    return small_run_config
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory) -> Path:
     """Path of a finished run directory: trained, evaluated, exported (tflite/ and quantization.json)."""

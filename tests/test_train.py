@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -10,8 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from tests.conftest import small_run_config
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 #: Predictions of a model before saving and after loading must agree to float32 rounding.
@@ -150,11 +149,11 @@ def test_config_files_and_flags_are_validated(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
+def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch, make_small_config):
     from train import callbacks, run
 
     run_dir = tmp_path / "interrupted"
-    config = small_run_config(run_dir, epochs=4, smoke_samples_per_class=40, export=False)
+    config = make_small_config(run_dir, epochs=4, smoke_samples_per_class=40, export=False)
     original = callbacks.RunRecorder.on_epoch_end
 
     def interrupt_after_second_epoch(self, epoch, logs=None):
@@ -170,7 +169,7 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, monkeypat
 
     with pytest.raises(Exception, match="already holds a run"):
         run.run(config)
-    result = run.run(small_run_config(run_dir, resume=True))
+    result = run.run(make_small_config(run_dir, resume=True))
     with open(run_dir / "history.csv", newline="") as stream:
         epochs = [int(row["epoch"]) for row in csv.DictReader(stream)]
     assert epochs == [0, 1, 2, 3]  # Epochs 0-1 kept, 2-3 trained after the restart, none twice.
@@ -195,13 +194,14 @@ def test_default_run_offline_stops_with_one_clear_message(tmp_path):
 
 
 @pytest.mark.slow
-def test_jax_backend_trains_the_smoke_data_without_tensorflow(tmp_path):
+def test_jax_backend_trains_the_smoke_data_without_tensorflow(tmp_path, make_small_config):
     pytest.importorskip("jax")
+    config = make_small_config(tmp_path / "jax-run", epochs=2, export=False)
     script = (
-        "import sys, json\n"
-        "from tests.conftest import small_run_config\n"
+        "import dataclasses, json, sys\n"
         "from train import run\n"
-        f"result = run.run(small_run_config({str(tmp_path / 'jax-run')!r}, epochs=2, export=False))\n"
+        "from train.config import TrainConfig\n"
+        f"result = run.run(TrainConfig(**json.loads({json.dumps(dataclasses.asdict(config))!r})))\n"
         "print(json.dumps({'top1': result['top1'], 'tensorflow': 'tensorflow' in sys.modules}))\n")
     completed = _run_script(["-c", script], {"KERAS_BACKEND": "jax"})
     assert completed.returncode == 0, completed.stderr[-3000:]
