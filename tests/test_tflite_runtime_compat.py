@@ -68,7 +68,7 @@ def runtime_python() -> Path:
 
 @pytest.fixture(scope="module")
 def cases(request, tmp_path_factory) -> list[dict]:
-    """What to compare: {"models": [int8, float32], "images": uint8 batch, "trained": bool} per source.
+    """What to compare: {"models": [int8 first, ...], "images": uint8 batch, "trained": bool} per source.
 
     The tiny colour models of tests/test_runtime.py are trained to clear answers, so their top-1
     comparison always means something. The smoke run's models are the converter's real output;
@@ -87,7 +87,9 @@ def cases(request, tmp_path_factory) -> list[dict]:
     folder = run / "tflite"
     size = runtime.Classifier(folder / "model_int8.tflite").input_size
     images = np.stack([preprocess.prepare_image(image, size) for image in splits.test_images[:64]])
-    found.append({"models": [folder / "model_int8.tflite", folder / "model_float32.tflite"],
+    # Every variant the converter ships must load in the old runtime, not only int8.
+    variants = ("int8", "float32", "float16", "dynamic")
+    found.append({"models": [folder / f"model_{variant}.tflite" for variant in variants],
                   "images": images, "trained": False})
     return found
 
