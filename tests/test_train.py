@@ -23,7 +23,7 @@ def test_smoke_run_writes_a_complete_loadable_run_directory(smoke_run):
                  "metrics.json", "report.md", "state.json"):
         assert (smoke_run / name).is_file(), name
     config = json.loads((smoke_run / "config.json").read_text())
-    assert config["dataset"] == "smoke" and config["model"] == "cnn"
+    assert config["dataset"] == "smoke" and config["model"] == "se_cnn"
     labels = (smoke_run / "labels.txt").read_text().split()
     metadata = json.loads((smoke_run / "metadata.json").read_text())
     assert metadata["num_classes"] == len(labels) == 10
@@ -35,7 +35,7 @@ def test_smoke_run_writes_a_complete_loadable_run_directory(smoke_run):
     assert metrics["top5"] >= metrics["top1"]
     with open(smoke_run / "history.csv", newline="") as stream:
         rows = list(csv.DictReader(stream))
-    assert [int(row["epoch"]) for row in rows] == [0, 1, 2]
+    assert [int(row["epoch"]) for row in rows] == [0, 1, 2, 3]
     assert all(row["stage"] == "finetune" and float(row["learning_rate"]) > 0 for row in rows)
     # No temporary file of the atomic writes is left behind.
     assert not [path for path in smoke_run.rglob(".partial-*")]
