@@ -34,6 +34,7 @@ SAMPLES_PER_CLASS = 100
 TOY_MAX_DROP = 5.0
 OUTLIER_SCALE = 1e4
 EXACT = 1e-12  # the same fractions computed two ways from the same integer counts
+EASY_IMAGES_PER_CLASS = 40
 FAST = dict(calibration_samples=100, latency_runs=3, debug_samples=32)
 
 
@@ -98,6 +99,29 @@ def exported(toy, tmp_path_factory):
     shutil.copytree(source, run_dir)
     quantization = convert.export_run(run_dir, model=model, splits=splits, max_drop=TOY_MAX_DROP, **FAST)
     return run_dir, quantization, model, splits
+
+
+@pytest.fixture(scope="module")
+def easy_run(tmp_path_factory):
+    """A run on a folder of three plain colours that the tiny model classifies perfectly.
+
+    The forced gate (--max-drop -1) demands an int8 model one point better than the float one,
+    which is impossible when the float model is right on every test image; on the harder
+    smoke data, int8 flipping one borderline image the lucky way could pass it.
+    """
+    from PIL import Image
+    root = tmp_path_factory.mktemp("colours") / "images"
+    generator = np.random.default_rng(0)
+    for name, colour in (("red", (200, 40, 40)), ("green", (40, 200, 40)), ("blue", (40, 40, 200))):
+        (root / name).mkdir(parents=True)
+        for index in range(EASY_IMAGES_PER_CLASS):
+            pixels = np.clip(np.array(colour) + generator.normal(0, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{index}.png")
+    config = TrainConfig(dataset=str(root), test_split=0.25, model="cnn", weights="none", seed=0)
+    splits = load_splits(config)
+    model = _tiny_model(splits)
+    assert np.mean(model.predict(splits.test_images, verbose=0).argmax(1) == splits.test_labels) == 1.0
+    return _write_run(tmp_path_factory.mktemp("easy") / "run", model, splits, config)
 
 
 def _direct_predictions(path: Path, images: np.ndarray) -> np.ndarray:
@@ -169,12 +193,11 @@ def test_check_matches_a_direct_computation(exported):
     assert quantization["variants"]["float32"]["agreement"] == 1.0
 
 
-def test_quantization_json_schema(exported):
-    run_dir, quantization, _, _ = exported
-    assert artifacts.read_json(run_dir / "quantization.json") == json.loads(json.dumps(quantization))
+def _assert_schema(quantization: dict, max_drop: float) -> None:
+    """The schema of issue 3 (fractions, not percentages), plus what the report relies on."""
     assert set(quantization["variants"]) == set(convert.VARIANTS)
-    assert quantization["max_drop"] == TOY_MAX_DROP and isinstance(quantization["passed"], bool)
-    assert quantization["passed"] == (quantization["variants"]["int8"]["drop_points"] <= TOY_MAX_DROP)
+    assert quantization["max_drop"] == max_drop and isinstance(quantization["passed"], bool)
+    assert quantization["passed"] == (quantization["variants"]["int8"]["drop_points"] <= max_drop)
     for key in ("top1", "top5"):
         assert 0.0 <= quantization["reference"][key] <= 1.0
     for measured in quantization["variants"].values():
@@ -183,9 +206,31 @@ def test_quantization_json_schema(exported):
         assert isinstance(measured["size_bytes"], int) and measured["latency_ms"] > 0
         for row in measured["worst_classes"]:
             assert row["top1"] < row["reference_top1"]
-    assert quantization["calibration"]["samples"] == FAST["calibration_samples"]
     assert quantization["calibration"]["split"] == "train"
+    assert quantization["variants"]["int8"]["scheme"] in quantization_report.SCHEMES
+
+
+def test_quantization_json_schema(exported):
+    run_dir, quantization, _, _ = exported
+    assert artifacts.read_json(run_dir / "quantization.json") == json.loads(json.dumps(quantization))
+    _assert_schema(quantization, TOY_MAX_DROP)
+    assert quantization["calibration"]["samples"] == FAST["calibration_samples"]
     assert "<!-- quantization:start -->" in (run_dir / "report.md").read_text()
+
+
+def test_training_run_exports_through_the_converter(smoke_run):
+    """train/run.py's export (the shared smoke_run fixture): files, schema, metadata and report."""
+    quantization = artifacts.read_json(smoke_run / "quantization.json")
+    _assert_schema(quantization, quantization["max_drop"])
+    config = artifacts.read_json(smoke_run / "config.json")
+    assert quantization["max_drop"] == config["max_drop"]
+    assert quantization["calibration"]["samples"] == config["calibration_samples"]
+    for variant in convert.VARIANTS:
+        assert (smoke_run / "tflite" / f"model_{variant}.tflite").is_file()
+    assert artifacts.read_labels(smoke_run / "tflite" / "labels.txt") == artifacts.read_labels(smoke_run / "labels.txt")
+    assert artifacts.read_json(smoke_run / "tflite" / "metadata.json")["passed"] == quantization["passed"]
+    report = (smoke_run / "report.md").read_text()
+    assert report.count(quantization_report.START) == 1 and "int8 (full integer)" in report
 
 
 def test_compare_on_hand_made_probabilities():
@@ -205,9 +250,9 @@ def test_compare_on_hand_made_probabilities():
     assert result["worst_classes"] == [{"label": "b", "reference_top1": 1.0, "top1": 0.0, "images": 1}]
 
 
-def test_gate_trips_when_forced_through_main(toy, tmp_path):
+def test_gate_trips_when_forced_through_main(easy_run, tmp_path):
     run_dir = tmp_path / "run"
-    shutil.copytree(toy[0], run_dir)
+    shutil.copytree(easy_run, run_dir)
     status = convert.main(["--run", str(run_dir), "--max-drop", "-1", "--variants", "int8", "--no-selective",
                            "--no-try-16x8", "--calibration-samples", "50", "--latency-runs", "2"])
     assert status == 1
@@ -216,10 +261,9 @@ def test_gate_trips_when_forced_through_main(toy, tmp_path):
     assert "FAILED" in (run_dir / "report.md").read_text()
 
 
-@pytest.mark.slow
-def test_gate_trips_on_the_command_line(toy, tmp_path):
+def test_gate_trips_on_the_command_line(easy_run, tmp_path):
     run_dir = tmp_path / "run"
-    shutil.copytree(toy[0], run_dir)
+    shutil.copytree(easy_run, run_dir)
     completed = subprocess.run([sys.executable, "edge/convert.py", "--run", str(run_dir), "--max-drop", "-1"],
                                cwd=REPOSITORY, capture_output=True, text=True, timeout=900)
     assert completed.returncode == 1, completed.stderr[-3000:]
