@@ -275,3 +275,14 @@ def test_bad_inputs_get_errors_and_the_server_keeps_serving(app_server, client, 
         _check_label_result(client.predict(handle_file(str(path)), api_name="/predict"), models.model.labels,
                             tolerance)
     assert app_server.alive()
+
+
+@pytest.mark.slow
+def test_load_benchmark_runs_against_the_app(app_server):
+    """benchmarks/demo_load.py against the running app: concurrent callers, no failed request."""
+    result = subprocess.run([sys.executable, str(REPOSITORY / "benchmarks" / "demo_load.py"), "--url", app_server.url,
+                             "--callers", "3", "--requests", "2", "--warmup", "1"],
+                            cwd=REPOSITORY, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "failed 0" in result.stdout and "p95" in result.stdout and "requests/s" in result.stdout
+    assert app_server.alive()
