@@ -26,11 +26,11 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence
 
 import numpy as np
 
-from edge import artifacts, configuration, runtime
+from edge import artifacts, configuration, quantization_report, runtime
 from edge.configuration import option
 
 #: Single-image interpreter calls timed per variant (after `LATENCY_WARMUP` untimed ones); the
@@ -62,7 +62,8 @@ class CheckConfig:
 
     run: str = option("", "the run directory, with tflite/ written by edge/convert.py", "Check", metavar="DIR")
     max_drop: Optional[float] = option(None, "gate in points (default: the one quantization.json recorded)", "Check")
-    runtime: Optional[str] = option(None, "litert or tflite-runtime (default: the first installed)", "Check")
+    runtime: Optional[Literal["litert", "tflite-runtime"]] = option(
+        None, "TFLite runtime (default: the first installed)", "Check")
     threads: Optional[int] = option(None, "interpreter threads (default: the runtime's)", "Check")
     latency_runs: int = option(LATENCY_RUNS, "single-image calls timed per variant", "Check")
 
@@ -75,17 +76,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not config.run:
             raise configuration.ConfigError("--run DIR is required")
         result = run(config)
-    except (configuration.ConfigError, artifacts.ArtifactError, CheckError, runtime.ModelError) as error:
+    except user_errors() as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from edge import quantization_report
     print(quantization_report.summary_line(result))
     return 0 if result["passed"] else 1
 
 
 def run(config: CheckConfig) -> dict:
     """Re-measure the variants in <run>/tflite; keep what the converter recorded about the int8 search."""
-    from edge import quantization_report
     run_dir = Path(config.run)
     previous_path = run_dir / QUANTIZATION_FILE
     previous = artifacts.read_json(previous_path) if previous_path.exists() else {}
@@ -111,6 +110,12 @@ def run(config: CheckConfig) -> dict:
 # The run's model and data. This is where edge/ reaches into train/ (lazily, never on the
 # runtime side): the check needs the Keras model, loaded with the project's custom layers, and
 # the very splits the run trained and was evaluated on.
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean the input is wrong (no run, bad files, data that cannot load): one line, no traceback."""
+    from train import data
+    return (configuration.ConfigError, artifacts.ArtifactError, CheckError, runtime.ModelError, data.DataError)
 
 
 def load_model(run_dir: str | Path) -> Any:
