@@ -35,7 +35,7 @@ class DemoConfig:
                                    "default: models/ next to the app, else the newest runs/*/tflite", "Model")
     model: str | None = option(None, "one .tflite file to serve instead of --run (labels.txt beside it; "
                                      "a model_float32.tflite beside it is shown side by side)", "Model")
-    threads: int | None = option(None, "interpreter threads per model (default: the runtime's choice)", "Model")
+    threads: int | None = option(None, "interpreter threads per model; none: the runtime chooses", "Model")
     port: int | None = option(None, "port to listen on (default: $GRADIO_SERVER_PORT, else 7860)", "Server")
     host: str | None = option(None, "address to listen on (default: $GRADIO_SERVER_NAME, else 127.0.0.1; "
                                     "0.0.0.0 for the network)", "Server")

@@ -84,6 +84,9 @@ class LocalServer:
         self.port = port or free_port()
         self.cwd = Path(cwd) if cwd else self.script.parent
         self.log_path = Path(tempfile.mkstemp(prefix="demo-server-", suffix=".log")[1])
+        # A relative interpreter path must survive the change of directory (absolute, not resolved:
+        # a venv's python is a symlink whose location is what makes it the venv's).
+        python = str(Path(python).absolute()) if os.sep in python else python
         flags = ["-u"] + (["-s", "-E"] if isolated else [])
         self.command = [python, *flags, "-c", BOOTSTRAP, str(self.script), *(arguments or [])]
         self.env = {key: value for key, value in os.environ.items() if not key.startswith("PYTHON")}
