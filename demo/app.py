@@ -45,8 +45,12 @@ class DemoConfig:
     max_file_size: str = option(ui.MAX_FILE_SIZE, "largest accepted upload, e.g. 10mb", "Server")
 
 
-def default_model_folder(root: Path = CODE_ROOT) -> Path:
-    """models/ next to the app (an assembled Space), else the newest runs/*/tflite holding an int8 model."""
+def default_model_folder(root: Path | None = None) -> Path:
+    """models/ next to the app (an assembled Space), else the newest runs/*/tflite holding an int8 model.
+
+    `root` defaults to CODE_ROOT: the repository, or the Space folder the app was copied into.
+    """
+    root = root if root is not None else CODE_ROOT
     bundled = root / "models"
     if (bundled / ui.INT8_MODEL_FILE).is_file():
         return bundled

@@ -319,7 +319,7 @@ def upload(folder: Path, repo_id: str, repo_type: str, private: bool, token: str
         url = api.create_repo(repo_id, repo_type=repo_type, exist_ok=True, private=private, token=token,
                               **space_options)
         api.upload_folder(repo_id=repo_id, repo_type=repo_type, folder_path=str(folder), token=token,
-                          commit_message=f"Deploy from hf_space/deploy.py", ignore_patterns=[MARKER_FILE])
+                          commit_message="Deploy from hf_space/deploy.py", ignore_patterns=[MARKER_FILE])
     except hub_errors.HfHubHTTPError as error:
         status = error.response.status_code if getattr(error, "response", None) is not None else None
         if status == 401:

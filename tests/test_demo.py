@@ -9,7 +9,9 @@ makes TensorFlow and Keras unimportable: the demo must work without them.
 """
 from __future__ import annotations
 
+import base64
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -135,6 +137,26 @@ def test_predict_and_compare_in_process(models, tmp_path):
         assert int8_answer == answer and len(float_answer) == expected
         assert "ms" in details and ui.INT8_MODEL_FILE in details
     assert compare(None) == (None, None, "")  # a cleared picture clears the answers
+
+
+def test_webcam_data_urls_are_classified(models):
+    """Some webcam captures arrive as a base64 data URL rather than a file."""
+    encoded = base64.b64encode(PHOTOS[0].read_bytes()).decode("ascii")
+    answer = ui.make_predict(models)({"path": None, "url": f"data:image/jpeg;base64,{encoded}"})
+    assert answer == dict(models.model.classify(PHOTOS[0], ui.TOP_K))
+    with pytest.raises(gr.Error, match="not an image"):
+        ui.make_predict(models)({"path": None, "url": "data:image/png;base64,bm90IGFuIGltYWdl"})
+
+
+def test_module_level_demo_is_built_on_first_access(served_run, tmp_path, monkeypatch):
+    """`demo.app.demo` (the Gradio convention) serves models/ next to the app, as in the Space folder."""
+    shutil.copytree(served_run / "tflite", tmp_path / "models")
+    monkeypatch.setattr(demo_app, "CODE_ROOT", tmp_path)
+    monkeypatch.delitem(demo_app.__dict__, "demo", raising=False)
+    try:
+        assert isinstance(demo_app.demo, gr.Blocks)
+    finally:
+        demo_app.__dict__.pop("demo", None)
 
 
 def test_bad_images_raise_readable_gradio_errors(models, tmp_path):

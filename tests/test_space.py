@@ -14,7 +14,6 @@ Two ways of starting the assembled folder:
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import sys
 from pathlib import Path
