@@ -5,7 +5,9 @@
     cd build/space && python app.py                                          # ...and run it as a Space would
 
 The Space folder is self-contained: app.py (hf_space/app.py), README.md (the
-Space card), requirements.txt (no TensorFlow), the demo/ and edge/ modules the
+Space card, its sdk_version set to the Gradio installed here), requirements.txt
+(no TensorFlow; gradio and ai-edge-litert pinned to the versions installed
+here, the ones the folder is tested with), the demo/ and edge/ modules the
 app imports (found by following its imports, so nothing is copied by hand and
 the converter never travels), models/ (int8 and float32 .tflite, labels,
 metadata, quantization.json, metrics.json, the report and its plots) and the
@@ -22,6 +24,7 @@ if __package__ in (None, ""):  # Run as a script: make the repository root impor
 import argparse
 import ast
 import dataclasses
+import importlib.metadata
 import re
 import shutil
 import sys
@@ -182,9 +185,31 @@ def _copy_model_files(files: ui.ModelFiles, target: Path) -> list[str]:
     return copied
 
 
+def _installed_version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _requirements() -> str:
+    """hf_space/requirements.txt with gradio and ai-edge-litert pinned to the versions installed here,
+    the ones this folder is assembled and tested with."""
+    text = (SPACE_TEMPLATE / "requirements.txt").read_text(encoding="utf-8")
+    for distribution in ("gradio", "ai-edge-litert"):
+        version = _installed_version(distribution)
+        if version:
+            text = re.sub(rf"^{re.escape(distribution)}==\S+$", f"{distribution}=={version}", text,
+                          flags=re.MULTILINE)
+    return text
+
+
 def _space_card(repo_id: str | None, model_repo: str | None) -> str:
-    """hf_space/README.md with the model repository listed in its `models:` field."""
+    """hf_space/README.md with sdk_version = the installed Gradio and the model repository in `models:`."""
     text = (SPACE_TEMPLATE / "README.md").read_text(encoding="utf-8")
+    gradio_version = _installed_version("gradio")
+    if gradio_version:
+        text = re.sub(r"^sdk_version:.*$", f"sdk_version: {gradio_version}", text, count=1, flags=re.MULTILINE)
     models = f"models:\n  - {model_repo}" if model_repo else "models: []"
     text = re.sub(r"^models:.*$", models, text, count=1, flags=re.MULTILINE)
     if repo_id:
@@ -201,7 +226,7 @@ def assemble_space(files: ui.ModelFiles, folder: str | Path, repo_id: str | None
     check_no_tensorflow(modules + ["hf_space/app.py"])
     _prepare_folder(folder)
     _copy(SPACE_TEMPLATE / "app.py", folder / "app.py")
-    _copy(SPACE_TEMPLATE / "requirements.txt", folder / "requirements.txt")
+    (folder / "requirements.txt").write_text(_requirements(), encoding="utf-8")
     (folder / "README.md").write_text(_space_card(repo_id, model_repo), encoding="utf-8")
     _copy_code(modules, folder)
     model_files = _copy_model_files(files, folder / "models")

@@ -86,8 +86,11 @@ def test_space_card_and_requirements(assembled):
     assert f"gradio=={gradio.__version__}" in requirements
     assert any(line.startswith("ai-edge-litert") for line in requirements)
     assert not [line for line in requirements if line.lower().startswith(("tensorflow", "keras", "tf-"))]
-    # The repository's template lists no model until deploy.py is told one.
-    assert _front_matter(REPOSITORY / "hf_space" / "README.md")["models"] == []
+    # The repository's templates: no model until deploy.py is told one; the card's sdk_version is the
+    # gradio its requirements pin (deploy.py updates both to the installed version).
+    template = _front_matter(REPOSITORY / "hf_space" / "README.md")
+    assert template["models"] == []
+    assert f"gradio=={template['sdk_version']}" in (REPOSITORY / "hf_space" / "requirements.txt").read_text()
 
 
 def test_model_repository_folder_and_card(assembled):
