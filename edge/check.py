@@ -61,10 +61,10 @@ class CheckConfig:
     """Options of `python edge/check.py`."""
 
     run: str = option("", "the run directory, with tflite/ written by edge/convert.py", "Check", metavar="DIR")
-    max_drop: Optional[float] = option(None, "gate in points (default: the one quantization.json recorded)", "Check")
+    max_drop: Optional[float] = option(None, "gate in points; none: the one quantization.json recorded", "Check")
     runtime: Optional[Literal["litert", "tflite-runtime"]] = option(
-        None, "TFLite runtime (default: the first installed)", "Check")
-    threads: Optional[int] = option(None, "interpreter threads (default: the runtime's)", "Check")
+        None, "TFLite runtime; none: the first installed", "Check")
+    threads: Optional[int] = option(None, "interpreter threads; none: the runtime's choice", "Check")
     latency_runs: int = option(LATENCY_RUNS, "single-image calls timed per variant", "Check")
 
 

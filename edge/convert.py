@@ -85,8 +85,8 @@ class ExportConfig:
     debug_samples: int = option(DEBUG_SAMPLES, "images the quantization debugger ranks tensors on", "Gate")
 
     runtime: Optional[Literal["litert", "tflite-runtime"]] = option(
-        None, "TFLite runtime of the check (default: the first installed)", "Check")
-    threads: Optional[int] = option(None, "interpreter threads in the check (default: the runtime's)", "Check")
+        None, "TFLite runtime of the check; none: the first installed", "Check")
+    threads: Optional[int] = option(None, "interpreter threads in the check; none: the runtime's choice", "Check")
     latency_runs: int = option(check.LATENCY_RUNS, "single-image calls timed per variant", "Check")
 
     def __post_init__(self) -> None:
