@@ -32,6 +32,8 @@ from edge import artifacts, configuration
 from train import config as train_config
 from train.config import TrainConfig
 
+#: The most of a stage that linear warm-up may take; the rest is cosine decay.
+MAX_WARMUP_SHARE = 0.3
 #: ReduceLROnPlateau as the seed project used it: halve after 5 flat epochs, down to 1e-6.
 PLATEAU_FACTOR, PLATEAU_PATIENCE, PLATEAU_MIN_LR = 0.5, 5, 1e-6
 
@@ -133,7 +135,9 @@ def compile_for_stage(model, config: TrainConfig, num_classes: int, learning_rat
     import keras
     schedule = learning_rate
     if config.schedule == "cosine":
-        warmup_steps = min(int(config.warmup_epochs * steps_per_epoch), epochs * steps_per_epoch - 1)
+        # A short stage (the one-epoch head) warms up for part of itself, not all of it.
+        warmup_epochs = min(config.warmup_epochs, epochs * MAX_WARMUP_SHARE)
+        warmup_steps = int(warmup_epochs * steps_per_epoch)
         schedule = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=learning_rate / 100, decay_steps=max(epochs * steps_per_epoch - warmup_steps, 1),
             warmup_target=learning_rate, warmup_steps=warmup_steps, alpha=0.01)
