@@ -138,6 +138,9 @@ def run(config: ExportConfig, model: Any = None, splits: Any = None) -> dict:
     if not run_dir.is_dir():
         raise ExportError(f"{run_dir}: no such run directory")
     model = model if model is not None else check.load_model(run_dir)
+    # A GPU run's model computes in bfloat16; TFLite needs float32 arithmetic to convert and calibrate.
+    from train import models  # Lazy, like check.load_model: the converter is the training side's tool.
+    model = models.as_float32(model)
     splits = splits if splits is not None else check.load_splits(run_dir)
     if len(splits.test_labels) == 0:
         raise ExportError(f"{run_dir}: the test split is empty; the float-vs-int8 check needs it")

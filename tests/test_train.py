@@ -101,6 +101,26 @@ def test_every_model_builds_with_the_uint8_contract():
         assert (backbone is None) == (name in ("cnn", "se_cnn")), name
 
 
+def test_a_mixed_precision_model_is_copied_to_float32_for_export():
+    import keras
+
+    from train import models
+    from train.config import TrainConfig
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model, _ = models.build_model(TrainConfig(weights="none", image_size=32), 10, (32, 32, 3))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert any(layer.dtype_policy.name == "mixed_bfloat16" for layer in model._flatten_layers())
+    copy = models.as_float32(model)
+    assert {layer.dtype_policy.name for layer in copy._flatten_layers()} == {"float32"}
+    for original, copied in zip(model.weights, copy.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(copied), keras.ops.convert_to_numpy(original))
+    float_model, _ = models.build_model(TrainConfig(model="cnn", weights="none"), 10, (32, 32, 3))
+    assert models.as_float32(float_model) is float_model  # Nothing to do: no copy.
+
+
 def test_unfreeze_fraction_trains_the_top_layers_and_keeps_batchnorm_frozen():
     import keras
 

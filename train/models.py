@@ -52,6 +52,41 @@ def load_model(path: str | Path) -> keras.Model:
     return keras.models.load_model(path, compile=False)
 
 
+def as_float32(model: keras.Model) -> keras.Model:
+    """The same model computing in float32: a copy when it was built under a mixed-precision policy.
+
+    A GPU run trains under mixed_bfloat16; TFLite has no bfloat16 kernels, and the converter must
+    see float32 arithmetic to calibrate int8. Variables of a mixed model are float32 already, so the
+    copy takes them as they are.
+    """
+    config = model.get_config()
+    if not _force_float32(config):
+        return model
+    copy = keras.Model.from_config(config)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _force_float32(config) -> bool:
+    """Replace every mixed dtype policy in a (nested) layer config with float32; say if any was."""
+    changed = False
+    if isinstance(config, dict):
+        for key, value in config.items():
+            if key == "dtype" and isinstance(value, str) and value.startswith("mixed_"):
+                config[key] = "float32"
+                changed = True
+            elif (key == "dtype" and isinstance(value, dict) and "Policy" in str(value.get("class_name"))
+                  and str(value.get("config", {}).get("name", "")).startswith("mixed_")):
+                value["config"]["name"] = "float32"
+                changed = True
+            else:
+                changed = _force_float32(value) or changed
+    elif isinstance(config, list):
+        for item in config:
+            changed = _force_float32(item) or changed
+    return changed
+
+
 def build_model(config: TrainConfig, num_classes: int, input_shape: tuple[int, int, int]):
     """Return `(model, backbone)`; `backbone` is None for the from-scratch CNNs.
 
