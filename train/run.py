@@ -166,7 +166,8 @@ def _fit_stage(keras, config, model, splits, stage, first_epoch, epochs, learnin
     print(f"stage {stage}: {epochs} epoch(s), {steps_per_epoch} steps each, peak learning rate {learning_rate:g}")
     verbose = config.verbose if config.verbose == "auto" else int(config.verbose)
     model.fit(_training_data(keras, config, splits), epochs=first_epoch + epochs, initial_epoch=first_epoch,
-              validation_data=validation, callbacks=fit_callbacks, verbose=verbose)
+              validation_data=validation, validation_batch_size=config.batch_size, callbacks=fit_callbacks,
+              verbose=verbose)
 
 
 def _training_data(keras, config, splits):
