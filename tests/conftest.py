@@ -40,6 +40,6 @@ def make_small_config():
 def smoke_run(tmp_path_factory) -> Path:
     """Path of a finished run directory: trained, evaluated, exported (tflite/ and quantization.json)."""
     from train import run
-    run_dir = tmp_path_factory.mktemp("runs") / "smoke-cnn"
+    run_dir = tmp_path_factory.mktemp("runs") / "smoke-se-cnn"
     run.run(small_run_config(run_dir))
     return run_dir

@@ -30,12 +30,18 @@ pytestmark = pytest.mark.slow  # converts (or trains) a model and starts a secon
 REPOSITORY = Path(__file__).resolve().parents[1]
 PYTHON_VARIABLE = "TFLITE_RUNTIME_PYTHON"
 
-# Two runtimes may round one int8 step differently (different kernel builds), so
-# probabilities may differ by one output quantization step, and a top-1 whose
-# margin over the runner-up is within that step may legitimately flip.
-STEPS_TOLERATED = 1
+# Two runtimes round int8 arithmetic differently (different kernel builds: LiteRT's
+# XNNPACK against tflite-runtime 2.14's reference kernels), and the differences add
+# up through the layers: on the smoke run's SE-CNN (BatchNorm folded, sigmoid gates)
+# probabilities differed by up to 4 output steps (4/256) on 17 of 640 values.
+# So probabilities may differ by this many steps, and a top-1 whose margin over the
+# runner-up is within twice that may legitimately flip.
+STEPS_TOLERATED = 4
 # Float32 models: the two kernel builds may sum in a different order.
 FLOAT_TOLERANCE = 1e-5
+# Dynamic-range models quantize activations on the fly, each runtime in its own hybrid
+# kernels: on the smoke run's SE-CNN probabilities differed by up to 8.7e-4.
+DYNAMIC_RANGE_TOLERANCE = 2e-3
 
 COMPAT_SCRIPT = """
 import json, sys
@@ -120,10 +126,13 @@ def test_int8_top1_matches_litert(runtime_python, cases, tmp_path, record_proper
             expected = litert.predict(case["images"])
             other = np.asarray(report["results"][str(model)]["probabilities"], np.float32)
             scale = litert.output_quantization[0]
-            tolerance = STEPS_TOLERATED * scale if scale else FLOAT_TOLERANCE
+            if scale:
+                tolerance = STEPS_TOLERATED * scale
+            else:
+                tolerance = DYNAMIC_RANGE_TOLERANCE if "dynamic" in Path(model).name else FLOAT_TOLERANCE
             np.testing.assert_allclose(other, expected, atol=tolerance + 1e-7, err_msg=str(model))
             ordered = np.sort(expected, axis=1)
-            clear = ordered[:, -1] - ordered[:, -2] > tolerance  # top-1 not within a rounding step of the next
+            clear = ordered[:, -1] - ordered[:, -2] > 2 * tolerance  # both may move by `tolerance`
             if case["trained"]:
                 assert clear.sum() >= len(clear) // 2, f"{model}: too few images with a clear top-1 to compare"
             np.testing.assert_array_equal(other.argmax(axis=1)[clear], expected.argmax(axis=1)[clear])
