@@ -50,16 +50,10 @@ def default_model_folder(root: Path | None = None) -> Path:
 
     `root` defaults to CODE_ROOT: the repository, or the Space folder the app was copied into.
     """
-    root = root if root is not None else CODE_ROOT
-    bundled = root / "models"
-    if (bundled / ui.INT8_MODEL_FILE).is_file():
-        return bundled
-    exported = [path.parent for path in (root / "runs").glob(f"*/tflite/{ui.INT8_MODEL_FILE}")]
-    if not exported:
-        raise ui.DemoError(f"no model to serve: neither {bundled}/{ui.INT8_MODEL_FILE} nor "
-                           f"{root}/runs/*/tflite/{ui.INT8_MODEL_FILE} exists; train and export one "
-                           "(python train/run.py --preset smoke) or pass --run / --model")
-    return max(exported, key=lambda folder: (folder / ui.INT8_MODEL_FILE).stat().st_mtime)
+    try:
+        return runtime.find_default_model(root if root is not None else CODE_ROOT).parent
+    except runtime.ModelError as error:
+        raise ui.DemoError(f"no model to serve: {error}; or pass --run / --model") from None
 
 
 def load(config: DemoConfig) -> ui.DemoModels:

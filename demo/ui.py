@@ -30,7 +30,7 @@ import gradio as gr
 
 from edge import artifacts, preprocess, runtime
 
-INT8_MODEL_FILE = "model_int8.tflite"
+INT8_MODEL_FILE = runtime.INT8_MODEL_FILE
 FLOAT_MODEL_FILE = "model_float32.tflite"
 QUANTIZATION_FILE = "quantization.json"
 METRICS_FILE = "metrics.json"

@@ -37,7 +37,7 @@ from edge.artifacts import ArtifactError
 from edge.configuration import option
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL_FILE = "model_int8.tflite"
+DEFAULT_MODEL_FILE = runtime.INT8_MODEL_FILE
 #: The frame rate shown is the mean over this many recent frames: steady, yet quick to follow a change.
 FPS_WINDOW_FRAMES = 10
 WINDOW_TITLE = "cifar-edge camera (q or Esc to quit)"
@@ -208,17 +208,7 @@ def load_classifier(options: CameraOptions) -> runtime.Classifier:
 
 def find_default_model(repository: Path = REPOSITORY) -> Path:
     """models/model_int8.tflite (or edge/models/), else the newest runs/*/tflite/model_int8.tflite."""
-    places = (repository / "models", repository / "edge" / "models")  # Where a Pi owner copies the files.
-    for place in places:
-        if (place / DEFAULT_MODEL_FILE).is_file():
-            return place / DEFAULT_MODEL_FILE
-    exported = sorted((repository / "runs").glob(f"*/tflite/{DEFAULT_MODEL_FILE}"),
-                      key=lambda path: path.stat().st_mtime)
-    if exported:
-        return exported[-1]
-    looked = ", ".join(str(place / DEFAULT_MODEL_FILE) for place in places)
-    raise runtime.ModelError(f"no model given and none found ({looked}, {repository / 'runs'}/*/tflite/); "
-                             "copy a run's tflite/ files into models/ or pass --model FILE")
+    return runtime.find_default_model(repository)
 
 
 class FrameRateMeter:

@@ -51,6 +51,31 @@ class ModelError(ValueError):
     that is not an image, an unusable runtime or delegate); the message names the file."""
 
 
+#: The file every consumer (demo, camera, Space) serves by default: the full-integer model.
+INT8_MODEL_FILE = "model_int8.tflite"
+#: Folders under a checkout or bundle where copied model files are looked for, in order.
+MODEL_FOLDERS = ("models", "edge/models")
+
+
+def find_default_model(root: str | Path) -> Path:
+    """The int8 model to serve when none is named: copied ones first, else the newest exported run's.
+
+    Looks for `root`/models/model_int8.tflite (where a Pi owner copies the files and the Space
+    bundle holds them), then `root`/edge/models/, then the newest `root`/runs/*/tflite/.
+    """
+    root = Path(root)
+    for folder in MODEL_FOLDERS:
+        if (root / folder / INT8_MODEL_FILE).is_file():
+            return root / folder / INT8_MODEL_FILE
+    exported = sorted((root / "runs").glob(f"*/tflite/{INT8_MODEL_FILE}"), key=lambda path: path.stat().st_mtime)
+    if exported:
+        return exported[-1]
+    looked = ", ".join(str(root / folder / INT8_MODEL_FILE) for folder in MODEL_FOLDERS)
+    raise ModelError(f"no model given and none found ({looked}, {root / 'runs'}/*/tflite/); train and export one "
+                     "(python train/run.py --preset smoke), copy a run's tflite/ files into models/, "
+                     "or name a model file")
+
+
 def available_runtimes() -> list[str]:
     """The runtimes that can be imported here, in preference order."""
     found = []
