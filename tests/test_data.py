@@ -1,5 +1,6 @@
-"""Tests of train/data.py: CIFAR from small files in the real python-pickle layout, image folders,
-stratified splits and the smoke dataset. No network.
+"""Tests of the training data through its interface, train/data.py: CIFAR (train/cifar.py) from small
+files in the real python-pickle layout, image folders (train/image_folders.py), stratified splits
+(train/splitting.py) and the smoke dataset (train/smoke.py). No network.
 
     .venv/bin/pytest tests/test_data.py -x -q
 """
