@@ -46,9 +46,9 @@ TOP_K = 5
 #: Images per Keras predict call for the reference.
 REFERENCE_BATCH = 128
 
-
+#: A run directory's layout, as the check and edge/convert.py (which uses these) read and write it.
 MODEL_FILE = "model.keras"
-QUANTIZATION_FILE = "quantization.json"
+QUANTIZATION_FILE = quantization_report.QUANTIZATION_FILE
 TFLITE_DIR = "tflite"
 
 

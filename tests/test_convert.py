@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge import artifacts, check, configuration, convert, quantization_report
+from edge import (artifacts, check, configuration, convert, convert_graph, convert_search, convert_tflite,
+                  quantization_report)
 from train.config import ModelName, TrainConfig
 from train.data import load_splits
 
@@ -167,9 +168,9 @@ def test_every_variant_is_written_with_labels_and_metadata(exported):
 def test_int8_model_is_integer_throughout(exported):
     run_dir, quantization, _, _ = exported
     int8_bytes = (run_dir / "tflite" / "model_int8.tflite").read_bytes()
-    operations = convert.graph_ops(int8_bytes)
+    operations = convert_graph.graph_ops(int8_bytes)
     assert quantization["variants"]["int8"]["scheme"] == "int8"
-    assert convert.float_layers(int8_bytes) == quantization["variants"]["int8"]["float_layers"] == []
+    assert convert_graph.float_layers(int8_bytes) == quantization["variants"]["int8"]["float_layers"] == []
     assert "CAST" not in {operation["op"] for operation in operations}
     assert all(kind in ("INT8", "UINT8", "INT32") for operation in operations for kind in operation["output_types"])
 
@@ -294,7 +295,7 @@ def test_selective_quantization_keeps_the_drowned_tensor_in_float(toy, tmp_path)
     assert int8["scheme"] == "int8-selective"
     assert any("hidden" in tensor for tensor in int8["float_tensors"])
     assert {layer["op"] for layer in int8["float_layers"]} >= {"FULLY_CONNECTED"}
-    assert int8["float_layers"] == convert.float_layers((run_dir / "tflite" / "model_int8.tflite").read_bytes())
+    assert int8["float_layers"] == convert_graph.float_layers((run_dir / "tflite" / "model_int8.tflite").read_bytes())
     metadata = artifacts.read_json(run_dir / "tflite" / "metadata.json")
     assert metadata["variants"]["int8"]["float_layers"] == int8["float_layers"]
     assert quantization["int8_search"]["ranking"][0]["noise_to_signal"] > 0.1
@@ -324,12 +325,12 @@ def test_integer_input_keeps_the_outputs(toy, tmp_path):
     _, model, splits = toy
     from tensorflow.lite.python import convert as lite_convert
     import tensorflow as tf
-    saved_model = convert._export_saved_model(model, tmp_path / "saved_model", tmp_path)
-    calibrated = convert.calibrate(saved_model, splits.train_images[:50])
+    saved_model = convert_tflite.export_saved_model(model, tmp_path / "saved_model", tmp_path)
+    calibrated = convert_tflite.calibrate(saved_model, splits.train_images[:50])
     with_cast = lite_convert.mlir_quantize(calibrated, input_data_type=tf.uint8, output_data_type=tf.uint8)
-    assert convert.graph_ops(with_cast)[0]["op"] == "CAST"
-    without_cast = convert.integer_input(with_cast)
-    assert convert.graph_ops(without_cast)[0]["op"] == "QUANTIZE"
+    assert convert_graph.graph_ops(with_cast)[0]["op"] == "CAST"
+    without_cast = convert_graph.integer_input(with_cast)
+    assert convert_graph.graph_ops(without_cast)[0]["op"] == "QUANTIZE"
     paths = {}
     for name, content in (("cast", with_cast), ("integer", without_cast)):
         paths[name] = tmp_path / f"{name}.tflite"
@@ -360,6 +361,17 @@ def test_export_config_rejects_unknown_variants_and_always_keeps_int8():
 def test_missing_run_gives_a_clear_error(tmp_path, capsys):
     assert convert.main(["--run", str(tmp_path / "nowhere")]) == 2
     assert "nowhere: no such run directory" in capsys.readouterr().err
+
+
+def test_the_steps_stay_importable_from_convert():
+    """The steps live in edge/convert_*.py; code and docs that name them `convert.X` keep working."""
+    homes = {convert_graph: ("denylist_for", "float_layers", "graph_ops", "integer_input"),
+             convert_search: ("noise_to_signal", "rank_tensors", "search_int8"),
+             convert_tflite: ("ExportError", "calibrate", "convert_float", "quantize", "quantize_16x8")}
+    for module, names in homes.items():
+        for name in names:
+            assert getattr(convert, name) is getattr(module, name), name
+    assert convert.ExportConfig().max_drop == convert.MAX_DROP_POINTS  # the gate the README names
 
 
 # ---------------------------------------------------------------------------------------------

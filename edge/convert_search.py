@@ -1,0 +1,182 @@
+"""The int8 search: plain full integer, else the fewest tensors kept in float, else 16x8.
+
+    python edge/convert.py --run runs/NAME   # the command that uses this module
+
+Part of the TFLite export (edge/convert.py). `search_int8` tries the candidates in
+order of speed and accelerator support and keeps the first that passes the gate
+(screened on the validation split, confirmed on the test split by edge/check.py's
+Checker). When plain int8 misses, `rank_tensors` runs
+tf.lite.experimental.QuantizationDebugger and ranks every quantized tensor by
+`noise_to_signal`, and the worst 1, 2, 4, ... stay float, bisected down to the
+fewest that pass. Method and measurements: docs/quantization.md. TensorFlow is
+imported inside the functions only, as in edge/convert.py.
+"""
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import numpy as np
+
+from edge import check, convert_graph, convert_tflite
+
+if TYPE_CHECKING:  # Only for the annotation: edge/convert.py imports this module.
+    from edge.convert import ExportConfig
+
+#: Images per debugger invocation. A batch (not one image) lets the error metric see how each
+#: channel varies across images, which a fully connected layer's single row per image cannot show.
+#: The debug model keeps every tensor, float and int8: EfficientNet-B0 at 224 px needs about
+#: 150 MB per image, so the batch stays small.
+DEBUG_BATCH = 8
+
+
+def noise_to_signal(float_values: np.ndarray, quantized_values: np.ndarray, scale: float, zero_point: int) -> float:
+    """Median over channels of (RMS quantization error / standard deviation of the float values).
+
+    The TF tutorial's rmse/scale says whether an op rounds worse than one step; it cannot see the
+    EfficientNet failure, where one wide channel stretches the per-tensor scale until the other
+    channels' signal is a few steps or less. This ratio is ~0.01 for a healthy int8 tensor and
+    near or above 1 for a drowned one. Channels constant over the batch are left out.
+    """
+    reference = np.asarray(float_values, dtype=np.float64)
+    restored = (np.asarray(quantized_values, dtype=np.float64) - zero_point) * scale
+    channels = reference.shape[-1] if reference.ndim else 1
+    reference, restored = reference.reshape(-1, channels), restored.reshape(-1, channels)
+    error = np.sqrt(np.mean((reference - restored) ** 2, axis=0))
+    signal = reference.std(axis=0)
+    live = signal > 0
+    return float(np.median(error[live] / signal[live])) if live.any() else 0.0
+
+
+def rank_tensors(calibrated: bytes, images: np.ndarray) -> list[dict]:
+    """Every quantized tensor with its error, worst first (tf.lite.experimental.QuantizationDebugger)."""
+    import csv
+    import warnings
+
+    import tensorflow as tf
+    from tensorflow.lite.python import convert as lite_convert
+    debug_model = lite_convert.mlir_quantize(calibrated, enable_numeric_verify=True)
+    batch = min(DEBUG_BATCH, len(images))
+    usable = len(images) // batch * batch  # The debugger sizes its input once, from the first batch.
+
+    def dataset():
+        for start in range(0, usable, batch):
+            yield [images[start:start + batch]]
+
+    options = tf.lite.experimental.QuantizationDebugOptions(
+        layer_direct_compare_metrics={"noise_to_signal": noise_to_signal})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice, once per debugger.
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            quant_debug_model_content=debug_model, debug_dataset=dataset, debug_options=options)
+        debugger.run()
+    dump = io.StringIO()
+    debugger.layer_statistics_dump(dump)
+    known = {name for op in convert_graph.graph_ops(calibrated) for name in op["outputs"]}
+    ranking = []
+    for row in csv.DictReader(io.StringIO(dump.getvalue())):
+        if row["tensor_name"] not in known:  # Names the quantizer made up have no float twin to keep.
+            continue
+        scale = float(row["scale"])
+        ranking.append({"tensor": row["tensor_name"], "op": row["op_name"],
+                        "noise_to_signal": float(row["noise_to_signal"]),
+                        "rmse_over_scale": float(np.sqrt(float(row["mean_squared_error"]))) / scale if scale else None})
+    ranking.sort(key=lambda entry: -entry["noise_to_signal"] if np.isfinite(entry["noise_to_signal"]) else 0.0)
+    return ranking
+
+
+def search_int8(saved_model: Path, calibration: np.ndarray, checker: check.Checker, config: ExportConfig,
+                workspace: Path) -> dict:
+    """The int8 model to ship: plain full-integer if it passes, else the fewest float tensors that
+    pass, else 16x8 if that passes; when nothing passes, the candidate that dropped least.
+
+    Candidates are screened on the validation split and confirmed on the test split (Checker.screen).
+    Returns {"model": bytes, "scheme", "float_tensors", "float_layers", "attempts", "ranking"}.
+    """
+    attempts: list[dict] = []
+    models: list[bytes] = []
+
+    def attempt(scheme: str, make: Callable[[], bytes], float_tensors: Sequence[str] = (),
+                always_test: bool = False) -> dict:
+        started = time.perf_counter()
+        try:
+            model = make()
+        except convert_tflite.ExportError as error:
+            record = {"scheme": scheme, "float_tensors": list(float_tensors), "error": str(error), "passed": False}
+        else:
+            path = workspace / f"candidate_{len(attempts)}.tflite"
+            path.write_bytes(model)
+            record = {"scheme": scheme, "float_tensors": list(float_tensors), "size_bytes": len(model),
+                      **checker.screen(path, config.max_drop, always_test)}
+            models.append(model)
+            record["model_index"] = len(models) - 1
+        record["seconds"] = round(time.perf_counter() - started, 1)
+        attempts.append(record)
+        print(f"int8 search: {scheme} with {len(float_tensors)} float tensors: "
+              + ("passes" if record["passed"] else "misses") + f" the gate ({_drops(record)})", flush=True)
+        return record
+
+    calibrated = convert_tflite.calibrate(saved_model, calibration)
+    chosen = attempt("int8", lambda: convert_tflite.quantize(calibrated), always_test=True)
+    ranking: list[dict] = []
+    if not chosen["passed"] and config.selective:
+        ranking = rank_tensors(calibrated, calibration[:config.debug_samples])
+        names = [entry["tensor"] for entry in ranking]
+        chosen = _grow_float_set(names[:config.max_float_layers],
+                                 lambda kept: attempt("int8-selective",
+                                                      lambda: convert_tflite.quantize(calibrated, kept), kept))
+    if not chosen["passed"] and config.try_16x8:
+        chosen = attempt("16x8", lambda: convert_tflite.quantize_16x8(saved_model, calibration))
+    if not chosen["passed"]:
+        measured = [record for record in attempts if "model_index" in record]
+        if not measured:
+            raise convert_tflite.ExportError("no int8 model could be made: "
+                                             + "; ".join(record["error"] for record in attempts))
+        chosen = min(measured, key=lambda record: (_worst_drop(record), len(record["float_tensors"])))
+    model = models[chosen["model_index"]]
+    if chosen is not attempts[0] and "model_index" in attempts[0]:
+        # What keeping tensors in float (or 16x8) costs: time the plain int8 model too.
+        attempts[0]["latency_ms"] = checker.latency_ms(workspace / "candidate_0.tflite")
+    for record in attempts:
+        record.pop("model_index", None)
+    return {"model": model, "scheme": chosen["scheme"], "float_tensors": chosen["float_tensors"],
+            "float_layers": convert_graph.float_layers(model), "passed_screen": chosen["passed"], "attempts": attempts,
+            "ranked_tensors": len(ranking), "ranking": ranking[:max(config.max_float_layers, 10)]}
+
+
+def _grow_float_set(ranked: Sequence[str], try_set: Callable[[list[str]], dict]) -> dict:
+    """Keep the worst 1, 2, 4, ... tensors in float until a set passes, then bisect down to the
+    smallest passing prefix of the ranking. Returns the passing record, or the last one tried."""
+    if not ranked:
+        return {"passed": False, "float_tensors": []}
+    failing, count, record = 0, 1, {}
+    while True:
+        record = try_set(list(ranked[:count]))
+        if record["passed"]:
+            break
+        if count == len(ranked):
+            return record
+        failing, count = count, min(2 * count, len(ranked))
+    best = record
+    while count - failing > 1:  # Invariant: `failing` tensors miss the gate, `count` pass.
+        middle = (failing + count) // 2
+        record = try_set(list(ranked[:middle]))
+        if record["passed"]:
+            best, count = record, middle
+        else:
+            failing = middle
+    return best
+
+
+def _worst_drop(record: dict) -> float:
+    return max(record.get("drop_points", -np.inf), record.get("val_drop_points", -np.inf))
+
+
+def _drops(record: dict) -> str:
+    if "error" in record:
+        return record["error"][:200]
+    parts = [f"{split} drop {record[key]:.2f} points" for split, key in
+             (("validation", "val_drop_points"), ("test", "drop_points")) if key in record]
+    return ", ".join(parts)

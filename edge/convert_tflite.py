@@ -1,0 +1,129 @@
+"""The TFLite converter calls of the export: one SavedModel, then one conversion per variant.
+
+    python edge/convert.py --run runs/NAME   # the command that uses this module
+
+Part of the TFLite export (edge/convert.py). `export_saved_model` writes the Keras
+model once, with one `training=False` endpoint, and every variant converts from it:
+`convert_float` (float32, float16, dynamic range); `calibrate` then `quantize` for
+full integer (calibrate once, quantize as often as the int8 search needs, with or
+without tensors kept in float); `quantize_16x8`, the int16-activation fallback.
+Why each setting: docs/quantization.md. TensorFlow is imported inside the functions
+only, as in edge/convert.py.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from edge import convert_graph
+
+
+class ExportError(RuntimeError):
+    """The model could not be converted; the message names the run and the variant."""
+
+
+def export_saved_model(model: Any, directory: Path, run_dir: Path) -> Path:
+    """Keras 3 -> SavedModel with one inference endpoint (uint8 input, `training=False`).
+
+    Not `model.export()`: its endpoint calls the model without `training`, and Keras 3's random
+    augmentation layers default to training mode, which leaves their random ops in the graph (the
+    TFLite converter then fails). Faster than `from_keras_model` (docs/quantization.md).
+    """
+    import keras
+    import tensorflow as tf
+    if len(model.inputs) != 1:
+        raise ExportError(f"{run_dir}: the model has {len(model.inputs)} inputs; an image classifier has one")
+    spec = tf.TensorSpec(tuple(model.inputs[0].shape), model.inputs[0].dtype, name="image")
+    try:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint(name="serve", fn=lambda images: model(images, training=False), input_signature=[spec])
+        archive.write_out(str(directory), verbose=False)
+    except Exception as error:  # Keras raises several types; the message says what failed.
+        raise ExportError(f"{run_dir}: cannot export the Keras model as a SavedModel "
+                          f"({type(error).__name__}: {error})") from None
+    return directory
+
+
+def _converter(saved_model: Path) -> Any:
+    import tensorflow as tf
+    return tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+
+
+def convert_float(saved_model: Path, variant: str) -> bytes:
+    """float32, float16 (weights) or dynamic (int8 weights, float activations)."""
+    import tensorflow as tf
+    converter = _converter(saved_model)
+    if variant in ("float16", "dynamic"):
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if variant == "dynamic":
+        # Per-channel dynamic-range FULLY_CONNECTED is op version 12, which tflite-runtime 2.14 (the
+        # newest for a Raspberry Pi OS Bookworm Python) cannot load; per-tensor is version 9.
+        converter._experimental_disable_per_channel_quantization_for_dense_layers = True  # pylint: disable=protected-access
+    if variant == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    return _convert(converter, variant)
+
+
+def _convert(converter: Any, variant: str) -> bytes:
+    try:
+        return converter.convert()
+    except Exception as error:  # The converter raises ConverterError and others with the MLIR log.
+        raise ExportError(f"{variant}: conversion failed ({type(error).__name__}: {str(error)[:2000]})") from None
+
+
+def _representative(images: np.ndarray) -> Callable[[], Any]:
+    """One image per step, as the calibrator expects (the model's input dtype, uint8)."""
+    def generate():
+        for image in images:
+            yield [image[np.newaxis]]
+    return generate
+
+
+def calibrate(saved_model: Path, images: np.ndarray) -> bytes:
+    """The float model annotated with activation ranges, quantized later as often as needed."""
+    import tensorflow as tf
+    converter = _converter(saved_model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = _representative(images)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8
+    converter.inference_output_type = tf.uint8
+    # Calibrate once, quantize many times: what QuantizationDebugger itself does.
+    converter._experimental_calibrate_only = True  # pylint: disable=protected-access
+    return _convert(converter, "int8 calibration")
+
+
+def quantize(calibrated: bytes, float_tensors: Sequence[str] = ()) -> bytes:
+    """Full-integer model from the calibrated one; `float_tensors` (and the ops around them) stay float.
+
+    The same quantizer call the converter and QuantizationDebugger.get_nondebug_quantized_model
+    make, with our input and output types (the debugger's own call would give float32 output).
+    """
+    import tensorflow as tf
+    from tensorflow.lite.python import convert as lite_convert
+    nodes = convert_graph.denylist_for(calibrated, float_tensors) if float_tensors else None
+    try:
+        quantized = lite_convert.mlir_quantize(calibrated, input_data_type=tf.uint8, output_data_type=tf.uint8,
+                                               denylisted_nodes=nodes)
+    except Exception as error:
+        raise ExportError(f"int8 quantization failed ({type(error).__name__}: {str(error)[:2000]})") from None
+    return convert_graph.integer_input(quantized)
+
+
+def quantize_16x8(saved_model: Path, images: np.ndarray) -> bytes:
+    """int16 activations, int8 weights: 256 times finer activations, float32 output.
+
+    The fallback when int8 activations lose too much. Many CPU kernels for it are reference
+    (slow) ones, and accelerators such as the Edge TPU do not run it.
+    """
+    import tensorflow as tf
+    converter = _converter(saved_model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = _representative(images)
+    # TFLITE_BUILTINS lets ops without a 16x8 kernel stay float; the first is the input's CAST.
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
+                                           tf.lite.OpsSet.TFLITE_BUILTINS]
+    return _convert(converter, "16x8")
