@@ -1,5 +1,5 @@
 """Device side: preprocessing, the TFLite runtime, the camera loop, and the converter.
 
-Only `edge/convert.py` and `edge/check.py` may import TensorFlow, and only when they run;
+Only the converter (`edge/convert*.py`) and `edge/check.py` may import TensorFlow, and only when they run;
 everything else here needs numpy, Pillow and a TFLite runtime alone.
 """
