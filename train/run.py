@@ -39,8 +39,9 @@ PLATEAU_FACTOR, PLATEAU_PATIENCE, PLATEAU_MIN_LR = 0.5, 5, 1e-6
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # TensorFlow's C++ start-up lines (oneDNN, no CUDA on a CPU machine) drown Keras' progress;
-    # its real errors still arrive as Python exceptions. Set TF_CPP_MIN_LOG_LEVEL=0 to see them all.
+    # Quiets TensorFlow's C++ log while training and converting (its real errors still arrive as
+    # Python exceptions; set TF_CPP_MIN_LOG_LEVEL=0 to see everything). TensorFlow 2.21 still prints
+    # a few start-up lines (oneDNN, no CUDA) before its logger reads the setting.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     config = train_config.parse_config(argv)
     try:
