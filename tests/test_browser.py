@@ -75,10 +75,14 @@ def test_upload_shows_the_top5_of_both_models(browser, page_url, smoke_run):
         page.get_by_role("button", name="About this model").click()
         page.get_by_role("button", name="Full report").click()
         page.get_by_text("Backbone").wait_for()
-        plots = page.locator("img[src*='/gradio_api/file='][src$='.png']")
-        plots.first.wait_for()
-        loaded = plots.evaluate_all("images => images.filter(image => image.src.includes('plots/'))"
-                                    ".map(image => image.complete && image.naturalWidth > 0)")
+        # Wait for the report's own images (the example thumbnails are PNGs served the same way),
+        # then for every one of them to have decoded.
+        plots = page.locator("img[src*='/gradio_api/file='][src*='plots/']")
+        plots.first.wait_for(timeout=ANSWER_TIMEOUT_MS)
+        page.wait_for_function(
+            "() => [...document.querySelectorAll(\"img[src*='plots/']\")]"
+            ".every(image => image.complete && image.naturalWidth > 0)", timeout=ANSWER_TIMEOUT_MS)
+        loaded = plots.evaluate_all("images => images.map(image => image.complete && image.naturalWidth > 0)")
         assert loaded and all(loaded), loaded
         page.screenshot(path=str(SCREENSHOTS / "demo_panels.png"), full_page=True)
     finally:
