@@ -16,7 +16,6 @@ on it. Needs OpenCV (to write and read the video) and a TFLite runtime.
 if __package__ in (None, ""):  # Run as a script: make the repository root importable.
     import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
-import argparse
 import dataclasses
 import os
 import platform
@@ -169,13 +168,9 @@ def render(result: dict[str, Any]) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python benchmarks/camera_loop.py",
-                                     description="Camera loop frame rate next to the interpreter's own rate.")
-    configuration.add_arguments(parser, LoopBenchmarkOptions)
-    try:
-        options = configuration.build_config(LoopBenchmarkOptions, vars(parser.parse_args(argv)))
-    except configuration.ConfigError as error:
-        parser.error(str(error))
+    options = configuration.parse_command_line(
+        LoopBenchmarkOptions, argv, prog="python benchmarks/camera_loop.py",
+        description="Camera loop frame rate next to the interpreter's own rate.")
     try:
         result = run(options)
     except (runtime.ModelError, sources.CameraError) as error:

@@ -17,7 +17,6 @@ from __future__ import annotations
 if __package__ in (None, ""):  # Run as a script: make the repository root importable.
     import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
-import argparse
 import dataclasses
 import json
 import os
@@ -125,10 +124,9 @@ def run(config: LoadConfig) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    configuration.add_arguments(parser, LoadConfig)
+    config = configuration.parse_command_line(LoadConfig, argv, prog="python benchmarks/demo_load.py",
+                                              description=__doc__.split("\n\n")[0])
     try:
-        config = configuration.build_config(LoadConfig, vars(parser.parse_args(argv)), source="the command line")
         result = run(config)
     except (configuration.ConfigError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -12,7 +12,6 @@ from __future__ import annotations
 if __package__ in (None, ""):  # Run as a script: make the repository root importable.
     import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
-import argparse
 import dataclasses
 import json
 import platform
@@ -93,9 +92,8 @@ def training_gpu_names() -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python benchmarks/train_throughput.py", description=__doc__.split("\n")[0])
-    configuration.add_arguments(parser, ThroughputConfig)
-    config = configuration.build_config(ThroughputConfig, vars(parser.parse_args(argv)))
+    config = configuration.parse_command_line(ThroughputConfig, argv, prog="python benchmarks/train_throughput.py",
+                                              description=__doc__.split("\n")[0])
     result = run(config)
     print(json.dumps(result, indent=2))
     if config.json:

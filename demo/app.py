@@ -14,7 +14,6 @@ from __future__ import annotations
 if __package__ in (None, ""):  # Run as a script: make the repository root importable.
     import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
-import argparse
 import dataclasses
 import sys
 from pathlib import Path
@@ -89,9 +88,8 @@ def run(config: DemoConfig, block: bool = True) -> str:
 
 
 def parse_config(argv: list[str] | None = None) -> DemoConfig:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    configuration.add_arguments(parser, DemoConfig)
-    return configuration.build_config(DemoConfig, vars(parser.parse_args(argv)), source="the command line")
+    return configuration.parse_command_line(DemoConfig, argv, prog="python demo/app.py",
+                                            description=__doc__.split("\n\n")[0])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,6 @@ from __future__ import annotations
 if __package__ in (None, ""):  # Run as a script: make the repository root importable.
     import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
-import argparse
 import dataclasses
 import os
 import platform
@@ -190,11 +189,10 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Time .tflite variants: interpreter alone and photo to top-k.")
-    configuration.add_arguments(parser, BenchmarkConfig)
-    arguments = parser.parse_args(argv)
+    config = configuration.parse_command_line(
+        BenchmarkConfig, argv, prog="python edge/benchmark.py",
+        description="Time .tflite variants: interpreter alone and photo to top-k.")
     try:
-        config = configuration.build_config(BenchmarkConfig, vars(arguments), source="the command line")
         result = run(config)
     except (configuration.ConfigError, runtime.ModelError, preprocess.ImageError) as error:
         print(f"error: {error}", file=sys.stderr)

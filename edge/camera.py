@@ -20,7 +20,6 @@ display for the preview), 130 interrupted (Ctrl-C); never a traceback for these.
 if __package__ in (None, ""):  # Run as a script: make the repository root importable.
     import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
-import argparse
 import collections
 import dataclasses
 import json
@@ -283,15 +282,9 @@ def describe(summary: dict[str, Any]) -> str:
 
 def parse_options(argv: Optional[list[str]] = None) -> CameraOptions:
     """CameraOptions from the command line."""
-    parser = argparse.ArgumentParser(
-        prog="python edge/camera.py",
+    return configuration.parse_command_line(
+        CameraOptions, argv, prog="python edge/camera.py",
         description="Classify camera frames (or a video file, or a folder of images) with the int8 TFLite model.")
-    configuration.add_arguments(parser, CameraOptions)
-    try:
-        return configuration.build_config(CameraOptions, vars(parser.parse_args(argv)), source="the command line")
-    except configuration.ConfigError as error:
-        parser.error(str(error))
-        raise  # parser.error exits; this line only satisfies type checkers.
 
 
 def main(argv: Optional[list[str]] = None) -> int:

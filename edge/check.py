@@ -19,7 +19,6 @@ from __future__ import annotations
 if __package__ in (None, ""):  # Run as a script: make the repository root importable.
     import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
-import argparse
 import dataclasses
 import hashlib
 import statistics
@@ -69,12 +68,9 @@ class CheckConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python edge/check.py", description=__doc__.split("\n")[0])
-    configuration.add_arguments(parser, CheckConfig)
+    config = configuration.parse_command_line(CheckConfig, argv, prog="python edge/check.py",
+                                              description=__doc__.split("\n")[0], required=("run",))
     try:
-        config = configuration.build_config(CheckConfig, vars(parser.parse_args(argv)), source="the command line")
-        if not config.run:
-            raise configuration.ConfigError("--run DIR is required")
         result = run(config)
     except user_errors() as error:
         print(f"error: {error}", file=sys.stderr)

@@ -17,7 +17,7 @@ import json
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, Mapping, TypeVar
+from typing import Any, Literal, Mapping, Sequence, TypeVar
 
 ConfigT = TypeVar("ConfigT")
 
@@ -69,6 +69,30 @@ def add_arguments(parser: argparse.ArgumentParser, config_class: type) -> None:
             extra.setdefault("nargs", "+")
         group.add_argument(flag, default=argparse.SUPPRESS, help=help_text,
                            choices=choices, type=_parser_for(kind, optional), **extra)
+
+
+def parse_command_line(config_class: type[ConfigT], argv: Sequence[str] | None = None, *,
+                       prog: str | None = None, description: str | None = None,
+                       parser: argparse.ArgumentParser | None = None, flags_from: type | None = None,
+                       required: Sequence[str] = ()) -> ConfigT:
+    """`main()`'s first line: flags from `config_class`, parsed into a config.
+
+    Pass `parser` to add positional arguments first (their values become config fields of the same
+    name), and `flags_from` when those fields should have no flag of their own (a dataclass with the
+    other fields). A wrong value or a missing `required` field ends with argparse's one-line usage
+    error (exit status 2), never a traceback.
+    """
+    parser = parser or argparse.ArgumentParser(prog=prog, description=description)
+    add_arguments(parser, flags_from or config_class)
+    values = vars(parser.parse_args(argv))
+    try:
+        config = build_config(config_class, values, source="the command line")
+    except ConfigError as error:
+        parser.error(str(error))
+    for name in required:
+        if not getattr(config, name):
+            parser.error(f"--{name.replace('_', '-')} is required")
+    return config
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

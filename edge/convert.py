@@ -33,7 +33,6 @@ from __future__ import annotations
 if __package__ in (None, ""):  # Run as a script: make the repository root importable.
     import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
-import argparse
 import dataclasses
 import datetime
 import os
@@ -107,12 +106,9 @@ class ExportConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     # TensorFlow's C++ info and warning lines bury the command's own output; errors still show.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    parser = argparse.ArgumentParser(prog="python edge/convert.py", description=__doc__.split("\n")[0])
-    configuration.add_arguments(parser, ExportConfig)
+    config = configuration.parse_command_line(ExportConfig, argv, prog="python edge/convert.py",
+                                              description=__doc__.split("\n")[0], required=("run",))
     try:
-        config = configuration.build_config(ExportConfig, vars(parser.parse_args(argv)), source="the command line")
-        if not config.run:
-            raise configuration.ConfigError("--run DIR is required")
         result = run(config)
     except check.user_errors() + (ExportError,) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -21,7 +21,6 @@ from __future__ import annotations
 if __package__ in (None, ""):  # Run as a script: make the repository root importable.
     import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
-import argparse
 import ast
 import dataclasses
 import importlib.metadata
@@ -388,10 +387,9 @@ def run(config: DeployConfig, api: Any = None) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    configuration.add_arguments(parser, DeployConfig)
+    config = configuration.parse_command_line(DeployConfig, argv, prog="python hf_space/deploy.py",
+                                              description=__doc__.split("\n\n")[0])
     try:
-        config = configuration.build_config(DeployConfig, vars(parser.parse_args(argv)), source="the command line")
         result = run(config)
     except (DeployError, configuration.ConfigError, artifacts.ArtifactError) as error:
         print(f"error: {error}", file=sys.stderr)

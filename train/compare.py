@@ -48,9 +48,8 @@ class CompareConfig(CompareOptions):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python train/compare.py", description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
-    configuration.add_arguments(parser, CompareOptions)
+    config = configuration.parse_command_line(CompareConfig, argv, parser=parser, flags_from=CompareOptions)
     try:
-        config = configuration.build_config(CompareConfig, vars(parser.parse_args(argv)), source="the command line")
         result = run(config)
     except (configuration.ConfigError, artifacts.ArtifactError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

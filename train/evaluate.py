@@ -15,7 +15,6 @@ from __future__ import annotations
 if __package__ in (None, ""):  # Run as a script: make the repository root importable.
     import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
-import argparse
 import csv
 import dataclasses
 import datetime
@@ -55,14 +54,8 @@ class EvaluateConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python train/evaluate.py", description=__doc__.split("\n")[0])
-    configuration.add_arguments(parser, EvaluateConfig)
-    try:
-        config = configuration.build_config(EvaluateConfig, vars(parser.parse_args(argv)), source="the command line")
-    except configuration.ConfigError as error:
-        parser.error(str(error))
-    if not config.run:
-        parser.error("--run DIR is required")
+    config = configuration.parse_command_line(EvaluateConfig, argv, prog="python train/evaluate.py",
+                                              description=__doc__.split("\n")[0], required=("run",))
     try:
         result = run(config)
     except (artifacts.ArtifactError, configuration.ConfigError, FileNotFoundError, ValueError) as error:

@@ -56,11 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python train/predict.py", description=__doc__.split("\n")[0],
                                      epilog="exit status: 0 all classified, 1 some files unreadable, 2 nothing ran")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format Pillow reads)")
-    configuration.add_arguments(parser, PredictOptions)
-    try:
-        config = configuration.build_config(PredictConfig, vars(parser.parse_args(argv)), source="the command line")
-    except configuration.ConfigError as error:
-        parser.error(str(error))
+    config = configuration.parse_command_line(PredictConfig, argv, parser=parser, flags_from=PredictOptions)
     try:
         result = run(config)
     except (artifacts.ArtifactError, FileNotFoundError, ValueError) as error:
