@@ -240,3 +240,25 @@ def test_jax_backend_trains_the_smoke_data_without_tensorflow(tmp_path, make_sma
     assert result["backend"] == "jax"
     assert 0.0 <= result["top1"] <= 1.0
     assert (tmp_path / "jax-run" / "model.keras").is_file()
+
+
+@pytest.mark.slow
+def test_two_stage_transfer_run_with_a_weights_file_augmentation_and_logs(tmp_path, make_small_config):
+    """The default run's path on a small scale: pretrained backbone (a weights file), head then
+    fine-tuning of the top 20%, RandAugment, MixUp, label smoothing, TensorBoard logs."""
+    import keras
+
+    weights = tmp_path / "efficientnetb0_32.weights.h5"
+    keras.applications.EfficientNetB0(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(weights)
+    from train import run
+    run_dir = tmp_path / "transfer"
+    config = make_small_config(run_dir, model="efficientnet_b0", weights=str(weights), image_size=32,
+                               head_epochs=1, epochs=1, unfreeze="0.2", smoke_samples_per_class=12,
+                               batch_size=16, augment="randaugment", mix="mixup", label_smoothing=0.1,
+                               tensorboard=True, export=False)
+    result = run.run(config)
+    with open(run_dir / "history.csv", newline="") as stream:
+        stages = [(row["stage"], int(row["epoch"])) for row in csv.DictReader(stream)]
+    assert stages == [("head", 0), ("finetune", 1)]
+    assert list((run_dir / "logs").rglob("events.out.tfevents.*")), "no TensorBoard event files"
+    assert 0.0 <= result["top1"] <= 1.0 and (run_dir / "metrics.json").is_file()

@@ -194,8 +194,10 @@ def _optimizer(keras, config, schedule):
 def _logging_callbacks(keras, config, run_dir):
     found = []
     if config.tensorboard:
-        if importlib.util.find_spec("tensorflow") is None:
-            print("note: TensorBoard logging skipped: it needs tensorflow installed")
+        missing = [name for name in ("tensorflow", "tensorboard") if importlib.util.find_spec(name) is None]
+        if missing:
+            print(f"note: TensorBoard logging skipped: it needs {' and '.join(missing)} installed "
+                  "(pip install '.[train]')")
         else:
             found.append(keras.callbacks.TensorBoard(str(run_dir / "logs")))
     if config.wandb:
