@@ -68,6 +68,8 @@ def test_saved_model_predicts_like_the_model_in_memory(smoke_run):
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
 
+# Loading another architecture's file on purpose makes Keras warn once per skipped layer group.
+@pytest.mark.filterwarnings("ignore:Skipping nested container")
 def test_weights_path_loads_a_file_saved_by_the_same_architecture(tmp_path):
     import keras
 
@@ -262,3 +264,28 @@ def test_two_stage_transfer_run_with_a_weights_file_augmentation_and_logs(tmp_pa
     assert stages == [("head", 0), ("finetune", 1)]
     assert list((run_dir / "logs").rglob("events.out.tfevents.*")), "no TensorBoard event files"
     assert 0.0 <= result["top1"] <= 1.0 and (run_dir / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_a_folder_of_images_trains_with_names_from_the_folders(tmp_path, make_small_config):
+    from PIL import Image
+
+    from edge.artifacts import read_labels
+    from train import run
+
+    random = np.random.default_rng(0)
+    colours = {"blue": (0, 0, 255), "green": (0, 200, 0), "red": (255, 0, 0)}
+    for name, colour in colours.items():
+        (tmp_path / "photos" / name).mkdir(parents=True)
+        for index in range(12):
+            noise = random.integers(-30, 30, (40, 40, 3))
+            pixels = np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "photos" / name / f"{index}.png")
+    run_dir = tmp_path / "folder-run"
+    result = run.run(make_small_config(run_dir, dataset=str(tmp_path / "photos"), model="cnn", epochs=2,
+                                       val_split=0.2, test_split=0.25, export=False))
+    assert read_labels(run_dir / "labels.txt") == sorted(colours)
+    metadata = json.loads((run_dir / "metadata.json").read_text())
+    assert metadata["input_size"] == [40, 40] and metadata["num_classes"] == 3
+    assert metadata["test_images"] == 9  # A quarter of each class's 12 images.
+    assert 0.0 <= result["top1"] <= 1.0
