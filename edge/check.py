@@ -192,13 +192,16 @@ class Checker:
     """Measures TFLite files against one Keras model on one run's splits; caches what it computed."""
 
     def __init__(self, model: Any, splits: Any, runtime: str | None = None, threads: int | None = None,
-                 latency_runs: int = LATENCY_RUNS, labels_path: str | Path | None = None):
+                 latency_runs: int = LATENCY_RUNS, labels_path: str | Path | None = None,
+                 test_reference: np.ndarray | None = None):
         if len(splits.test_labels) == 0:
             raise CheckError("the test split is empty; the float-vs-int8 check needs test images")
         self.model, self.splits = model, splits
         self.runtime, self.threads, self.latency_runs = runtime, threads, latency_runs
         self.labels_path = labels_path
-        self._reference: dict[str, np.ndarray] = {}
+        # The caller may already hold the Keras model's test-split output (train/run.py does).
+        self._reference: dict[str, np.ndarray] = (
+            {} if test_reference is None else {"test": np.asarray(test_reference, dtype=np.float32)})
         self._predictions: dict[tuple[str, str], np.ndarray] = {}
 
     def _images(self, split: str) -> tuple[np.ndarray, np.ndarray]:

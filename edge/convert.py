@@ -122,17 +122,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def export_run(run_dir: str | Path, model: Any = None, splits: Any = None, max_drop: float = MAX_DROP_POINTS,
-               calibration_samples: int = CALIBRATION_SAMPLES, **options: Any) -> dict:
+               calibration_samples: int = CALIBRATION_SAMPLES, reference_probabilities: Any = None,
+               **options: Any) -> dict:
     """Convert, check and gate one run; return the quantization.json content.
 
     `model` (the Keras model) and `splits` (train.data.Splits) save reloading them when the
-    caller has them in memory, as train/run.py does. `options` are other ExportConfig fields.
+    caller has them in memory, as train/run.py does, and `reference_probabilities` (that model's
+    output on the test split) saves predicting it again. `options` are other ExportConfig fields.
     """
     config = ExportConfig(run=str(run_dir), max_drop=max_drop, calibration_samples=calibration_samples, **options)
-    return run(config, model=model, splits=splits)
+    return run(config, model=model, splits=splits, reference_probabilities=reference_probabilities)
 
 
-def run(config: ExportConfig, model: Any = None, splits: Any = None) -> dict:
+def run(config: ExportConfig, model: Any = None, splits: Any = None, reference_probabilities: Any = None) -> dict:
     """Write every variant, measure them on the test split and return the quantization.json content."""
     run_dir = Path(config.run)
     if not run_dir.is_dir():
@@ -140,7 +142,9 @@ def run(config: ExportConfig, model: Any = None, splits: Any = None) -> dict:
     model = model if model is not None else check.load_model(run_dir)
     # A GPU run's model computes in bfloat16; TFLite needs float32 arithmetic to convert and calibrate.
     from train import models  # Lazy, like check.load_model: the converter is the training side's tool.
-    model = models.as_float32(model)
+    float_model = models.as_float32(model)
+    if float_model is not model:  # The reference is what gets converted: the float32 copy, predicted anew.
+        model, reference_probabilities = float_model, None
     splits = splits if splits is not None else check.load_splits(run_dir)
     if len(splits.test_labels) == 0:
         raise ExportError(f"{run_dir}: the test split is empty; the float-vs-int8 check needs it")
@@ -149,7 +153,8 @@ def run(config: ExportConfig, model: Any = None, splits: Any = None) -> dict:
         (tflite_dir / f"model_{variant}.tflite").unlink(missing_ok=True)
     artifacts.write_labels(tflite_dir / artifacts.LABELS_FILE, splits.labels)
     checker = check.Checker(model, splits, runtime=config.runtime, threads=config.threads,
-                            latency_runs=config.latency_runs, labels_path=tflite_dir / artifacts.LABELS_FILE)
+                            latency_runs=config.latency_runs, labels_path=tflite_dir / artifacts.LABELS_FILE,
+                            test_reference=reference_probabilities)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="export-") as workspace:
         saved_model = convert_tflite.export_saved_model(model, Path(workspace) / "saved_model", run_dir)

@@ -77,12 +77,14 @@ def run(config: EvaluateConfig) -> dict:
     return evaluate_run(run_dir, batch_size=config.batch_size)
 
 
-def evaluate_run(run_dir: str | Path, model: Any = None, splits: Any = None, batch_size: int | None = None) -> dict:
+def evaluate_run(run_dir: str | Path, model: Any = None, splits: Any = None, batch_size: int | None = None,
+                 probabilities: np.ndarray | None = None) -> dict:
     """Predict the test split, write metrics.json, the plots and report.md; return the metrics.
 
     `model` (a Keras model) and `splits` (train.data.Splits) are loaded from the run directory
     when not given: `train.models.load_model(run_dir/model.keras)` and
-    `train.data.load_splits(TrainConfig.from_run(run_dir))`.
+    `train.data.load_splits(TrainConfig.from_run(run_dir))`. `probabilities`, the model's output
+    on the test split when the caller has it already, saves predicting it again.
     """
     run_dir = Path(run_dir)
     labels = artifacts.read_labels(run_dir / artifacts.LABELS_FILE)
@@ -94,13 +96,15 @@ def evaluate_run(run_dir: str | Path, model: Any = None, splits: Any = None, bat
     if list(splits.labels) != labels:
         raise artifacts.ArtifactError(f"{run_dir / artifacts.LABELS_FILE} does not match the data's class names "
                                       f"({len(labels)} vs {len(splits.labels)} classes, or another order)")
-    if model is None:
-        from train import models
-        model = models.load_model(run_dir / "model.keras")
     if len(splits.test_labels) == 0:
         raise ValueError(f"{run_dir}: the test split is empty; nothing to evaluate")
-    batch_size = batch_size or int(run_config.get("batch_size") or DEFAULT_BATCH_SIZE)
-    probabilities = np.asarray(model.predict(splits.test_images, batch_size=batch_size, verbose=0), dtype=np.float64)
+    if probabilities is None:
+        if model is None:
+            from train import models
+            model = models.load_model(run_dir / "model.keras")
+        batch_size = batch_size or int(run_config.get("batch_size") or DEFAULT_BATCH_SIZE)
+        probabilities = model.predict(splits.test_images, batch_size=batch_size, verbose=0)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
     true = np.asarray(splits.test_labels, dtype=np.int64)
     superclass_of, superclasses = _superclasses(splits, len(labels))
     result = metric_functions.classification_metrics(

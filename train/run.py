@@ -116,16 +116,18 @@ def run(config: TrainConfig) -> dict:
                     best_epoch=state.get("best"))
     artifacts.write_json(run_dir / artifacts.METADATA_FILE, metadata)
 
-    # Evaluate the best checkpoint as saved: this also proves that model.keras reloads.
+    # Evaluate the best checkpoint as saved: this also proves that model.keras reloads. Its test-split
+    # output is computed once, for the evaluation and for the float-vs-int8 check's reference.
     best_model = models.load_model(run_dir / "model.keras")
     from train import evaluate
-    metrics = evaluate.evaluate_run(run_dir, model=best_model, splits=splits)
+    test_probabilities = best_model.predict(splits.test_images, batch_size=config.batch_size, verbose=0)
+    metrics = evaluate.evaluate_run(run_dir, model=best_model, splits=splits, probabilities=test_probabilities)
 
     result = {"run_dir": str(run_dir), "top1": metrics["top1"], "top5": metrics["top5"],
               "loss": metrics["loss"], "training_seconds": training_seconds,
               "images_per_second": metadata["images_per_second"], "quantization": None}
     if config.export:
-        result["quantization"] = _export(run_dir, best_model, splits, config)
+        result["quantization"] = _export(run_dir, best_model, splits, config, test_probabilities)
     _print_summary(result)
     return result
 
@@ -213,14 +215,15 @@ def _logging_callbacks(keras, config, run_dir):
     return found
 
 
-def _export(run_dir: Path, model, splits, config: TrainConfig) -> dict | None:
+def _export(run_dir: Path, model, splits, config: TrainConfig, test_probabilities) -> dict | None:
     if importlib.util.find_spec("tensorflow") is None:
         print("note: TFLite export skipped: it needs tensorflow (pip install '.[train]'); "
               f"run python edge/convert.py --run {run_dir} where it is installed")
         return None
     from edge import convert
     return convert.export_run(run_dir, model=model, splits=splits, max_drop=config.max_drop,
-                              calibration_samples=config.calibration_samples)
+                              calibration_samples=config.calibration_samples,
+                              reference_probabilities=test_probabilities)
 
 
 def _prepare_run_dir(config: TrainConfig) -> Path:
