@@ -12,10 +12,17 @@ runs on its own thread (`edge.sources.FrameGrabber`), so the loop runs at the
 interpreter's rate; a live camera's stale frames are dropped, while a video
 file or image folder is classified frame by frame, in order, none dropped.
 
+Ctrl-C (SIGINT) and SIGTERM (`kill`, `systemctl stop`) stop the loop cleanly:
+the camera is released and the summary line says which signal stopped it
+(`stopped: SIGINT`). The script installs its own handlers for both
+(`edge.stopping`), so Ctrl-C works even where the script started with SIGINT
+ignored, as a background job of a non-interactive shell does.
+
 Needs numpy, Pillow, a TFLite runtime (ai-edge-litert or tflite-runtime) and,
 for a camera or the preview, picamera2 or OpenCV. Never TensorFlow.
 Exit status: 0 done, 1 an error (no camera, camera lost, bad model, no
-display for the preview), 130 interrupted (Ctrl-C); never a traceback for these.
+display for the preview), 130 stopped by SIGINT (Ctrl-C), 143 stopped by
+SIGTERM; never a traceback for these.
 """
 if __package__ in (None, ""):  # Run as a script: make the repository root importable.
     import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
@@ -24,6 +31,7 @@ import collections
 import dataclasses
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -31,7 +39,7 @@ from typing import Any, Literal, Optional, TextIO
 
 import numpy as np
 
-from edge import configuration, overlay, preprocess, runtime, sources
+from edge import configuration, overlay, preprocess, runtime, sources, stopping
 from edge.artifacts import ArtifactError
 from edge.configuration import option
 
@@ -43,7 +51,8 @@ WINDOW_TITLE = "cifar-edge camera (q or Esc to quit)"
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
-EXIT_INTERRUPTED = 130  # The shell's convention for a process stopped by Ctrl-C (128 + SIGINT).
+EXIT_INTERRUPTED = stopping.exit_code_for(signal.SIGINT)  # 130: the shell's convention for Ctrl-C (128 + SIGINT).
+EXIT_TERMINATED = stopping.exit_code_for(signal.SIGTERM)  # 143: 128 + SIGTERM, as `kill` or `systemctl stop` sends.
 
 
 @dataclasses.dataclass
@@ -103,15 +112,22 @@ class PreviewError(RuntimeError):
 
 
 def run(options: CameraOptions, source: Optional[sources.FrameSource] = None,
-        classifier: Optional[runtime.Classifier] = None, stream: Optional[TextIO] = None) -> dict[str, Any]:
-    """Classify frames until the frame limit, the end of the source, a lost camera or Ctrl-C.
+        classifier: Optional[runtime.Classifier] = None, stream: Optional[TextIO] = None,
+        stop: Optional[stopping.StopRequest] = None) -> dict[str, Any]:
+    """Classify frames until the frame limit, the end of the source, a lost camera, a stop request or Ctrl-C.
 
     `source`, `classifier` and `stream` (stdout by default) may be given by a
-    test or benchmark; the loop closes the source when it ends. Raises
-    PreviewError, runtime.ModelError or sources.CameraError when it cannot
-    start; returns a summary whose "stopped" says why it ended.
+    test or benchmark; the loop closes the source when it ends. `stop` is
+    checked once per frame (and wakes the --fps-limit pause): `main` passes the
+    one its SIGINT and SIGTERM handlers set. run() installs no signal handlers
+    itself, so a library caller keeps its own; there a KeyboardInterrupt still
+    ends the loop cleanly ("interrupted"). Raises PreviewError,
+    runtime.ModelError or sources.CameraError when it cannot start; returns a
+    summary whose "stopped" says why it ended ("SIGINT", "SIGTERM", "end of
+    source", ...) and whose "exit_code" is the script's exit status for that.
     """
     stream = stream if stream is not None else sys.stdout
+    stop = stop if stop is not None else stopping.StopRequest()
     preview = PreviewWindow() if options.preview else None
     try:
         if classifier is None:
@@ -131,6 +147,7 @@ def run(options: CameraOptions, source: Optional[sources.FrameSource] = None,
     grabber = sources.FrameGrabber(source)
     meter = FrameRateMeter(FPS_WINDOW_FRAMES)
     frames, stopped, message = 0, "frame limit", None
+    exit_code = EXIT_OK
     latency_total = inference_total = 0.0
     started = previous_end = time.perf_counter()
     try:
@@ -138,7 +155,10 @@ def run(options: CameraOptions, source: Optional[sources.FrameSource] = None,
             save_dir.mkdir(parents=True, exist_ok=True)
         grabber.start()
         while options.frames is None or frames < options.frames:
-            frame = grabber.next_frame()
+            frame = None if stop.requested else grabber.next_frame()
+            if stop.requested:  # Checked after the read too: a live camera's read can wait for its frame.
+                stopped, exit_code = stop.signal_name, stop.exit_code
+                break
             if frame is None:
                 stopped = "end of source"
                 break
@@ -154,7 +174,8 @@ def run(options: CameraOptions, source: Optional[sources.FrameSource] = None,
             latency_total += latency_ms
             inference_total += inference_ms
             if options.fps_limit:
-                time.sleep(max(0.0, previous_end + 1.0 / options.fps_limit - time.perf_counter()))
+                # Not one long sleep: a stop request ends the pause within stopping.WAIT_POLL_SECONDS.
+                stop.wait(previous_end + 1.0 / options.fps_limit - time.perf_counter())
             now = time.perf_counter()
             fps = meter.update(now - previous_end)
             previous_end = now
@@ -177,8 +198,11 @@ def run(options: CameraOptions, source: Optional[sources.FrameSource] = None,
                     break
     except sources.CameraError as error:
         stopped, message = ("camera lost" if source.live else "source failed"), str(error)
-    except KeyboardInterrupt:
-        stopped = "interrupted"
+        exit_code = EXIT_FAILURE
+    except stopping.ForcedStop as forced:  # A second signal, while the first was still being honoured.
+        stopped, exit_code = forced.signal_name, stopping.exit_code_for(forced.signal_number)
+    except KeyboardInterrupt:  # Only where no handler of ours is installed (run() from a library or a test).
+        stopped, exit_code = "interrupted", EXIT_INTERRUPTED
     finally:
         grabber.stop()
         source.close()
@@ -192,9 +216,7 @@ def run(options: CameraOptions, source: Optional[sources.FrameSource] = None,
         "mean_latency_ms": latency_total / frames if frames else None,
         "mean_inference_ms": inference_total / frames if frames else None,
         "captured_frames": grabber.captured, "dropped_frames": grabber.dropped,
-        "stopped": stopped, "message": message,
-        "exit_code": {"camera lost": EXIT_FAILURE, "source failed": EXIT_FAILURE,
-                      "interrupted": EXIT_INTERRUPTED}.get(stopped, EXIT_OK),
+        "stopped": stopped, "message": message, "exit_code": exit_code,
     }
 
 
@@ -288,12 +310,18 @@ def parse_options(argv: Optional[list[str]] = None) -> CameraOptions:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    """The command line: run the loop with SIGINT and SIGTERM handled, print the summary, return the exit status."""
     options = parse_options(argv)
     try:
-        summary = run(options)
-        print(describe(summary), file=sys.stderr)
+        # The handlers live only as long as the loop and its summary; the previous ones are put back after.
+        with stopping.StopSignals() as stop:
+            summary = run(options, stop=stop)
+            print(describe(summary), file=sys.stderr)
         return summary["exit_code"]
-    except KeyboardInterrupt:  # Ctrl-C while the model or camera was still opening.
+    except stopping.ForcedStop as forced:  # A second signal while the model or camera was still opening.
+        print(f"camera: stopped: {forced.signal_name}", file=sys.stderr)
+        return stopping.exit_code_for(forced.signal_number)
+    except KeyboardInterrupt:  # Ctrl-C before the handlers were installed.
         print("camera: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # The reader of our output went away (e.g. `| head`): stop quietly.

@@ -6,14 +6,22 @@ End-to-end tests run the script in a subprocess on the int8 model of the shared
 smoke run (tests/conftest.py's `smoke_run`; marked slow: it trains and converts).
 Unit tests drive `run()` with a fake camera and a fake classifier, so they need
 no model.
+
+The stop-signal tests start the script with SIGINT explicitly ignored or
+explicitly at its default (a child inherits an ignored SIGINT, e.g. from a
+background job of a non-interactive shell, so leaving it to the test runner's
+own state made them flaky), and wait for the first frame line before signalling
+rather than sleeping.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,13 +29,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge import camera, runtime, sources
+from edge import camera, runtime, sources, stopping
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 SCRIPT = REPOSITORY / "edge" / "camera.py"
 LABELS = ["apple", "bicycle", "castle", "dolphin", "elephant"]
 VIDEO_FRAMES = 12
 FOLDER_IMAGES = 6
+#: Images of the folder the stop-signal tests classify at 1 frame/s: about a minute that a signal must cut short.
+LONG_FOLDER_IMAGES = 60
 #: Seconds a subprocess may take; generous because the test machine's CPUs are shared.
 SUBPROCESS_TIMEOUT = 120
 
@@ -101,6 +111,15 @@ def image_folder(tmp_path_factory) -> Path:
     for index in range(FOLDER_IMAGES):
         Image.fromarray(_frame(index, 40, 50)).save(folder / f"image_{index:02d}.png")
     (folder / "notes.txt").write_text("not an image, and not an image suffix: ignored")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def long_image_folder(tmp_path_factory) -> Path:
+    """A folder that takes about a minute at --fps-limit 1, so a stopped run cannot be mistaken for a finished one."""
+    folder = tmp_path_factory.mktemp("long_images")
+    for index in range(LONG_FOLDER_IMAGES):
+        Image.fromarray(_frame(index % 12, 40, 50)).save(folder / f"image_{index:03d}.png")
     return folder
 
 
@@ -226,23 +245,70 @@ def test_an_unwritable_save_folder_is_one_line_and_exit_1(tiny_model, image_fold
     no_traceback(result)
 
 
-@pytest.mark.slow
-def test_ctrl_c_stops_cleanly(tiny_model, image_folder):
-    # --fps-limit keeps the loop running long enough to interrupt it mid-stream.
-    process = subprocess.Popen([sys.executable, str(SCRIPT), "--model", str(tiny_model), "--source",
-                                str(image_folder), "--headless", "--fps-limit", "2"],
-                               cwd=REPOSITORY, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def run_and_stop_with_signal(model: Path, folder: Path, stop_signal: signal.Signals,
+                             sigint_at_start: signal.Handlers, output_folder: Path) -> tuple[int, list[str], str]:
+    """Start the script at --fps-limit 1, send `stop_signal` once it has printed its first frame, and wait.
+
+    `sigint_at_start` (SIG_IGN or SIG_DFL) is SIGINT's disposition when the
+    script starts, set in the child before it executes Python; SIGTERM starts
+    at its default. Returns the exit status, the frame lines and stderr.
+    Output goes to files, so that no pipe can fill up while the test waits.
+    """
+    def set_start_signals() -> None:  # Runs in the child, between fork and exec.
+        signal.signal(signal.SIGINT, sigint_at_start)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    stdout_path, stderr_path = output_folder / "stdout.txt", output_folder / "stderr.txt"
+    with open(stdout_path, "w") as stdout, open(stderr_path, "w") as stderr:
+        process = subprocess.Popen([sys.executable, str(SCRIPT), "--model", str(model), "--source", str(folder),
+                                    "--headless", "--fps-limit", "1"],
+                                   cwd=REPOSITORY, stdout=stdout, stderr=stderr, preexec_fn=set_start_signals)
     try:
-        first_line = process.stdout.readline()  # Wait until the loop is running.
-        assert first_line.startswith("frame 1: ")
-        process.send_signal(signal.SIGINT)
-        _, error = process.communicate(timeout=SUBPROCESS_TIMEOUT)
+        # Signal only once the loop is running: after a whole first line, not after a guessed delay.
+        deadline = time.monotonic() + SUBPROCESS_TIMEOUT
+        while "\n" not in stdout_path.read_text() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stdout_path.read_text().startswith("frame 1: "), stderr_path.read_text()
+        assert process.poll() is None, "the script ended before it was signalled"
+        process.send_signal(stop_signal)
+        process.wait(timeout=SUBPROCESS_TIMEOUT)
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == camera.EXIT_INTERRUPTED
-    assert "stopped: interrupted" in error
+            process.wait()
+    return process.returncode, stdout_path.read_text().splitlines(), stderr_path.read_text()
+
+
+def assert_stopped_cleanly(lines: list[str], error: str, signal_name: str) -> None:
+    """The summary line names the signal and counts the frames printed, and the run ended before its source did."""
     assert "Traceback" not in error, error
+    summary = error.strip().splitlines()[-1]
+    assert summary.startswith("camera: ") and summary.endswith(f"; stopped: {signal_name}"), error
+    assert summary.startswith(f"camera: {len(lines)} frames in "), error
+    assert 1 <= len(lines) < LONG_FOLDER_IMAGES
+    assert all(line.startswith(f"frame {number}: ") for number, line in enumerate(lines, start=1))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sigint_at_start", [signal.SIG_IGN, signal.SIG_DFL],
+                         ids=["sigint-ignored-at-start", "sigint-default-at-start"])
+def test_ctrl_c_stops_cleanly(tiny_model, long_image_folder, tmp_path, sigint_at_start):
+    # Ignored at start is the case that lost Ctrl-C: Python installs no KeyboardInterrupt handler then.
+    returncode, lines, error = run_and_stop_with_signal(tiny_model, long_image_folder, signal.SIGINT,
+                                                        sigint_at_start, tmp_path)
+    assert returncode == camera.EXIT_INTERRUPTED == 130, error
+    assert_stopped_cleanly(lines, error, "SIGINT")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sigint_at_start", [signal.SIG_IGN, signal.SIG_DFL],
+                         ids=["sigint-ignored-at-start", "sigint-default-at-start"])
+def test_sigterm_stops_cleanly(tiny_model, long_image_folder, tmp_path, sigint_at_start):
+    # What `kill` and `systemctl stop` send: without a handler the loop would die without its summary.
+    returncode, lines, error = run_and_stop_with_signal(tiny_model, long_image_folder, signal.SIGTERM,
+                                                        sigint_at_start, tmp_path)
+    assert returncode == camera.EXIT_TERMINATED == 143, error
+    assert_stopped_cleanly(lines, error, "SIGTERM")
 
 
 # -- end to end: failures that need no model -------------------------------------------------------
@@ -357,6 +423,109 @@ def test_keyboard_interrupt_releases_the_camera():
     assert summary["exit_code"] == camera.EXIT_INTERRUPTED
     assert summary["frames"] == 2
     assert fake_camera.closed
+
+
+class StoppingClassifier(FakeClassifier):
+    """A FakeClassifier that asks `stop` to stop, as a signal handler would, while it classifies frame `stop_at`."""
+
+    def __init__(self, stop: stopping.StopRequest, stop_at: int, stop_signal: int = signal.SIGTERM):
+        super().__init__()
+        self.stop, self.stop_at, self.stop_signal = stop, stop_at, stop_signal
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        probabilities = super().predict(images)
+        if self.calls == self.stop_at:
+            self.stop.request(self.stop_signal)
+        return probabilities
+
+
+def _signal_handlers() -> dict[int, object]:
+    return {number: signal.getsignal(number) for number in stopping.STOP_SIGNALS}
+
+
+@pytest.mark.parametrize("stop_signal, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+                         ids=["SIGINT", "SIGTERM"])
+def test_a_stop_request_ends_the_loop_and_releases_the_camera(stop_signal, exit_code, capsys):
+    fake_camera = FakeCamera(good_frames=1000)
+    stop = stopping.StopRequest()
+    summary = camera.run(_options(), source=fake_camera, classifier=StoppingClassifier(stop, 2, stop_signal),
+                         stop=stop)
+    # The frame being classified when the stop came is finished and printed; no further frame is read.
+    assert summary["frames"] == 2
+    assert summary["stopped"] == stop_signal.name
+    assert summary["exit_code"] == exit_code
+    assert fake_camera.closed
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    assert camera.describe(summary).endswith(f"; stopped: {stop_signal.name}")
+
+
+def test_a_stop_request_cuts_the_frame_rate_pause_short():
+    # At 0.01 frames/s the pause after the first frame is 100 s; the stop must end it at once.
+    stop = stopping.StopRequest()
+    summary = camera.run(_options(fps_limit=0.01), source=FakeCamera(good_frames=1000),
+                         classifier=StoppingClassifier(stop, 1), stream=io.StringIO(), stop=stop)
+    assert summary["frames"] == 1 and summary["stopped"] == "SIGTERM"
+    assert summary["seconds"] < 50
+
+
+def test_run_installs_no_signal_handlers():
+    # A library or test calling run() keeps its own handlers; only main() installs the camera's.
+    before = _signal_handlers()
+    summary = camera.run(_options(frames=2), source=FakeCamera(good_frames=1000), classifier=FakeClassifier(),
+                         stream=io.StringIO())
+    assert summary["stopped"] == "frame limit"
+    assert _signal_handlers() == before
+
+
+def test_stop_signals_set_the_flag_and_put_the_old_handlers_back():
+    before = _signal_handlers()
+    with stopping.StopSignals() as stop:
+        assert all(signal.getsignal(number) != before[number] for number in stopping.STOP_SIGNALS)
+        signal.raise_signal(signal.SIGTERM)
+        assert stop.wait(SUBPROCESS_TIMEOUT), "the SIGTERM handler did not set the flag"
+        assert (stop.signal_name, stop.exit_code) == ("SIGTERM", 143)
+        # A second signal is for a user who will not wait: it interrupts, still naming the signal.
+        with pytest.raises(stopping.ForcedStop) as forced:
+            signal.raise_signal(signal.SIGINT)
+            for _ in range(1000):  # The Python-level handler runs between bytecodes, at once in practice.
+                time.sleep(0.01)
+        assert forced.value.signal_name == "SIGINT" and isinstance(forced.value, KeyboardInterrupt)
+    assert _signal_handlers() == before
+
+
+def test_stop_signals_handle_sigint_ignored_at_start():
+    # The state a background job of a non-interactive shell starts in: Python itself would never see Ctrl-C.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with stopping.StopSignals() as stop:
+            signal.raise_signal(signal.SIGINT)
+            assert stop.wait(SUBPROCESS_TIMEOUT)
+            assert (stop.signal_name, stop.exit_code) == ("SIGINT", 130)
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_stop_signals_outside_the_main_thread_install_nothing():
+    before = _signal_handlers()
+    seen: dict[int, object] = {}
+
+    def enter_and_leave():
+        with stopping.StopSignals():
+            seen.update(_signal_handlers())
+
+    thread = threading.Thread(target=enter_and_leave)
+    thread.start()
+    thread.join(SUBPROCESS_TIMEOUT)
+    assert seen == before == _signal_handlers()
+
+
+def test_main_puts_the_signal_handlers_back(tmp_path, image_folder, capsys):
+    before = _signal_handlers()
+    status = camera.main(["--model", str(tmp_path / "missing.tflite"), "--source", str(image_folder), "--headless"])
+    assert status == camera.EXIT_FAILURE
+    assert "model file not found" in capsys.readouterr().err
+    assert _signal_handlers() == before
 
 
 def test_a_live_camera_drops_stale_frames():
