@@ -13,9 +13,6 @@ interpreter's own rate. The difference per frame is the loop's overhead.
 A benchmark, not a test: numbers depend on the machine and on what else runs
 on it. Needs OpenCV (to write and read the video) and a TFLite runtime.
 """
-if __package__ in (None, ""):  # Run as a script: make the repository root importable.
-    import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
-
 import dataclasses
 import os
 import platform
@@ -27,8 +24,9 @@ from typing import Any, Literal, Optional
 
 import numpy as np
 
-from edge import artifacts, camera, configuration, preprocess, runtime, sources
+from edge import artifacts, camera, configuration, errors, machine, preprocess, runtime, sources
 from edge.configuration import option
+from edge.errors import UserError
 
 #: Interpreter calls before timing starts: the first calls allocate and warm caches.
 WARMUP_CALLS = 10
@@ -37,7 +35,7 @@ VIDEO_FPS = 30
 
 
 @dataclasses.dataclass
-class LoopBenchmarkOptions:
+class LoopBenchmarkConfig:
     """What `python benchmarks/camera_loop.py` measures. Sizes in pixels."""
 
     model: Optional[str] = option(None, "the .tflite file; none uses the camera's default model", "Model")
@@ -89,7 +87,7 @@ def time_interpreter(classifier: runtime.Classifier, image: np.ndarray, calls: i
     return seconds
 
 
-def run(options: LoopBenchmarkOptions) -> dict[str, Any]:
+def run(options: LoopBenchmarkConfig) -> dict[str, Any]:
     """Measure the loop and the interpreter alone; return the numbers (ms per frame, frames per second)."""
     model_path = Path(options.model) if options.model else camera.find_default_model()
     classifier = runtime.Classifier(model_path, runtime=options.runtime, threads=options.threads)
@@ -100,7 +98,7 @@ def run(options: LoopBenchmarkOptions) -> dict[str, Any]:
             image = preprocess.prepare_image(first_frame.read(), classifier.input_size)
         finally:
             first_frame.close()
-        loop_options = camera.CameraOptions(source=str(video), headless=True, threads=options.threads,
+        loop_options = camera.CameraConfig(source=str(video), headless=True, threads=options.threads,
                                             runtime=options.runtime)
         alone, summary = None, None
         for _ in range(options.rounds):
@@ -127,22 +125,9 @@ def run(options: LoopBenchmarkOptions) -> dict[str, Any]:
         "preprocess_ms": summary["mean_latency_ms"] - summary["mean_inference_ms"],
         "rest_ms": loop_ms - summary["mean_latency_ms"],
         "overhead_ms": loop_ms - summary["mean_inference_ms"],
-        "machine": f"{_cpu_name()} ({platform.machine()}), {os.cpu_count()} CPUs visible",
+        "machine": f"{machine.processor_name()} ({platform.machine()}), {os.cpu_count()} CPUs visible",
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
-
-
-def _cpu_name() -> str:
-    """The board or processor from /proc/cpuinfo (a Pi reports "Model : Raspberry Pi 5 ..."), else the platform's."""
-    fields: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())  # Case matters: x86's "model" is a number.
-    except OSError:
-        pass
-    return (fields.get("Model") or fields.get("model name") or fields.get("Hardware")
-            or platform.processor() or platform.platform())
 
 
 def render(result: dict[str, Any]) -> str:
@@ -169,13 +154,12 @@ def render(result: dict[str, Any]) -> str:
 
 def main(argv: Optional[list[str]] = None) -> int:
     options = configuration.parse_command_line(
-        LoopBenchmarkOptions, argv, prog="python benchmarks/camera_loop.py",
+        LoopBenchmarkConfig, argv, prog="python benchmarks/camera_loop.py",
         description="Camera loop frame rate next to the interpreter's own rate.")
     try:
         result = run(options)
-    except (runtime.ModelError, sources.CameraError) as error:
-        print(f"camera_loop: error: {error}", file=sys.stderr)
-        return 1
+    except UserError as error:
+        return errors.report(error)
     print(render(result))
     if options.json_out:
         artifacts.write_json(options.json_out, result)

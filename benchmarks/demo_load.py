@@ -14,9 +14,6 @@ machine both compete for the CPU: state the machine with the numbers.
 """
 from __future__ import annotations
 
-if __package__ in (None, ""):  # Run as a script: make the repository root importable.
-    import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
-
 import dataclasses
 import json
 import os
@@ -29,8 +26,9 @@ from typing import Any, Literal
 import numpy as np
 
 from demo import local_server, ui
-from edge import configuration
+from edge import configuration, errors
 from edge.configuration import option
+from edge.errors import UserError
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -128,9 +126,9 @@ def main(argv: list[str] | None = None) -> int:
                                               description=__doc__.split("\n\n")[0])
     try:
         result = run(config)
-    except (configuration.ConfigError, RuntimeError) as error:
+    except (UserError, RuntimeError) as error:  # RuntimeError: the app under test did not start.
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return errors.EXIT_USAGE
     print(f"/{result['endpoint']}: {result['callers']} callers x {config.requests} requests = {result['requests']}; "
           f"failed {result['failed']}")
     print(f"latency p50 {result['p50_ms']:.1f} ms, p95 {result['p95_ms']:.1f} ms, max {result['max_ms']:.1f} ms; "

@@ -9,9 +9,6 @@ choice are the training run's own (train/run.py), fed random uint8 images at CIF
 """
 from __future__ import annotations
 
-if __package__ in (None, ""):  # Run as a script: make the repository root importable.
-    import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
-
 import dataclasses
 import json
 import platform

@@ -11,17 +11,14 @@ No TensorFlow is imported.
 """
 from __future__ import annotations
 
-if __package__ in (None, ""):  # Run as a script: make the repository root importable.
-    import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
-
 import dataclasses
-import sys
 from pathlib import Path
 from typing import Any
 
 from demo import ui
-from edge import configuration, runtime
+from edge import configuration, errors, runtime
 from edge.configuration import option
+from edge.errors import UserError
 
 CODE_ROOT = Path(__file__).resolve().parents[1]  # the repository, or the assembled Space folder
 
@@ -96,9 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = parse_config(argv)
         run(config)
-    except (configuration.ConfigError, ui.DemoError, runtime.ModelError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except UserError as error:
+        return errors.report(error)
     return 0
 
 

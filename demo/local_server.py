@@ -13,9 +13,6 @@ Standard library only (gradio_client for the check in `main`).
 """
 from __future__ import annotations
 
-if __package__ in (None, ""):  # Run as a script: make the repository root importable.
-    import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
-
 import os
 import re
 import signal

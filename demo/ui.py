@@ -28,13 +28,9 @@ from typing import Any
 
 import gradio as gr
 
-from edge import artifacts, preprocess, runtime
+from edge import artifacts, formatting, preprocess, run_folder, runtime
+from edge.errors import UserError
 
-INT8_MODEL_FILE = runtime.INT8_MODEL_FILE
-FLOAT_MODEL_FILE = "model_float32.tflite"
-QUANTIZATION_FILE = "quantization.json"
-METRICS_FILE = "metrics.json"
-REPORT_FILE = "report.md"
 EXAMPLES_FOLDER = Path(__file__).resolve().parent / "examples"
 EXAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 # A Markdown image link to a relative path: ![alt](plots/curves.png)
@@ -58,7 +54,7 @@ CONCURRENCY_LIMIT = 2
 QUEUE_MAX_SIZE = 64  # requests waiting beyond this get "queue full" rather than minutes of waiting.
 
 
-class DemoError(ValueError):
+class DemoError(UserError):
     """The model folder cannot be served (missing files); the message names the folder and the file."""
 
 
@@ -94,24 +90,25 @@ def find_model_files(folder: str | Path | None = None, model: str | Path | None 
         folder = Path(folder)
         if not folder.is_dir():
             raise DemoError(f"{folder}: folder not found")
-        model_folder = folder / "tflite" if (folder / "tflite").is_dir() else folder
-        model_path = model_folder / INT8_MODEL_FILE
+        tflite_folder = folder / run_folder.TFLITE_DIR
+        model_folder = tflite_folder if tflite_folder.is_dir() else folder
+        model_path = model_folder / run_folder.INT8_MODEL_FILE
         if not model_path.is_file():
-            raise DemoError(f"{folder}: no {INT8_MODEL_FILE} in {model_folder} "
-                            "(export the run first: python edge/convert.py --run RUN)")
-    labels = model_folder / artifacts.LABELS_FILE
+            raise DemoError(f"{folder}: no {run_folder.INT8_MODEL_FILE} in {model_folder} "
+                            "(export the run first: python train/export.py --run RUN)")
+    labels = model_folder / run_folder.LABELS_FILE
     if not labels.is_file():
-        raise DemoError(f"{model_folder}: no {artifacts.LABELS_FILE} next to {model_path.name}")
-    reference = model_folder / FLOAT_MODEL_FILE
+        raise DemoError(f"{model_folder}: no {run_folder.LABELS_FILE} next to {model_path.name}")
+    reference = model_folder / run_folder.FLOAT_MODEL_FILE
     same_file = reference.is_file() and reference.resolve() == model_path.resolve()
     return ModelFiles(
         model=model_path,
         reference=reference if reference.is_file() and not same_file else None,
         labels=labels,
-        metadata=_first_file(model_folder, artifacts.METADATA_FILE),
-        quantization=_first_file(model_folder, QUANTIZATION_FILE),
-        metrics=_first_file(model_folder, METRICS_FILE),
-        report=_first_file(model_folder, REPORT_FILE),
+        metadata=_first_file(model_folder, run_folder.METADATA_FILE),
+        quantization=_first_file(model_folder, run_folder.QUANTIZATION_FILE),
+        metrics=_first_file(model_folder, run_folder.METRICS_FILE),
+        report=_first_file(model_folder, run_folder.REPORT_FILE),
     )
 
 
@@ -245,7 +242,7 @@ def make_compare(models: DemoModels):
 def _describe_request(models: DemoModels, answer: dict, reference_answer: dict | None, prepare_ms: float,
                       model_ms: float, reference_ms: float | None, total_ms: float) -> str:
     top = next(iter(answer))
-    variant = _variant(models.files.model)
+    variant = run_folder.variant_of(models.files.model)
     lines = [f"**Answered by** `{models.files.model.name}` ({_model_summary(models.model)}).",
              f"**Latency:** {model_ms:.1f} ms in the {variant} model"
              + (f", {reference_ms:.1f} ms in float32" if reference_ms is not None else "")
@@ -262,25 +259,11 @@ def _describe_request(models: DemoModels, answer: dict, reference_answer: dict |
     return "\n\n".join(lines)
 
 
-def _variant(path: Path) -> str:
-    """"int8" for model_int8.tflite; the file's stem otherwise."""
-    stem = path.stem
-    return stem[len("model_"):] if stem.startswith("model_") else stem
-
-
 def _model_summary(classifier: runtime.Classifier) -> str:
     height, width = classifier.input_size
     size = classifier.model_path.stat().st_size
-    return (f"{_format_bytes(size)}, {classifier.input_dtype} input {height}x{width}, "
+    return (f"{formatting.size(size)}, {classifier.input_dtype} input {height}x{width}, "
             f"{len(classifier.labels)} classes, {classifier.runtime_name} {classifier.runtime_version or ''}").strip()
-
-
-def _format_bytes(size: float) -> str:
-    for unit in ("B", "KB", "MB"):
-        if size < 1024 or unit == "MB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} MB"
 
 
 # -- the static panels ------------------------------------------------------------
@@ -293,7 +276,7 @@ def quantization_markdown(models: DemoModels) -> str:
         return "_No quantization.json next to this model: the float-vs-int8 test-set numbers are not available._"
     if "error" in quantization:
         return f"_quantization.json could not be read: {quantization['error']}_"
-    return "Measured on the test set by `edge/convert.py`:\n\n" + quantization_table(quantization)
+    return "Measured on the test set by `train/export.py`:\n\n" + quantization_table(quantization)
 
 
 def quantization_table(quantization: dict) -> str:
@@ -303,17 +286,17 @@ def quantization_table(quantization: dict) -> str:
             "|---|---|---|---|---|---|"]
     reference = quantization.get("reference") or {}
     if reference:
-        rows.append(f"| Keras float (reference) | {_percent(reference.get('top1'))} "
-                    f"| {_percent(reference.get('top5'))} | 100.0% | | |")
-    for name in ("float32", "float16", "dynamic", "int8"):
+        rows.append(f"| Keras float (reference) | {formatting.percent(reference.get('top1'))} "
+                    f"| {formatting.percent(reference.get('top5'))} | 100.0% | | |")
+    for name in run_folder.VARIANTS:
         variant = variants.get(name)
         if not isinstance(variant, dict):
             continue
         size = variant.get("size_bytes")
         latency = variant.get("latency_ms")
-        rows.append(f"| {name} | {_percent(variant.get('top1'))} | {_percent(variant.get('top5'))} "
-                    f"| {_percent(variant.get('agreement'))} | {_format_bytes(size) if size else ''} "
-                    f"| {f'{latency:.2f} ms' if isinstance(latency, (int, float)) else ''} |")
+        rows.append(f"| {name} | {formatting.percent(variant.get('top1'))} | {formatting.percent(variant.get('top5'))} "
+                    f"| {formatting.percent(variant.get('agreement'))} | {formatting.size(size) if size else ''} "
+                    f"| {formatting.milliseconds(latency) if isinstance(latency, (int, float)) else ''} |")
     gate = quantization.get("max_drop")
     passed = quantization.get("passed")
     verdict = ("" if passed is None else
@@ -326,16 +309,16 @@ def about_markdown(models: DemoModels, report_url: str | None = None) -> str:
     """Dataset, backbone, test accuracy, model size and the link to the report."""
     metadata = models.metadata
     quantization = models.quantization or {}
-    int8_top1 = ((quantization.get("variants") or {}).get(_variant(models.files.model)) or {}).get("top1")
+    int8_top1 = ((quantization.get("variants") or {}).get(run_folder.variant_of(models.files.model)) or {}).get("top1")
     float_top1 = (models.metrics or {}).get("top1") or (quantization.get("reference") or {}).get("top1")
     lines = [
         f"- **Dataset:** {metadata.get('dataset', 'unknown')} ({len(models.model.labels)} classes)",
         f"- **Backbone:** {metadata.get('model', 'unknown')}",
-        f"- **Test accuracy (top-1):** {_percent(int8_top1) if int8_top1 is not None else 'not measured'} "
-        f"for {_variant(models.files.model)}"
-        + (f", {_percent(float_top1)} for the float model" if float_top1 is not None else ""),
-        f"- **Model size:** {_format_bytes(models.files.model.stat().st_size)} ({models.files.model.name})"
-        + (f", {_format_bytes(models.files.reference.stat().st_size)} for float32" if models.files.reference else ""),
+        f"- **Test accuracy (top-1):** {formatting.percent(int8_top1) if int8_top1 is not None else 'not measured'} "
+        f"for {run_folder.variant_of(models.files.model)}"
+        + (f", {formatting.percent(float_top1)} for the float model" if float_top1 is not None else ""),
+        f"- **Model size:** {formatting.size(models.files.model.stat().st_size)} ({models.files.model.name})"
+        + (f", {formatting.size(models.files.reference.stat().st_size)} for float32" if models.files.reference else ""),
         f"- **Input:** {models.model.input_size[0]}x{models.model.input_size[1]} pixels; "
         "a photo is centre-cropped and shrunk to that, like the training images.",
     ]
@@ -344,10 +327,6 @@ def about_markdown(models: DemoModels, report_url: str | None = None) -> str:
     elif models.files.report:
         lines.append("- **Report:** the training report is below (\"Full report\").")
     return "\n".join(lines)
-
-
-def _percent(value: Any) -> str:
-    return f"{value * 100:.1f}%" if isinstance(value, (int, float)) else "n/a"
 
 
 def report_markdown(models: DemoModels) -> str | None:
@@ -389,7 +368,7 @@ def example_images(labels: list[str], folder: Path = EXAMPLES_FOLDER) -> list[Pa
 def build_demo(models: DemoModels, report_url: str | None = None,
                concurrency_limit: int = CONCURRENCY_LIMIT) -> gr.Blocks:
     """The Blocks app: one page, the /predict and /compare endpoints, the queue configured."""
-    variant = _variant(models.files.model)
+    variant = run_folder.variant_of(models.files.model)
     title = f"CIFAR edge classifier: {models.metadata.get('dataset', 'image')} classes, {variant} TFLite"
     with gr.Blocks(title=title) as demo:
         gr.Markdown(f"# {title}\n"

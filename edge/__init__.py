@@ -1,5 +1,12 @@
-"""Device side: preprocessing, the TFLite runtime, the camera loop, and the converter.
+"""Device side: what the Raspberry Pi and the Hugging Face Space run.
 
-Only the converter (`edge/convert*.py`) and `edge/check.py` may import TensorFlow, and only when they run;
-everything else here needs numpy, Pillow and a TFLite runtime alone.
+Preprocessing (`preprocess`), the TFLite runtime wrapper (`runtime`), camera sources
+(`sources`), the overlay (`overlay`), the camera command (`camera`, `stopping`), and the
+small shared modules both sides use: the run-folder contract (`run_folder`), atomic files
+(`artifacts`), the command-line machinery (`configuration`), the error base class
+(`errors`), number formatting (`formatting`) and the machine probe (`machine`).
+
+It needs numpy, Pillow and a TFLite runtime alone. It imports nothing from `train/` and
+no TensorFlow or Keras, at any depth (tests/test_architecture.py proves it). See
+docs/architecture.md.
 """

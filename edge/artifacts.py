@@ -1,6 +1,6 @@
 """Reading and writing the files that travel with a model.
 
-Every artifact of a run (see DESIGN.md, "A run directory") is written through
+Every artifact of a run (edge/run_folder.py names them) is written through
 `write_atomic`, so a run killed half-way never leaves a half-written file: the
 bytes go to a temporary file in the same folder, which is then renamed over the
 target in one step. Imports nothing heavier than the standard library, so the
@@ -15,11 +15,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-LABELS_FILE = "labels.txt"
-METADATA_FILE = "metadata.json"
+from edge.errors import UserError
 
 
-class ArtifactError(ValueError):
+class ArtifactError(UserError):
     """A model-side file (labels, metadata) is missing or malformed; the message names it."""
 
 

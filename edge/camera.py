@@ -20,12 +20,11 @@ ignored, as a background job of a non-interactive shell does.
 
 Needs numpy, Pillow, a TFLite runtime (ai-edge-litert or tflite-runtime) and,
 for a camera or the preview, picamera2 or OpenCV. Never TensorFlow.
-Exit status: 0 done, 1 an error (no camera, camera lost, bad model, no
-display for the preview), 130 stopped by SIGINT (Ctrl-C), 143 stopped by
+Exit status: 0 done, 1 the source failed mid-run (camera lost) or an output
+could not be written, 2 nothing could start (no camera, bad model or labels,
+no display for the preview), 130 stopped by SIGINT (Ctrl-C), 143 stopped by
 SIGTERM; never a traceback for these.
 """
-if __package__ in (None, ""):  # Run as a script: make the repository root importable.
-    import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
 import collections
 import dataclasses
@@ -39,12 +38,12 @@ from typing import Any, Literal, Optional, TextIO
 
 import numpy as np
 
-from edge import configuration, overlay, preprocess, runtime, sources, stopping
-from edge.artifacts import ArtifactError
+from edge import configuration, errors, overlay, preprocess, run_folder, runtime, sources, stopping
 from edge.configuration import option
+from edge.errors import UserError
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL_FILE = runtime.INT8_MODEL_FILE
+DEFAULT_MODEL_FILE = run_folder.INT8_MODEL_FILE
 #: The frame rate shown is the mean over this many recent frames: steady, yet quick to follow a change.
 FPS_WINDOW_FRAMES = 10
 WINDOW_TITLE = "cifar-edge camera (q or Esc to quit)"
@@ -56,7 +55,7 @@ EXIT_TERMINATED = stopping.exit_code_for(signal.SIGTERM)  # 143: 128 + SIGTERM, 
 
 
 @dataclasses.dataclass
-class CameraOptions:
+class CameraConfig:
     """Everything `python edge/camera.py` can be told. Sizes are in pixels, rates in frames per second."""
 
     # Source
@@ -107,11 +106,11 @@ class CameraOptions:
         return not (self.headless or self.json)
 
 
-class PreviewError(RuntimeError):
+class PreviewError(UserError):
     """The preview window cannot be shown (no display, or OpenCV without GUI support)."""
 
 
-def run(options: CameraOptions, source: Optional[sources.FrameSource] = None,
+def run(options: CameraConfig, source: Optional[sources.FrameSource] = None,
         classifier: Optional[runtime.Classifier] = None, stream: Optional[TextIO] = None,
         stop: Optional[stopping.StopRequest] = None) -> dict[str, Any]:
     """Classify frames until the frame limit, the end of the source, a lost camera, a stop request or Ctrl-C.
@@ -220,7 +219,7 @@ def run(options: CameraOptions, source: Optional[sources.FrameSource] = None,
     }
 
 
-def load_classifier(options: CameraOptions) -> runtime.Classifier:
+def load_classifier(options: CameraConfig) -> runtime.Classifier:
     """The classifier for `options.model`, or for the default model when none is given."""
     model_path = Path(options.model) if options.model else find_default_model()
     return runtime.Classifier(model_path, labels_path=options.labels, runtime=options.runtime,
@@ -302,10 +301,10 @@ def describe(summary: dict[str, Any]) -> str:
     return line
 
 
-def parse_options(argv: Optional[list[str]] = None) -> CameraOptions:
-    """CameraOptions from the command line."""
+def parse_options(argv: Optional[list[str]] = None) -> CameraConfig:
+    """CameraConfig from the command line."""
     return configuration.parse_command_line(
-        CameraOptions, argv, prog="python edge/camera.py",
+        CameraConfig, argv, prog="python edge/camera.py",
         description="Classify camera frames (or a video file, or a folder of images) with the int8 TFLite model.")
 
 
@@ -328,10 +327,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # Python's final flush of stdout would fail again.
         return EXIT_OK
-    except (runtime.ModelError, sources.CameraError, PreviewError, ArtifactError,
-            preprocess.ImageError) as error:
-        print(f"camera: error: {error}", file=sys.stderr)
-        return EXIT_FAILURE
+    except UserError as error:  # A bad model or labels file, no camera, no display: nothing ran.
+        return errors.report(error, command="camera")
     except OSError as error:  # --save into a folder that cannot be written, a full disk.
         print(f"camera: error: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
         return EXIT_FAILURE

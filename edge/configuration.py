@@ -19,10 +19,12 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence, TypeVar
 
+from edge.errors import UserError
+
 ConfigT = TypeVar("ConfigT")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config file or flag is wrong; the message names the key and what was expected."""
 
 
@@ -42,8 +44,8 @@ def field_types(config_class: type) -> dict[str, Any]:
     return typing.get_type_hints(config_class)
 
 
-def add_arguments(parser: argparse.ArgumentParser, config_class: type) -> None:
-    """Add one flag per field of `config_class`, grouped as the fields say.
+def add_arguments(parser: argparse.ArgumentParser, config_class: type, skip: Sequence[str] = ()) -> None:
+    """Add one flag per field of `config_class` (except those in `skip`), grouped as the fields say.
 
     Defaults are suppressed so that `parse_args` returns only what the user
     typed; `build_config` then layers it over the other sources.
@@ -51,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser, config_class: type) -> None:
     groups: dict[str, argparse._ArgumentGroup] = {}
     hints = field_types(config_class)
     for spec in dataclasses.fields(config_class):
+        if spec.name in skip:
+            continue
         metadata = spec.metadata
         group_name = metadata.get("group", "Options")
         if group_name not in groups:
@@ -73,17 +77,16 @@ def add_arguments(parser: argparse.ArgumentParser, config_class: type) -> None:
 
 def parse_command_line(config_class: type[ConfigT], argv: Sequence[str] | None = None, *,
                        prog: str | None = None, description: str | None = None,
-                       parser: argparse.ArgumentParser | None = None, flags_from: type | None = None,
+                       parser: argparse.ArgumentParser | None = None, positional: Sequence[str] = (),
                        required: Sequence[str] = ()) -> ConfigT:
     """`main()`'s first line: flags from `config_class`, parsed into a config.
 
     Pass `parser` to add positional arguments first (their values become config fields of the same
-    name), and `flags_from` when those fields should have no flag of their own (a dataclass with the
-    other fields). A wrong value or a missing `required` field ends with argparse's one-line usage
+    name), and name those fields in `positional` so that they get no flag of their own. A wrong value or a missing `required` field ends with argparse's one-line usage
     error (exit status 2), never a traceback.
     """
     parser = parser or argparse.ArgumentParser(prog=prog, description=description)
-    add_arguments(parser, flags_from or config_class)
+    add_arguments(parser, config_class, skip=positional)
     values = vars(parser.parse_args(argv))
     try:
         config = build_config(config_class, values, source="the command line")

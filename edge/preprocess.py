@@ -2,7 +2,7 @@
 
 Every consumer (the Gradio demo, the Raspberry Pi camera, the evaluation of
 outside photos) calls `prepare_image`, so a photo becomes the same numbers
-everywhere (see ../shared/DESIGN.md, "Preprocessing"):
+everywhere (see docs/architecture.md, "The model's contract"):
 
     any image -> EXIF orientation applied -> RGB (alpha composited on a neutral
     grey; palette, grayscale, 16-bit and CMYK converted; first frame of an
@@ -19,9 +19,6 @@ numpy and Pillow only. Try it:
 """
 from __future__ import annotations
 
-if __package__ in (None, ""):  # Run as a script: make the repository root importable.
-    import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
-
 import io
 import os
 from pathlib import Path
@@ -29,6 +26,8 @@ from typing import Any, BinaryIO, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from edge.errors import UserError
 
 # Refuse images above 64 megapixels (8000 x 8000): that covers 48 MP phone
 # photos, and decoding the largest accepted one takes 192 MB as RGB, which a
@@ -54,7 +53,7 @@ DRAFT_MARGIN = 4
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, Image.Image, np.ndarray]
 
 
-class ImageError(ValueError):
+class ImageError(UserError):
     """Bad image input. `reason` says what is wrong, `source_name` which file (or None)."""
 
     def __init__(self, reason: str, source_name: str | None = None):

@@ -9,15 +9,12 @@ preprocessing function. Imports numpy, Pillow and a TFLite runtime only; a
 test proves TensorFlow stays out of `sys.modules`.
 
 Outputs are returned as the model gives them after dequantization. Our models
-end in a softmax (DESIGN.md), so they are probabilities; a model that outputs
+end in a softmax (docs/architecture.md), so they are probabilities; a model that outputs
 logits would get logits back, sorted the same way.
 
     python edge/runtime.py --model runs/NAME/tflite/model_int8.tflite photo.jpg [--top-k 5]
 """
 from __future__ import annotations
-
-if __package__ in (None, ""):  # Run as a script: make the repository root importable.
-    import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
 import ctypes
 import importlib
@@ -29,8 +26,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from edge import artifacts
-from edge import preprocess
+from edge import artifacts, preprocess, run_folder
+from edge.errors import UserError
 
 # The runtimes, in the order tried when none is named, with their module and pip name.
 RUNTIMES = {
@@ -46,13 +43,11 @@ MAX_BATCH = 64
 _INTEGER_TYPES = (np.uint8, np.int8)
 
 
-class ModelError(ValueError):
+class ModelError(UserError):
     """A model-side problem (missing or corrupt .tflite, labels that do not fit, an input
     that is not an image, an unusable runtime or delegate); the message names the file."""
 
 
-#: The file every consumer (demo, camera, Space) serves by default: the full-integer model.
-INT8_MODEL_FILE = "model_int8.tflite"
 #: Folders under a checkout or bundle where copied model files are looked for, in order.
 MODEL_FOLDERS = ("models", "edge/models")
 
@@ -65,12 +60,13 @@ def find_default_model(root: str | Path) -> Path:
     """
     root = Path(root)
     for folder in MODEL_FOLDERS:
-        if (root / folder / INT8_MODEL_FILE).is_file():
-            return root / folder / INT8_MODEL_FILE
-    exported = sorted((root / "runs").glob(f"*/tflite/{INT8_MODEL_FILE}"), key=lambda path: path.stat().st_mtime)
+        if (root / folder / run_folder.INT8_MODEL_FILE).is_file():
+            return root / folder / run_folder.INT8_MODEL_FILE
+    exported = sorted((root / "runs").glob(f"*/{run_folder.TFLITE_DIR}/{run_folder.INT8_MODEL_FILE}"),
+                      key=lambda path: path.stat().st_mtime)
     if exported:
         return exported[-1]
-    looked = ", ".join(str(root / folder / INT8_MODEL_FILE) for folder in MODEL_FOLDERS)
+    looked = ", ".join(str(root / folder / run_folder.INT8_MODEL_FILE) for folder in MODEL_FOLDERS)
     raise ModelError(f"no model given and none found ({looked}, {root / 'runs'}/*/tflite/); train and export one "
                      "(python train/run.py --preset smoke), copy a run's tflite/ files into models/, "
                      "or name a model file")
@@ -137,7 +133,7 @@ class Classifier:
                  runtime: str | None = None, threads: int | None = None,
                  delegate: str | os.PathLike | None = None):
         self.model_path = Path(model_path)
-        self.labels_path = Path(labels_path) if labels_path is not None else self.model_path.parent / artifacts.LABELS_FILE
+        self.labels_path = Path(labels_path) if labels_path is not None else self.model_path.parent / run_folder.LABELS_FILE
         if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
             raise ValueError(f"threads must be a positive int or None, got {threads!r}")
         self.num_threads = threads
@@ -204,7 +200,7 @@ class Classifier:
         detail = inputs[0]
         shape = tuple(int(value) for value in detail["shape"])
         # RGB only: prepare_image always yields (h, w, 3), and every model of this project takes
-        # RGB (DESIGN.md). A grayscale or non-image input is a different contract.
+        # RGB (docs/architecture.md). A grayscale or non-image input is a different contract.
         if len(shape) != 4 or shape[3] != 3 or shape[1] < 1 or shape[2] < 1:
             raise ModelError(f"{self.model_path}: the input is not an RGB image batch: shape {list(shape)}, "
                              "expected [batch, height, width, 3]")
@@ -320,7 +316,7 @@ class Classifier:
         """uint8 pixels to the model's input type, using the input tensor's (scale, zero_point)."""
         scale, zero_point = self.input_quantization
         if self.input_dtype == np.float32:
-            # Float inputs get the 0..255 pixel values: normalisation is inside the graph (DESIGN.md).
+            # Float inputs get the 0..255 pixel values: normalisation is inside the graph (docs/architecture.md).
             return images.astype(np.float32)
         if scale == 0:
             return images  # uint8 input feeding a Cast: the raw pixels, as the graph expects.

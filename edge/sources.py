@@ -31,6 +31,7 @@ from typing import Iterator, Optional, Protocol
 import numpy as np
 
 from edge import preprocess
+from edge.errors import UserError
 
 #: A live camera whose reads fail this many times in a row is taken as lost (unplugged, crashed).
 MAX_CONSECUTIVE_READ_FAILURES = 10
@@ -46,7 +47,7 @@ STOP_TIMEOUT_SECONDS = 2.0
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 
 
-class CameraError(RuntimeError):
+class CameraError(UserError):
     """No usable frame source (no camera, unreadable file), or the camera was lost mid-run."""
 
 

@@ -8,14 +8,12 @@ From the repository, `python hf_space/app.py` serves the newest runs/*/tflite th
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-if not (HERE / "demo" / "ui.py").is_file():  # Run from the repository: demo/ and edge/ are one level up.
-    sys.path.insert(0, str(HERE.parent))
+# In the Space, demo/ and edge/ sit beside this file; in the repository they are installed (pip install -e).
+from demo import app as demo_app
 
-from demo import app as demo_app  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 # A Space sets GRADIO_SERVER_NAME=0.0.0.0 and GRADIO_SERVER_PORT itself; Gradio reads both.
 config = demo_app.DemoConfig(run=str(HERE / "models") if (HERE / "models").is_dir() else None)

@@ -18,22 +18,19 @@ huggingface_hub.get_token(); it is never printed or logged.
 """
 from __future__ import annotations
 
-if __package__ in (None, ""):  # Run as a script: make the repository root importable.
-    import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
-
 import ast
 import dataclasses
 import importlib.metadata
 import re
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 from demo import ui
-from edge import artifacts, configuration
+from edge import artifacts, configuration, errors, run_folder
 from edge.configuration import option
+from edge.errors import UserError
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 SPACE_TEMPLATE = Path(__file__).resolve().parent
@@ -42,15 +39,16 @@ SPACE_ENTRY_POINTS = ("hf_space/app.py", "demo/app.py", "demo/ui.py")
 # What a Raspberry Pi needs from the model repository: the runtime and the camera loop.
 PI_ENTRY_POINTS = ("edge/runtime.py", "edge/camera.py")
 PROJECT_PACKAGES = ("demo", "edge")
-# Never shipped: these import TensorFlow (DESIGN.md), and nothing on the serving path needs them.
-NEVER_SHIPPED = ("edge/convert.py", "edge/check.py")
+# Never shipped: the training side (train/, with the converter and the check) needs TensorFlow
+# and Keras, and nothing on the serving path may import it (docs/architecture.md).
+NEVER_SHIPPED_PACKAGES = ("train",)
 MARKER_FILE = ".assembled-by-deploy"  # lets a rebuild replace its own earlier output, and nothing else
 # Hugging Face repository ids: owner/name, letters, digits, '-', '_', '.'; no '--' or '..'; at most 96 characters.
 REPO_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 MAX_REPO_ID_LENGTH = 96
 
 
-class DeployError(RuntimeError):
+class DeployError(UserError):
     """Something a user can fix (token, permission, run without TFLite files, repo name); the message says what."""
 
 
@@ -91,8 +89,8 @@ def find_run_files(run_dir: str | Path) -> ui.ModelFiles:
     except ui.DemoError as error:
         raise DeployError(f"{run_dir} has no TFLite files to deploy ({error})") from None
     if files.reference is None:
-        raise DeployError(f"{run_dir}: no {ui.FLOAT_MODEL_FILE} beside {files.model}; the Space shows the float "
-                          f"model next to int8 (python edge/convert.py --run {run_dir})")
+        raise DeployError(f"{run_dir}: no {run_folder.FLOAT_MODEL_FILE} beside {files.model}; the Space shows the "
+                          f"float model next to int8 (python train/export.py --run {run_dir})")
     return files
 
 
@@ -137,9 +135,9 @@ def module_closure(entry_points: Iterable[str], root: Path = REPOSITORY) -> list
 def check_no_tensorflow(modules: Iterable[str], root: Path = REPOSITORY) -> None:
     """Refuse to ship the converter or any module that imports TensorFlow or Keras."""
     for relative in modules:
-        if relative in NEVER_SHIPPED or relative.startswith("edge/convert"):
-            raise DeployError(f"{relative} would be shipped, but it imports TensorFlow; the serving code must not "
-                              "import it")
+        if relative.split("/")[0] in NEVER_SHIPPED_PACKAGES:
+            raise DeployError(f"{relative} would be shipped, but it is training-side code that imports TensorFlow; "
+                              "the serving code must not import it")
         tree = ast.parse((root / relative).read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             imported = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
@@ -231,9 +229,9 @@ def assemble_space(files: ui.ModelFiles, folder: str | Path, repo_id: str | None
     model_files = _copy_model_files(files, folder / "models")
     if repo_id and files.report is not None:
         # Hugging Face renders the Space's copy of the report, plots included; the page links to it.
-        metadata = artifacts.read_json(folder / "models" / artifacts.METADATA_FILE) if files.metadata else {}
-        metadata["report_url"] = f"https://huggingface.co/spaces/{repo_id}/blob/main/models/{ui.REPORT_FILE}"
-        artifacts.write_json(folder / "models" / artifacts.METADATA_FILE, metadata)
+        metadata = artifacts.read_json(folder / "models" / run_folder.METADATA_FILE) if files.metadata else {}
+        metadata["report_url"] = f"https://huggingface.co/spaces/{repo_id}/blob/main/models/{run_folder.REPORT_FILE}"
+        artifacts.write_json(folder / "models" / run_folder.METADATA_FILE, metadata)
     labels = artifacts.read_labels(files.labels)
     examples = ui.example_images(labels)
     for path in examples:
@@ -300,8 +298,8 @@ python3 -m venv ~/classifier && . ~/classifier/bin/activate
 pip install ai-edge-litert numpy Pillow opencv-python-headless   # or: sudo apt install python3-picamera2
 pip install huggingface_hub
 hf download {model_repo} --local-dir classifier && cd classifier
-python edge/runtime.py --model model_int8.tflite photo.jpg          # top-5 for one photo
-python edge/camera.py --model model_int8.tflite --headless --threads 4   # live, from the camera
+python -m edge.runtime --model model_int8.tflite photo.jpg          # top-5 for one photo
+python -m edge.camera --model model_int8.tflite --headless --threads 4   # live, from the camera
 ```
 
 `edge/` here is the project's TensorFlow-free runtime (numpy, Pillow, a TFLite runtime), copied
@@ -391,9 +389,8 @@ def main(argv: list[str] | None = None) -> int:
                                               description=__doc__.split("\n\n")[0])
     try:
         result = run(config)
-    except (DeployError, configuration.ConfigError, artifacts.ArtifactError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except UserError as error:
+        return errors.report(error)
     space = result["space"]
     print(f"assembled {space['folder']}: {len(space['modules'])} modules, models {', '.join(space['models'])}, "
           f"{len(space['examples'])} examples")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from demo import local_server, ui
-from edge import artifacts
+from edge import artifacts, run_folder
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -67,7 +67,7 @@ def test_upload_shows_the_top5_of_both_models(browser, page_url, smoke_run):
             assert len(rows) == expected_rows and {label for label, _ in rows} <= set(labels), (output, rows)
             assert sum(value for _, value in rows) <= 1 + PROBABILITY_SUM_TOLERANCE, (output, rows)
         details = page.locator("#details").inner_text()
-        assert ui.INT8_MODEL_FILE in details and "ms" in details
+        assert run_folder.INT8_MODEL_FILE in details and "ms" in details
         SCREENSHOTS.mkdir(exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / "demo_top5.png"), full_page=True)
 

@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge import camera, runtime, sources, stopping
+from edge import camera, errors, runtime, sources, stopping
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 SCRIPT = REPOSITORY / "edge" / "camera.py"
@@ -214,7 +214,8 @@ def test_no_tensorflow_is_imported(tiny_model, video_file):
                            "(see tests/test_tflite_runtime_compat.py)")
 def test_tflite_runtime_and_numpy_1(tiny_model, image_folder):
     # The Pi's other runtime, in an environment like Bookworm's (numpy 1.x).
-    result = subprocess.run([os.environ["TFLITE_RUNTIME_PYTHON"], str(SCRIPT), "--runtime", "tflite-runtime",
+    # `-m` with the checkout as the working folder: that venv has the runtime, not this project installed.
+    result = subprocess.run([os.environ["TFLITE_RUNTIME_PYTHON"], "-m", "edge.camera", "--runtime", "tflite-runtime",
                              "--model", str(tiny_model), "--source", str(image_folder), "--json", "--frames", "3"],
                             capture_output=True, text=True, cwd=REPOSITORY, timeout=SUBPROCESS_TIMEOUT)
     assert result.returncode == 0, result.stderr
@@ -224,12 +225,12 @@ def test_tflite_runtime_and_numpy_1(tiny_model, image_folder):
 
 
 @pytest.mark.slow
-def test_a_bad_model_file_is_one_line_and_exit_1(tmp_path, image_folder):
+def test_a_bad_model_file_is_one_line_and_exit_2(tmp_path, image_folder):
     model = tmp_path / "model_int8.tflite"
     model.write_bytes(b"this is not a flatbuffer")
     (tmp_path / "labels.txt").write_text("\n".join(LABELS) + "\n")
     result = run_script("--model", str(model), "--source", str(image_folder), "--headless")
-    assert result.returncode == camera.EXIT_FAILURE
+    assert result.returncode == errors.EXIT_USAGE
     assert result.stderr.strip().splitlines()[-1].startswith(f"camera: error: {model}")
     no_traceback(result)
 
@@ -313,10 +314,10 @@ def test_sigterm_stops_cleanly(tiny_model, long_image_folder, tmp_path, sigint_a
 
 # -- end to end: failures that need no model -------------------------------------------------------
 
-def test_preview_without_a_display_is_one_line_and_exit_1(image_folder):
+def test_preview_without_a_display_is_one_line_and_exit_2(image_folder):
     environment = {key: value for key, value in os.environ.items() if key not in ("DISPLAY", "WAYLAND_DISPLAY")}
     result = run_script("--source", str(image_folder), env=environment)
-    assert result.returncode == camera.EXIT_FAILURE
+    assert result.returncode == errors.EXIT_USAGE
     assert result.stderr.strip().splitlines() == [
         "camera: error: no display for the preview window (DISPLAY and WAYLAND_DISPLAY are unset); "
         "run with --headless or --json (and --save DIR to keep annotated frames)"]
@@ -331,7 +332,7 @@ def _has_a_camera() -> bool:
 
 
 @pytest.mark.skipif(_has_a_camera(), reason="this machine has a camera, so 'no camera' cannot be shown")
-def test_no_camera_is_one_line_and_exit_1(tmp_path):
+def test_no_camera_is_a_camera_error(tmp_path):
     # The script opens the camera after loading the model; here the source alone, without a model.
     with pytest.raises(sources.CameraError, match="no camera found"):
         sources.open_source("auto")
@@ -343,7 +344,7 @@ def test_no_camera_is_one_line_and_exit_1(tmp_path):
 @pytest.mark.skipif(_has_a_camera(), reason="this machine has a camera, so 'no camera' cannot be shown")
 def test_no_camera_from_the_script(tiny_model):
     result = run_script("--model", str(tiny_model), "--headless")
-    assert result.returncode == camera.EXIT_FAILURE
+    assert result.returncode == errors.EXIT_USAGE
     assert result.stderr.strip().splitlines()[-1].startswith("camera: error: no camera found: ")
     no_traceback(result)
 
@@ -396,8 +397,8 @@ class FakeCamera:
         self.closed = True
 
 
-def _options(**changes) -> camera.CameraOptions:
-    return camera.CameraOptions(headless=True, **changes)
+def _options(**changes) -> camera.CameraConfig:
+    return camera.CameraConfig(headless=True, **changes)
 
 
 @pytest.mark.parametrize("failure", [None, OSError])
@@ -523,7 +524,7 @@ def test_stop_signals_outside_the_main_thread_install_nothing():
 def test_main_puts_the_signal_handlers_back(tmp_path, image_folder, capsys):
     before = _signal_handlers()
     status = camera.main(["--model", str(tmp_path / "missing.tflite"), "--source", str(image_folder), "--headless"])
-    assert status == camera.EXIT_FAILURE
+    assert status == errors.EXIT_USAGE
     assert "model file not found" in capsys.readouterr().err
     assert _signal_handlers() == before
 

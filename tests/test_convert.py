@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge import (artifacts, check, configuration, convert, convert_graph, convert_search, convert_tflite,
-                  quantization_report)
+from edge import artifacts, configuration
+from train import check, export, export_graph, export_tflite, report
 from train.config import ModelName, TrainConfig
 from train.data import load_splits
 
@@ -98,7 +98,7 @@ def exported(toy, tmp_path_factory):
     source, model, splits = toy
     run_dir = tmp_path_factory.mktemp("exported") / "run"
     shutil.copytree(source, run_dir)
-    quantization = convert.export_run(run_dir, model=model, splits=splits, max_drop=TOY_MAX_DROP, **FAST)
+    quantization = export.export_run(run_dir, model=model, splits=splits, max_drop=TOY_MAX_DROP, **FAST)
     return run_dir, quantization, model, splits
 
 
@@ -148,7 +148,7 @@ def _direct_predictions(path: Path, images: np.ndarray) -> np.ndarray:
 def test_every_variant_is_written_with_labels_and_metadata(exported):
     run_dir, quantization, _, splits = exported
     tflite = run_dir / "tflite"
-    for variant in convert.VARIANTS:
+    for variant in export.VARIANTS:
         model_file = tflite / f"model_{variant}.tflite"
         assert model_file.read_bytes()[4:8] == b"TFL3"
         assert quantization["variants"][variant]["size_bytes"] == model_file.stat().st_size
@@ -156,7 +156,7 @@ def test_every_variant_is_written_with_labels_and_metadata(exported):
     metadata = artifacts.read_json(tflite / "metadata.json")
     assert metadata["input_size"] == list(splits.input_shape[:2]) and metadata["input_dtype"] == "uint8"
     assert metadata["source_run"] == str(run_dir) and metadata["num_classes"] == splits.num_classes
-    assert set(metadata["variants"]) == set(convert.VARIANTS)
+    assert set(metadata["variants"]) == set(export.VARIANTS)
     int8 = metadata["variants"]["int8"]
     assert int8["top1"] == quantization["variants"]["int8"]["top1"]
     assert int8["input"] == {"dtype": "uint8", "scale": 1.0, "zero_point": 0}
@@ -168,9 +168,9 @@ def test_every_variant_is_written_with_labels_and_metadata(exported):
 def test_int8_model_is_integer_throughout(exported):
     run_dir, quantization, _, _ = exported
     int8_bytes = (run_dir / "tflite" / "model_int8.tflite").read_bytes()
-    operations = convert_graph.graph_ops(int8_bytes)
+    operations = export_graph.graph_ops(int8_bytes)
     assert quantization["variants"]["int8"]["scheme"] == "int8"
-    assert convert_graph.float_layers(int8_bytes) == quantization["variants"]["int8"]["float_layers"] == []
+    assert export_graph.float_layers(int8_bytes) == quantization["variants"]["int8"]["float_layers"] == []
     assert "CAST" not in {operation["op"] for operation in operations}
     assert all(kind in ("INT8", "UINT8", "INT32") for operation in operations for kind in operation["output_types"])
 
@@ -196,7 +196,7 @@ def test_check_matches_a_direct_computation(exported):
 
 def _assert_schema(quantization: dict, max_drop: float) -> None:
     """The schema of issue 3 (fractions, not percentages), plus what the report relies on."""
-    assert set(quantization["variants"]) == set(convert.VARIANTS)
+    assert set(quantization["variants"]) == set(export.VARIANTS)
     assert quantization["max_drop"] == max_drop and isinstance(quantization["passed"], bool)
     assert quantization["passed"] == (quantization["variants"]["int8"]["drop_points"] <= max_drop)
     for key in ("top1", "top5"):
@@ -208,7 +208,7 @@ def _assert_schema(quantization: dict, max_drop: float) -> None:
         for row in measured["worst_classes"]:
             assert row["top1"] < row["reference_top1"]
     assert quantization["calibration"]["split"] == "train"
-    assert quantization["variants"]["int8"]["scheme"] in quantization_report.SCHEMES
+    assert quantization["variants"]["int8"]["scheme"] in report.SCHEMES
 
 
 def test_quantization_json_schema(exported):
@@ -226,12 +226,12 @@ def test_training_run_exports_through_the_converter(smoke_run):
     config = artifacts.read_json(smoke_run / "config.json")
     assert quantization["max_drop"] == config["max_drop"]
     assert quantization["calibration"]["samples"] == config["calibration_samples"]
-    for variant in convert.VARIANTS:
+    for variant in export.VARIANTS:
         assert (smoke_run / "tflite" / f"model_{variant}.tflite").is_file()
     assert artifacts.read_labels(smoke_run / "tflite" / "labels.txt") == artifacts.read_labels(smoke_run / "labels.txt")
     assert artifacts.read_json(smoke_run / "tflite" / "metadata.json")["passed"] == quantization["passed"]
-    report = (smoke_run / "report.md").read_text()
-    assert report.count(quantization_report.START) == 1 and "int8 (full integer)" in report
+    report_text = (smoke_run / "report.md").read_text()
+    assert report_text.count(report.START) == 1 and "int8 (full integer)" in report_text
 
 
 def test_compare_on_hand_made_probabilities():
@@ -254,7 +254,7 @@ def test_compare_on_hand_made_probabilities():
 def test_gate_trips_when_forced_through_main(easy_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(easy_run, run_dir)
-    status = convert.main(["--run", str(run_dir), "--max-drop", "-1", "--variants", "int8", "--no-selective",
+    status = export.main(["--run", str(run_dir), "--max-drop", "-1", "--variants", "int8", "--no-selective",
                            "--no-try-16x8", "--calibration-samples", "50", "--latency-runs", "2"])
     assert status == 1
     quantization = artifacts.read_json(run_dir / "quantization.json")
@@ -265,7 +265,7 @@ def test_gate_trips_when_forced_through_main(easy_run, tmp_path):
 def test_gate_trips_on_the_command_line(easy_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(easy_run, run_dir)
-    completed = subprocess.run([sys.executable, "edge/convert.py", "--run", str(run_dir), "--max-drop", "-1"],
+    completed = subprocess.run([sys.executable, "train/export.py", "--run", str(run_dir), "--max-drop", "-1"],
                                cwd=REPOSITORY, capture_output=True, text=True, timeout=900)
     assert completed.returncode == 1, completed.stderr[-3000:]
     assert "no int8 model is within -1.0 points" in completed.stderr
@@ -286,7 +286,7 @@ def test_selective_quantization_keeps_the_drowned_tensor_in_float(toy, tmp_path)
                                model.predict(splits.test_images[:8], verbose=0), atol=1e-4)
     run_dir = tmp_path / "run"
     shutil.copytree(source, run_dir)
-    quantization = convert.export_run(run_dir, model=outlier, splits=splits, max_drop=TOY_MAX_DROP,
+    quantization = export.export_run(run_dir, model=outlier, splits=splits, max_drop=TOY_MAX_DROP,
                                       variants=["int8"], **FAST)
     attempts = quantization["int8_search"]["attempts"]
     assert attempts[0]["scheme"] == "int8" and not attempts[0]["passed"], "plain int8 should miss the gate"
@@ -295,12 +295,12 @@ def test_selective_quantization_keeps_the_drowned_tensor_in_float(toy, tmp_path)
     assert int8["scheme"] == "int8-selective"
     assert any("hidden" in tensor for tensor in int8["float_tensors"])
     assert {layer["op"] for layer in int8["float_layers"]} >= {"FULLY_CONNECTED"}
-    assert int8["float_layers"] == convert_graph.float_layers((run_dir / "tflite" / "model_int8.tflite").read_bytes())
+    assert int8["float_layers"] == export_graph.float_layers((run_dir / "tflite" / "model_int8.tflite").read_bytes())
     metadata = artifacts.read_json(run_dir / "tflite" / "metadata.json")
     assert metadata["variants"]["int8"]["float_layers"] == int8["float_layers"]
     assert quantization["int8_search"]["ranking"][0]["noise_to_signal"] > 0.1
-    report = (run_dir / "report.md").read_text()
-    assert "stay float" in report and "Cost against plain int8" in report
+    report_text = (run_dir / "report.md").read_text()
+    assert "stay float" in report_text and "Cost against plain int8" in report_text
 
 
 @pytest.mark.slow
@@ -314,7 +314,7 @@ def test_every_training_model_converts(model_name, toy, tmp_path):
     model, _ = models.build_model(config, splits.num_classes, splits.input_shape)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    quantization = convert.export_run(run_dir, model=model, splits=splits, max_drop=100.0, variants=["float32"],
+    quantization = export.export_run(run_dir, model=model, splits=splits, max_drop=100.0, variants=["float32"],
                                       selective=False, try_16x8=False, calibration_samples=16, latency_runs=1)
     assert quantization["variants"]["float32"]["agreement"] == 1.0
     int8 = quantization["variants"]["int8"]
@@ -325,12 +325,12 @@ def test_integer_input_keeps_the_outputs(toy, tmp_path):
     _, model, splits = toy
     from tensorflow.lite.python import convert as lite_convert
     import tensorflow as tf
-    saved_model = convert_tflite.export_saved_model(model, tmp_path / "saved_model", tmp_path)
-    calibrated = convert_tflite.calibrate(saved_model, splits.train_images[:50])
+    saved_model = export_tflite.export_saved_model(model, tmp_path / "saved_model", tmp_path)
+    calibrated = export_tflite.calibrate(saved_model, splits.train_images[:50])
     with_cast = lite_convert.mlir_quantize(calibrated, input_data_type=tf.uint8, output_data_type=tf.uint8)
-    assert convert_graph.graph_ops(with_cast)[0]["op"] == "CAST"
-    without_cast = convert_graph.integer_input(with_cast)
-    assert convert_graph.graph_ops(without_cast)[0]["op"] == "QUANTIZE"
+    assert export_graph.graph_ops(with_cast)[0]["op"] == "CAST"
+    without_cast = export_graph.integer_input(with_cast)
+    assert export_graph.graph_ops(without_cast)[0]["op"] == "QUANTIZE"
     paths = {}
     for name, content in (("cast", with_cast), ("integer", without_cast)):
         paths[name] = tmp_path / f"{name}.tflite"
@@ -345,7 +345,7 @@ def test_check_command_measures_existing_files_again(exported, tmp_path):
     before = artifacts.read_json(run_dir / "quantization.json")
     assert check.main(["--run", str(run_dir), "--latency-runs", "2"]) == 0
     after = artifacts.read_json(run_dir / "quantization.json")
-    for variant in convert.VARIANTS:
+    for variant in export.VARIANTS:
         assert after["variants"][variant]["top1"] == before["variants"][variant]["top1"]
     assert after["variants"]["int8"]["scheme"] == before["variants"]["int8"]["scheme"]
     assert after["int8_search"] == before["int8_search"]
@@ -354,24 +354,17 @@ def test_check_command_measures_existing_files_again(exported, tmp_path):
 
 def test_export_config_rejects_unknown_variants_and_always_keeps_int8():
     with pytest.raises(configuration.ConfigError, match="float8"):
-        convert.ExportConfig(run="x", variants=["float8"])
-    assert convert.ExportConfig(run="x", variants=["float16"]).variants == ["float16", "int8"]
+        export.ExportConfig(run="x", variants=["float8"])
+    assert export.ExportConfig(run="x", variants=["float16"]).variants == ["float16", "int8"]
 
 
 def test_missing_run_gives_a_clear_error(tmp_path, capsys):
-    assert convert.main(["--run", str(tmp_path / "nowhere")]) == 2
+    assert export.main(["--run", str(tmp_path / "nowhere")]) == 2
     assert "nowhere: no such run directory" in capsys.readouterr().err
 
 
-def test_the_steps_stay_importable_from_convert():
-    """The steps live in edge/convert_*.py; code and docs that name them `convert.X` keep working."""
-    homes = {convert_graph: ("denylist_for", "float_layers", "graph_ops", "integer_input"),
-             convert_search: ("noise_to_signal", "rank_tensors", "search_int8"),
-             convert_tflite: ("ExportError", "calibrate", "convert_float", "quantize", "quantize_16x8")}
-    for module, names in homes.items():
-        for name in names:
-            assert getattr(convert, name) is getattr(module, name), name
-    assert convert.ExportConfig().max_drop == convert.MAX_DROP_POINTS  # the gate the README names
+def test_the_default_gate_is_the_named_tolerance():
+    assert export.ExportConfig().max_drop == export.MAX_DROP_POINTS == 1.0  # the gate the README names
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,29 +381,29 @@ def _quantization(passed=True) -> dict:
 
 
 def test_render_markdown_lists_every_variant_and_the_verdict():
-    text = quantization_report.render_markdown(_quantization())
+    text = report.render_quantization(_quantization())
     assert "| float32 |" in text and "| int8 (full integer) |" in text and "**passed**" in text
     assert "cat (-10.0)" in text and "120.6 KiB" in text
-    assert "**FAILED**" in quantization_report.render_markdown(_quantization(passed=False))
+    assert "**FAILED**" in report.render_quantization(_quantization(passed=False))
 
 
 def test_update_report_replaces_appends_or_creates(tmp_path):
     quantization = _quantization()
     # Created when missing.
-    quantization_report.update_report(tmp_path, quantization)
+    report.update_quantization_section(tmp_path, quantization)
     created = (tmp_path / "report.md").read_text()
-    assert created.startswith("# Run") and created.count(quantization_report.START) == 1
+    assert created.startswith("# Run") and created.count(report.START) == 1
     # Replaced between the markers, the rest kept.
-    (tmp_path / "report.md").write_text(f"intro\n{quantization_report.START}\nold\n{quantization_report.END}\noutro\n")
-    quantization_report.update_report(tmp_path, quantization)
+    (tmp_path / "report.md").write_text(f"intro\n{report.START}\nold\n{report.END}\noutro\n")
+    report.update_quantization_section(tmp_path, quantization)
     replaced = (tmp_path / "report.md").read_text()
     assert replaced.startswith("intro\n") and replaced.endswith("outro\n") and "old" not in replaced
     # Appended, under a heading, when there are no markers.
     (tmp_path / "report.md").write_text("# A report\n\nbody\n")
-    quantization_report.update_report(tmp_path, quantization)
+    report.update_quantization_section(tmp_path, quantization)
     appended = (tmp_path / "report.md").read_text()
-    assert appended.startswith("# A report\n\nbody\n") and quantization_report.HEADING in appended
+    assert appended.startswith("# A report\n\nbody\n") and report.HEADING in appended
     # The file on disk is what update_report reads when not given the dict.
     artifacts.write_json(tmp_path / "quantization.json", _quantization(passed=False))
-    quantization_report.update_report(tmp_path)
+    report.update_quantization_section(tmp_path)
     assert "**FAILED**" in (tmp_path / "report.md").read_text()

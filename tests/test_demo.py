@@ -25,7 +25,7 @@ from PIL import Image
 
 from demo import app as demo_app
 from demo import local_server, ui
-from edge import runtime
+from edge import run_folder, runtime
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 PHOTOS = sorted((REPOSITORY / "demo" / "examples").glob("*.jpg"))
@@ -113,13 +113,13 @@ def _payload(path: Path) -> dict:
 def test_find_model_files_accepts_the_run_its_tflite_folder_and_one_file(served_run):
     for folder in (served_run, served_run / "tflite"):
         files = ui.find_model_files(folder=folder)
-        assert files.model.name == ui.INT8_MODEL_FILE and files.reference.name == ui.FLOAT_MODEL_FILE
-    single = ui.find_model_files(model=served_run / "tflite" / ui.FLOAT_MODEL_FILE)
-    assert single.model.name == ui.FLOAT_MODEL_FILE and single.reference is None  # not compared with itself
+        assert files.model.name == run_folder.INT8_MODEL_FILE and files.reference.name == run_folder.FLOAT_MODEL_FILE
+    single = ui.find_model_files(model=served_run / "tflite" / run_folder.FLOAT_MODEL_FILE)
+    assert single.model.name == run_folder.FLOAT_MODEL_FILE and single.reference is None  # not compared with itself
 
 
 def test_find_model_files_names_what_is_missing(tmp_path):
-    with pytest.raises(ui.DemoError, match=ui.INT8_MODEL_FILE):
+    with pytest.raises(ui.DemoError, match=run_folder.INT8_MODEL_FILE):
         ui.find_model_files(folder=tmp_path)
     with pytest.raises(ui.DemoError, match="not found"):
         ui.find_model_files(model=tmp_path / "nothing.tflite")
@@ -135,7 +135,7 @@ def test_predict_and_compare_in_process(models, tmp_path):
         assert len(answer) == expected and set(answer) <= set(models.model.labels), path.name
         int8_answer, float_answer, details = compare(_payload(path))
         assert int8_answer == answer and len(float_answer) == expected
-        assert "ms" in details and ui.INT8_MODEL_FILE in details
+        assert "ms" in details and run_folder.INT8_MODEL_FILE in details
     assert compare(None) == (None, None, "")  # a cleared picture clears the answers
 
 
@@ -175,13 +175,13 @@ def test_bad_images_raise_readable_gradio_errors(models, tmp_path):
 
 def test_panels_show_the_quantization_numbers_and_the_model(models):
     about = ui.about_markdown(models)
-    assert models.metadata.get("dataset", "unknown") in about and "KB" in about
+    assert models.metadata.get("dataset", "unknown") in about and "KiB" in about
     table = ui.quantization_table({"reference": {"top1": 0.8, "top5": 0.95},
                                    "variants": {"float32": {"top1": 0.8, "top5": 0.95, "agreement": 1.0},
                                                 "int8": {"top1": 0.79, "top5": 0.94, "agreement": 0.98,
                                                          "size_bytes": 4_200_000, "latency_ms": 12.5}},
                                    "max_drop": 1.0, "passed": True})
-    assert "| int8 | 79.0% | 94.0% | 98.0% | 4.0 MB | 12.50 ms |" in table and "passed" in table
+    assert "| int8 | 79.0% | 94.0% | 98.0% | 4.01 MiB | 12.5 ms |" in table and "passed" in table
     if models.quantization is None:
         assert "No quantization.json" in ui.quantization_markdown(models)
 
@@ -200,13 +200,13 @@ def test_default_model_folder_prefers_the_bundle_then_the_newest_run(tmp_path):
     with pytest.raises(ui.DemoError, match="no model to serve"):
         demo_app.default_model_folder(tmp_path)
     for index, name in enumerate(("older", "newer")):
-        model = tmp_path / "runs" / name / "tflite" / ui.INT8_MODEL_FILE
+        model = tmp_path / "runs" / name / "tflite" / run_folder.INT8_MODEL_FILE
         model.parent.mkdir(parents=True)
         model.write_bytes(b"x")
         os.utime(model, (1_000_000 + index, 1_000_000 + index))
     assert demo_app.default_model_folder(tmp_path) == tmp_path / "runs" / "newer" / "tflite"
     (tmp_path / "models").mkdir()
-    (tmp_path / "models" / ui.INT8_MODEL_FILE).write_bytes(b"x")
+    (tmp_path / "models" / run_folder.INT8_MODEL_FILE).write_bytes(b"x")
     assert demo_app.default_model_folder(tmp_path) == tmp_path / "models"
 
 
@@ -274,7 +274,7 @@ def test_predict_api_on_real_photos(app_server, client, served_run, models):
     int8_answer, float_answer, details = client.predict(handle_file(str(PHOTOS[0])), api_name="/compare")
     _check_label_result(int8_answer, models.model.labels, tolerance)
     _check_label_result(float_answer, models.model.labels, _probability_tolerance(models.files.reference))
-    assert "Latency" in details and ui.INT8_MODEL_FILE in details
+    assert "Latency" in details and run_folder.INT8_MODEL_FILE in details
     assert app_server.blocked_imports() == []  # TensorFlow was never even attempted
 
 

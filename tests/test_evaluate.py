@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-import types
 
 import numpy as np
 import pytest
 from PIL import Image
 
-import edge
-from edge import artifacts, configuration
-from train import compare, evaluate, metrics, plots, predict
+from edge import artifacts, configuration, formatting
+from train import compare, evaluate, metrics, plots, predict, report
 from train.config import PRESETS, TrainConfig
 from train.data import Splits, load_splits
 
@@ -188,14 +185,14 @@ def test_evaluate_run_writes_metrics_plots_and_report(cifar_like_run):
     assert _pixels(run_dir / "plots/samples.png") == _expected_pixels(plots.SAMPLES_INCHES)
     pair_rows = min(len(written["confused_pairs"]), 8)
     assert _pixels(run_dir / "plots/confused_pairs.png") == _expected_pixels(plots.confused_pairs_inches(pair_rows))
-    report = (run_dir / "report.md").read_text()
-    for link in evaluate.PLOTS.values():
-        assert f"]({link})" in report
-    assert str(run_dir) not in report  # relative links only
-    assert "## Worst 10 classes" in report and "## Best 10 classes" in report
-    assert "superclass accuracy" in report
-    section = report.split(evaluate.QUANTIZATION_START)[1].split(evaluate.QUANTIZATION_END)[0]
-    assert "Not measured yet" in section and report.index(section) < report.index("## Worst")
+    report_text = (run_dir / "report.md").read_text()
+    for link in report.PLOTS.values():
+        assert f"]({link})" in report_text
+    assert str(run_dir) not in report_text  # relative links only
+    assert "## Worst 10 classes" in report_text and "## Best 10 classes" in report_text
+    assert "superclass accuracy" in report_text
+    section = report_text.split(report.START)[1].split(report.END)[0]
+    assert "Not measured yet" in section and report_text.index(section) < report_text.index("## Worst")
     assert not list(run_dir.rglob("*.partial*"))  # atomic writes leave no temporary files
 
 
@@ -206,27 +203,25 @@ def test_evaluate_command_line_on_smoke_data(smoke_like_run):
     assert written["samples"] == len(splits.test_labels)
     assert sum(scores["support"] for scores in written["per_class"].values()) == len(splits.test_labels)
     assert _pixels(run_dir / "plots/confusion.png") == _expected_pixels(plots.CONFUSION_COUNTS_INCHES)
-    report = (run_dir / "report.md").read_text()
-    table = report.split("## Classes, worst first")[1].split("##")[0]
+    report_text = (run_dir / "report.md").read_text()
+    table = report_text.split("## Classes, worst first")[1].split("##")[0]
     assert all(f"| {label} |" in table for label in splits.labels)  # ten classes: one table holds them all
 
 
 def test_report_includes_the_quantization_table_between_markers(cifar_like_run, monkeypatch):
     run_dir, *_ = cifar_like_run
-    renderer = types.ModuleType("edge.quantization_report")
-    renderer.render_markdown = lambda quantization: f"| variant | top-1 |\n|---|---|\n| int8 | {quantization['variants']['int8']['top1']} |"
-    monkeypatch.setitem(sys.modules, "edge.quantization_report", renderer)
-    monkeypatch.setattr(edge, "quantization_report", renderer, raising=False)
+    monkeypatch.setattr(report, "render_quantization", lambda quantization: (
+        f"| variant | top-1 |\n|---|---|\n| int8 | {quantization['variants']['int8']['top1']} |"))
     artifacts.write_json(run_dir / "quantization.json", {"reference": {"top1": 0.5}, "variants": {"int8": {"top1": 0.25}},
                                                          "max_drop": 1.0, "passed": False})
     try:
         assert evaluate.main(["--run", str(run_dir), "--report-only"]) == 0
-        report = (run_dir / "report.md").read_text()
-        section = report.split(evaluate.QUANTIZATION_START)[1].split(evaluate.QUANTIZATION_END)[0]
+        report_text = (run_dir / "report.md").read_text()
+        section = report_text.split(report.START)[1].split(report.END)[0]
         assert "| int8 | 0.25 |" in section
     finally:
         (run_dir / "quantization.json").unlink()
-        evaluate.write_report(run_dir)
+        report.write_report(run_dir)
 
 
 def test_predict_classifies_good_files_and_names_broken_ones(smoke_like_run, tmp_path, capsys):
@@ -262,7 +257,7 @@ def test_predict_defaults_to_the_newest_run(tmp_path, monkeypatch):
     os.utime(older, (1, 1))
     monkeypatch.chdir(tmp_path)
     assert predict.newest_run().name == "newer"
-    with pytest.raises(FileNotFoundError, match="--run"):
+    with pytest.raises(artifacts.ArtifactError, match="--run"):
         predict.newest_run(tmp_path / "elsewhere")
 
 
@@ -276,8 +271,8 @@ def test_compare_reads_two_runs(cifar_like_run, smoke_like_run, tmp_path):
     first_row, second_row = result["rows"]
     assert first_row["top1"] == artifacts.read_json(first / "metrics.json")["top1"]
     assert first_row["parameters"] > 0 and second_row["parameters"] is None
-    assert "n/a" in lines[3] and evaluate.percent(first_row["top1"], 2) in lines[2]
-    with pytest.raises(FileNotFoundError):
+    assert "n/a" in lines[3] and formatting.percent(first_row["top1"], 2) in lines[2]
+    with pytest.raises(artifacts.ArtifactError, match="no such run directory"):
         compare.run(compare.CompareConfig(runs=[str(tmp_path / "nothing")]))
 
 
@@ -290,11 +285,11 @@ def test_the_smoke_run_report_is_complete(request):
         pytest.skip("no smoke_run fixture in tests/conftest.py yet")
     written = artifacts.read_json(run_dir / "metrics.json")
     assert {"top1", "top5", "loss", "macro", "per_class", "calibration"} <= set(written)
-    for link in evaluate.PLOTS.values():
+    for link in report.PLOTS.values():
         assert (run_dir / link).exists()
         _pixels(run_dir / link)
-    report = (run_dir / "report.md").read_text()
-    assert all(f"]({link})" in report for link in evaluate.PLOTS.values())
+    report_text = (run_dir / "report.md").read_text()
+    assert all(f"]({link})" in report_text for link in report.PLOTS.values())
     if (run_dir / "quantization.json").exists():  # the export filled in the float-vs-int8 table
-        section = report.split(evaluate.QUANTIZATION_START)[1].split(evaluate.QUANTIZATION_END)[0]
+        section = report_text.split(report.START)[1].split(report.END)[0]
         assert "int8" in section and "Not measured yet" not in section

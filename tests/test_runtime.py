@@ -11,6 +11,7 @@ runs in a fresh interpreter.
 from __future__ import annotations
 
 import ctypes.util
+import importlib.util
 import io
 import json
 import os
@@ -23,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge import preprocess, runtime
+from edge import artifacts, preprocess, run_folder, runtime
 
 pytestmark = pytest.mark.slow  # trains and converts a (tiny) model once per session
 
@@ -395,13 +396,22 @@ def test_command_line(tiny_models, tmp_path, capsys):
 
 # -- the benchmark -----------------------------------------------------------------------------
 
+def _load_benchmark(name: str):
+    """A script of benchmarks/ as a module (the folder holds scripts, not an installed package)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_benchmark_measures_every_variant(tiny_models, tmp_path, capsys):
-    from edge import benchmark
+    benchmark = _load_benchmark("runtime_latency")
     config = benchmark.BenchmarkConfig(model=str(tiny_models["int8"]), runs=3, warmup=1, threads=1)
     result = benchmark.run(config)
     # model_float32 and model_int8 carry the converter's names; the test-only variants do not.
     assert [row["variant"] for row in result["results"]] == [
-        name for name in benchmark.VARIANT_FILES if name in ("float32", "int8")
+        name for name in run_folder.VARIANTS if name in ("float32", "int8")
         for _ in runtime.available_runtimes()]
     for row in result["results"]:
         assert row["size_bytes"] == Path(row["file"]).stat().st_size
@@ -432,10 +442,9 @@ def test_benchmark_measures_every_variant(tiny_models, tmp_path, capsys):
 # -- the converter's real output -----------------------------------------------------------
 
 def test_smoke_run_variants_load_as_their_metadata_says(smoke_run, tmp_path):
-    from edge import artifacts
-    folder = Path(smoke_run) / "tflite"
-    metadata = artifacts.read_json(folder / artifacts.METADATA_FILE)
-    labels = artifacts.read_labels(folder / artifacts.LABELS_FILE)
+    folder = Path(smoke_run) / run_folder.TFLITE_DIR
+    metadata = artifacts.read_json(folder / run_folder.METADATA_FILE)
+    labels = artifacts.read_labels(folder / run_folder.LABELS_FILE)
     images = (np.random.default_rng(5).integers(0, 256, (4, 48, 40, 3), dtype=np.uint8))
     for variant, description in metadata["variants"].items():
         classifier = runtime.Classifier(folder / Path(description["file"]).name)

@@ -15,28 +15,20 @@ from pathlib import Path
 
 import keras
 
-from edge.artifacts import atomic_path, read_json, write_atomic, write_json
+from edge import run_folder
+from edge.artifacts import atomic_path, write_atomic, write_json
 
 HISTORY_COLUMNS = ("stage", "epoch", "loss", "accuracy", "top5", "val_loss", "val_accuracy",
                    "val_top5", "learning_rate", "seconds")
-STATE_FILE = "state.json"
 
 
 def read_state(run_dir: Path) -> dict:
     """Progress of a run: completed stages and the best validation accuracy so far."""
-    path = run_dir / STATE_FILE
-    return read_json(path) if path.exists() else {"completed_stages": [], "best": None}
+    return run_folder.read_optional_json(run_dir / run_folder.STATE_FILE) or {"completed_stages": [], "best": None}
 
 
 def write_state(run_dir: Path, state: dict) -> None:
-    write_json(run_dir / STATE_FILE, state)
-
-
-def read_history(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path, newline="", encoding="utf-8") as stream:
-        return list(csv.DictReader(stream))
+    write_json(run_dir / run_folder.STATE_FILE, state)
 
 
 def current_learning_rate(optimizer) -> float:
@@ -57,7 +49,7 @@ class RunRecorder(keras.callbacks.Callback):
         self.stage = stage
         self.state = state
         self.save_every_epoch = save_every_epoch
-        self.history_path = run_dir / "history.csv"
+        self.history_path = run_dir / run_folder.HISTORY_FILE
         self.epoch_seconds: list[float] = []
         self._epoch_start = 0.0
 
@@ -74,7 +66,7 @@ class RunRecorder(keras.callbacks.Callback):
         for column in HISTORY_COLUMNS[2:8]:
             if column in logs:
                 row[column] = f"{float(logs[column]):.6f}"
-        rows = [r for r in read_history(self.history_path)
+        rows = [r for r in run_folder.read_history(self.history_path)
                 if not (r["stage"] == self.stage and int(r["epoch"]) >= epoch)]
         rows.append(row)
         buffer = io.StringIO()
@@ -87,7 +79,7 @@ class RunRecorder(keras.callbacks.Callback):
         best = self.state.get("best")
         improved = score is not None and math.isfinite(score) and (best is None or score > best["val_accuracy"])
         if improved or self.save_every_epoch:
-            with atomic_path(self.run_dir / "model.keras") as temporary:
+            with atomic_path(self.run_dir / run_folder.MODEL_FILE) as temporary:
                 self.model.save(temporary)
         if improved:
             self.state["best"] = {"val_accuracy": float(score), "stage": self.stage, "epoch": int(epoch)}

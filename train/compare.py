@@ -13,47 +13,37 @@ are reproduced.
 """
 from __future__ import annotations
 
-if __package__ in (None, ""):  # Run as a script: make the repository root importable.
-    import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
-
 import argparse
 import dataclasses
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from edge import artifacts, configuration
+from edge import artifacts, configuration, errors, formatting, run_folder
 from edge.configuration import option
-from train.evaluate import METRICS_FILE, QUANTIZATION_FILE, duration, percent
+from edge.errors import UserError
+from edge.formatting import NOT_AVAILABLE
 
 COLUMNS = ("run", "model", "unfreeze", "epochs (head + fine-tune)", "image size", "parameters", "top-1", "top-5",
            "int8 top-1", "model size", "training time")
-NOT_AVAILABLE = "n/a"
 
 
 @dataclasses.dataclass
-class CompareOptions:
-    """The flags of `python train/compare.py` (the run directories are positional)."""
-
-    out: str | None = option(None, "also write the table to this markdown file", "Comparison", metavar="FILE.md")
-
-
-@dataclasses.dataclass
-class CompareConfig(CompareOptions):
-    """Everything `run` needs: the flags and the run directories."""
+class CompareConfig:
+    """Options of `python train/compare.py`: the run directories (positional) and the flags."""
 
     runs: list = option([], "run directories to compare, one table row each", "Comparison")
+    out: str | None = option(None, "also write the table to this markdown file", "Comparison", metavar="FILE.md")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python train/compare.py", description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
-    config = configuration.parse_command_line(CompareConfig, argv, parser=parser, flags_from=CompareOptions)
+    config = configuration.parse_command_line(CompareConfig, argv, parser=parser, positional=("runs",))
     try:
         result = run(config)
-    except (configuration.ConfigError, artifacts.ArtifactError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except UserError as error:
+        return errors.report(error)
     print(result["markdown"], end="")
     return 0
 
@@ -69,11 +59,6 @@ def run(config: CompareConfig) -> dict:
     return {"rows": rows, "markdown": markdown}
 
 
-def _optional_json(path: Path) -> dict:
-    """A run file that may be absent (not evaluated, not exported); malformed ones still raise."""
-    return artifacts.read_json(path) if path.exists() else {}
-
-
 def _first(*values: Any) -> Any:
     return next((value for value in values if value is not None), None)
 
@@ -81,17 +66,17 @@ def _first(*values: Any) -> Any:
 def describe_run(run_dir: Path) -> dict:
     """The comparison row of one run, as raw values (None where the run does not say)."""
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"{run_dir}: no such run directory")
-    config = _optional_json(run_dir / "config.json")
-    metadata = _optional_json(run_dir / artifacts.METADATA_FILE)
-    metrics = _optional_json(run_dir / METRICS_FILE)
-    quantization = _optional_json(run_dir / QUANTIZATION_FILE)
+        raise artifacts.ArtifactError(f"{run_dir}: no such run directory")
+    config = run_folder.read_optional_json(run_dir / run_folder.CONFIG_FILE)
+    metadata = run_folder.read_optional_json(run_dir / run_folder.METADATA_FILE)
+    metrics = run_folder.read_optional_json(run_dir / run_folder.METRICS_FILE)
+    quantization = run_folder.read_optional_json(run_dir / run_folder.QUANTIZATION_FILE)
     if not (config or metadata or metrics):
         raise artifacts.ArtifactError(f"{run_dir}: holds none of config.json, metadata.json, metrics.json")
     epochs = metadata.get("epochs") if isinstance(metadata.get("epochs"), dict) else {}
     int8 = (quantization.get("variants") or {}).get("int8") or {}
-    model_file = run_dir / "model.keras"
-    int8_file = run_dir / "tflite" / "model_int8.tflite"
+    model_file = run_dir / run_folder.MODEL_FILE
+    int8_file = run_dir / run_folder.TFLITE_DIR / run_folder.INT8_MODEL_FILE
     return {
         "run": run_dir.name,
         "model": _first(metadata.get("model"), config.get("model")),
@@ -109,10 +94,6 @@ def describe_run(run_dir: Path) -> dict:
     }
 
 
-def _megabytes(size: Any) -> str:
-    return f"{size / 1e6:.1f} MB" if isinstance(size, (int, float)) else NOT_AVAILABLE
-
-
 def _parameters(count: Any) -> str:
     if not isinstance(count, int):
         return NOT_AVAILABLE
@@ -124,17 +105,18 @@ def _cell(value: Any) -> str:
 
 
 def render_table(rows: Sequence[dict]) -> str:
-    """The markdown table; accuracies as percentages, sizes in MB (10^6 bytes)."""
+    """The markdown table; accuracies as percentages, sizes in binary units (MiB)."""
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in rows:
         epochs = (NOT_AVAILABLE if row["head_epochs"] is None and row["finetune_epochs"] is None
                   else f"{_cell(row['head_epochs'])} + {_cell(row['finetune_epochs'])}")
-        size = _megabytes(row["model_bytes"])
+        size = formatting.size(row["model_bytes"])
         if row["int8_bytes"] is not None:
-            size += f" (int8 {_megabytes(row['int8_bytes'])})"
+            size += f" (int8 {formatting.size(row['int8_bytes'])})"
         cells = [_cell(row["run"]), _cell(row["model"]), _cell(row["unfreeze"]), epochs, _cell(row["image_size"]),
-                 _parameters(row["parameters"]), percent(row["top1"], 2), percent(row["top5"], 2),
-                 percent(row["int8_top1"], 2), size, duration(row["training_seconds"])]
+                 _parameters(row["parameters"]), formatting.percent(row["top1"], 2),
+                 formatting.percent(row["top5"], 2), formatting.percent(row["int8_top1"], 2), size,
+                 formatting.duration(row["training_seconds"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

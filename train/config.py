@@ -12,7 +12,7 @@ import dataclasses
 from pathlib import Path
 from typing import Literal, Optional, Sequence
 
-from edge import configuration
+from edge import artifacts, configuration, run_folder
 from edge.configuration import option
 
 ModelName = Literal["efficientnet_b0", "cnn", "se_cnn", "vgg16", "resnet50", "mobilenet_v3_large"]
@@ -119,9 +119,8 @@ class TrainConfig:
     @classmethod
     def from_run(cls, run_dir: str | Path) -> "TrainConfig":
         """The configuration a run was made with, read from its `config.json`."""
-        from edge.artifacts import read_json
-        path = Path(run_dir) / "config.json"
-        return configuration.build_config(cls, read_json(path), source=str(path))
+        path = Path(run_dir) / run_folder.CONFIG_FILE
+        return configuration.build_config(cls, artifacts.read_json(path), source=str(path))
 
 
 #: Named starting points. Each reproduces a recipe so its result can be compared side by side.

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
+from edge import preprocess
 from train import splitting
 
 if TYPE_CHECKING:
@@ -78,7 +79,6 @@ def _scan_tree(root: Path, class_names: Optional[list[str]] = None) -> tuple[lis
 
 def _read_images(paths: list[Path], root: Path) -> np.ndarray:
     """Decode every image; images not at the most common size are centre-cropped and resized to it."""
-    from edge import preprocess
     decoded, unreadable = [], []
     for path in paths:
         try:

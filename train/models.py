@@ -1,6 +1,6 @@
 """The networks: EfficientNet-B0 transfer learning and the seed projects' baselines.
 
-Every model follows the contract of DESIGN.md: it takes uint8 RGB images at the
+Every model follows the contract of docs/architecture.md: it takes uint8 RGB images at the
 dataset's native size, and augmentation (training only), resizing and the
 backbone's own normalization happen inside the graph, so the exported TFLite
 file needs no outside arithmetic. The output is float32 softmax probabilities.
@@ -16,6 +16,7 @@ from typing import Callable
 
 import keras
 
+from edge.errors import UserError
 from train.config import IMAGENET_MODELS, TrainConfig
 
 #: How far random translation moves an image, as a fraction of its side (about 3 px at 32 px,
@@ -31,7 +32,7 @@ FROM_SCRATCH_BATCHNORM_MOMENTUM = 0.9
 SE_REDUCTION = 8
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(UserError):
     """ImageNet weights could not be downloaded or a weights file did not fit the architecture."""
 
 

@@ -6,13 +6,10 @@
 
 Two stages: the new head with the backbone frozen, then fine-tuning of the unfrozen part.
 The run ends with the test-set evaluation (train/evaluate.py) and, unless --no-export,
-the TFLite export with its float-vs-int8 check (edge/convert.py). See DESIGN.md for
-the run directory's layout.
+the TFLite export with its float-vs-int8 check (train/export.py). The run directory's
+layout is edge/run_folder.py (and docs/architecture.md).
 """
 from __future__ import annotations
-
-if __package__ in (None, ""):  # Run as a script: make the repository root importable.
-    import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
 import contextlib
 import dataclasses
@@ -28,7 +25,8 @@ from typing import Sequence
 
 import numpy as np
 
-from edge import artifacts, configuration
+from edge import artifacts, configuration, errors, run_folder
+from edge.errors import UserError
 from train import config as train_config
 from train.config import TrainConfig
 
@@ -50,9 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\ninterrupted; continue with: python train/run.py --resume --out {config.out or 'RUN_DIR'}",
               file=sys.stderr)
         return 130
-    except _user_errors() as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except UserError as error:
+        return errors.report(error)
     quantization = result.get("quantization")
     if quantization is not None and not quantization.get("passed", False):
         print("error: the int8 model failed the float-vs-int8 gate; see quantization.json", file=sys.stderr)
@@ -68,21 +65,23 @@ def run(config: TrainConfig) -> dict:
         print(f"resuming {run_dir}")
     config = dataclasses.replace(config, out=str(run_dir))
 
-    import keras  # After the environment is read: the backend is fixed at import.
+    # Keras (and the modules built on it) load only once a run really starts, so `--help` and
+    # configuration errors answer at once; the backend is fixed at this import (KERAS_BACKEND).
+    import keras
 
-    from train import callbacks, data, models
+    from train import callbacks, data, evaluate, models
 
     keras.utils.set_random_seed(config.seed)
     precision = _resolve_precision(config.precision)
     keras.mixed_precision.set_global_policy(precision)
     splits = data.load_splits(config)
-    artifacts.write_json(run_dir / "config.json", configuration.to_dict(config))
-    artifacts.write_labels(run_dir / artifacts.LABELS_FILE, splits.labels)
+    artifacts.write_json(run_dir / run_folder.CONFIG_FILE, configuration.to_dict(config))
+    artifacts.write_labels(run_dir / run_folder.LABELS_FILE, splits.labels)
 
     with _distribution_scope():
         model, backbone = models.build_model(config, splits.num_classes, splits.input_shape)
     metadata = _metadata(config, splits, model, precision)
-    artifacts.write_json(run_dir / artifacts.METADATA_FILE, metadata)
+    artifacts.write_json(run_dir / run_folder.METADATA_FILE, metadata)
 
     state = callbacks.read_state(run_dir) if config.resume else {"completed_stages": [], "best": None}
     started = time.perf_counter()
@@ -114,12 +113,11 @@ def run(config: TrainConfig) -> dict:
     metadata.update(training_seconds=round(training_seconds, 1),
                     images_per_second=round(float(np.mean(rates)), 1) if rates else None,
                     best_epoch=state.get("best"))
-    artifacts.write_json(run_dir / artifacts.METADATA_FILE, metadata)
+    artifacts.write_json(run_dir / run_folder.METADATA_FILE, metadata)
 
     # Evaluate the best checkpoint as saved: this also proves that model.keras reloads. Its test-split
     # output is computed once, for the evaluation and for the float-vs-int8 check's reference.
-    best_model = models.load_model(run_dir / "model.keras")
-    from train import evaluate
+    best_model = models.load_model(run_dir / run_folder.MODEL_FILE)
     test_probabilities = best_model.predict(splits.test_images, batch_size=config.batch_size, verbose=0)
     metrics = evaluate.evaluate_run(run_dir, model=best_model, splits=splits, probabilities=test_probabilities)
 
@@ -175,8 +173,8 @@ def _fit_stage(keras, config, model, splits, stage, first_epoch, epochs, learnin
 
 def _training_data(keras, config, splits):
     """Batches of uint8 images and one-hot labels; MixUp/CutMix mix them on the host."""
-    from train.batches import MixedBatches
-    return MixedBatches(splits.train_images, splits.train_labels, splits.num_classes,
+    from train import batches  # Keras loads with it: see run().
+    return batches.MixedBatches(splits.train_images, splits.train_labels, splits.num_classes,
                         config.batch_size, config.mix, config.seed)
 
 
@@ -218,10 +216,10 @@ def _logging_callbacks(keras, config, run_dir):
 def _export(run_dir: Path, model, splits, config: TrainConfig, test_probabilities) -> dict | None:
     if importlib.util.find_spec("tensorflow") is None:
         print("note: TFLite export skipped: it needs tensorflow (pip install '.[train]'); "
-              f"run python edge/convert.py --run {run_dir} where it is installed")
+              f"run python train/export.py --run {run_dir} where it is installed")
         return None
-    from edge import convert
-    return convert.export_run(run_dir, model=model, splits=splits, max_drop=config.max_drop,
+    from train import export  # TensorFlow is optional for training (the JAX backend) and needed here.
+    return export.export_run(run_dir, model=model, splits=splits, max_drop=config.max_drop,
                               calibration_samples=config.calibration_samples,
                               reference_probabilities=test_probabilities)
 
@@ -233,9 +231,9 @@ def _prepare_run_dir(config: TrainConfig) -> Path:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         dataset = Path(config.dataset).name if config.dataset not in ("cifar100", "cifar10", "smoke") else config.dataset
         run_dir = Path("runs") / f"{dataset}-{config.model}-{stamp}"
-    if config.resume and not (run_dir / "config.json").exists():
+    if config.resume and not (run_dir / run_folder.CONFIG_FILE).exists():
         raise configuration.ConfigError(f"--resume: {run_dir} holds no config.json; nothing to resume")
-    if not config.resume and (run_dir / "config.json").exists():
+    if not config.resume and (run_dir / run_folder.CONFIG_FILE).exists():
         raise configuration.ConfigError(
             f"{run_dir} already holds a run; use --resume to continue it or choose another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -287,7 +285,7 @@ def _metadata(config: TrainConfig, splits, model, precision: str) -> dict:
         "input_size": [height, width], "input_dtype": "uint8",
         "image_size": config.resolved_image_size or height, "model": config.model,
         "weights": config.weights, "dataset": splits.dataset, "label_mode": config.label_mode,
-        "num_classes": splits.num_classes, "labels_file": artifacts.LABELS_FILE,
+        "num_classes": splits.num_classes, "labels_file": run_folder.LABELS_FILE,
         "superclasses": splits.superclasses,
         "superclass_of": None if splits.superclass_of is None else [int(i) for i in splits.superclass_of],
         "parameters": int(model.count_params()), "precision": precision,
@@ -313,12 +311,6 @@ def _print_summary(result: dict) -> None:
         int8 = quantization["variants"].get("int8", {})
         print(f"int8 top-1 {int8.get('top1', float('nan')):.2%} against float {quantization['reference']['top1']:.2%}: "
               + ("within" if quantization["passed"] else "OUTSIDE") + f" the {quantization['max_drop']} point gate")
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors that mean the input was wrong: printed as one line, not a traceback."""
-    from train import data, models
-    return (configuration.ConfigError, data.DataError, models.WeightsUnavailableError, artifacts.ArtifactError)
 
 
 if __name__ == "__main__":

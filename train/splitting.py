@@ -13,13 +13,15 @@ from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
+from edge.errors import UserError
+
 if TYPE_CHECKING:
     from train.config import TrainConfig
 
 _LISTED_PROBLEMS = 5  # files named in an error or note before "and N more"
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """The data cannot be loaded; the message names the file or folder and the problem."""
 
 

@@ -12,9 +12,6 @@ never the Space: it gets the PNGs.
 """
 from __future__ import annotations
 
-if __package__ in (None, ""):  # Run as a script: make the repository root importable.
-    import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # noqa: E401,E702
-
 from pathlib import Path
 
 from PIL import Image

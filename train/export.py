@@ -1,6 +1,6 @@
 """Export a run's Keras model to TFLite and gate the int8 model against the float one.
 
-    python edge/convert.py --run runs/NAME [--max-drop 1.0] [--calibration-samples 500]
+    python train/export.py --run runs/NAME [--max-drop 1.0] [--calibration-samples 500]
 
 Writes, under runs/NAME/:
   tflite/model_float32.tflite   the float graph, for reference and GPUs
@@ -8,8 +8,8 @@ Writes, under runs/NAME/:
   tflite/model_dynamic.tflite   dynamic-range: int8 weights, float activations
   tflite/model_int8.tflite      full integer: uint8 input, int8 kernels, uint8 output
   tflite/labels.txt, tflite/metadata.json   what the demo and the Pi need next to the models
-  quantization.json             every variant measured on the test split (edge/check.py)
-and the float-vs-int8 table in report.md (edge/quantization_report.py).
+  quantization.json             every variant measured on the test split (train/check.py)
+and the float-vs-int8 table in report.md (train/report.py).
 
 The int8 model is calibrated on a stratified sample of training images. When
 plain full-integer quantization falls more than `--max-drop` points of top-1
@@ -20,21 +20,19 @@ command exits 1 when no int8 model passes the gate, 2 on bad input.
 
 This file is the command and the run: options, the order of the steps, the files
 written. The steps live beside it:
-  edge/convert_tflite.py   the converter calls: SavedModel, float variants, calibrate, quantize, 16x8
-  edge/convert_search.py   the int8 search: tensor ranking, tensors kept in float, the 16x8 fallback
-  edge/convert_graph.py    the .tflite graph as a list of ops, and the uint8-input edit
-  edge/check.py            the float-vs-int8 measurement and the gate
+  train/export_tflite.py   the converter calls: SavedModel, float variants, calibrate, quantize, 16x8
+  train/export_search.py   the int8 search: tensor ranking, tensors kept in float, the 16x8 fallback
+  train/export_graph.py    the .tflite graph as a list of ops, and the uint8-input edit
+  train/check.py           the float-vs-int8 measurement and the gate
 
-TensorFlow is imported inside the functions only, so `import edge.convert` stays
-cheap; the rest of edge/ (the runtime side) never imports it.
+Training side: it needs TensorFlow (the converter) and the run's data. The files it
+writes are read on the device side by edge/runtime.py alone.
 """
 from __future__ import annotations
 
-if __package__ in (None, ""):  # Run as a script: make the repository root importable.
-    import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
-
 import dataclasses
 import datetime
+import importlib.metadata
 import os
 import platform
 import sys
@@ -45,13 +43,11 @@ from typing import Any, Literal, Optional, Sequence
 
 import numpy as np
 
-from edge import artifacts, check, configuration, convert_search, convert_tflite, quantization_report
+from edge import artifacts, configuration, errors, run_folder
 from edge.configuration import option
-# The steps live in edge/convert_*.py; their public names stay importable from here too
-# (`convert.quantize`, `convert.rank_tensors`, ...), as they were before the split.
-from edge.convert_graph import denylist_for, float_layers, graph_ops, integer_input  # noqa: F401
-from edge.convert_search import noise_to_signal, rank_tensors, search_int8  # noqa: F401
-from edge.convert_tflite import ExportError, calibrate, convert_float, quantize, quantize_16x8  # noqa: F401
+from edge.errors import UserError
+from train import check, data, export_search, export_tflite, models, report
+from train.export_tflite import ExportError
 
 #: The gate: the int8 model's test top-1 may fall at most this many points (1.0 = one percentage
 #: point) below the Keras float model's. One point is within the noise of two training seeds on
@@ -65,12 +61,12 @@ DEBUG_SAMPLES = 64
 #: Selective quantization gives up when this many tensors in float still miss the gate: by then
 #: the model is no longer "int8" in any useful sense, and 16x8 is the better fallback.
 MAX_FLOAT_TENSORS = 32
-VARIANTS = ("float32", "float16", "dynamic", "int8")
+VARIANTS = run_folder.VARIANTS
 
 
 @dataclasses.dataclass
 class ExportConfig:
-    """Options of `python edge/convert.py`. Points are percentage points of top-1 accuracy."""
+    """Options of `python train/export.py`. Points are percentage points of top-1 accuracy."""
 
     run: str = option("", "the run directory (model.keras, config.json, labels.txt)", "Export", metavar="DIR")
     variants: list = option(list(VARIANTS), "variants to write; int8 is always written (the gate needs it)",
@@ -106,17 +102,16 @@ class ExportConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     # TensorFlow's C++ info and warning lines bury the command's own output; errors still show.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    config = configuration.parse_command_line(ExportConfig, argv, prog="python edge/convert.py",
+    config = configuration.parse_command_line(ExportConfig, argv, prog="python train/export.py",
                                               description=__doc__.split("\n")[0], required=("run",))
     try:
         result = run(config)
-    except check.user_errors() + (ExportError,) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(quantization_report.summary_line(result))
+    except UserError as error:
+        return errors.report(error)
+    print(report.summary_line(result))
     if not result["passed"]:
         print(f"error: no int8 model is within {config.max_drop} points of the float model; "
-              f"see {Path(config.run) / check.QUANTIZATION_FILE}", file=sys.stderr)
+              f"see {Path(config.run) / run_folder.QUANTIZATION_FILE}", file=sys.stderr)
         return 1
     return 0
 
@@ -141,31 +136,32 @@ def run(config: ExportConfig, model: Any = None, splits: Any = None, reference_p
         raise ExportError(f"{run_dir}: no such run directory")
     model = model if model is not None else check.load_model(run_dir)
     # A GPU run's model computes in bfloat16; TFLite needs float32 arithmetic to convert and calibrate.
-    from train import models  # Lazy, like check.load_model: the converter is the training side's tool.
     float_model = models.as_float32(model)
     if float_model is not model:  # The reference is what gets converted: the float32 copy, predicted anew.
         model, reference_probabilities = float_model, None
     splits = splits if splits is not None else check.load_splits(run_dir)
     if len(splits.test_labels) == 0:
         raise ExportError(f"{run_dir}: the test split is empty; the float-vs-int8 check needs it")
-    tflite_dir = run_dir / check.TFLITE_DIR
+    tflite_dir = run_dir / run_folder.TFLITE_DIR
     for variant in set(VARIANTS) - set(config.variants):  # No stale file that metadata.json does not describe.
-        (tflite_dir / f"model_{variant}.tflite").unlink(missing_ok=True)
-    artifacts.write_labels(tflite_dir / artifacts.LABELS_FILE, splits.labels)
+        (tflite_dir / run_folder.variant_file(variant)).unlink(missing_ok=True)
+    artifacts.write_labels(tflite_dir / run_folder.LABELS_FILE, splits.labels)
     checker = check.Checker(model, splits, runtime=config.runtime, threads=config.threads,
-                            latency_runs=config.latency_runs, labels_path=tflite_dir / artifacts.LABELS_FILE,
+                            latency_runs=config.latency_runs, labels_path=tflite_dir / run_folder.LABELS_FILE,
                             test_reference=reference_probabilities)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="export-") as workspace:
-        saved_model = convert_tflite.export_saved_model(model, Path(workspace) / "saved_model", run_dir)
+        saved_model = export_tflite.export_saved_model(model, Path(workspace) / "saved_model", run_dir)
         paths = {}
         for variant in config.variants:
             if variant != "int8":
-                paths[variant] = artifacts.write_atomic(tflite_dir / f"model_{variant}.tflite",
-                                                        convert_tflite.convert_float(saved_model, variant))
+                paths[variant] = artifacts.write_atomic(tflite_dir / run_folder.variant_file(variant),
+                                                        export_tflite.convert_float(saved_model, variant))
         calibration = _calibration_images(splits, config)
-        int8 = convert_search.search_int8(saved_model, calibration, checker, config, Path(workspace))
-        paths["int8"] = artifacts.write_atomic(tflite_dir / "model_int8.tflite", int8["model"])
+        int8 = export_search.search_int8(saved_model, calibration, checker, Path(workspace), max_drop=config.max_drop,
+                                         selective=config.selective, max_float_layers=config.max_float_layers,
+                                         try_16x8=config.try_16x8, debug_samples=config.debug_samples)
+        paths["int8"] = artifacts.write_atomic(tflite_dir / run_folder.INT8_MODEL_FILE, int8["model"])
     conversion_seconds = time.perf_counter() - started
 
     quantization = checker.check(paths, config.max_drop)
@@ -178,14 +174,13 @@ def run(config: ExportConfig, model: Any = None, splits: Any = None, reference_p
                                               "stratified": True, "seed": config.seed},
         conversion_seconds=round(conversion_seconds, 1), versions=_versions(),
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
-    artifacts.write_json(run_dir / check.QUANTIZATION_FILE, quantization)
-    artifacts.write_json(tflite_dir / artifacts.METADATA_FILE, _tflite_metadata(run_dir, splits, quantization, paths))
-    quantization_report.update_report(run_dir, quantization)
+    artifacts.write_json(run_dir / run_folder.QUANTIZATION_FILE, quantization)
+    artifacts.write_json(tflite_dir / run_folder.METADATA_FILE, _tflite_metadata(run_dir, splits, quantization, paths))
+    report.update_quantization_section(run_dir, quantization)
     return quantization
 
 
 def _calibration_images(splits: Any, config: ExportConfig) -> np.ndarray:
-    from train import data  # Lazy, like check.load_splits: the one sampler, shared with training.
     indices = data.stratified_sample(splits.train_labels, config.calibration_samples, config.seed)
     if len(indices) == 0:
         raise ExportError("the training split is empty; int8 calibration needs training images")
@@ -200,8 +195,7 @@ def _calibration_images(splits: Any, config: ExportConfig) -> np.ndarray:
 
 def _tflite_metadata(run_dir: Path, splits: Any, quantization: dict, paths: dict[str, Path]) -> dict:
     """tflite/metadata.json: all the demo and the Pi need besides the .tflite file and labels.txt."""
-    run_metadata_path = run_dir / artifacts.METADATA_FILE
-    run_metadata = artifacts.read_json(run_metadata_path) if run_metadata_path.exists() else {}
+    run_metadata = run_folder.read_optional_json(run_dir / run_folder.METADATA_FILE)
     height, width, _ = splits.input_shape
     variants = {}
     for variant, path in paths.items():
@@ -212,13 +206,13 @@ def _tflite_metadata(run_dir: Path, splits: Any, quantization: dict, paths: dict
     variants["int8"].update(scheme=int8["scheme"], float_layers=int8["float_layers"])
     return {
         "source_run": str(run_dir), "model": run_metadata.get("model"), "dataset": splits.dataset,
-        "input_size": [height, width], "input_dtype": "uint8", "labels_file": artifacts.LABELS_FILE,
+        "input_size": [height, width], "input_dtype": "uint8", "labels_file": run_folder.LABELS_FILE,
         "num_classes": splits.num_classes, "label_mode": run_metadata.get("label_mode"),
         "superclasses": splits.superclasses,
         "superclass_of": None if splits.superclass_of is None else [int(i) for i in splits.superclass_of],
         "preprocessing": "edge.preprocess.prepare_image: RGB, centre crop, antialiased resize to input_size; "
                          "the model does the rest",
-        "recommended": "int8", "variants": variants,
+        "recommended": run_folder.SERVED_VARIANT, "variants": variants,
         "reference": quantization["reference"], "test_images": quantization["test_images"],
         "max_drop": quantization["max_drop"], "passed": quantization["passed"],
         "runtime": quantization["runtime"], "versions": quantization["versions"], "created": quantization["created"],
@@ -226,7 +220,6 @@ def _tflite_metadata(run_dir: Path, splits: Any, quantization: dict, paths: dict
 
 
 def _versions() -> dict:
-    import importlib.metadata
     versions = {"python": platform.python_version()}
     for distribution in ("tensorflow", "keras", "ai-edge-litert", "tflite-runtime", "numpy"):
         try:

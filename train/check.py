@@ -1,6 +1,6 @@
 """The float-vs-int8 check: every TFLite variant against the Keras model, on the whole test split.
 
-    python edge/check.py --run runs/NAME [--max-drop 1.0]   # measure the files in runs/NAME/tflite again
+    python train/check.py --run runs/NAME [--max-drop 1.0]   # measure the files in runs/NAME/tflite again
 
 Each variant runs through the real interpreter (edge.runtime.Classifier, the
 class the demo and the Pi use), over every test image. Per variant:
@@ -8,58 +8,51 @@ top-1 and top-5 accuracy, the top-1 change against the Keras model (fraction)
 and the drop in points, top-1 agreement with the Keras model, the mean KL
 divergence of the probabilities, the classes that lose most, the file size and
 the median single-image latency. The gate: the int8 model's drop must not
-exceed `max_drop` points. edge/convert.py runs this after converting and
+exceed `max_drop` points. train/export.py runs this after converting and
 writes the result to quantization.json; this command re-measures existing files
 (after installing another runtime, say) and rewrites quantization.json.
 
-No TensorFlow here: the reference predictions come from the Keras model itself.
+Training side: it loads the Keras model (train/models.py) and the very splits the
+run trained and was evaluated on (train/data.py).
 """
 from __future__ import annotations
-
-if __package__ in (None, ""):  # Run as a script: make the repository root importable.
-    import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
 
 import dataclasses
 import hashlib
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any, Literal, Optional, Sequence
 
 import numpy as np
 
-from edge import artifacts, configuration, quantization_report, runtime
+from edge import artifacts, configuration, errors, run_folder, runtime
 from edge.configuration import option
+from edge.errors import UserError
+from train import data, models, report
+from train.config import TrainConfig
+from train.metrics import PROBABILITY_FLOOR, top_k_accuracy
 
 #: Single-image interpreter calls timed per variant (after `LATENCY_WARMUP` untimed ones); the
 #: median of 50 is stable to a few percent on a quiet CPU.
 LATENCY_RUNS = 50
 LATENCY_WARMUP = 5
-#: Probabilities are floored here before the KL divergence: a uint8 output rounds small
-#: probabilities to exactly 0, where log would be infinite.
-PROBABILITY_FLOOR = 1e-7
 #: Classes listed as "losing most" per variant (only those that do lose).
 WORST_CLASSES = 5
 TOP_K = 5
 #: Images per Keras predict call for the reference.
 REFERENCE_BATCH = 128
 
-#: A run directory's layout, as the check and edge/convert.py (which uses these) read and write it.
-MODEL_FILE = "model.keras"
-QUANTIZATION_FILE = quantization_report.QUANTIZATION_FILE
-TFLITE_DIR = "tflite"
 
-
-class CheckError(ValueError):
+class CheckError(UserError):
     """The check cannot run (no test images, files missing); the message names what is missing."""
 
 
 @dataclasses.dataclass
 class CheckConfig:
-    """Options of `python edge/check.py`."""
+    """Options of `python train/check.py`."""
 
-    run: str = option("", "the run directory, with tflite/ written by edge/convert.py", "Check", metavar="DIR")
+    run: str = option("", "the run directory, with tflite/ written by train/export.py", "Check", metavar="DIR")
     max_drop: Optional[float] = option(None, "gate in points; none: the one quantization.json recorded", "Check")
     runtime: Optional[Literal["litert", "tflite-runtime"]] = option(
         None, "TFLite runtime; none: the first installed", "Check")
@@ -68,70 +61,55 @@ class CheckConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    config = configuration.parse_command_line(CheckConfig, argv, prog="python edge/check.py",
+    config = configuration.parse_command_line(CheckConfig, argv, prog="python train/check.py",
                                               description=__doc__.split("\n")[0], required=("run",))
     try:
         result = run(config)
-    except user_errors() as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(quantization_report.summary_line(result))
+    except UserError as error:
+        return errors.report(error)
+    print(report.summary_line(result))
     return 0 if result["passed"] else 1
 
 
 def run(config: CheckConfig) -> dict:
     """Re-measure the variants in <run>/tflite; keep what the converter recorded about the int8 search."""
     run_dir = Path(config.run)
-    previous_path = run_dir / QUANTIZATION_FILE
-    previous = artifacts.read_json(previous_path) if previous_path.exists() else {}
+    previous_path = run_dir / run_folder.QUANTIZATION_FILE
+    previous = run_folder.read_optional_json(previous_path)
     max_drop = config.max_drop if config.max_drop is not None else previous.get("max_drop")
     if max_drop is None:
         raise CheckError(f"{previous_path}: not found; give --max-drop")
-    tflite_dir = run_dir / TFLITE_DIR
-    paths = {path.stem.removeprefix("model_"): path for path in sorted(tflite_dir.glob("model_*.tflite"))}
+    tflite_dir = run_dir / run_folder.TFLITE_DIR
+    paths = {variant: tflite_dir / run_folder.variant_file(variant) for variant in run_folder.VARIANTS
+             if (tflite_dir / run_folder.variant_file(variant)).is_file()}
     if "int8" not in paths:
-        raise CheckError(f"{tflite_dir / 'model_int8.tflite'}: not found; run python edge/convert.py --run {run_dir}")
+        raise CheckError(f"{tflite_dir / run_folder.INT8_MODEL_FILE}: not found; "
+                         f"run python train/export.py --run {run_dir}")
     checker = Checker(load_model(run_dir), load_splits(run_dir), runtime=config.runtime, threads=config.threads,
-                      latency_runs=config.latency_runs, labels_path=tflite_dir / artifacts.LABELS_FILE)
+                      latency_runs=config.latency_runs, labels_path=tflite_dir / run_folder.LABELS_FILE)
     result = {**previous, **checker.check(paths, max_drop)}
     for key in ("scheme", "float_tensors", "float_layers"):  # What the converter knew about how int8 was made.
         if key in previous.get("variants", {}).get("int8", {}):
             result["variants"]["int8"][key] = previous["variants"]["int8"][key]
     artifacts.write_json(previous_path, result)
-    quantization_report.update_report(run_dir, result)
+    report.update_quantization_section(run_dir, result)
     return result
 
 
 # ---------------------------------------------------------------------------------------------
-# The run's model and data. This is where edge/ reaches into train/ (lazily, never on the
-# runtime side): the check needs the Keras model, loaded with the project's custom layers, and
-# the very splits the run trained and was evaluated on.
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors that mean the input is wrong (no run, bad files, data that cannot load): one line, no traceback."""
-    from train import data
-    return (configuration.ConfigError, artifacts.ArtifactError, CheckError, runtime.ModelError, data.DataError)
+# The run's model and data: the Keras model with the project's custom layers, and the very
+# splits the run trained and was evaluated on.
 
 
 def load_model(run_dir: str | Path) -> Any:
-    path = Path(run_dir) / MODEL_FILE
+    path = Path(run_dir) / run_folder.MODEL_FILE
     if not path.is_file():
         raise CheckError(f"{path}: model file not found")
-    from train import models
     return models.load_model(path)
 
 
-def load_splits(run_dir: str | Path) -> Any:
-    from train import data
-    from train.config import TrainConfig
+def load_splits(run_dir: str | Path) -> data.Splits:
     return data.load_splits(TrainConfig.from_run(run_dir))
-
-
-def top_k_accuracy(probabilities: np.ndarray, labels: np.ndarray, k: int) -> float:
-    """Fraction of rows whose true label is among the k highest scores (ties: lower index first)."""
-    top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
-    return float(np.mean(np.any(top == labels[:, None], axis=1))) if len(labels) else float("nan")
 
 
 def top1(probabilities: np.ndarray) -> np.ndarray:
@@ -164,7 +142,7 @@ def compare(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray, cl
     losers.sort(key=lambda row: (row["top1"] - row["reference_top1"], row["label"]))
     broken = int(np.sum(reference_correct & ~candidate_correct))
     fixed = int(np.sum(~reference_correct & candidate_correct))
-    return {"top1": accuracy, "top5": top_k_accuracy(candidate, labels, TOP_K), "top1_change": change,
+    return {"top1": accuracy, "top5": top_k_accuracy(labels, candidate, TOP_K), "top1_change": change,
             "drop_points": -100.0 * change + 0.0,
             "drop_standard_error_points": drop_standard_error(broken, fixed, len(labels)),
             "broken": broken, "fixed": fixed, "agreement": float(np.mean(reference_top1 == candidate_top1)),
@@ -268,7 +246,7 @@ class Checker:
         _, labels = self._images("test")
         reference = self.reference("test")
         result = {"reference": {"model": "keras float32", "top1": float(np.mean(top1(reference) == labels)),
-                                "top5": top_k_accuracy(reference, labels, TOP_K)},
+                                "top5": top_k_accuracy(labels, reference, TOP_K)},
                   "test_images": int(len(labels)), "variants": {}}
         details = None
         for variant, path in paths.items():

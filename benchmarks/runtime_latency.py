@@ -13,37 +13,21 @@ It prints the median and 90th percentile in milliseconds, and writes them as
 JSON with `--json`. A variant that a runtime cannot load gets a row saying why
 (and the exit status is 1). TensorFlow is not needed.
 
-    python edge/benchmark.py --model runs/NAME/tflite/model_int8.tflite [--runtime litert]
+    python benchmarks/runtime_latency.py --model runs/NAME/tflite/model_int8.tflite [--runtime litert]
         [--threads 4] [--runs 100] [--json benchmarks/this_machine.json]
 """
 from __future__ import annotations
 
-if __package__ in (None, ""):  # Run as a script: make the repository root importable.
-    import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
-
 import dataclasses
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 import numpy as np
 
-from edge import artifacts
-from edge import configuration
-from edge import preprocess
-from edge import runtime
+from edge import artifacts, configuration, errors, formatting, machine, preprocess, run_folder, runtime
 from edge.configuration import option
-
-# The converter's file names, in the order the table lists them.
-VARIANT_FILES = {
-    "float32": "model_float32.tflite",
-    "float16": "model_float16.tflite",
-    "dynamic": "model_dynamic.tflite",
-    "int8": "model_int8.tflite",
-}
+from edge.errors import UserError
 
 # The decoded photo of the end-to-end timing: the size picamera2's preview and most
 # USB webcams deliver, so the crop and resize cost what they cost on a Pi.
@@ -52,7 +36,7 @@ PHOTO_SIZE = (480, 640)  # (height, width)
 
 @dataclasses.dataclass
 class BenchmarkConfig:
-    """Options of `python edge/benchmark.py`."""
+    """Options of `python benchmarks/runtime_latency.py`."""
 
     model: Optional[str] = option(None, "a .tflite file; its sibling variants in the same folder are measured too",
                                   "Model", metavar="FILE")
@@ -74,11 +58,10 @@ def find_variants(model: Path, only: bool = False) -> dict[str, Path]:
     """{variant name: path}: the converter's variants next to `model`, or just `model` itself."""
     if not model.is_file():
         raise runtime.ModelError(f"{model}: model file not found")
-    known = {file_name: name for name, file_name in VARIANT_FILES.items()}
+    known = {run_folder.variant_file(variant): variant for variant in run_folder.VARIANTS}
     if only or model.name not in known:
         return {known.get(model.name, model.stem): model}
-    return {name: model.parent / file_name for name, file_name in VARIANT_FILES.items()
-            if (model.parent / file_name).is_file()}
+    return {variant: model.parent / name for name, variant in known.items() if (model.parent / name).is_file()}
 
 
 def generated_photo(seed: int = 0) -> np.ndarray:
@@ -118,18 +101,7 @@ def _summary(seconds: list[float]) -> dict[str, float]:
 
 def machine_description() -> dict[str, Any]:
     """Where the numbers come from; latency means nothing without it."""
-    return {"machine": platform.machine(), "system": platform.system(), "processor": _processor_name(),
-            "cpu_count": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__}
-
-
-def _processor_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    return {**machine.describe(), "numpy": np.__version__}
 
 
 def run(config: BenchmarkConfig) -> dict[str, Any]:
@@ -174,29 +146,28 @@ def format_table(result: dict[str, Any]) -> str:
              f"Python {machine['python']}, threads: {result['config']['threads'] or 'runtime default'}, "
              f"runs: {result['config']['runs']}, photo {result['photo_size'][1]}x{result['photo_size'][0]}",
              "",
-             "| variant | runtime | size (KB) | invoke median (ms) | invoke p90 (ms) | photo to top-k median (ms) | p90 (ms) |",
+             "| variant | runtime | size | invoke median (ms) | invoke p90 (ms) | photo to top-k median (ms) | p90 (ms) |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for row in result["results"]:
         if "error" in row:
             reason = row["error"].splitlines()[0].replace("|", "/")
             lines.append(f"| {row['variant']} | {row['runtime']} {row['runtime_version'] or ''} | "
-                         f"{row['size_bytes'] / 1024:.0f} | cannot load: {reason} | | | |")
+                         f"{formatting.size(row['size_bytes'])} | cannot load: {reason} | | | |")
             continue
         lines.append(f"| {row['variant']} | {row['runtime']} {row['runtime_version'] or ''} | "
-                     f"{row['size_bytes'] / 1024:.0f} | {row['invoke_ms']['median']:.2f} | {row['invoke_ms']['p90']:.2f} | "
+                     f"{formatting.size(row['size_bytes'])} | {row['invoke_ms']['median']:.2f} | {row['invoke_ms']['p90']:.2f} | "
                      f"{row['end_to_end_ms']['median']:.2f} | {row['end_to_end_ms']['p90']:.2f} |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     config = configuration.parse_command_line(
-        BenchmarkConfig, argv, prog="python edge/benchmark.py",
+        BenchmarkConfig, argv, prog="python benchmarks/runtime_latency.py",
         description="Time .tflite variants: interpreter alone and photo to top-k.")
     try:
         result = run(config)
-    except (configuration.ConfigError, runtime.ModelError, preprocess.ImageError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except UserError as error:
+        return errors.report(error)
     print(format_table(result))
     if config.json:
         artifacts.write_json(config.json, result)

@@ -1,14 +1,13 @@
 """The TFLite converter calls of the export: one SavedModel, then one conversion per variant.
 
-    python edge/convert.py --run runs/NAME   # the command that uses this module
+    python train/export.py --run runs/NAME   # the command that uses this module
 
-Part of the TFLite export (edge/convert.py). `export_saved_model` writes the Keras
+Part of the TFLite export (train/export.py). `export_saved_model` writes the Keras
 model once, with one `training=False` endpoint, and every variant converts from it:
 `convert_float` (float32, float16, dynamic range); `calibrate` then `quantize` for
 full integer (calibrate once, quantize as often as the int8 search needs, with or
 without tensors kept in float); `quantize_16x8`, the int16-activation fallback.
-Why each setting: docs/quantization.md. TensorFlow is imported inside the functions
-only, as in edge/convert.py.
+Why each setting: docs/quantization.md.
 """
 from __future__ import annotations
 
@@ -16,11 +15,15 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import keras
+import tensorflow as tf
+from tensorflow.lite.python import convert as lite_convert
 
-from edge import convert_graph
+from edge.errors import UserError
+from train import export_graph
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError):
     """The model could not be converted; the message names the run and the variant."""
 
 
@@ -31,8 +34,6 @@ def export_saved_model(model: Any, directory: Path, run_dir: Path) -> Path:
     augmentation layers default to training mode, which leaves their random ops in the graph (the
     TFLite converter then fails). Faster than `from_keras_model` (docs/quantization.md).
     """
-    import keras
-    import tensorflow as tf
     if len(model.inputs) != 1:
         raise ExportError(f"{run_dir}: the model has {len(model.inputs)} inputs; an image classifier has one")
     spec = tf.TensorSpec(tuple(model.inputs[0].shape), model.inputs[0].dtype, name="image")
@@ -48,13 +49,11 @@ def export_saved_model(model: Any, directory: Path, run_dir: Path) -> Path:
 
 
 def _converter(saved_model: Path) -> Any:
-    import tensorflow as tf
     return tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
 
 
 def convert_float(saved_model: Path, variant: str) -> bytes:
     """float32, float16 (weights) or dynamic (int8 weights, float activations)."""
-    import tensorflow as tf
     converter = _converter(saved_model)
     if variant in ("float16", "dynamic"):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -84,7 +83,6 @@ def _representative(images: np.ndarray) -> Callable[[], Any]:
 
 def calibrate(saved_model: Path, images: np.ndarray) -> bytes:
     """The float model annotated with activation ranges, quantized later as often as needed."""
-    import tensorflow as tf
     converter = _converter(saved_model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = _representative(images)
@@ -102,15 +100,13 @@ def quantize(calibrated: bytes, float_tensors: Sequence[str] = ()) -> bytes:
     The same quantizer call the converter and QuantizationDebugger.get_nondebug_quantized_model
     make, with our input and output types (the debugger's own call would give float32 output).
     """
-    import tensorflow as tf
-    from tensorflow.lite.python import convert as lite_convert
-    nodes = convert_graph.denylist_for(calibrated, float_tensors) if float_tensors else None
+    nodes = export_graph.denylist_for(calibrated, float_tensors) if float_tensors else None
     try:
         quantized = lite_convert.mlir_quantize(calibrated, input_data_type=tf.uint8, output_data_type=tf.uint8,
                                                denylisted_nodes=nodes)
     except Exception as error:
         raise ExportError(f"int8 quantization failed ({type(error).__name__}: {str(error)[:2000]})") from None
-    return convert_graph.integer_input(quantized)
+    return export_graph.integer_input(quantized)
 
 
 def quantize_16x8(saved_model: Path, images: np.ndarray) -> bytes:
@@ -119,7 +115,6 @@ def quantize_16x8(saved_model: Path, images: np.ndarray) -> bytes:
     The fallback when int8 activations lose too much. Many CPU kernels for it are reference
     (slow) ones, and accelerators such as the Edge TPU do not run it.
     """
-    import tensorflow as tf
     converter = _converter(saved_model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = _representative(images)

@@ -1,29 +1,29 @@
 """The int8 search: plain full integer, else the fewest tensors kept in float, else 16x8.
 
-    python edge/convert.py --run runs/NAME   # the command that uses this module
+    python train/export.py --run runs/NAME   # the command that uses this module
 
-Part of the TFLite export (edge/convert.py). `search_int8` tries the candidates in
+Part of the TFLite export (train/export.py). `search_int8` tries the candidates in
 order of speed and accelerator support and keeps the first that passes the gate
-(screened on the validation split, confirmed on the test split by edge/check.py's
+(screened on the validation split, confirmed on the test split by train/check.py's
 Checker). When plain int8 misses, `rank_tensors` runs
 tf.lite.experimental.QuantizationDebugger and ranks every quantized tensor by
 `noise_to_signal`, and the worst 1, 2, 4, ... stay float, bisected down to the
-fewest that pass. Method and measurements: docs/quantization.md. TensorFlow is
-imported inside the functions only, as in edge/convert.py.
+fewest that pass. Method and measurements: docs/quantization.md.
 """
 from __future__ import annotations
 
+import csv
 import io
 import time
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
+import tensorflow as tf
+from tensorflow.lite.python import convert as lite_convert
 
-from edge import check, convert_graph, convert_tflite
-
-if TYPE_CHECKING:  # Only for the annotation: edge/convert.py imports this module.
-    from edge.convert import ExportConfig
+from train import check, export_graph, export_tflite
 
 #: Images per debugger invocation. A batch (not one image) lets the error metric see how each
 #: channel varies across images, which a fully connected layer's single row per image cannot show.
@@ -52,11 +52,7 @@ def noise_to_signal(float_values: np.ndarray, quantized_values: np.ndarray, scal
 
 def rank_tensors(calibrated: bytes, images: np.ndarray) -> list[dict]:
     """Every quantized tensor with its error, worst first (tf.lite.experimental.QuantizationDebugger)."""
-    import csv
-    import warnings
 
-    import tensorflow as tf
-    from tensorflow.lite.python import convert as lite_convert
     debug_model = lite_convert.mlir_quantize(calibrated, enable_numeric_verify=True)
     batch = min(DEBUG_BATCH, len(images))
     usable = len(images) // batch * batch  # The debugger sizes its input once, from the first batch.
@@ -74,7 +70,7 @@ def rank_tensors(calibrated: bytes, images: np.ndarray) -> list[dict]:
         debugger.run()
     dump = io.StringIO()
     debugger.layer_statistics_dump(dump)
-    known = {name for op in convert_graph.graph_ops(calibrated) for name in op["outputs"]}
+    known = {name for op in export_graph.graph_ops(calibrated) for name in op["outputs"]}
     ranking = []
     for row in csv.DictReader(io.StringIO(dump.getvalue())):
         if row["tensor_name"] not in known:  # Names the quantizer made up have no float twin to keep.
@@ -87,10 +83,12 @@ def rank_tensors(calibrated: bytes, images: np.ndarray) -> list[dict]:
     return ranking
 
 
-def search_int8(saved_model: Path, calibration: np.ndarray, checker: check.Checker, config: ExportConfig,
-                workspace: Path) -> dict:
+def search_int8(saved_model: Path, calibration: np.ndarray, checker: check.Checker, workspace: Path, *,
+                max_drop: float, selective: bool, max_float_layers: int, try_16x8: bool, debug_samples: int) -> dict:
     """The int8 model to ship: plain full-integer if it passes, else the fewest float tensors that
     pass, else 16x8 if that passes; when nothing passes, the candidate that dropped least.
+
+    The keyword options are ExportConfig's fields of the same names (train/export.py).
 
     Candidates are screened on the validation split and confirmed on the test split (Checker.screen).
     Returns {"model": bytes, "scheme", "float_tensors", "float_layers", "attempts", "ranking"}.
@@ -103,13 +101,13 @@ def search_int8(saved_model: Path, calibration: np.ndarray, checker: check.Check
         started = time.perf_counter()
         try:
             model = make()
-        except convert_tflite.ExportError as error:
+        except export_tflite.ExportError as error:
             record = {"scheme": scheme, "float_tensors": list(float_tensors), "error": str(error), "passed": False}
         else:
             path = workspace / f"candidate_{len(attempts)}.tflite"
             path.write_bytes(model)
             record = {"scheme": scheme, "float_tensors": list(float_tensors), "size_bytes": len(model),
-                      **checker.screen(path, config.max_drop, always_test)}
+                      **checker.screen(path, max_drop, always_test)}
             models.append(model)
             record["model_index"] = len(models) - 1
         record["seconds"] = round(time.perf_counter() - started, 1)
@@ -118,21 +116,21 @@ def search_int8(saved_model: Path, calibration: np.ndarray, checker: check.Check
               + ("passes" if record["passed"] else "misses") + f" the gate ({_drops(record)})", flush=True)
         return record
 
-    calibrated = convert_tflite.calibrate(saved_model, calibration)
-    chosen = attempt("int8", lambda: convert_tflite.quantize(calibrated), always_test=True)
+    calibrated = export_tflite.calibrate(saved_model, calibration)
+    chosen = attempt("int8", lambda: export_tflite.quantize(calibrated), always_test=True)
     ranking: list[dict] = []
-    if not chosen["passed"] and config.selective:
-        ranking = rank_tensors(calibrated, calibration[:config.debug_samples])
+    if not chosen["passed"] and selective:
+        ranking = rank_tensors(calibrated, calibration[:debug_samples])
         names = [entry["tensor"] for entry in ranking]
-        chosen = _grow_float_set(names[:config.max_float_layers],
+        chosen = _grow_float_set(names[:max_float_layers],
                                  lambda kept: attempt("int8-selective",
-                                                      lambda: convert_tflite.quantize(calibrated, kept), kept))
-    if not chosen["passed"] and config.try_16x8:
-        chosen = attempt("16x8", lambda: convert_tflite.quantize_16x8(saved_model, calibration))
+                                                      lambda: export_tflite.quantize(calibrated, kept), kept))
+    if not chosen["passed"] and try_16x8:
+        chosen = attempt("16x8", lambda: export_tflite.quantize_16x8(saved_model, calibration))
     if not chosen["passed"]:
         measured = [record for record in attempts if "model_index" in record]
         if not measured:
-            raise convert_tflite.ExportError("no int8 model could be made: "
+            raise export_tflite.ExportError("no int8 model could be made: "
                                              + "; ".join(record["error"] for record in attempts))
         chosen = min(measured, key=lambda record: (_worst_drop(record), len(record["float_tensors"])))
     model = models[chosen["model_index"]]
@@ -142,8 +140,8 @@ def search_int8(saved_model: Path, calibration: np.ndarray, checker: check.Check
     for record in attempts:
         record.pop("model_index", None)
     return {"model": model, "scheme": chosen["scheme"], "float_tensors": chosen["float_tensors"],
-            "float_layers": convert_graph.float_layers(model), "passed_screen": chosen["passed"], "attempts": attempts,
-            "ranked_tensors": len(ranking), "ranking": ranking[:max(config.max_float_layers, 10)]}
+            "float_layers": export_graph.float_layers(model), "passed_screen": chosen["passed"], "attempts": attempts,
+            "ranked_tensors": len(ranking), "ranking": ranking[:max(max_float_layers, 10)]}
 
 
 def _grow_float_set(ranked: Sequence[str], try_set: Callable[[list[str]], dict]) -> dict:

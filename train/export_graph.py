@@ -1,26 +1,27 @@
 """The TFLite graph as a list of ops, and the one edit the converter makes to it.
 
-    python edge/convert.py --run runs/NAME   # the command that uses this module
+    python train/export.py --run runs/NAME   # the command that uses this module
 
-Part of the TFLite export (edge/convert.py). `graph_ops` and `float_layers` read a
+Part of the TFLite export (train/export.py). `graph_ops` and `float_layers` read a
 .tflite file's main subgraph (what the report lists as "stays float");
 `denylist_for` turns tensors to keep in float into the quantizer's denylist;
-`integer_input` removes the float CAST in front of an int8 graph. TensorFlow (its
-flatbuffer tools) is imported inside the functions only, as in edge/convert.py.
+`integer_input` removes the float CAST in front of an int8 graph, with TensorFlow's
+flatbuffer tools.
 """
 from __future__ import annotations
 
 from typing import Any, Sequence
 
+from tensorflow.lite.python import schema_py_generated as schema
+from tensorflow.lite.tools import flatbuffer_utils
+
 
 def _read(model_bytes: bytes) -> Any:
-    from tensorflow.lite.tools import flatbuffer_utils
     return flatbuffer_utils.convert_bytearray_to_object(bytearray(model_bytes))
 
 
 def graph_ops(model_bytes: bytes) -> list[dict]:
     """The main subgraph's ops in execution order: {"op", "inputs", "outputs", "output_types"} (names)."""
-    from tensorflow.lite.tools import flatbuffer_utils
     model = _read(model_bytes)
     tensors = model.subgraphs[0].tensors
     def name(index: int) -> str:
@@ -62,8 +63,6 @@ def integer_input(model_bytes: bytes) -> bytes:
     not run. The input gets scale 1 and zero point 0: its real value is the pixel value, exactly what
     the cast produced, so the model computes the same numbers. Graphs of other shapes are returned as is.
     """
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
     model = _read(model_bytes)
     graph = model.subgraphs[0]
     if len(graph.inputs) != 1:

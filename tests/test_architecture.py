@@ -1,0 +1,129 @@
+"""The layout's promises (docs/architecture.md), checked on the source itself.
+
+    .venv/bin/pytest tests/test_architecture.py -q
+
+- The device side (edge/) imports nothing from train/ and no TensorFlow or Keras, at any depth:
+  every edge module imports in a fresh interpreter where those are blocked.
+- No import cycle between the project's files.
+- No file points outside the repository.
+"""
+from __future__ import annotations
+
+import ast
+import configparser
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+PACKAGES = ("edge", "train", "demo", "hf_space")
+#: What the Pi and the Space never have.
+TRAINING_SIDE = ("train", "tensorflow", "keras", "tf_keras")
+
+
+def _modules(package: str) -> list[str]:
+    return sorted(f"{package}.{path.stem}" for path in (REPOSITORY / package).glob("*.py") if path.stem != "__init__")
+
+
+def _imported_names(path: Path) -> set[str]:
+    """Every module name an import statement in the file names, at any depth (function bodies too)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_no_edge_file_names_the_training_side():
+    for path in sorted((REPOSITORY / "edge").glob("*.py")):
+        offending = sorted(name for name in _imported_names(path) if name.split(".")[0] in TRAINING_SIDE)
+        assert not offending, f"{path.relative_to(REPOSITORY)} imports {offending}"
+
+
+def test_every_edge_module_imports_with_the_training_side_blocked():
+    """Import each edge module in a fresh interpreter whose import system refuses train, TensorFlow and Keras."""
+    code = f"""
+import importlib, importlib.abc, sys
+BLOCKED = {TRAINING_SIDE!r}
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"blocked on the device side: {{name}}")
+        return None
+sys.meta_path.insert(0, Refuse())
+for name in {_modules("edge")!r}:
+    importlib.import_module(name)
+loaded = sorted(name for name in sys.modules if name.split(".")[0] in BLOCKED)
+assert not loaded, loaded
+print("imported", len({_modules("edge")!r}))
+"""
+    completed = subprocess.run([sys.executable, "-c", code], cwd=REPOSITORY, capture_output=True, text=True,
+                               timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert f"imported {len(_modules('edge'))}" in completed.stdout
+
+
+def _project_graph() -> dict[str, set[str]]:
+    """module -> the project modules it imports (at any depth in the file)."""
+    known = {module for package in PACKAGES for module in _modules(package)}
+    graph = {}
+    for module in known:
+        path = REPOSITORY.joinpath(*module.split(".")).with_suffix(".py")
+        graph[module] = {name for name in _imported_names(path) if name in known and name != module}
+    return graph
+
+
+def test_no_import_cycle_between_files():
+    graph = _project_graph()
+    state: dict[str, str] = {}
+
+    def visit(module: str, trail: list[str]) -> None:
+        state[module] = "open"
+        for imported in sorted(graph[module]):
+            if state.get(imported) == "open":
+                cycle = trail[trail.index(imported):] + [imported] if imported in trail else [module, imported]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if imported not in state:
+                visit(imported, trail + [imported])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+
+
+def test_the_device_side_never_imports_the_host_side():
+    graph = _project_graph()
+    for module, imported in graph.items():
+        if module.startswith(("edge.", "demo.", "hf_space.app")):
+            assert not {name for name in imported if name.startswith("train.")}, module
+
+
+def test_no_file_points_outside_the_repository():
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPOSITORY, capture_output=True, text=True).stdout.split()
+    if not tracked:
+        pytest.skip("not a git checkout")
+    for name in tracked:
+        path = REPOSITORY / name
+        if path.suffix not in (".py", ".md", ".cfg", ".toml", ".txt", "") or not path.is_file():
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        assert "../shared" not in text, name
+
+
+def test_every_console_script_names_a_main():
+    setup = configparser.ConfigParser()
+    setup.read(REPOSITORY / "setup.cfg")
+    scripts = [line.split("=") for line in setup["options.entry_points"]["console_scripts"].strip().splitlines()]
+    assert len(scripts) >= 10
+    for name, target in scripts:
+        module_name, function = target.strip().split(":")
+        module = importlib.import_module(module_name)
+        assert callable(getattr(module, function)), name
+        assert 'if __name__ == "__main__":' in Path(module.__file__).read_text(), f"python -m {module_name}"

@@ -1,0 +1,276 @@
+"""report.md, the one page a person reads first: its only writer.
+
+    python train/evaluate.py --run runs/NAME --report-only   # rewrite report.md from the run's files
+
+`write_report(run_dir)` renders the whole page from the run's files (metrics.json,
+config.json, metadata.json, quantization.json, the plots that exist); train/evaluate.py
+calls it after measuring. The float-vs-int8 table sits between `START` and `END`:
+`update_quantization_section` (called by the export and the check, which may run
+long after the evaluation) replaces only that part, appends it when the markers are
+missing, and writes a minimal report when there is none. Percentages here; fractions
+in the JSON files. Numbers are formatted by edge/formatting.py, as everywhere else.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edge import artifacts, formatting, run_folder
+
+START, END = "<!-- quantization:start -->", "<!-- quantization:end -->"
+HEADING = "## Float vs int8 (TFLite)"
+PLOTS = {name: f"{run_folder.PLOTS_DIR}/{name}.png" for name in ("curves", "confusion", "samples", "confused_pairs")}
+#: The k of the top-k accuracy every report and table shows.
+TOP_K = 5
+#: Classes in each of the report's "worst" and "best" tables; with fewer than twice this, one table.
+TABLE_CLASSES = 10
+#: Float tensors named in the report before "and N more" (all are in quantization.json).
+LISTED_TENSORS = 8
+VARIANT_NAMES = {"float32": "float32", "float16": "float16 weights", "dynamic": "dynamic range (int8 weights)",
+                 "int8": "int8 (full integer)"}
+SCHEMES = {"int8": "plain full-integer post-training quantization",
+           "int8-selective": "full-integer with the worst tensors kept in float (selective quantization)",
+           "16x8": "int16 activations with int8 weights (16x8)"}
+
+
+def write_report(run_dir: str | Path, metrics: dict | None = None) -> Path:
+    """Render report.md from the run's files (metrics.json unless given) and write it atomically."""
+    run_dir = Path(run_dir)
+    metrics = metrics if metrics is not None else artifacts.read_json(run_dir / run_folder.METRICS_FILE)
+    text = render_report(run_dir.name, run_folder.read_optional_json(run_dir / run_folder.CONFIG_FILE),
+                         run_folder.read_optional_json(run_dir / run_folder.METADATA_FILE), metrics,
+                         [name for name, path in PLOTS.items() if (run_dir / path).exists()],
+                         run_folder.read_optional_json(run_dir / run_folder.QUANTIZATION_FILE) or None)
+    return artifacts.write_atomic(run_dir / run_folder.REPORT_FILE, text)
+
+
+def update_quantization_section(run_dir: str | Path, quantization: dict | None = None) -> Path:
+    """Put the float-vs-int8 section into <run_dir>/report.md between the markers; return the path."""
+    run_dir = Path(run_dir)
+    if quantization is None:
+        quantization = artifacts.read_json(run_dir / run_folder.QUANTIZATION_FILE)
+    section = quantization_section(quantization, run_dir.name).rstrip("\n")
+    path = run_dir / run_folder.REPORT_FILE
+    text = path.read_text(encoding="utf-8") if path.exists() else f"# Run `{run_dir.name}`\n"
+    start, end = text.find(START), text.find(END)
+    if start != -1 and end > start:
+        text = text[:start] + section + text[end + len(END):]
+    else:
+        text = text.rstrip("\n") + f"\n\n{HEADING}\n\n{section}\n"
+    return artifacts.write_atomic(path, text)
+
+
+def quantization_section(quantization: dict | None, run_name: str = "NAME") -> str:
+    """The float-vs-int8 section between its markers.
+
+    Without quantization.json the markers hold a note: `train/run.py` evaluates before it
+    exports, and the export (`update_quantization_section`) replaces what lies between the
+    markers, so the table lands here, under the headline numbers.
+    """
+    if not quantization:
+        body = (f"Not measured yet: `python train/export.py --run runs/{run_name}` exports the TFLite models "
+                "and measures them on the test set.")
+    else:
+        body = render_quantization(quantization).strip()
+    return f"{START}\n{body}\n{END}\n"
+
+
+def summary_line(quantization: dict) -> str:
+    """One line for a terminal: the int8 model against the float one and the gate's verdict."""
+    int8 = quantization["variants"]["int8"]
+    verdict = "PASSED" if quantization["passed"] else "FAILED"
+    return (f"int8 top-1 {formatting.percent(int8['top1'], 2)} vs Keras float "
+            f"{formatting.percent(quantization['reference']['top1'], 2)}: "
+            f"drop {int8['drop_points']:.2f} points, gate {quantization['max_drop']} points: {verdict} "
+            f"({int8.get('scheme', 'int8')}, {quantization['test_images']} test images)")
+
+
+# ---------------------------------------------------------------------------------------------
+# The evaluation's part of the page
+
+
+def _config_summary(config: dict, metadata: dict, metrics: dict) -> str:
+    def get(key, *sources):
+        value = next((source[key] for source in sources or (config, metadata) if source.get(key) is not None), None)
+        return "n/a" if value is None else value
+    classes = metrics.get("num_classes") or metadata.get("num_classes")
+    dataset = f"{get('dataset')}" + (f" ({get('label_mode')} labels)" if get("dataset") == "cifar100" else "")
+    parameters = metadata.get("parameters")
+    rate = metadata.get("images_per_second")
+    size = metadata.get("input_size")
+    head_rate = f"head {get('head_learning_rate')}, " if config.get("head_epochs") else ""
+    lines = [
+        f"- **Data**: {dataset}, {classes} classes, {metrics.get('samples')} test images"
+        + (f"; model input {size[0]}x{size[1]} uint8" if isinstance(size, list) and len(size) == 2 else ""),
+        f"- **Model**: {get('model')}, weights {get('weights')}, image size {get('image_size', metadata, config)}"
+        + (f", {parameters:,} parameters" if isinstance(parameters, int) else ""),
+        f"- **Training**: {get('head_epochs')} head + {get('epochs')} fine-tuning epochs (unfreeze {get('unfreeze')}), "
+        f"batch {get('batch_size')}, {get('optimizer')}, learning rate {head_rate}{get('learning_rate')} "
+        f"({get('schedule')}), weight decay {get('weight_decay')}, label smoothing {get('label_smoothing')}, "
+        f"augment {get('augment')}, mix {get('mix')}, seed {get('seed')}",
+        f"- **Training time**: {formatting.duration(metadata.get('training_seconds'))}"
+        + (f" ({rate:,.0f} training images/s)" if isinstance(rate, (int, float)) else ""),
+    ]
+    return "\n".join(lines)
+
+
+def _class_table(metrics: dict, names: list[str]) -> list[str]:
+    per_class = metrics["per_class"]
+    labels = list(per_class)
+    confusion = np.asarray(metrics.get("confusion_matrix", []))
+    has_superclass = any("superclass" in per_class[name] for name in names)
+    header = "| class |" + (" superclass |" if has_superclass else "") + \
+             " accuracy | precision | F1 | test images | most often taken for (images) |"
+    rows = [header, "|" + "---|" * (header.count("|") - 1)]
+    for name in names:
+        scores = per_class[name]
+        mistaken = "none"
+        if confusion.size:
+            row = confusion[labels.index(name)].copy()
+            row[labels.index(name)] = 0
+            if row.max() > 0:
+                mistaken = f"{labels[int(row.argmax())]} ({int(row.max())})"
+        rows.append(f"| {name} |" + (f" {scores.get('superclass', '')} |" if has_superclass else "")
+                    + f" {formatting.percent(scores['accuracy'])} | {formatting.percent(scores['precision'])} | {scores['f1']:.3f} "
+                    f"| {scores['support']} | {mistaken} |")
+    return rows
+
+
+def _headline(metrics: dict) -> list[str]:
+    superclass = metrics.get("superclass")
+    calibration = metrics.get("calibration")
+    rows = ["| metric | value | how to read it |", "|---|---|---|",
+            f"| top-1 accuracy | **{formatting.percent(metrics['top1'], 2)}** | share of test images whose most probable class is right |",
+            f"| top-{TOP_K} accuracy | {formatting.percent(metrics.get(f'top{TOP_K}'), 2)} | the right class is among the {TOP_K} most probable |",
+            f"| loss | {metrics['loss']:.4f} | cross-entropy of the probabilities, nats, without label smoothing |",
+            f"| macro precision / recall / F1 | {formatting.percent(metrics['macro']['precision'])} / "
+            f"{formatting.percent(metrics['macro']['recall'])} / {metrics['macro']['f1']:.3f} | means over classes, each class weighs the same |"]
+    if superclass:
+        rows += [f"| superclass accuracy | {formatting.percent(superclass['accuracy'], 2)} | fine prediction lies in the right one "
+                 f"of the {len(superclass['names'])} superclasses |",
+                 f"| errors inside the right superclass | {formatting.percent(superclass['errors_within_superclass'])} "
+                 "| of the wrong predictions, the share that confused near neighbours (e.g. two trees) |"]
+    if calibration:
+        rows.append(f"| expected calibration error | {calibration['expected_calibration_error']:.4f} | mean gap "
+                    f"between confidence and accuracy over {calibration['bins']} confidence bins; 0 = honest |")
+    return rows
+
+
+def render_report(run_name: str, config: dict, metadata: dict, metrics: dict, plots: list[str],
+                  quantization: dict | None) -> str:
+    """The one page a person reads first. Relative links only, so it renders on GitHub and the Hub."""
+    def image(name: str, caption: str) -> list[str]:
+        return [f"![{caption}]({PLOTS[name]})", ""] if name in plots else []
+
+    lines = [f"# Run `{run_name}`", "",
+             f"Test-set evaluation of the float Keras model (`model.keras`) on {metrics.get('samples')} test images. "
+             "All numbers are in `metrics.json` (as fractions); their definitions are in `train/metrics.py`.", "",
+             _config_summary(config, metadata, metrics), "", "## Headline numbers", "", *_headline(metrics), ""]
+    lines += [HEADING, "", quantization_section(quantization, run_name)]
+    if "curves" in plots:
+        lines += ["## Training", "", "Loss, accuracy and learning rate per epoch; the dotted line separates "
+                  "the head stage from fine-tuning. Validation loss rising while training loss falls means "
+                  "over-fitting.", "", *image("curves", "Training curves")]
+    ranked = sorted(metrics["per_class"], key=lambda name: (metrics["per_class"][name]["accuracy"],
+                                                            metrics["per_class"][name]["f1"], name))
+    best = sorted(metrics["per_class"], key=lambda name: (-metrics["per_class"][name]["accuracy"],
+                                                          -metrics["per_class"][name]["f1"], name))
+    if len(ranked) < 2 * TABLE_CLASSES:
+        lines += ["## Classes, worst first", "", *_class_table(metrics, ranked), ""]
+    else:
+        lines += [f"## Worst {TABLE_CLASSES} classes", "", *_class_table(metrics, ranked[:TABLE_CLASSES]), "",
+                  f"## Best {TABLE_CLASSES} classes", "", *_class_table(metrics, best[:TABLE_CLASSES]), ""]
+    if "confusion" in plots:
+        ordering = (" Fine classes are grouped by superclass (white lines), so confusions between near "
+                    "neighbours sit in the blocks on the diagonal; the superclass matrix is on the right."
+                    if metrics.get("superclass") else "")
+        lines += ["## Confusion matrix", "", "Rows are the true class, columns the prediction, colour the share of "
+                  f"the true class's test images.{ordering}", "", *image("confusion", "Confusion matrix")]
+    lines += ["## Most confused pairs", ""]
+    if metrics.get("confused_pairs"):
+        lines += ["| true class | predicted as | test images | share of the true class |", "|---|---|---|---|"]
+        lines += [f"| {pair['true_label']} | {pair['predicted_label']} | {pair['count']} | {formatting.percent(pair['share_of_true'])} |"
+                  for pair in metrics["confused_pairs"]]
+        lines += ["", *image("confused_pairs", "Examples of the most confused pairs")]
+    else:
+        lines += ["No test image was misclassified.", ""]
+    if "samples" in plots:
+        lines += ["## Sample predictions", "", "Test images with the true label and the top-3 predictions; green "
+                  "frames are right, red wrong (up to half of the grid is chosen among the mistakes).", "",
+                  *image("samples", "Test images with their top-3 predictions")]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# The float-vs-int8 part of the page
+
+
+def _losers(rows: list[dict]) -> str:
+    if not rows:
+        return "none"
+    return ", ".join(f"{row['label']} ({100 * (row['top1'] - row['reference_top1']):+.1f})" for row in rows[:3])
+
+
+def render_quantization(quantization: dict) -> str:
+    """The section's body: the table of variants, the gate, and how the int8 model was made."""
+    reference = quantization["reference"]
+    lines = ["| model | size | top-1 | top-5 | top-1 vs Keras (points) | agreement | mean KL | "
+             "median latency | classes that lose most (points) |",
+             "|---|---|---|---|---|---|---|---|---|",
+             f"| Keras float32 (reference) | | {formatting.percent(reference['top1'], 2)} | {formatting.percent(reference.get('top5'), 2)} "
+             "| | | | | |"]
+    for variant, measured in quantization["variants"].items():
+        lines.append(
+            f"| {VARIANT_NAMES.get(variant, variant)} | {formatting.size(measured.get('size_bytes'))} "
+            f"| {formatting.percent(measured['top1'], 2)} | {formatting.percent(measured.get('top5'), 2)} "
+            f"| {100 * measured['top1_change']:+.2f} | {formatting.percent(measured.get('agreement'), 2)} "
+            f"| {measured.get('kl_divergence', float('nan')):.4f} | {formatting.milliseconds(measured.get('latency_ms'))} "
+            f"| {_losers(measured.get('worst_classes', []))} |")
+    runtime = quantization.get("runtime", {})
+    threads = runtime.get("threads")
+    lines += ["", f"Measured on all {quantization['test_images']} test images through "
+              f"{runtime.get('name', 'the TFLite runtime')} {runtime.get('version') or ''}".rstrip()
+              + f"; latency: median of {runtime.get('latency_runs', 'n/a')} single-image interpreter calls, "
+              + (f"{threads} threads" if threads else "the runtime's default threads") + ".", ""]
+    int8 = quantization["variants"]["int8"]
+    verdict = "**passed**" if quantization["passed"] else "**FAILED**"
+    noise = ""
+    if "broken" in int8:
+        noise = (f" ({int8['broken']} test images it gets wrong where the Keras model is right, {int8['fixed']} "
+                 f"the other way; standard error of the drop {int8['drop_standard_error_points']:.2f} points)")
+    lines.append(f"Gate: the int8 model may lose at most {quantization['max_drop']} points of top-1 against "
+                 f"the Keras model; it loses {int8['drop_points']:.2f}{noise}: {verdict}.")
+    lines += _search_lines(quantization)
+    return "\n".join(lines) + "\n"
+
+
+def _search_lines(quantization: dict) -> list[str]:
+    int8 = quantization["variants"]["int8"]
+    scheme = int8.get("scheme", "int8")
+    lines = ["", f"int8 model: {SCHEMES.get(scheme, scheme)}."]
+    search = quantization.get("int8_search", {})
+    attempts = [attempt for attempt in search.get("attempts", []) if "error" not in attempt]
+    if len(attempts) > 1:
+        lines.append("Tried, in order (drop in points): " + "; ".join(_attempt_text(attempt) for attempt in attempts)
+                     + ".")
+    layers = int8.get("float_layers", [])
+    if layers:
+        names = ", ".join(f"`{layer['op']}` {layer['tensor'].split(';')[0]}" for layer in layers[:LISTED_TENSORS])
+        more = f" and {len(layers) - LISTED_TENSORS} more" if len(layers) > LISTED_TENSORS else ""
+        lines.append(f"Ops that stay float in the shipped file ({len(layers)}): {names}{more}.")
+        plain = next((attempt for attempt in attempts if attempt["scheme"] == "int8"), None)
+        if plain and plain.get("size_bytes") and plain.get("latency_ms") and int8.get("latency_ms"):
+            lines.append(f"Cost against plain int8: size {formatting.size(plain['size_bytes'])} -> {formatting.size(int8['size_bytes'])}, "
+                         f"latency {formatting.milliseconds(plain['latency_ms'])} -> {formatting.milliseconds(int8['latency_ms'])}.")
+    elif scheme != "16x8":
+        lines.append("Every op runs in integer arithmetic (uint8 input, uint8 output).")
+    return lines
+
+
+def _attempt_text(attempt: dict) -> str:
+    count = len(attempt.get("float_tensors", []))
+    name = attempt["scheme"] + (f" with {count} float tensors" if count else "")
+    if "drop_points" in attempt:
+        return f"{name}: test {attempt['drop_points']:.2f}, agreement {formatting.percent(attempt.get('agreement'), 1)}"
+    return f"{name}: validation {attempt.get('val_drop_points', float('nan')):.2f}"
