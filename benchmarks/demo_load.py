@@ -54,7 +54,7 @@ class LoadConfig:
 
 def _caller(url: str, endpoint: str, images: list[str], count: int, warmup: int, start_barrier: threading.Barrier,
             latencies: list[float], failures: list[str]) -> None:
-    from gradio_client import Client, handle_file
+    from gradio_client import Client, handle_file  # A dev dependency; imported where callers start.
     try:
         client = Client(url, verbose=False)
         for index in range(warmup):

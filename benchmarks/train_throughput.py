@@ -37,7 +37,7 @@ class ThroughputConfig:
 
 
 def run(config: ThroughputConfig) -> dict:
-    import keras
+    import keras  # Loaded by run() already; imported here so --help never pays for it.
 
     from train import models
     from train import run as training
@@ -77,14 +77,14 @@ def _device_name() -> str:
 
 
 def training_gpu_names() -> list[str]:
-    import keras
+    import keras  # Loaded by run() already; imported here so --help never pays for it.
     if keras.backend.backend() == "jax":
-        import jax
+        import jax  # Only the backend in use is imported; the others need not be installed.
         return [device.device_kind for device in jax.devices() if device.platform == "gpu"]
     if keras.backend.backend() == "torch":
-        import torch
+        import torch  # Only the backend in use is imported; the others need not be installed.
         return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    import tensorflow as tf
+    import tensorflow as tf  # Only the backend in use is imported; the others need not be installed.
     return [gpu.name for gpu in tf.config.list_physical_devices("GPU")]
 
 

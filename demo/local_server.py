@@ -13,6 +13,7 @@ Standard library only (gradio_client for the check in `main`).
 """
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import signal
@@ -146,12 +147,11 @@ class LocalServer:
 
 def main(argv: list[str] | None = None) -> int:
     """Start an app.py, classify one example image through /predict, report, stop."""
-    import argparse
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("script", help="the app.py to start (demo/app.py or a Space folder's app.py)")
     parser.add_argument("image", nargs="?", default=None, help="image to classify (default: the first example)")
     arguments = parser.parse_args(argv)
-    from gradio_client import Client, handle_file
+    from gradio_client import Client, handle_file  # A dev dependency, for the command line only.
     image = arguments.image or str(next(Path(arguments.script).resolve().parent.glob("demo/examples/**/*.*g"),
                                         Path(__file__).resolve().parent / "examples" / "rocket.jpg"))
     with LocalServer(arguments.script) as server:

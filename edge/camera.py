@@ -258,7 +258,7 @@ class PreviewWindow:
         if not has_display():
             raise PreviewError(f"no display for the preview window (DISPLAY and WAYLAND_DISPLAY are unset); {hint}")
         try:
-            import cv2
+            import cv2  # Optional: only the preview window needs OpenCV.
         except ImportError:
             raise PreviewError(f"the preview window needs OpenCV (sudo apt install python3-opencv); {hint}") from None
         try:

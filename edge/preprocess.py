@@ -19,6 +19,7 @@ numpy and Pillow only. Try it:
 """
 from __future__ import annotations
 
+import argparse
 import io
 import os
 from pathlib import Path
@@ -285,7 +286,6 @@ def _too_large_reason(size: tuple[int, int] | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Print the shape and mean colour of a prepared image (a quick manual check)."""
-    import argparse
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("image", help="an image file")
     parser.add_argument("--size", type=int, default=32, help="output side in pixels (default: 32)")

@@ -16,6 +16,7 @@ logits would get logits back, sorted the same way.
 """
 from __future__ import annotations
 
+import argparse
 import ctypes
 import importlib
 import importlib.metadata
@@ -352,7 +353,6 @@ def _quantization(detail: dict, model_path: Path) -> tuple[float, int]:
 
 def main(argv: list[str] | None = None) -> int:
     """Classify image files and print the top-k labels."""
-    import argparse
     parser = argparse.ArgumentParser(description="Classify images with a .tflite model (no TensorFlow).")
     parser.add_argument("images", nargs="+", help="image files")
     parser.add_argument("--model", required=True, help="the .tflite file; labels.txt is read from its folder")

@@ -71,7 +71,7 @@ class PiCameraSource:
 
     def __init__(self, index: int = 0, width: int = 640, height: int = 480):
         try:
-            from picamera2 import Picamera2
+            from picamera2 import Picamera2  # Optional: only a Pi camera needs it (from apt).
         except ImportError as error:
             raise CameraError(f"picamera2 is not importable ({error}); on Raspberry Pi OS: "
                               "sudo apt install python3-picamera2, and make the venv with "
@@ -212,7 +212,7 @@ def open_source(spec: str, width: int = 640, height: int = 480) -> FrameSource:
 def import_opencv():
     """OpenCV, or a CameraError that says how to install it."""
     try:
-        import cv2
+        import cv2  # Optional: only video files and USB cameras need OpenCV.
     except ImportError as error:
         raise CameraError(f"OpenCV is not importable ({error}); install python3-opencv (apt) "
                           "or opencv-python (pip)") from None

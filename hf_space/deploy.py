@@ -324,7 +324,7 @@ def assemble_model_repo(files: ui.ModelFiles, folder: str | Path, model_repo: st
 
 def get_token() -> str:
     """The Hugging Face token from $HF_TOKEN or the login cache; a DeployError when there is none."""
-    import huggingface_hub
+    import huggingface_hub  # Only an upload needs it (the hub extra); --dry-run does not.
     token = huggingface_hub.get_token()
     if not token:
         raise DeployError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (a token with write access)")
@@ -333,7 +333,7 @@ def get_token() -> str:
 
 def upload(folder: Path, repo_id: str, repo_type: str, private: bool, token: str, api: Any = None) -> str:
     """Create the repository if needed and upload the folder; the repository's URL."""
-    import huggingface_hub
+    import huggingface_hub  # Only an upload needs it (the hub extra); --dry-run does not.
     from huggingface_hub import errors as hub_errors
     api = api or huggingface_hub.HfApi(token=token)
     space_options = {"space_sdk": "gradio"} if repo_type == "space" else {}

@@ -22,6 +22,8 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 PACKAGES = ("edge", "train", "demo", "hf_space")
 #: What the Pi and the Space never have.
 TRAINING_SIDE = ("train", "tensorflow", "keras", "tf_keras")
+#: The folder beside a checkout that design notes once pointed to; spelled in two parts so this file passes too.
+OUTSIDE = "../" + "shared"
 
 
 def _modules(package: str) -> list[str]:
@@ -114,7 +116,7 @@ def test_no_file_points_outside_the_repository():
         if path.suffix not in (".py", ".md", ".cfg", ".toml", ".txt", "") or not path.is_file():
             continue
         text = path.read_text(encoding="utf-8", errors="replace")
-        assert "../shared" not in text, name
+        assert OUTSIDE not in text, name
 
 
 def test_every_console_script_names_a_main():

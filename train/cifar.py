@@ -235,7 +235,7 @@ def _keras_cache_folder(cifar: CifarFormat) -> Path:
     # or /tmp/.keras when that is not writable. keras_home() is private, hence the fallbacks.
     homes = []
     try:
-        from keras.src.backend import config as keras_config
+        from keras.src.backend import config as keras_config  # Keras only when CIFAR is downloaded.
         homes.append(Path(keras_config.keras_home()).expanduser())
     except (ImportError, AttributeError):
         pass
@@ -257,7 +257,7 @@ def _download_cifar(cifar: CifarFormat, label_mode: str) -> Path:
               f"https://www.cs.toronto.edu/~kriz/cifar.html) or its extracted folder, or train on the "
               f"generated, offline dataset with --preset smoke.")
     try:
-        import keras
+        import keras  # Keras only when CIFAR is downloaded; --data-dir reads files alone.
     except ImportError as error:
         raise splitting.DataError(f"keras is needed to download {cifar.title} ({error}). {advice}") from None
     loader = keras.datasets.cifar100 if cifar.name == "cifar100" else keras.datasets.cifar10

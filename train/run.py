@@ -69,7 +69,7 @@ def run(config: TrainConfig) -> dict:
     # configuration errors answer at once; the backend is fixed at this import (KERAS_BACKEND).
     import keras
 
-    from train import callbacks, data, evaluate, models
+    from train import callbacks, data, evaluate, models  # These load Keras too.
 
     keras.utils.set_random_seed(config.seed)
     precision = _resolve_precision(config.precision)
@@ -133,7 +133,7 @@ def run(config: TrainConfig) -> dict:
 def compile_for_stage(model, config: TrainConfig, num_classes: int, learning_rate: float,
                       steps_per_epoch: int, epochs: int) -> None:
     """Compile `model` with the stage's optimizer, schedule, loss and metrics (also used by the benchmark)."""
-    import keras
+    import keras  # Loaded by run() already; imported here so --help never pays for it.
     schedule = learning_rate
     if config.schedule == "cosine":
         # A short stage (the one-epoch head) warms up for part of itself, not all of it.
@@ -202,7 +202,7 @@ def _logging_callbacks(keras, config, run_dir):
             found.append(keras.callbacks.TensorBoard(str(run_dir / "logs")))
     if config.wandb:
         try:
-            import wandb
+            import wandb  # Optional: only with --wandb.
             from wandb.integration.keras import WandbMetricsLogger
         except ImportError:
             print("note: --wandb skipped: the wandb package is not installed (pip install wandb)")
@@ -247,35 +247,35 @@ def _resolve_precision(precision: str) -> str:
 
 
 def _gpu_count() -> int:
-    import keras
+    import keras  # Loaded by run() already; imported here so --help never pays for it.
     backend = keras.backend.backend()
     if backend == "jax":
-        import jax
+        import jax  # Only the backend in use is imported; the others need not be installed.
         return len([device for device in jax.devices() if device.platform == "gpu"])
     if backend == "torch":
-        import torch
+        import torch  # Only the backend in use is imported; the others need not be installed.
         return torch.cuda.device_count()
-    import tensorflow as tf
+    import tensorflow as tf  # Only the backend in use is imported; the others need not be installed.
     return len(tf.config.list_physical_devices("GPU"))
 
 
 def _distribution_scope():
     """Data parallelism across GPUs through the backend's own engine, when there are several."""
-    import keras
+    import keras  # Loaded by run() already; imported here so --help never pays for it.
     if _gpu_count() < 2:
         return contextlib.nullcontext()
     if keras.backend.backend() == "jax":
         keras.distribution.set_distribution(keras.distribution.DataParallel())
         return contextlib.nullcontext()
     if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
+        import tensorflow as tf  # Only the backend in use is imported; the others need not be installed.
         return tf.distribute.MirroredStrategy().scope()
     print("note: several GPUs found, but multi-GPU training is implemented for the jax and tensorflow backends only")
     return contextlib.nullcontext()
 
 
 def _metadata(config: TrainConfig, splits, model, precision: str) -> dict:
-    import keras
+    import keras  # Loaded by run() already; imported here so --help never pays for it.
     versions = {"python": platform.python_version(), "keras": keras.__version__,
                 "backend": keras.backend.backend(), "numpy": np.__version__}
     if "tensorflow" in sys.modules:
