@@ -92,7 +92,7 @@ def find_model_files(folder: str | Path | None = None, model: str | Path | None 
             raise DemoError(f"{folder}: folder not found")
         tflite_folder = folder / run_folder.TFLITE_DIR
         model_folder = tflite_folder if tflite_folder.is_dir() else folder
-        model_path = model_folder / run_folder.INT8_MODEL_FILE
+        model_path = run_folder.served_model(model_folder)  # What metadata.json says to serve, else int8.
         if not model_path.is_file():
             raise DemoError(f"{folder}: no {run_folder.INT8_MODEL_FILE} in {model_folder} "
                             "(export the run first: python train/export.py --run RUN)")

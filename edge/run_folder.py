@@ -38,9 +38,16 @@ REPORT_FILE = "report.md"
 PLOTS_DIR = "plots"
 TFLITE_DIR = "tflite"
 
-#: The TFLite variants the export writes, fastest-to-load last; int8 is the one every place serves.
-VARIANTS = ("float32", "float16", "dynamic", "int8")
-#: What the demo and the camera serve, and the float file they compare it with.
+#: The TFLite variants the export always converts. int8 is full-integer, always: uint8 input,
+#: integer kernels, no float op.
+CONVERTED_VARIANTS = ("float32", "float16", "dynamic", "int8")
+#: What the int8 search may ship beside them, under their own names, when plain int8 misses the
+#: gate and the fallback passes it and runs faster than float32: int8 with a few tensors kept in
+#: float ("int8_mixed"), and int16 activations with int8 weights ("16x8"). Never as model_int8.
+FALLBACK_VARIANTS = ("int8_mixed", "16x8")
+VARIANTS = CONVERTED_VARIANTS + FALLBACK_VARIANTS
+#: What the demo and the camera serve when metadata.json does not say, and the float file they
+#: compare it with.
 SERVED_VARIANT = "int8"
 REFERENCE_VARIANT = "float32"
 
@@ -58,6 +65,16 @@ def variant_of(path: str | os.PathLike) -> str:
 
 INT8_MODEL_FILE = variant_file(SERVED_VARIANT)
 FLOAT_MODEL_FILE = variant_file(REFERENCE_VARIANT)
+
+
+def served_model(folder: str | os.PathLike) -> Path:
+    """The .tflite file in `folder` to serve: the variant its metadata.json names under "served"
+    (int8 when it passed the float-vs-int8 gate, else the fastest that did), else model_int8.tflite."""
+    folder = Path(folder)
+    served = read_optional_json(folder / METADATA_FILE).get("served")
+    if isinstance(served, str) and served in VARIANTS and (folder / variant_file(served)).is_file():
+        return folder / variant_file(served)
+    return folder / INT8_MODEL_FILE
 
 
 def read_optional_json(path: str | os.PathLike) -> dict[str, Any]:

@@ -8,9 +8,12 @@ pairs. Images go through `edge.preprocess.prepare_image`, the one
 preprocessing function. Imports numpy, Pillow and a TFLite runtime only; a
 test proves TensorFlow stays out of `sys.modules`.
 
-Outputs are returned as the model gives them after dequantization. Our models
-end in a softmax (docs/architecture.md), so they are probabilities; a model that outputs
-logits would get logits back, sorted the same way.
+Outputs are probabilities. The float variants end in the model's softmax. The
+quantized ones (int8 and its fallbacks) end at the logits instead, marked by their
+signature's output name (`LOGITS_OUTPUT`), and the softmax runs here, on the host,
+in float: a uint8 softmax output has steps of 1/256, which rounds every
+probability below 1/512 to zero and so destroys top-5 and breaks ties towards the
+lower class index.
 
     python edge/runtime.py --model runs/NAME/tflite/model_int8.tflite photo.jpg [--top-k 5]
 """
@@ -49,24 +52,28 @@ class ModelError(UserError):
     that is not an image, an unusable runtime or delegate); the message names the file."""
 
 
+#: The signature output name that marks a model ending at the logits (train/export.py writes it):
+#: the softmax is then applied here. Any other name means the output already is probabilities.
+LOGITS_OUTPUT = "logits"
 #: Folders under a checkout or bundle where copied model files are looked for, in order.
 MODEL_FOLDERS = ("models", "edge/models")
 
 
 def find_default_model(root: str | Path) -> Path:
-    """The int8 model to serve when none is named: copied ones first, else the newest exported run's.
+    """The model to serve when none is named: copied ones first, else the newest exported run's.
 
-    Looks for `root`/models/model_int8.tflite (where a Pi owner copies the files and the Space
-    bundle holds them), then `root`/edge/models/, then the newest `root`/runs/*/tflite/.
+    Looks for a folder holding model_int8.tflite: `root`/models/ (where a Pi owner copies the files
+    and the Space bundle holds them), then `root`/edge/models/, then the newest `root`/runs/*/tflite/.
+    In that folder it serves what metadata.json names (`run_folder.served_model`), else int8.
     """
     root = Path(root)
     for folder in MODEL_FOLDERS:
         if (root / folder / run_folder.INT8_MODEL_FILE).is_file():
-            return root / folder / run_folder.INT8_MODEL_FILE
+            return run_folder.served_model(root / folder)
     exported = sorted((root / "runs").glob(f"*/{run_folder.TFLITE_DIR}/{run_folder.INT8_MODEL_FILE}"),
                       key=lambda path: path.stat().st_mtime)
     if exported:
-        return exported[-1]
+        return run_folder.served_model(exported[-1].parent)
     looked = ", ".join(str(root / folder / run_folder.INT8_MODEL_FILE) for folder in MODEL_FOLDERS)
     raise ModelError(f"no model given and none found ({looked}, {root / 'runs'}/*/tflite/); train and export one "
                      "(python train/run.py --preset smoke), copy a run's tflite/ files into models/, "
@@ -232,6 +239,7 @@ class Classifier:
         self._output = detail
         self.num_classes = shape[1]
         self.output_quantization = (scale, zero_point)
+        self.output_is_logits = _signature_outputs(self.interpreter) == [LOGITS_OUTPUT]
 
     def _read_labels(self) -> list[str]:
         try:
@@ -310,8 +318,8 @@ class Classifier:
         """Quantize, run, dequantize. Caller holds the lock."""
         self.interpreter.set_tensor(self._input["index"], self._quantize(images))
         self.interpreter.invoke()
-        raw = self.interpreter.get_tensor(self._output["index"])
-        return self._dequantize(raw)
+        values = self._dequantize(self.interpreter.get_tensor(self._output["index"]))
+        return softmax(values) if self.output_is_logits else values
 
     def _quantize(self, images: np.ndarray) -> np.ndarray:
         """uint8 pixels to the model's input type, using the input tensor's (scale, zero_point)."""
@@ -337,7 +345,23 @@ class Classifier:
                 "input_size": list(self.input_size), "input_dtype": str(self.input_dtype),
                 "input_quantization": list(self.input_quantization),
                 "output_quantization": list(self.output_quantization), "classes": self.num_classes,
+                "output": "logits, softmax on the host" if self.output_is_logits else "probabilities",
                 "threads": self.num_threads, "delegate": str(self.delegate_path) if self.delegate_path else None}
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float32, shifted by the row maximum so that no exp overflows."""
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return (shifted / shifted.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _signature_outputs(interpreter: Any) -> list[str]:
+    """The output names of the model's one signature ([] when it has none, or several)."""
+    try:
+        signatures = interpreter.get_signature_list()
+    except (AttributeError, ValueError):  # A runtime without signatures, or a model without any.
+        return []
+    return list(next(iter(signatures.values()))["outputs"]) if len(signatures) == 1 else []
 
 
 def _quantization(detail: dict, model_path: Path) -> tuple[float, int]:

@@ -167,10 +167,12 @@ def _copy_code(modules: Iterable[str], folder: Path) -> None:
 
 
 def _copy_model_files(files: ui.ModelFiles, target: Path) -> list[str]:
-    """The int8 and float32 models, labels, metadata, quantization, metrics, report and its plots."""
+    """The served model (int8 unless metadata.json names a passing fallback), the int8 file always,
+    float32, labels, metadata, quantization, metrics, report and its plots."""
     copied = []
-    for path in (files.model, files.reference, files.labels, files.metadata, files.quantization,
-                 files.metrics, files.report):
+    int8 = files.model.parent / run_folder.INT8_MODEL_FILE
+    for path in (files.model, int8 if int8.is_file() and int8 != files.model else None, files.reference,
+                 files.labels, files.metadata, files.quantization, files.metrics, files.report):
         if path is not None:
             _copy(path, target / path.name)
             copied.append(path.name)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge import artifacts, configuration
+from edge import artifacts, configuration, run_folder, runtime
 from train import check, export, export_graph, export_tflite, report
 from train.config import ModelName, TrainConfig
 from train.data import load_splits
@@ -34,6 +34,9 @@ SAMPLES_PER_CLASS = 100
 #: in a model this small, while the outlier model's plain int8 loses tens of points.
 TOY_MAX_DROP = 5.0
 OUTLIER_SCALE = 1e4
+#: Top-5 of the toy's int8 model against its float one, as a fraction: a few low-margin images may
+#: swap their fifth and sixth classes under int8 noise; a uint8 softmax output would lose far more.
+TOY_TOP5_DROP = 0.05
 EXACT = 1e-12  # the same fractions computed two ways from the same integer counts
 EASY_IMAGES_PER_CLASS = 40
 FAST = dict(calibration_samples=100, latency_runs=3, debug_samples=32)
@@ -142,7 +145,12 @@ def _direct_predictions(path: Path, images: np.ndarray) -> np.ndarray:
         output = interpreter.get_tensor(target["index"]).astype(np.float64)
         scale, zero_point = target["quantization"]
         rows.append((output - zero_point) * scale if scale else output)
-    return np.concatenate(rows)
+    values = np.concatenate(rows)
+    # The quantized variants end at the logits, named so in their signature; the softmax is the device's.
+    if list(interpreter.get_signature_list()["serving_default"]["outputs"]) == ["logits"]:
+        values = np.exp(values - values.max(axis=1, keepdims=True))
+        values /= values.sum(axis=1, keepdims=True)
+    return values
 
 
 def test_every_variant_is_written_with_labels_and_metadata(exported):
@@ -160,7 +168,7 @@ def test_every_variant_is_written_with_labels_and_metadata(exported):
     int8 = metadata["variants"]["int8"]
     assert int8["top1"] == quantization["variants"]["int8"]["top1"]
     assert int8["input"] == {"dtype": "uint8", "scale": 1.0, "zero_point": 0}
-    assert int8["output"]["dtype"] == "uint8" and int8["output"]["scale"] > 0
+    assert int8["output"]["dtype"] == "uint8" and int8["output"]["scale"] > 0 and int8["output"]["values"] == "logits"
     assert metadata["passed"] == quantization["passed"] and metadata["reference"] == quantization["reference"]
     assert not list(tflite.glob(".*partial*")), "a temporary file was left behind"
 
@@ -173,6 +181,20 @@ def test_int8_model_is_integer_throughout(exported):
     assert export_graph.float_layers(int8_bytes) == quantization["variants"]["int8"]["float_layers"] == []
     assert "CAST" not in {operation["op"] for operation in operations}
     assert all(kind in ("INT8", "UINT8", "INT32") for operation in operations for kind in operation["output_types"])
+
+
+def test_int8_ends_at_logits_and_keeps_top5(exported):
+    """The int8 file outputs uint8 logits (its signature says "logits"); the runtime's softmax in float
+    keeps every probability above zero, where a uint8 softmax rounds all below 1/512 to exactly 0."""
+    run_dir, quantization, _, splits = exported
+    classifier = runtime.Classifier(run_dir / "tflite" / "model_int8.tflite")
+    assert classifier.output_is_logits
+    assert not runtime.Classifier(run_dir / "tflite" / "model_float32.tflite").output_is_logits
+    probabilities = classifier.predict(splits.test_images)
+    assert np.all(probabilities > 0) and np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert (probabilities < 1 / 512).any(), "the toy should have small probabilities to keep"
+    int8_top5, float_top5 = quantization["variants"]["int8"]["top5"], quantization["reference"]["top5"]
+    assert int8_top5 >= float_top5 - TOY_TOP5_DROP
 
 
 def test_check_matches_a_direct_computation(exported):
@@ -268,7 +290,7 @@ def test_gate_trips_on_the_command_line(easy_run, tmp_path):
     completed = subprocess.run([sys.executable, "train/export.py", "--run", str(run_dir), "--max-drop", "-1"],
                                cwd=REPOSITORY, capture_output=True, text=True, timeout=900)
     assert completed.returncode == 1, completed.stderr[-3000:]
-    assert "no int8 model is within -1.0 points" in completed.stderr
+    assert "no int8 model is within -1.0 points" in completed.stderr and "misses the gate" in completed.stderr
     quantization = artifacts.read_json(run_dir / "quantization.json")
     assert not quantization["passed"]
     # Everything was tried before giving up: plain int8, selective quantization, 16x8.
@@ -277,6 +299,9 @@ def test_gate_trips_on_the_command_line(easy_run, tmp_path):
 
 
 def test_selective_quantization_keeps_the_drowned_tensor_in_float(toy, tmp_path):
+    """Plain int8 of the outlier model misses the gate. model_int8.tflite stays full-integer (and the
+    export reports the miss); the passing int8-with-float-tensors model is a fallback under its own
+    name, shipped only when it is faster than float32, and served only when it passed and is fastest."""
     source, model, splits = toy
     import keras
     outlier = keras.models.clone_model(model)
@@ -290,17 +315,50 @@ def test_selective_quantization_keeps_the_drowned_tensor_in_float(toy, tmp_path)
                                       variants=["int8"], **FAST)
     attempts = quantization["int8_search"]["attempts"]
     assert attempts[0]["scheme"] == "int8" and not attempts[0]["passed"], "plain int8 should miss the gate"
-    assert quantization["passed"]
+    assert not quantization["passed"], "the full-integer model missed the gate: the export must say so"
     int8 = quantization["variants"]["int8"]
-    assert int8["scheme"] == "int8-selective"
-    assert any("hidden" in tensor for tensor in int8["float_tensors"])
-    assert {layer["op"] for layer in int8["float_layers"]} >= {"FULLY_CONNECTED"}
-    assert int8["float_layers"] == export_graph.float_layers((run_dir / "tflite" / "model_int8.tflite").read_bytes())
+    int8_bytes = (run_dir / "tflite" / "model_int8.tflite").read_bytes()
+    assert int8["scheme"] == "int8" and int8["float_layers"] == export_graph.float_layers(int8_bytes) == []
+
+    fallback = quantization["int8_search"]["fallback"]
+    assert fallback["variant"] == "int8_mixed" and fallback["scheme"] == "int8-selective"
+    assert any("hidden" in tensor for tensor in fallback["float_tensors"])
+    mixed_file = run_dir / "tflite" / "model_int8_mixed.tflite"
+    # Never a slower model than float32 under a quantized name: shipped exactly when it was faster.
+    assert fallback["shipped"] == (fallback["latency_ms"] < fallback["float32_latency_ms"]) == mixed_file.is_file()
     metadata = artifacts.read_json(run_dir / "tflite" / "metadata.json")
-    assert metadata["variants"]["int8"]["float_layers"] == int8["float_layers"]
+    if fallback["shipped"]:
+        mixed = quantization["variants"]["int8_mixed"]
+        assert {layer["op"] for layer in mixed["float_layers"]} >= {"FULLY_CONNECTED"}
+        assert mixed["float_layers"] == export_graph.float_layers(mixed_file.read_bytes())
+        assert metadata["variants"]["int8_mixed"]["float_layers"] == mixed["float_layers"]
+    assert quantization["served"] == metadata["served"] == check.served_variant(quantization)
+    # Only int8 was asked for: the shipped fallback is served, else int8 (which failed, and says so).
+    assert quantization["served"] == ("int8_mixed" if fallback["shipped"] else "int8")
     assert quantization["int8_search"]["ranking"][0]["noise_to_signal"] > 0.1
     report_text = (run_dir / "report.md").read_text()
-    assert "stay float" in report_text and "Cost against plain int8" in report_text
+    assert "model_int8_mixed.tflite" in report_text and "FAILED" in report_text
+
+
+def test_served_variant_is_the_fastest_within_the_gate():
+    def measured(drop, latency):
+        return {"drop_points": drop, "latency_ms": latency}
+    quantization = {"max_drop": 1.0, "variants": {"float32": measured(0.0, 12.0), "dynamic": measured(0.5, 9.0),
+                                                  "int8": measured(3.0, 5.0), "int8_mixed": measured(0.8, 10.0)}}
+    assert check.served_variant(quantization) == "dynamic"  # int8 is fastest but misses the gate
+    quantization["variants"]["int8"].update(drop_points=1.0, latency_ms=50.0)
+    assert check.served_variant(quantization) == "int8"  # within the gate, int8 is served even when slower
+    assert check.served_variant({"max_drop": -1.0, "variants": {"int8": measured(0.0, 1.0)}}) == "int8"
+
+
+def test_served_model_follows_metadata(tmp_path):
+    for variant in ("int8", "float32", "int8_mixed"):
+        (tmp_path / run_folder.variant_file(variant)).write_bytes(b"x")
+    assert run_folder.served_model(tmp_path).name == "model_int8.tflite"  # no metadata.json: int8
+    artifacts.write_json(tmp_path / "metadata.json", {"served": "int8_mixed"})
+    assert run_folder.served_model(tmp_path).name == "model_int8_mixed.tflite"
+    artifacts.write_json(tmp_path / "metadata.json", {"served": "16x8"})  # named, but no such file
+    assert run_folder.served_model(tmp_path).name == "model_int8.tflite"
 
 
 @pytest.mark.slow

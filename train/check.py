@@ -81,17 +81,24 @@ def run(config: CheckConfig) -> dict:
         raise CheckError(f"{previous_path}: not found; give --max-drop")
     tflite_dir = run_dir / run_folder.TFLITE_DIR
     paths = {variant: tflite_dir / run_folder.variant_file(variant) for variant in run_folder.VARIANTS
-             if (tflite_dir / run_folder.variant_file(variant)).is_file()}
+             if (tflite_dir / run_folder.variant_file(variant)).is_file()}  # Fallbacks too, when shipped.
     if "int8" not in paths:
         raise CheckError(f"{tflite_dir / run_folder.INT8_MODEL_FILE}: not found; "
                          f"run python train/export.py --run {run_dir}")
     checker = Checker(load_model(run_dir), load_splits(run_dir), runtime=config.runtime, threads=config.threads,
                       latency_runs=config.latency_runs, labels_path=tflite_dir / run_folder.LABELS_FILE)
     result = {**previous, **checker.check(paths, max_drop)}
-    for key in ("scheme", "float_tensors", "float_layers"):  # What the converter knew about how int8 was made.
-        if key in previous.get("variants", {}).get("int8", {}):
-            result["variants"]["int8"][key] = previous["variants"]["int8"][key]
+    for variant, measured in result["variants"].items():  # What the converter knew about how each was made.
+        for key in ("scheme", "float_tensors", "float_layers"):
+            if key in previous.get("variants", {}).get(variant, {}):
+                measured[key] = previous["variants"][variant][key]
+    result["served"] = served_variant(result)
     artifacts.write_json(previous_path, result)
+    metadata_path = tflite_dir / run_folder.METADATA_FILE
+    if metadata_path.exists():  # The demo and the camera read what to serve from here.
+        metadata = artifacts.read_json(metadata_path)
+        metadata.update(served=result["served"], passed=result["passed"], max_drop=result["max_drop"])
+        artifacts.write_json(metadata_path, metadata)
     report.update_quantization_section(run_dir, result)
     return result
 
@@ -164,6 +171,22 @@ def drop_standard_error(broken: int, fixed: int, count: int) -> float:
 def passes(drop_points: float, max_drop: float) -> bool:
     """The gate. A tiny epsilon keeps 1.0000000002 points (float noise) from failing a 1.0 gate."""
     return drop_points <= max_drop + 1e-9
+
+
+def served_variant(quantization: dict) -> str:
+    """The variant the demo and the camera should serve.
+
+    int8 whenever it is within the gate: the full-integer file is the product (it runs on every
+    integer accelerator, and it is the same file everywhere), and choosing it does not hang on a
+    latency measurement's noise. Otherwise the fastest (median single-image latency) of the
+    variants within the gate; int8 when none is, so that the failure stays visible.
+    """
+    variants, max_drop = quantization["variants"], quantization["max_drop"]
+    if passes(variants[run_folder.SERVED_VARIANT]["drop_points"], max_drop):
+        return run_folder.SERVED_VARIANT
+    passing = [(measured["latency_ms"], variant) for variant, measured in variants.items()
+               if passes(measured["drop_points"], max_drop)]
+    return min(passing)[1] if passing else run_folder.SERVED_VARIANT
 
 
 class Checker:
@@ -258,7 +281,8 @@ class Checker:
             measured.update(file=path.name, size_bytes=path.stat().st_size, latency_ms=self.latency_ms(path),
                             input=_tensor(classifier.input_dtype, classifier.input_quantization),
                             output=_tensor(classifier.interpreter.get_output_details()[0]["dtype"],
-                                           classifier.output_quantization))
+                                           classifier.output_quantization,
+                                           values="logits" if classifier.output_is_logits else "probabilities"))
             result["variants"][variant] = measured
             details = details or classifier.describe()
         int8 = result["variants"]["int8"]
@@ -269,9 +293,9 @@ class Checker:
         return result
 
 
-def _tensor(dtype: Any, quantization: tuple[float, int]) -> dict:
+def _tensor(dtype: Any, quantization: tuple[float, int], **description: str) -> dict:
     scale, zero_point = quantization
-    return {"dtype": str(np.dtype(dtype)), "scale": float(scale), "zero_point": int(zero_point)}
+    return {"dtype": str(np.dtype(dtype)), "scale": float(scale), "zero_point": int(zero_point), **description}
 
 
 if __name__ == "__main__":

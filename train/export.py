@@ -6,17 +6,23 @@ Writes, under runs/NAME/:
   tflite/model_float32.tflite   the float graph, for reference and GPUs
   tflite/model_float16.tflite   float16 weights (half the size, float compute)
   tflite/model_dynamic.tflite   dynamic-range: int8 weights, float activations
-  tflite/model_int8.tflite      full integer: uint8 input, int8 kernels, uint8 output
-  tflite/labels.txt, tflite/metadata.json   what the demo and the Pi need next to the models
+  tflite/model_int8.tflite      full integer, always: uint8 input, int8 kernels, uint8 output, no float op
+  tflite/model_int8_mixed.tflite or model_16x8.tflite   only as a fallback (below)
+  tflite/labels.txt, tflite/metadata.json   what the demo and the Pi need next to the models;
+                                metadata.json's "served" names the variant they serve
   quantization.json             every variant measured on the test split (train/check.py)
 and the float-vs-int8 table in report.md (train/report.py).
 
 The int8 model is calibrated on a stratified sample of training images. When
 plain full-integer quantization falls more than `--max-drop` points of top-1
-below the Keras model, the converter ranks tensors by their quantization error
-(tf.lite.experimental.QuantizationDebugger) and keeps the fewest of them in
-float, then tries int16 activations (16x8). See docs/quantization.md. The
-command exits 1 when no int8 model passes the gate, 2 on bad input.
+below the Keras model, the converter looks for a fallback: it ranks tensors by
+their quantization error (tf.lite.experimental.QuantizationDebugger) and keeps
+the fewest of them in float ("int8_mixed"), then tries int16 activations
+("16x8"). A fallback that passes ships under its own name, and only when it runs
+faster than float32; model_int8.tflite stays full-integer. The demo and the camera
+serve int8 when it passes, else the fastest variant that did (metadata.json's "served"). See
+docs/quantization.md. The command exits 1 when the full-integer int8 model misses
+the gate (whatever fallback ships), 2 on bad input.
 
 This file is the command and the run: options, the order of the steps, the files
 written. The steps live beside it:
@@ -43,10 +49,10 @@ from typing import Any, Literal, Optional, Sequence
 
 import numpy as np
 
-from edge import artifacts, configuration, errors, run_folder
+from edge import artifacts, configuration, errors, run_folder, runtime
 from edge.configuration import option
 from edge.errors import UserError
-from train import check, data, export_search, export_tflite, models, report
+from train import check, data, export_graph, export_search, export_tflite, models, report
 from train.export_tflite import ExportError
 
 #: The gate: the int8 model's test top-1 may fall at most this many points (1.0 = one percentage
@@ -61,7 +67,7 @@ DEBUG_SAMPLES = 64
 #: Selective quantization gives up when this many tensors in float still miss the gate: by then
 #: the model is no longer "int8" in any useful sense, and 16x8 is the better fallback.
 MAX_FLOAT_TENSORS = 32
-VARIANTS = run_folder.VARIANTS
+VARIANTS = run_folder.CONVERTED_VARIANTS
 
 
 @dataclasses.dataclass
@@ -110,7 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return errors.report(error)
     print(report.summary_line(result))
     if not result["passed"]:
-        print(f"error: no int8 model is within {config.max_drop} points of the float model; "
+        print(f"error: no int8 model is within {config.max_drop} points of the float model: the full-integer "
+              f"model_int8.tflite misses the gate (serving {result['served']} instead); "
               f"see {Path(config.run) / run_folder.QUANTIZATION_FILE}", file=sys.stderr)
         return 1
     return 0
@@ -143,7 +150,8 @@ def run(config: ExportConfig, model: Any = None, splits: Any = None, reference_p
     if len(splits.test_labels) == 0:
         raise ExportError(f"{run_dir}: the test split is empty; the float-vs-int8 check needs it")
     tflite_dir = run_dir / run_folder.TFLITE_DIR
-    for variant in set(VARIANTS) - set(config.variants):  # No stale file that metadata.json does not describe.
+    # No stale file that metadata.json does not describe; fallbacks are decided anew by every export.
+    for variant in set(run_folder.VARIANTS) - set(config.variants):
         (tflite_dir / run_folder.variant_file(variant)).unlink(missing_ok=True)
     artifacts.write_labels(tflite_dir / run_folder.LABELS_FILE, splits.labels)
     checker = check.Checker(model, splits, runtime=config.runtime, threads=config.threads,
@@ -152,23 +160,36 @@ def run(config: ExportConfig, model: Any = None, splits: Any = None, reference_p
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="export-") as workspace:
         saved_model = export_tflite.export_saved_model(model, Path(workspace) / "saved_model", run_dir)
+        # The quantized variants end at the logits (softmax on the device, in float): see models.logits_model.
+        logits = models.logits_model(model)
+        quantized_source = saved_model if logits is None else export_tflite.export_saved_model(
+            logits, Path(workspace) / "saved_model_logits", run_dir, output_name=runtime.LOGITS_OUTPUT)
         paths = {}
         for variant in config.variants:
             if variant != "int8":
                 paths[variant] = artifacts.write_atomic(tflite_dir / run_folder.variant_file(variant),
                                                         export_tflite.convert_float(saved_model, variant))
         calibration = _calibration_images(splits, config)
-        int8 = export_search.search_int8(saved_model, calibration, checker, Path(workspace), max_drop=config.max_drop,
-                                         selective=config.selective, max_float_layers=config.max_float_layers,
-                                         try_16x8=config.try_16x8, debug_samples=config.debug_samples)
-        paths["int8"] = artifacts.write_atomic(tflite_dir / run_folder.INT8_MODEL_FILE, int8["model"])
+        search = export_search.search_int8(quantized_source, calibration, checker, Path(workspace),
+                                           max_drop=config.max_drop, selective=config.selective,
+                                           max_float_layers=config.max_float_layers, try_16x8=config.try_16x8,
+                                           debug_samples=config.debug_samples)
+        paths["int8"] = artifacts.write_atomic(tflite_dir / run_folder.INT8_MODEL_FILE, search["int8"])
+        fallback = _judge_fallback(search["fallback"], checker, saved_model, paths, Path(workspace))
+        if fallback is not None and fallback["shipped"]:
+            paths[fallback["variant"]] = artifacts.write_atomic(
+                tflite_dir / run_folder.variant_file(fallback["variant"]), search["fallback"]["model"])
     conversion_seconds = time.perf_counter() - started
 
     quantization = checker.check(paths, config.max_drop)
-    quantization["int8_search"] = {key: value for key, value in int8.items()
-                                   if key not in ("model", "scheme", "float_tensors", "float_layers")}
-    quantization["variants"]["int8"].update(scheme=int8["scheme"], float_tensors=int8["float_tensors"],
-                                            float_layers=int8["float_layers"])
+    quantization["int8_search"] = {"attempts": search["attempts"], "ranked_tensors": search["ranked_tensors"],
+                                   "ranking": search["ranking"], "fallback": fallback}
+    quantization["variants"]["int8"].update(scheme="int8", float_tensors=[],
+                                            float_layers=export_graph.float_layers(search["int8"]))
+    if fallback is not None and fallback["shipped"]:
+        quantization["variants"][fallback["variant"]].update(
+            {key: search["fallback"][key] for key in ("scheme", "float_tensors", "float_layers")})
+    quantization["served"] = check.served_variant(quantization)
     quantization.update(
         source_run=str(run_dir), calibration={"samples": int(len(calibration)), "split": "train",
                                               "stratified": True, "seed": config.seed},
@@ -178,6 +199,32 @@ def run(config: ExportConfig, model: Any = None, splits: Any = None, reference_p
     artifacts.write_json(tflite_dir / run_folder.METADATA_FILE, _tflite_metadata(run_dir, splits, quantization, paths))
     report.update_quantization_section(run_dir, quantization)
     return quantization
+
+
+def _judge_fallback(fallback: dict | None, checker: check.Checker, saved_model: Path, paths: dict[str, Path],
+                    workspace: Path) -> dict | None:
+    """Whether the search's passing fallback ships: only when it runs faster than float32.
+
+    A fallback keeps float arithmetic (int8_mixed) or runs int16 kernels that are often reference
+    ones (16x8); slower than the float32 file, it would be a slow model with an int8-sounding name.
+    Returns what quantization.json records about it, or None when the search found none.
+    """
+    if fallback is None:
+        return None
+    candidate = workspace / "fallback.tflite"
+    candidate.write_bytes(fallback["model"])
+    float32 = paths.get("float32")
+    if float32 is None:  # Not asked for as a variant: converted here, only to time it.
+        float32 = workspace / "float32_for_timing.tflite"
+        float32.write_bytes(export_tflite.convert_float(saved_model, "float32"))
+    latency_ms, float32_ms = checker.latency_ms(candidate), checker.latency_ms(float32)
+    shipped = latency_ms < float32_ms
+    return {"variant": fallback["variant"], "scheme": fallback["scheme"],
+            "float_tensors": fallback["float_tensors"], "latency_ms": latency_ms, "float32_latency_ms": float32_ms,
+            "shipped": shipped,
+            "reason": (f"passes the gate and runs faster than float32 ({latency_ms:.3g} vs {float32_ms:.3g} ms)"
+                       if shipped else f"passes the gate but is slower than float32 ({latency_ms:.3g} vs "
+                       f"{float32_ms:.3g} ms), so it is not shipped")}
 
 
 def _calibration_images(splits: Any, config: ExportConfig) -> np.ndarray:
@@ -202,8 +249,8 @@ def _tflite_metadata(run_dir: Path, splits: Any, quantization: dict, paths: dict
         measured = quantization["variants"][variant]
         variants[variant] = {key: measured[key] for key in ("file", "size_bytes", "input", "output", "top1", "top5",
                                                             "agreement", "drop_points", "latency_ms")}
-    int8 = quantization["variants"]["int8"]
-    variants["int8"].update(scheme=int8["scheme"], float_layers=int8["float_layers"])
+        if "scheme" in measured:
+            variants[variant].update(scheme=measured["scheme"], float_layers=measured["float_layers"])
     return {
         "source_run": str(run_dir), "model": run_metadata.get("model"), "dataset": splits.dataset,
         "input_size": [height, width], "input_dtype": "uint8", "labels_file": run_folder.LABELS_FILE,
@@ -212,7 +259,9 @@ def _tflite_metadata(run_dir: Path, splits: Any, quantization: dict, paths: dict
         "superclass_of": None if splits.superclass_of is None else [int(i) for i in splits.superclass_of],
         "preprocessing": "edge.preprocess.prepare_image: RGB, centre crop, antialiased resize to input_size; "
                          "the model does the rest",
-        "recommended": run_folder.SERVED_VARIANT, "variants": variants,
+        # What the demo and the camera serve (run_folder.served_model): int8 when it passed, else the
+        # fastest variant that did (check.served_variant).
+        "served": quantization["served"], "variants": variants,
         "reference": quantization["reference"], "test_images": quantization["test_images"],
         "max_drop": quantization["max_drop"], "passed": quantization["passed"],
         "runtime": quantization["runtime"], "versions": quantization["versions"], "created": quantization["created"],

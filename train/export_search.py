@@ -1,11 +1,13 @@
-"""The int8 search: plain full integer, else the fewest tensors kept in float, else 16x8.
+"""The int8 search: plain full integer, and when it misses the gate, a fallback to ship beside it.
 
     python train/export.py --run runs/NAME   # the command that uses this module
 
-Part of the TFLite export (train/export.py). `search_int8` tries the candidates in
-order of speed and accelerator support and keeps the first that passes the gate
-(screened on the validation split, confirmed on the test split by train/check.py's
-Checker). When plain int8 misses, `rank_tensors` runs
+Part of the TFLite export (train/export.py). `search_int8` always makes the plain
+full-integer model, which alone is shipped as model_int8.tflite. When it misses the
+gate (screened on the validation split, confirmed on the test split by
+train/check.py's Checker), the search looks for a fallback that passes, to be
+shipped under its own name (run_folder.FALLBACK_VARIANTS) if it is also faster than
+float32 (train/export.py decides that). When plain int8 misses, `rank_tensors` runs
 tf.lite.experimental.QuantizationDebugger and ranks every quantized tensor by
 `noise_to_signal`, and the worst 1, 2, 4, ... stay float, bisected down to the
 fewest that pass. Method and measurements: docs/quantization.md.
@@ -24,6 +26,9 @@ import tensorflow as tf
 from tensorflow.lite.python import convert as lite_convert
 
 from train import check, export_graph, export_tflite
+
+#: The variant name (run_folder.FALLBACK_VARIANTS) a passing fallback of each scheme ships under.
+FALLBACK_VARIANT_OF_SCHEME = {"int8-selective": "int8_mixed", "16x8": "16x8"}
 
 #: Images per debugger invocation. A batch (not one image) lets the error metric see how each
 #: channel varies across images, which a fully connected layer's single row per image cannot show.
@@ -85,13 +90,13 @@ def rank_tensors(calibrated: bytes, images: np.ndarray) -> list[dict]:
 
 def search_int8(saved_model: Path, calibration: np.ndarray, checker: check.Checker, workspace: Path, *,
                 max_drop: float, selective: bool, max_float_layers: int, try_16x8: bool, debug_samples: int) -> dict:
-    """The int8 model to ship: plain full-integer if it passes, else the fewest float tensors that
-    pass, else 16x8 if that passes; when nothing passes, the candidate that dropped least.
+    """The plain full-integer int8 model, and when it misses the gate, the first fallback that passes:
+    the fewest tensors kept in float ("int8_mixed"), else 16x8.
 
     The keyword options are ExportConfig's fields of the same names (train/export.py).
-
     Candidates are screened on the validation split and confirmed on the test split (Checker.screen).
-    Returns {"model": bytes, "scheme", "float_tensors", "float_layers", "attempts", "ranking"}.
+    Returns {"int8": bytes, "fallback": None or {"variant", "model": bytes, "scheme", "float_tensors",
+    "float_layers"}, "attempts", "ranked_tensors", "ranking"}.
     """
     attempts: list[dict] = []
     models: list[bytes] = []
@@ -117,7 +122,10 @@ def search_int8(saved_model: Path, calibration: np.ndarray, checker: check.Check
         return record
 
     calibrated = export_tflite.calibrate(saved_model, calibration)
-    chosen = attempt("int8", lambda: export_tflite.quantize(calibrated), always_test=True)
+    plain = attempt("int8", lambda: export_tflite.quantize(calibrated), always_test=True)
+    if "model_index" not in plain:
+        raise export_tflite.ExportError(f"no full-integer int8 model could be made: {plain['error']}")
+    chosen = plain
     ranking: list[dict] = []
     if not chosen["passed"] and selective:
         ranking = rank_tensors(calibrated, calibration[:debug_samples])
@@ -127,20 +135,16 @@ def search_int8(saved_model: Path, calibration: np.ndarray, checker: check.Check
                                                       lambda: export_tflite.quantize(calibrated, kept), kept))
     if not chosen["passed"] and try_16x8:
         chosen = attempt("16x8", lambda: export_tflite.quantize_16x8(saved_model, calibration))
-    if not chosen["passed"]:
-        measured = [record for record in attempts if "model_index" in record]
-        if not measured:
-            raise export_tflite.ExportError("no int8 model could be made: "
-                                             + "; ".join(record["error"] for record in attempts))
-        chosen = min(measured, key=lambda record: (_worst_drop(record), len(record["float_tensors"])))
-    model = models[chosen["model_index"]]
-    if chosen is not attempts[0] and "model_index" in attempts[0]:
-        # What keeping tensors in float (or 16x8) costs: time the plain int8 model too.
-        attempts[0]["latency_ms"] = checker.latency_ms(workspace / "candidate_0.tflite")
+    fallback = None
+    if chosen is not plain and chosen.get("passed"):
+        model = models[chosen["model_index"]]
+        fallback = {"variant": FALLBACK_VARIANT_OF_SCHEME[chosen["scheme"]], "model": model,
+                    "scheme": chosen["scheme"], "float_tensors": chosen["float_tensors"],
+                    "float_layers": export_graph.float_layers(model)}
+    int8 = models[plain["model_index"]]
     for record in attempts:
         record.pop("model_index", None)
-    return {"model": model, "scheme": chosen["scheme"], "float_tensors": chosen["float_tensors"],
-            "float_layers": export_graph.float_layers(model), "passed_screen": chosen["passed"], "attempts": attempts,
+    return {"int8": int8, "fallback": fallback, "attempts": attempts,
             "ranked_tensors": len(ranking), "ranking": ranking[:max(max_float_layers, 10)]}
 
 
@@ -166,10 +170,6 @@ def _grow_float_set(ranked: Sequence[str], try_set: Callable[[list[str]], dict])
         else:
             failing = middle
     return best
-
-
-def _worst_drop(record: dict) -> float:
-    return max(record.get("drop_points", -np.inf), record.get("val_drop_points", -np.inf))
 
 
 def _drops(record: dict) -> str:

@@ -23,12 +23,18 @@ from edge.errors import UserError
 from train import export_graph
 
 
+#: The signature output name of the float variants, which end in the model's softmax.
+PROBABILITIES_OUTPUT = "probabilities"
+
+
 class ExportError(UserError):
     """The model could not be converted; the message names the run and the variant."""
 
 
-def export_saved_model(model: Any, directory: Path, run_dir: Path) -> Path:
-    """Keras 3 -> SavedModel with one inference endpoint (uint8 input, `training=False`).
+def export_saved_model(model: Any, directory: Path, run_dir: Path, output_name: str = PROBABILITIES_OUTPUT) -> Path:
+    """Keras 3 -> SavedModel with one inference endpoint (uint8 input, `training=False`) whose one
+    output is named `output_name`: the converted .tflite keeps it as its signature's output name,
+    which tells the device side whether it gets probabilities or logits (edge.runtime.LOGITS_OUTPUT).
 
     Not `model.export()`: its endpoint calls the model without `training`, and Keras 3's random
     augmentation layers default to training mode, which leaves their random ops in the graph (the
@@ -40,7 +46,8 @@ def export_saved_model(model: Any, directory: Path, run_dir: Path) -> Path:
     try:
         archive = keras.export.ExportArchive()
         archive.track(model)
-        archive.add_endpoint(name="serve", fn=lambda images: model(images, training=False), input_signature=[spec])
+        archive.add_endpoint(name="serve", fn=lambda images: {output_name: model(images, training=False)},
+                             input_signature=[spec])
         archive.write_out(str(directory), verbose=False)
     except Exception as error:  # Keras raises several types; the message says what failed.
         raise ExportError(f"{run_dir}: cannot export the Keras model as a SavedModel "

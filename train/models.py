@@ -53,6 +53,27 @@ def load_model(path: str | Path) -> keras.Model:
     return keras.models.load_model(path, compile=False)
 
 
+def logits_model(model: keras.Model) -> keras.Model | None:
+    """The same network ending at the classifier's logits (no softmax), sharing its weights; None
+    when the model has no "classifier" Dense layer with a softmax (build_model always makes one).
+
+    The int8 export quantizes this one: a uint8 logits output keeps the order of every class, and
+    the device applies the softmax in float (edge.runtime), where a uint8 softmax would round all
+    probabilities below 1/512 to zero.
+    """
+    try:
+        classifier = model.get_layer("classifier")
+    except ValueError:
+        return None
+    if not isinstance(classifier, keras.layers.Dense) or classifier.activation is not keras.activations.softmax:
+        return None
+    logits_layer = keras.layers.Dense(classifier.units, activation=None, dtype=classifier.dtype_policy,
+                                      name="logits")
+    logits = logits_layer(classifier.input)
+    logits_layer.set_weights(classifier.get_weights())
+    return keras.Model(model.inputs, logits, name=f"{model.name}_logits")
+
+
 def as_float32(model: keras.Model) -> keras.Model:
     """The same model computing in float32: a copy when it was built under a mixed-precision policy.
 

@@ -28,9 +28,10 @@ TABLE_CLASSES = 10
 #: Float tensors named in the report before "and N more" (all are in quantization.json).
 LISTED_TENSORS = 8
 VARIANT_NAMES = {"float32": "float32", "float16": "float16 weights", "dynamic": "dynamic range (int8 weights)",
-                 "int8": "int8 (full integer)"}
+                 "int8": "int8 (full integer)", "int8_mixed": "int8 with float tensors (fallback)",
+                 "16x8": "16x8 (fallback)"}
 SCHEMES = {"int8": "plain full-integer post-training quantization",
-           "int8-selective": "full-integer with the worst tensors kept in float (selective quantization)",
+           "int8-selective": "int8 with the worst tensors kept in float (selective quantization)",
            "16x8": "int16 activations with int8 weights (16x8)"}
 
 
@@ -83,7 +84,7 @@ def summary_line(quantization: dict) -> str:
     return (f"int8 top-1 {formatting.percent(int8['top1'], 2)} vs Keras float "
             f"{formatting.percent(quantization['reference']['top1'], 2)}: "
             f"drop {int8['drop_points']:.2f} points, gate {quantization['max_drop']} points: {verdict} "
-            f"({int8.get('scheme', 'int8')}, {quantization['test_images']} test images)")
+            f"({quantization['test_images']} test images); serving {quantization.get('served', 'int8')}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,25 +247,29 @@ def render_quantization(quantization: dict) -> str:
 
 
 def _search_lines(quantization: dict) -> list[str]:
-    int8 = quantization["variants"]["int8"]
-    scheme = int8.get("scheme", "int8")
-    lines = ["", f"int8 model: {SCHEMES.get(scheme, scheme)}."]
+    lines = ["", "`model_int8.tflite`: plain full-integer post-training quantization; every op runs in integer "
+             "arithmetic (uint8 input, uint8 output)."]
     search = quantization.get("int8_search", {})
     attempts = [attempt for attempt in search.get("attempts", []) if "error" not in attempt]
     if len(attempts) > 1:
-        lines.append("Tried, in order (drop in points): " + "; ".join(_attempt_text(attempt) for attempt in attempts)
-                     + ".")
-    layers = int8.get("float_layers", [])
-    if layers:
-        names = ", ".join(f"`{layer['op']}` {layer['tensor'].split(';')[0]}" for layer in layers[:LISTED_TENSORS])
-        more = f" and {len(layers) - LISTED_TENSORS} more" if len(layers) > LISTED_TENSORS else ""
-        lines.append(f"Ops that stay float in the shipped file ({len(layers)}): {names}{more}.")
-        plain = next((attempt for attempt in attempts if attempt["scheme"] == "int8"), None)
-        if plain and plain.get("size_bytes") and plain.get("latency_ms") and int8.get("latency_ms"):
-            lines.append(f"Cost against plain int8: size {formatting.size(plain['size_bytes'])} -> {formatting.size(int8['size_bytes'])}, "
-                         f"latency {formatting.milliseconds(plain['latency_ms'])} -> {formatting.milliseconds(int8['latency_ms'])}.")
-    elif scheme != "16x8":
-        lines.append("Every op runs in integer arithmetic (uint8 input, uint8 output).")
+        lines.append("It missed the gate, so fallbacks were tried, in order (drop in points): "
+                     + "; ".join(_attempt_text(attempt) for attempt in attempts) + ".")
+    fallback = search.get("fallback")
+    if fallback:
+        file_name = f"`model_{fallback['variant']}.tflite`"
+        lines.append(f"Fallback {file_name} ({SCHEMES.get(fallback['scheme'], fallback['scheme'])}): "
+                     f"{fallback['reason']}.")
+        layers = quantization["variants"].get(fallback["variant"], {}).get("float_layers", [])
+        if layers:
+            names = ", ".join(f"`{layer['op']}` {layer['tensor'].split(';')[0]}" for layer in layers[:LISTED_TENSORS])
+            more = f" and {len(layers) - LISTED_TENSORS} more" if len(layers) > LISTED_TENSORS else ""
+            lines.append(f"Ops that stay float in {file_name} ({len(layers)}): {names}{more}.")
+    elif len(attempts) > 1:
+        lines.append("No fallback passed the gate; none is shipped.")
+    served = quantization.get("served")
+    if served:
+        lines.append(f"Served by the demo and the camera: `model_{served}.tflite` (metadata.json's \"served\": "
+                     "int8 when it passes the gate, else the fastest variant that does).")
     return lines
 
 
