@@ -570,6 +570,11 @@ def test_default_model_is_models_folder_else_newest_run(tmp_path):
     copied.parent.mkdir()
     copied.write_bytes(b"")
     assert camera.find_default_model(tmp_path) == copied
+    # The folder's metadata.json names what to serve (the export's "served"): the camera follows it.
+    mixed = copied.parent / "model_int8_mixed.tflite"
+    mixed.write_bytes(b"")
+    (copied.parent / "metadata.json").write_text('{"served": "int8_mixed"}')
+    assert camera.find_default_model(tmp_path) == mixed
 
 
 def test_options_reject_bad_values():

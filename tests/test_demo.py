@@ -25,7 +25,7 @@ from PIL import Image
 
 from demo import app as demo_app
 from demo import local_server, ui
-from edge import run_folder, runtime
+from edge import artifacts, run_folder, runtime
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 PHOTOS = sorted((REPOSITORY / "demo" / "examples").glob("*.jpg"))
@@ -116,6 +116,16 @@ def test_find_model_files_accepts_the_run_its_tflite_folder_and_one_file(served_
         assert files.model.name == run_folder.INT8_MODEL_FILE and files.reference.name == run_folder.FLOAT_MODEL_FILE
     single = ui.find_model_files(model=served_run / "tflite" / run_folder.FLOAT_MODEL_FILE)
     assert single.model.name == run_folder.FLOAT_MODEL_FILE and single.reference is None  # not compared with itself
+
+
+def test_find_model_files_serves_what_metadata_names(served_run, tmp_path):
+    folder = tmp_path / "tflite"
+    shutil.copytree(served_run / "tflite", folder)
+    metadata = artifacts.read_json(folder / "metadata.json")
+    assert metadata["served"] == "int8" and ui.find_model_files(folder=folder).model.name == "model_int8.tflite"
+    artifacts.write_json(folder / "metadata.json", {**metadata, "served": "float32"})  # as when int8 misses the gate
+    files = ui.find_model_files(folder=folder)
+    assert files.model.name == "model_float32.tflite" and files.reference is None
 
 
 def test_find_model_files_names_what_is_missing(tmp_path):
