@@ -29,7 +29,6 @@ import ipaddress
 import json
 import socket
 import threading
-import urllib.parse
 from typing import Any, Callable, Optional
 
 from PIL import Image
@@ -286,7 +285,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.server.remove_client(self.connection)
 
     def do_GET(self) -> None:
-        path = urllib.parse.urlsplit(self.path).path  # The query string is ignored; the path must match exactly.
+        path = self.path.partition("?")[0]  # A query string is ignored; the path must match a route exactly.
         try:
             if path == "/":
                 self._send(http.HTTPStatus.OK, "text/html; charset=utf-8", PAGE.encode())
