@@ -346,8 +346,9 @@ PAGE = f"""<!doctype html>
 <style>
   body {{ font-family: system-ui, sans-serif; margin: 1.5rem; background: #111; color: #eee; }}
   main {{ display: flex; flex-wrap: wrap; gap: 1.5rem; align-items: flex-start; }}
-  img {{ max-width: 100%; width: 480px; background: #222; border-radius: 4px; image-rendering: auto; }}
-  table {{ border-collapse: collapse; min-width: 16rem; }}
+  img {{ flex: 0 1 480px; min-width: 0; max-width: 100%; background: #222; border-radius: 4px; }}
+  section {{ flex: 1 1 16rem; min-width: 16rem; }}
+  table {{ border-collapse: collapse; width: 100%; }}
   td {{ padding: 0.25rem 0.5rem; border-bottom: 1px solid #333; }}
   td.score {{ text-align: right; font-variant-numeric: tabular-nums; }}
   #status {{ color: #aaa; font-size: 0.9rem; }}
