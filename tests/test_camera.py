@@ -34,7 +34,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge import camera, configuration, errors, runtime, serve, sources, stopping
+from edge import camera, configuration, errors, overlay, runtime, serve, sources, stopping
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 SCRIPT = REPOSITORY / "edge" / "camera.py"
@@ -796,6 +796,22 @@ def test_serve_alone_needs_no_preview_window():
     assert camera.CameraConfig().preview
 
 
+def test_annotate_draws_only_its_corner_and_leaves_the_frame_alone():
+    # --serve draws every streamed frame: annotate blends only the text box, and must not write into the loop's frame.
+    frame = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    original = frame.copy()
+    annotated = np.asarray(overlay.annotate(frame, [("apple", 0.5), ("castle", 0.25)], 12.5, 30.0))
+    assert np.array_equal(frame, original)
+    changed = np.argwhere((annotated != original).any(axis=2))
+    assert len(changed) > 0
+    bottom, right = changed.max(axis=0)
+    assert bottom < 120 // 2 and right < 160 // 2  # The box sits in the top-left corner.
+    assert np.array_equal(annotated[bottom + 1:], original[bottom + 1:])
+    assert np.array_equal(annotated[:, right + 1:], original[:, right + 1:])
+    tiny = np.zeros((6, 5, 3), np.uint8)  # A box larger than the frame is cut to it.
+    assert np.asarray(overlay.annotate(tiny, [("apple", 1.0)], None)).shape == (6, 5, 3)
+
+
 def test_a_frame_is_encoded_once_and_only_when_watched():
     latest = serve.LatestFrame()
     renders = []
@@ -880,17 +896,24 @@ def test_the_stream_delivers_jpeg_parts(long_image_folder):
     assert serving.server.latest.encoded_frames <= summary["frames"]  # At most once per frame.
 
 
-def test_a_client_leaving_mid_stream_or_stalling_leaves_the_loop_running(long_image_folder):
+def reset(client: socket.socket) -> None:
+    """Close `client` with a TCP reset (SO_LINGER 0), as a crashed browser or a dropped Wi-Fi link can."""
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()
+
+
+def test_a_client_leaving_mid_stream_or_stalling_leaves_the_loop_running(long_image_folder, capfd):
     with serving_camera(long_image_folder, fps_limit=SERVING_FPS) as serving:
+        # One client resets before it even sends its request.
+        reset(socket.create_connection(("127.0.0.1", serving.port), timeout=HTTP_TIMEOUT))
         # One client stops reading altogether, and stays connected until the end.
         stalled = socket.create_connection(("127.0.0.1", serving.port), timeout=HTTP_TIMEOUT)
         stalled.sendall(b"GET /stream.mjpg HTTP/1.0\r\n\r\n")
-        # Another reads one part, then vanishes with a reset (SO_LINGER 0), as a closed browser tab can.
+        # Another reads one part, then vanishes with a reset.
         client, reader, boundary = open_stream(serving.port)
         read_parts(reader, boundary, 1)
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         reader.close()
-        client.close()
+        reset(client)
         left_at = latest_record(serving.port)["frame"]
         later = latest_record(serving.port, after=left_at + 2)
         assert later["frame"] > left_at + 2, "the loop stopped classifying after a client left"
@@ -899,6 +922,7 @@ def test_a_client_leaving_mid_stream_or_stalling_leaves_the_loop_running(long_im
         stalled.close()
     assert summary["stopped"] == "SIGTERM" and summary["frames"] >= later["frame"]
     assert summary["exit_code"] == camera.EXIT_TERMINATED
+    assert "Traceback" not in capfd.readouterr().err  # Clients failing are not the camera's errors.
 
 
 def test_stopping_the_camera_closes_the_server(image_folder):
