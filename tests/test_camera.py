@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import importlib.util
 import io
 import json
 import os
@@ -980,3 +981,30 @@ def test_serve_from_the_script(tiny_model, long_image_folder, tmp_path):
     lines = stdout_path.read_text().splitlines()
     assert_stopped_cleanly(lines, error, "SIGINT")
     assert_refused(port)
+
+
+def _load_benchmark(name: str):
+    """A script of benchmarks/ as a module (the folder holds scripts, not an installed package)."""
+    path = REPOSITORY / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # Its dataclasses look their module up while being made.
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_the_loop_benchmark_measures_with_and_without_serve(tiny_model, capsys):
+    # Only that it measures and prints both; the figures themselves depend on the machine.
+    benchmark = _load_benchmark("camera_loop")
+    frames = 12
+    result = benchmark.run(benchmark.LoopBenchmarkConfig(model=str(tiny_model), frames=frames, rounds=1,
+                                                         width=160, height=120))
+    assert result["loop_fps"] > 0 and result["serve_loop_fps"] > 0
+    assert 1 <= result["serve_stream_parts"] <= frames
+    assert result["serve_encoded_frames"] <= frames
+    text = benchmark.render(result)
+    assert "camera loop with --serve, one client reading /stream.mjpg" in text
+    without = benchmark.run(benchmark.LoopBenchmarkConfig(model=str(tiny_model), frames=frames, rounds=1,
+                                                          width=160, height=120, serve=False))
+    assert without["serve_loop_fps"] is None and "--serve" not in benchmark.render(without)
