@@ -28,8 +28,8 @@ Needs numpy, Pillow, a TFLite runtime (ai-edge-litert or tflite-runtime) and,
 for a camera or the preview, picamera2 or OpenCV. Never TensorFlow.
 Exit status: 0 done, 1 the source failed mid-run (camera lost) or an output
 could not be written, 2 nothing could start (no camera, bad model or labels,
-no display for the preview, the --serve port in use), 130 stopped by SIGINT (Ctrl-C), 143 stopped by
-SIGTERM; never a traceback for these.
+no display for the preview, the --serve port in use), 130 stopped by SIGINT
+(Ctrl-C), 143 stopped by SIGTERM; never a traceback for these.
 """
 
 import collections

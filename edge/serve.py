@@ -125,7 +125,7 @@ class LatestFrame:
         return self._closed
 
     def wait_newer(self, after: int, timeout: float) -> Optional[Frame]:
-        """The newest frame if its number is above `after`, waiting up to `timeout` s for one; None if none came or closed."""
+        """The newest frame if numbered above `after`, waiting up to `timeout` s; None if none came or closed."""
         with self._condition:
             self._condition.wait_for(
                 lambda: self._closed or (self._frame is not None and self._frame.number > after), timeout)
@@ -240,7 +240,7 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
         super().__init__(address, _Handler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client's connection failing (reset before its request, gone mid-answer) is quiet; a bug keeps its traceback."""
+        """A client's connection failing (reset, gone mid-answer) is quiet; a bug keeps its traceback."""
         if isinstance(sys.exc_info()[1], OSError):
             return
         super().handle_error(request, client_address)
@@ -389,8 +389,8 @@ async function refresh() {{
       return row;
     }});
     document.getElementById("predictions").replaceChildren(...rows);
-    document.getElementById("status").textContent =
-      `frame ${{record.frame}} from ${{record.source}}: ${{record.latency_ms.toFixed(1)}} ms, ${{record.fps.toFixed(1)}} fps`;
+    document.getElementById("status").textContent = `frame ${{record.frame}} from ${{record.source}}: ` +
+      `${{record.latency_ms.toFixed(1)}} ms, ${{record.fps.toFixed(1)}} fps`;
   }} catch (error) {{
     document.getElementById("status").textContent = "the camera is not answering";
   }}
