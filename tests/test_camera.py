@@ -7,6 +7,11 @@ smoke run (tests/conftest.py's `smoke_run`; marked slow: it trains and converts)
 Unit tests drive `run()` with a fake camera and a fake classifier, so they need
 no model.
 
+The `--serve` tests run `run()` in a thread on a folder, with a fake classifier
+and the server on 127.0.0.1 port 0 (the system picks a free port, which the
+test reads from the server before the loop starts), and talk HTTP to it; one
+runs the script end to end, one opens the page in Chromium (marked browser).
+
 The stop-signal tests start the script with SIGINT explicitly ignored or
 explicitly at its default (a child inherits an ignored SIGINT, e.g. from a
 background job of a non-interactive shell, so leaving it to the test runner's
@@ -1008,3 +1013,37 @@ def test_the_loop_benchmark_measures_with_and_without_serve(tiny_model, capsys):
     without = benchmark.run(benchmark.LoopBenchmarkConfig(model=str(tiny_model), frames=frames, rounds=1,
                                                           width=160, height=120, serve=False))
     assert without["serve_loop_fps"] is None and "--serve" not in benchmark.render(without)
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+#: Milliseconds the page may take to show a frame and its predictions (a busy 2-core machine).
+PAGE_TIMEOUT_MS = 60_000
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_the_live_view_page_in_chromium(long_image_folder):
+    # The page at / in a real browser: the MJPEG image shows frames and the predictions follow the loop.
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium)")
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright (pip) is not installed")
+    with serving_camera(long_image_folder, fps_limit=SERVING_FPS) as serving, \
+            playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM),
+                                             args=["--headless", "--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page()
+            # Not "load": an MJPEG image never finishes loading.
+            page.goto(f"http://127.0.0.1:{serving.port}/", wait_until="domcontentloaded")
+            page.wait_for_function("document.querySelector('img').naturalWidth === 50", timeout=PAGE_TIMEOUT_MS)
+            page.wait_for_function("document.getElementById('predictions').textContent.includes('bicycle')",
+                                   timeout=PAGE_TIMEOUT_MS)
+            first = page.text_content("#status")
+            assert first.startswith("frame ") and f"from folder:{long_image_folder}" in first
+            cells = page.eval_on_selector_all("#predictions td", "cells => cells.map(cell => cell.textContent)")
+            assert cells == ["bicycle", "40.0%", "dolphin", "25.0%", "castle", "20.0%"]
+            page.wait_for_function(f"document.getElementById('status').textContent !== {json.dumps(first)}",
+                                   timeout=PAGE_TIMEOUT_MS)  # The next frame's record replaced it.
+        finally:
+            browser.close()
+        serving.finish()
