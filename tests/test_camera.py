@@ -947,6 +947,15 @@ def test_stopping_the_camera_closes_the_server(image_folder):
     assert not [thread for thread in threading.enumerate() if thread.name == "live-view-server"]
 
 
+def test_a_lost_camera_closes_the_server_too():
+    server = serve.LiveServer("127.0.0.1", 0)
+    summary = camera.run(camera.CameraConfig(serve="127.0.0.1:0"), source=FakeCamera(good_frames=3, failure=OSError),
+                         classifier=FakeClassifier(), server=server)
+    assert summary["stopped"] == "camera lost" and summary["exit_code"] == camera.EXIT_FAILURE
+    assert 1 <= summary["frames"] <= 3
+    assert_refused(server.port)
+
+
 @pytest.mark.slow
 def test_serve_from_the_script(tiny_model, long_image_folder, tmp_path):
     # The whole command, with the int8 model: serves on the port the system chose, then Ctrl-C closes it.
