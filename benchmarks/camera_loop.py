@@ -1,7 +1,8 @@
-"""How fast the camera loop runs, next to the interpreter's own rate for the same model and threads.
+"""How fast the camera loop runs, next to the interpreter's own rate, and with `--serve` and a viewer.
 
     python benchmarks/camera_loop.py --model runs/NAME/tflite/model_int8.tflite --threads 4
     python benchmarks/camera_loop.py --model models/model_int8.tflite --frames 300 --json-out loop.json
+    python benchmarks/camera_loop.py --model MODEL --frames 100 --no-serve   # without the --serve measurement
 
 Writes a synthetic MJPG video at camera resolution (640x480 by default) to a
 temporary folder and plays it through `edge.camera.run` with `--headless`
@@ -9,6 +10,10 @@ output thrown away: decode (on the capture thread), the shared preprocessing
 (centre crop and antialiased resize of each frame), the interpreter, and the
 text line. Then it times `Classifier.predict` alone on one prepared image, the
 interpreter's own rate. The difference per frame is the loop's overhead.
+Unless `--no-serve`, it plays the video once more with `--serve` on a free
+loopback port and one client thread reading /stream.mjpg throughout (as a
+browser watching the live view does): the cost of annotating and
+JPEG-encoding each frame, and of sending it, on the same CPUs.
 
 A benchmark, not a test: numbers depend on the machine and on what else runs
 on it. Needs OpenCV (to write and read the video) and a TFLite runtime.
@@ -16,15 +21,17 @@ on it. Needs OpenCV (to write and read the video) and a TFLite runtime.
 import dataclasses
 import os
 import platform
+import socket
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 import numpy as np
 
-from edge import artifacts, camera, configuration, errors, machine, preprocess, runtime, sources
+from edge import artifacts, camera, configuration, errors, machine, preprocess, runtime, serve, sources
 from edge.configuration import option
 from edge.errors import UserError
 
@@ -32,6 +39,10 @@ from edge.errors import UserError
 WARMUP_CALLS = 10
 #: Frame rate written into the video's header; the loop ignores it and reads as fast as it can.
 VIDEO_FPS = 30
+#: Seconds the stream client waits on its socket before giving up (it is closed by the server when the loop ends).
+CLIENT_TIMEOUT_SECONDS = 60
+#: Bytes the stream client reads at a time.
+CLIENT_READ_BYTES = 65536
 
 
 @dataclasses.dataclass
@@ -46,6 +57,7 @@ class LoopBenchmarkConfig:
                          "(on a shared machine the best is the least disturbed)", "Benchmark")
     width: int = option(640, "video frame width (a typical camera resolution)", "Benchmark")
     height: int = option(480, "video frame height", "Benchmark")
+    serve: bool = option(True, "also time the loop with --serve and one client reading /stream.mjpg", "Benchmark")
     json_out: Optional[str] = option(None, "also write the results to this JSON file", "Benchmark", metavar="FILE")
 
     def __post_init__(self) -> None:
@@ -87,6 +99,53 @@ def time_interpreter(classifier: runtime.Classifier, image: np.ndarray, calls: i
     return seconds
 
 
+class StreamClient:
+    """A thread reading /stream.mjpg until the server closes it, counting the JPEG parts, as a browser would."""
+
+    def __init__(self, port: int):
+        self.parts = 0
+        self.bytes = 0
+        # Connected now: the server has bound its socket, so the request waits in its backlog until it serves.
+        self._socket = socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT_SECONDS)
+        self._socket.sendall(b"GET /stream.mjpg HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        self._thread = threading.Thread(target=self._read, name="stream-client", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        marker, tail = f"--{serve.BOUNDARY}\r\n".encode(), b""
+        try:
+            while chunk := self._socket.recv(CLIENT_READ_BYTES):
+                self.bytes += len(chunk)
+                # Count boundary lines, including one split across two reads (the tail carries it over).
+                self.parts += (tail + chunk).count(marker)
+                tail = chunk[-(len(marker) - 1):]
+        except OSError:  # The server shut the connection as the loop ended.
+            pass
+
+    def close(self) -> None:
+        self._thread.join(CLIENT_TIMEOUT_SECONDS)
+        self._socket.close()
+
+
+def run_served(loop_options: camera.CameraConfig, classifier: runtime.Classifier) -> dict[str, Any]:
+    """The loop's summary with --serve on a free loopback port and one client reading the stream throughout."""
+    server = serve.LiveServer("127.0.0.1", 0)
+    client = StreamClient(server.port)
+    try:
+        with open(os.devnull, "w") as discard:
+            summary = camera.run(loop_options, classifier=classifier, stream=discard, server=server)
+    finally:
+        client.close()  # run() closed the server, so the client's read has ended.
+    return dict(summary, stream_parts=client.parts, stream_bytes=client.bytes,
+                encoded_frames=server.latest.encoded_frames)
+
+
+def check_frames(summary: dict[str, Any], frames: int) -> None:
+    if summary["frames"] != frames:
+        raise RuntimeError(f"the loop classified {summary['frames']} of {frames} frames "
+                           f"(stopped: {summary['stopped']})")
+
+
 def run(options: LoopBenchmarkConfig) -> dict[str, Any]:
     """Measure the loop and the interpreter alone; return the numbers (ms per frame, frames per second)."""
     model_path = Path(options.model) if options.model else camera.find_default_model()
@@ -100,18 +159,21 @@ def run(options: LoopBenchmarkConfig) -> dict[str, Any]:
             first_frame.close()
         loop_options = camera.CameraConfig(source=str(video), headless=True, threads=options.threads,
                                             runtime=options.runtime)
-        alone, summary = None, None
+        alone, summary, served = None, None, None
         for _ in range(options.rounds):
             seconds = time_interpreter(classifier, image, options.frames)
             if alone is None or seconds.mean() < alone.mean():
                 alone = seconds
             with open(os.devnull, "w") as discard:
                 candidate = camera.run(loop_options, classifier=classifier, stream=discard)
-            if candidate["frames"] != options.frames:
-                raise RuntimeError(f"the loop classified {candidate['frames']} of {options.frames} frames "
-                                   f"(stopped: {candidate['stopped']})")
+            check_frames(candidate, options.frames)
             if summary is None or candidate["fps"] > summary["fps"]:
                 summary = candidate
+            if options.serve:
+                candidate = run_served(dataclasses.replace(loop_options, serve="127.0.0.1:0"), classifier)
+                check_frames(candidate, options.frames)
+                if served is None or candidate["fps"] > served["fps"]:
+                    served = candidate
     loop_ms = 1000 / summary["fps"]
     return {
         "model": str(model_path), "runtime": classifier.runtime_name,
@@ -125,6 +187,12 @@ def run(options: LoopBenchmarkConfig) -> dict[str, Any]:
         "preprocess_ms": summary["mean_latency_ms"] - summary["mean_inference_ms"],
         "rest_ms": loop_ms - summary["mean_latency_ms"],
         "overhead_ms": loop_ms - summary["mean_inference_ms"],
+        "serve_loop_fps": served["fps"] if served else None,
+        "serve_loop_ms": 1000 / served["fps"] if served else None,
+        "serve_stream_parts": served["stream_parts"] if served else None,
+        "serve_stream_kib_per_part": (served["stream_bytes"] / 1024 / served["stream_parts"]
+                                      if served and served["stream_parts"] else None),
+        "serve_encoded_frames": served["encoded_frames"] if served else None,
         "machine": f"{machine.processor_name()} ({platform.machine()}), {os.cpu_count()} CPUs visible",
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
@@ -133,6 +201,18 @@ def run(options: LoopBenchmarkConfig) -> dict[str, Any]:
 def render(result: dict[str, Any]) -> str:
     """The results as a small Markdown table."""
     threads = result["threads"] if result["threads"] is not None else "default"
+    served = []
+    if result["serve_loop_fps"] is not None:
+        served = [
+            f"| camera loop with --serve, one client reading /stream.mjpg | {result['serve_loop_ms']:.2f} "
+            f"| {result['serve_loop_fps']:.1f} |",
+            f"| - cost of serving (with - without) | {result['serve_loop_ms'] - result['loop_ms']:.2f} | |",
+        ]
+    notes = []
+    if result["serve_stream_parts"] is not None:
+        notes = ["", f"with --serve: the client received {result['serve_stream_parts']} of {result['frames']} frames "
+                 f"(a slow client skips frames), {result['serve_stream_kib_per_part'] or 0:.1f} KiB per JPEG; "
+                 f"{result['serve_encoded_frames']} frames encoded"]
     return "\n".join([
         f"model {result['model']} ({result['runtime']} {result['runtime_version']}, threads {threads}, "
         f"input {result['input_size'][0]}x{result['input_size'][1]}); {result['frames']} frames of "
@@ -147,6 +227,8 @@ def render(result: dict[str, Any]) -> str:
         f"| - preprocessing (centre crop + resize of the frame) | {result['preprocess_ms']:.2f} | |",
         f"| - the rest (waiting for the frame, output line, thread hand-off) | {result['rest_ms']:.2f} | |",
         f"| loop overhead outside the interpreter (loop - interpreter inside it) | {result['overhead_ms']:.2f} | |",
+        *served,
+        *notes,
         "",
         f"machine: {result['machine']}; load average {result['load_average']}",
     ])

@@ -4,6 +4,7 @@
     python edge/camera.py --headless --threads 4             # one line per frame, over SSH
     python edge/camera.py --source clip.avi --json --frames 20
     python edge/camera.py --source photos/ --headless --save annotated/
+    python edge/camera.py --headless --serve 0.0.0.0:8000   # live view in a browser, for a headless Pi
 
 Each frame goes through the project's one preprocessing function
 (`edge.preprocess.prepare_image`: centre crop, antialiased resize to the
@@ -11,6 +12,11 @@ model's input) and the TFLite interpreter (`edge.runtime.Classifier`). Capture
 runs on its own thread (`edge.sources.FrameGrabber`), so the loop runs at the
 interpreter's rate; a live camera's stale frames are dropped, while a video
 file or image folder is classified frame by frame, in order, none dropped.
+
+`--serve [HOST:]PORT` serves the live view over HTTP (`edge.serve`): a page
+at /, the annotated frames as MJPEG at /stream.mjpg and the latest frame's
+`--json` record at /predictions.json. It binds to 127.0.0.1 unless a host is
+given (0.0.0.0: every interface, no authentication) and needs no display.
 
 Ctrl-C (SIGINT) and SIGTERM (`kill`, `systemctl stop`) stop the loop cleanly:
 the camera is released and the summary line says which signal stopped it
@@ -22,12 +28,13 @@ Needs numpy, Pillow, a TFLite runtime (ai-edge-litert or tflite-runtime) and,
 for a camera or the preview, picamera2 or OpenCV. Never TensorFlow.
 Exit status: 0 done, 1 the source failed mid-run (camera lost) or an output
 could not be written, 2 nothing could start (no camera, bad model or labels,
-no display for the preview), 130 stopped by SIGINT (Ctrl-C), 143 stopped by
-SIGTERM; never a traceback for these.
+no display for the preview, the --serve port in use), 130 stopped by SIGINT
+(Ctrl-C), 143 stopped by SIGTERM; never a traceback for these.
 """
 
 import collections
 import dataclasses
+import functools
 import json
 import os
 import signal
@@ -38,7 +45,7 @@ from typing import Any, Literal, Optional, TextIO
 
 import numpy as np
 
-from edge import configuration, errors, overlay, preprocess, run_folder, runtime, sources, stopping
+from edge import configuration, errors, overlay, preprocess, run_folder, runtime, serve, sources, stopping
 from edge.configuration import option
 from edge.errors import UserError
 
@@ -86,6 +93,10 @@ class CameraConfig:
                         "predictions, latency_ms, inference_ms, fps)", "Output")
     save: Optional[str] = option(None, "write each annotated frame as a JPEG into this folder", "Output",
                                  metavar="DIR")
+    serve: Optional[str] = option(None, "serve the live view over HTTP: a page at /, MJPEG at /stream.mjpg, "
+                                  "the latest --json record at /predictions.json; binds to 127.0.0.1 unless "
+                                  "HOST is given (0.0.0.0: the whole network, no authentication); no preview "
+                                  "window", "Output", metavar="[HOST:]PORT")
 
     def __post_init__(self) -> None:
         for name in ("width", "height", "top_k"):
@@ -99,11 +110,13 @@ class CameraConfig:
             raise configuration.ConfigError(f"fps_limit must be > 0, got {self.fps_limit}")
         if not 0.0 <= self.threshold <= 1.0:
             raise configuration.ConfigError(f"threshold must be in [0, 1], got {self.threshold}")
+        if self.serve is not None:
+            serve.parse_address(self.serve)  # Raises ConfigError naming what is wrong.
 
     @property
     def preview(self) -> bool:
-        """The preview window is shown unless a text output was asked for."""
-        return not (self.headless or self.json)
+        """The preview window is shown unless a text output or the live view over HTTP was asked for."""
+        return not (self.headless or self.json or self.serve)
 
 
 class PreviewError(UserError):
@@ -112,15 +125,18 @@ class PreviewError(UserError):
 
 def run(options: CameraConfig, source: Optional[sources.FrameSource] = None,
         classifier: Optional[runtime.Classifier] = None, stream: Optional[TextIO] = None,
-        stop: Optional[stopping.StopRequest] = None) -> dict[str, Any]:
+        stop: Optional[stopping.StopRequest] = None, server: Optional[serve.LiveServer] = None) -> dict[str, Any]:
     """Classify frames until the frame limit, the end of the source, a lost camera, a stop request or Ctrl-C.
 
-    `source`, `classifier` and `stream` (stdout by default) may be given by a
-    test or benchmark; the loop closes the source when it ends. `stop` is
+    `source`, `classifier`, `stream` (stdout by default) and `server` (a bound
+    `serve.LiveServer`, whose port a test can read before the loop starts) may
+    be given by a test or benchmark; the loop closes the source and the server
+    when it ends. Without `server`, `--serve` binds one before the model and
+    the camera open, so a port in use fails first. `stop` is
     checked once per frame (and wakes the --fps-limit pause): `main` passes the
     one its SIGINT and SIGTERM handlers set. run() installs no signal handlers
     itself, so a library caller keeps its own; there a KeyboardInterrupt still
-    ends the loop cleanly ("interrupted"). Raises PreviewError,
+    ends the loop cleanly ("interrupted"). Raises PreviewError, serve.ServeError,
     runtime.ModelError or sources.CameraError when it cannot start; returns a
     summary whose "stopped" says why it ended ("SIGINT", "SIGTERM", "end of
     source", ...) and whose "exit_code" is the script's exit status for that.
@@ -129,6 +145,8 @@ def run(options: CameraConfig, source: Optional[sources.FrameSource] = None,
     stop = stop if stop is not None else stopping.StopRequest()
     preview = PreviewWindow() if options.preview else None
     try:
+        if server is None and options.serve is not None:
+            server = serve.LiveServer(*serve.parse_address(options.serve))
         if classifier is None:
             classifier = load_classifier(options)
         if source is None:
@@ -136,12 +154,17 @@ def run(options: CameraConfig, source: Optional[sources.FrameSource] = None,
     except BaseException:
         if preview is not None:
             preview.close()
+        if server is not None:
+            server.close()
         if source is not None:  # A source handed in is ours to release, even when the model fails.
             source.close()
         raise
     print(f"camera: source {source.name}; model {classifier.model_path} "
           f"({classifier.runtime_name}, input {classifier.input_size[0]}x{classifier.input_size[1]})",
           file=sys.stderr)
+    if server is not None:
+        server.start()
+        print(server.describe(), file=sys.stderr, flush=True)
     save_dir = Path(options.save) if options.save else None
     grabber = sources.FrameGrabber(source)
     meter = FrameRateMeter(FPS_WINDOW_FRAMES)
@@ -179,22 +202,26 @@ def run(options: CameraConfig, source: Optional[sources.FrameSource] = None,
             fps = meter.update(now - previous_end)
             previous_end = now
 
+            # One record per frame, shared by --json and /predictions.json: the same object in both.
+            record = (frame_record(frames, source.name, predictions, latency_ms, inference_ms, fps)
+                      if options.json or server is not None else None)
             if options.json:
-                record = {"frame": frames, "source": source.name,
-                          "predictions": [{"label": label, "score": round(score, 6)}
-                                          for label, score in predictions],
-                          "latency_ms": round(latency_ms, 3), "inference_ms": round(inference_ms, 3),
-                          "fps": round(fps, 3)}
                 print(json.dumps(record), file=stream, flush=True)
             elif options.headless:
                 print(overlay.format_line(frames, predictions, latency_ms, fps), file=stream, flush=True)
+            annotated = None
             if save_dir is not None or preview is not None:
                 annotated = overlay.annotate(frame, predictions, fps, latency_ms)
                 if save_dir is not None:
                     annotated.save(save_dir / f"frame_{frames:06d}.jpg", quality=90)
-                if preview is not None and not preview.show(annotated):
-                    stopped = "window closed"
-                    break
+            if server is not None:
+                # Drawn lazily by the first stream client that wants this frame, so nobody watching costs nothing.
+                render = ((lambda image=annotated: image) if annotated is not None else
+                          functools.partial(overlay.annotate, frame, predictions, fps, latency_ms))
+                server.latest.publish(frames, record, render)
+            if preview is not None and not preview.show(annotated):
+                stopped = "window closed"
+                break
     except sources.CameraError as error:
         stopped, message = ("camera lost" if source.live else "source failed"), str(error)
         exit_code = EXIT_FAILURE
@@ -203,6 +230,8 @@ def run(options: CameraConfig, source: Optional[sources.FrameSource] = None,
     except KeyboardInterrupt:  # Only where no handler of ours is installed (run() from a library or a test).
         stopped, exit_code = "interrupted", EXIT_INTERRUPTED
     finally:
+        if server is not None:  # First: clients see the stream end while the camera is still being released.
+            server.close()
         grabber.stop()
         source.close()
         if preview is not None:
@@ -217,6 +246,14 @@ def run(options: CameraConfig, source: Optional[sources.FrameSource] = None,
         "captured_frames": grabber.captured, "dropped_frames": grabber.dropped,
         "stopped": stopped, "message": message, "exit_code": exit_code,
     }
+
+
+def frame_record(number: int, source_name: str, predictions: list[tuple[str, float]], latency_ms: float,
+                 inference_ms: float, fps: float) -> dict[str, Any]:
+    """One frame as `--json` prints it and /predictions.json serves it."""
+    return {"frame": number, "source": source_name,
+            "predictions": [{"label": label, "score": round(score, 6)} for label, score in predictions],
+            "latency_ms": round(latency_ms, 3), "inference_ms": round(inference_ms, 3), "fps": round(fps, 3)}
 
 
 def load_classifier(options: CameraConfig) -> runtime.Classifier:
@@ -327,7 +364,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # Python's final flush of stdout would fail again.
         return EXIT_OK
-    except UserError as error:  # A bad model or labels file, no camera, no display: nothing ran.
+    except UserError as error:  # A bad model or labels file, no camera, no display, a port in use: nothing ran.
         return errors.report(error, command="camera")
     except OSError as error:  # --save into a folder that cannot be written, a full disk.
         print(f"camera: error: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
