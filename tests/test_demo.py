@@ -24,8 +24,8 @@ import pytest
 from PIL import Image
 
 from demo import app as demo_app
-from demo import local_server, ui
-from edge import run_folder, runtime
+from demo import explain, local_server, ui
+from edge import occlusion, run_folder, runtime
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 PHOTOS = sorted((REPOSITORY / "demo" / "examples").glob("*.jpg"))
@@ -137,6 +137,22 @@ def test_predict_and_compare_in_process(models, tmp_path):
         assert int8_answer == answer and len(float_answer) == expected
         assert "ms" in details and run_folder.INT8_MODEL_FILE in details
     assert compare(None) == (None, None, "")  # a cleared picture clears the answers
+
+
+def test_where_it_looked_draws_the_int8_occlusion_map_of_a_photo(models, tmp_path):
+    overlay, caption = explain.where_it_looked(models, PHOTOS[0])
+    assert isinstance(overlay, Image.Image) and overlay.mode == "RGB"
+    assert overlay.size == (occlusion.DISPLAY_SIZE, occlusion.DISPLAY_SIZE)
+    top_label = next(iter(models.model.classify(PHOTOS[0], 1)))[0]
+    assert f"**{top_label}**" in caption and "1 model call," in caption and "\n" not in caption
+    again, _ = explain.where_it_looked(models, PHOTOS[0])
+    assert np.array_equal(np.asarray(overlay), np.asarray(again))  # deterministic
+    handler = explain.make_explain(models, ui._image_source)  # as build_demo wires it
+    assert handler(None) == (None, "")
+    assert np.array_equal(np.asarray(handler(_payload(PHOTOS[0]))[0]), np.asarray(overlay))
+    broken = bad_files(tmp_path)["truncated"]
+    with pytest.raises(gr.Error, match="truncated"):
+        handler(_payload(broken))
 
 
 def test_webcam_data_urls_are_classified(models):
