@@ -9,6 +9,11 @@ tiny converted models (slow: it trains and converts them once per session).
 """
 from __future__ import annotations
 
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -141,12 +146,17 @@ def test_colormap_runs_from_dark_to_bright():
     assert np.array_equal(occlusion.colormap(np.array([-1.0, 2.0])), occlusion.colormap(np.array([0.0, 1.0])))
 
 
-@pytest.mark.slow
-def test_an_int8_tflite_model_through_the_runtime(tmp_path_factory):
-    """The real path of the demo: a quantized model in edge.runtime.Classifier, one invocation per map."""
+@pytest.fixture(scope="module")
+def tiny_int8_model(tmp_path_factory) -> Path:
+    """tests/test_runtime.py's tiny colour classifier, converted to full int8 (trains for a few seconds)."""
     pytest.importorskip("tensorflow")
-    paths = build_tiny_models(tmp_path_factory.mktemp("occlusion_tiny_models"))
-    classifier = runtime.Classifier(paths["int8"])
+    return build_tiny_models(tmp_path_factory.mktemp("occlusion_tiny_models"))["int8"]
+
+
+@pytest.mark.slow
+def test_an_int8_tflite_model_through_the_runtime(tiny_int8_model):
+    """The real path of the demo: a quantized model in edge.runtime.Classifier, one invocation per map."""
+    classifier = runtime.Classifier(tiny_int8_model)
     invocations = []
     original_invoke = classifier.interpreter.invoke
     classifier.interpreter.invoke = lambda: invocations.append(1) or original_invoke()
@@ -159,3 +169,26 @@ def test_an_int8_tflite_model_through_the_runtime(tmp_path_factory):
     one_by_one = occlusion.occlusion_map(image, classifier.predict, batch_size=1)
     # int8 kernels are exact integer arithmetic: a batch gives the same numbers as single images.
     np.testing.assert_allclose(result.drops, one_by_one.drops, atol=classifier.output_quantization[0] + 1e-6)
+
+
+@pytest.mark.slow
+def test_the_benchmark_counts_one_invocation_per_map(tiny_int8_model, tmp_path, capsys):
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "occlusion_cost.py"
+    spec = importlib.util.spec_from_file_location("benchmark_occlusion_cost", path)
+    benchmark = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = benchmark  # dataclasses look their module up there while the file runs.
+    spec.loader.exec_module(benchmark)
+    output = tmp_path / "cost.json"
+    assert benchmark.main(["--model", str(tiny_int8_model), "--threads", "1", "2", "--runs", "2",
+                           "--json", str(output)]) == 0
+    assert "| 1 |" in capsys.readouterr().out
+    rows = json.loads(output.read_text())["results"]
+    assert [row["threads"] for row in rows] == [1, 2]
+    for row in rows:
+        assert row["invocations_per_map"] == 1 and row["images_per_map"] == 1 + occlusion.GRID ** 2
+        assert row["map_ms"] > 0 and row["single_image_ms"] > 0
+    assert benchmark.main(["--model", str(tmp_path / "none.tflite")]) == 2
+    assert "model file not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_status:  # argparse's usage error
+        benchmark.main(["--model", str(tiny_int8_model), "--threads", "two"])
+    assert exit_status.value.code == 2 and "whole numbers" in capsys.readouterr().err
