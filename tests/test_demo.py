@@ -291,6 +291,11 @@ def test_predict_api_on_real_photos(app_server, client, served_run, models):
     _check_label_result(int8_answer, models.model.labels, tolerance)
     _check_label_result(float_answer, models.model.labels, _probability_tolerance(models.files.reference))
     assert "Latency" in details and run_folder.INT8_MODEL_FILE in details
+    overlay_file, caption = client.predict(handle_file(str(PHOTOS[0])), api_name="/explain")
+    with Image.open(overlay_file) as overlay:  # "Where it looked", computed by the served int8 model
+        assert overlay.size == (occlusion.DISPLAY_SIZE, occlusion.DISPLAY_SIZE)
+    # The same class, probability and largest fall as in this process; only the milliseconds differ.
+    assert caption.rsplit(", ", 1)[0] == explain.where_it_looked(models, PHOTOS[0])[1].rsplit(", ", 1)[0]
     assert app_server.blocked_imports() == []  # TensorFlow was never even attempted
 
 
