@@ -52,8 +52,10 @@ BATCH_SIZE = MAX_BATCH
 #: Side in pixels of the rendered overlay (the demo shows it beside a 320-pixel-high photo).
 DISPLAY_SIZE = 256
 
-#: Opacity of the heat colours over the photo: the photo stays readable beneath.
-OVERLAY_ALPHA = 0.6
+#: Opacity of the heat colours over the photo, from where greying changed nothing
+#: to the largest fall: the photo stays readable where the model did not look,
+#: and the hot parts stand out.
+OVERLAY_ALPHA_RANGE = (0.35, 0.8)
 
 #: Drops are coloured relative to the largest one, but never relative to less
 #: than this (a probability): when nothing matters, the map stays dark rather
@@ -121,12 +123,15 @@ class OcclusionMap:
         display = (size, max(1, round(size * width / height)))  # (height, width), the input's aspect
         heat = Image.fromarray(self.pixel_map(), mode="F").resize(display[::-1], Image.Resampling.BILINEAR)
         scale = max(self.max_drop, MINIMUM_COLOUR_SCALE)
-        colours = colormap(np.clip(np.asarray(heat) / scale, 0.0, 1.0))
+        strength = np.clip(np.asarray(heat) / scale, 0.0, 1.0)
+        colours = colormap(strength)
         if background is None:
             return Image.fromarray(colours, "RGB")
         photo = background if isinstance(background, Image.Image) else Image.fromarray(np.asarray(background, np.uint8))
         photo = np.asarray(photo.convert("RGB").resize(display[::-1], Image.Resampling.LANCZOS), np.float32)
-        blended = (1 - OVERLAY_ALPHA) * photo + OVERLAY_ALPHA * colours.astype(np.float32)
+        low, high = OVERLAY_ALPHA_RANGE
+        alpha = (low + (high - low) * strength)[..., np.newaxis]
+        blended = (1 - alpha) * photo + alpha * colours.astype(np.float32)
         return Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8), "RGB")
 
 
