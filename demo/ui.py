@@ -6,7 +6,8 @@ on the Space is the page served locally; nothing is copied by hand.
 
 The page shows, for one photo, the top-5 of the int8 model (the file that also
 runs on the Raspberry Pi), the same photo through the float32 model side by
-side, the latency of the request, which model answered, the float-vs-int8
+side, where the model looked (an occlusion map, demo/explain.py, drawn once the
+answer is shown), the latency of the request, which model answered, the float-vs-int8
 numbers measured on the test set (`quantization.json`), and an "about this
 model" panel. The int8 prediction is also an API endpoint:
 
@@ -28,6 +29,7 @@ from typing import Any
 
 import gradio as gr
 
+from demo import explain
 from edge import artifacts, formatting, preprocess, run_folder, runtime
 from edge.errors import UserError
 
@@ -388,6 +390,9 @@ def build_demo(models: DemoModels, report_url: str | None = None,
                                   elem_id="answer")
                 reference_answer = gr.Label(label=f"float32: top {TOP_K}", num_top_classes=TOP_K,
                                             visible=models.reference is not None, elem_id="reference-answer")
+            with gr.Column(scale=1):  # "Where it looked": the occlusion map, filled in after the answer.
+                where = gr.Image(label="Where it looked", type="pil", interactive=False, height=320, elem_id="where")
+                where_caption = gr.Markdown(elem_id="where-caption")
         details = gr.Markdown(elem_id="details")
         with gr.Accordion("Float vs int8 on the test set", open=True):
             gr.Markdown(quantization_markdown(models))
@@ -401,7 +406,9 @@ def build_demo(models: DemoModels, report_url: str | None = None,
         # preprocess=False: the handlers decode the upload themselves (see _image_source).
         gr.on(triggers=[classify_button.click, image.change], fn=make_compare(models), inputs=[image],
               outputs=[answer, reference_answer, details], api_name="compare", preprocess=False,
-              concurrency_limit=concurrency_limit, concurrency_id="models")
+              concurrency_limit=concurrency_limit, concurrency_id="models").success(
+            explain.make_explain(models, _image_source), inputs=[image], outputs=[where, where_caption],
+            api_name="explain", preprocess=False, concurrency_limit=concurrency_limit, concurrency_id="models")
         # The API endpoint has no trigger on the page: clients call it by name.
         gr.on(triggers=[], fn=make_predict(models), inputs=[image], outputs=[answer], api_name="predict",
               preprocess=False, concurrency_limit=concurrency_limit, concurrency_id="models",

@@ -24,8 +24,8 @@ import pytest
 from PIL import Image
 
 from demo import app as demo_app
-from demo import local_server, ui
-from edge import artifacts, run_folder, runtime
+from demo import explain, local_server, ui
+from edge import artifacts, occlusion, run_folder, runtime
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 PHOTOS = sorted((REPOSITORY / "demo" / "examples").glob("*.jpg"))
@@ -147,6 +147,22 @@ def test_predict_and_compare_in_process(models, tmp_path):
         assert int8_answer == answer and len(float_answer) == expected
         assert "ms" in details and run_folder.INT8_MODEL_FILE in details
     assert compare(None) == (None, None, "")  # a cleared picture clears the answers
+
+
+def test_where_it_looked_draws_the_int8_occlusion_map_of_a_photo(models, tmp_path):
+    overlay, caption = explain.where_it_looked(models, PHOTOS[0])
+    assert isinstance(overlay, Image.Image) and overlay.mode == "RGB"
+    assert overlay.size == (occlusion.DISPLAY_SIZE, occlusion.DISPLAY_SIZE)
+    top_label = next(iter(models.model.classify(PHOTOS[0], 1)))[0]
+    assert f"**{top_label}**" in caption and "1 model call," in caption and "\n" not in caption
+    again, _ = explain.where_it_looked(models, PHOTOS[0])
+    assert np.array_equal(np.asarray(overlay), np.asarray(again))  # deterministic
+    handler = explain.make_explain(models, ui._image_source)  # as build_demo wires it
+    assert handler(None) == (None, "")
+    assert np.array_equal(np.asarray(handler(_payload(PHOTOS[0]))[0]), np.asarray(overlay))
+    broken = bad_files(tmp_path)["truncated"]
+    with pytest.raises(gr.Error, match="truncated"):
+        handler(_payload(broken))
 
 
 def test_webcam_data_urls_are_classified(models):
@@ -285,6 +301,11 @@ def test_predict_api_on_real_photos(app_server, client, served_run, models):
     _check_label_result(int8_answer, models.model.labels, tolerance)
     _check_label_result(float_answer, models.model.labels, _probability_tolerance(models.files.reference))
     assert "Latency" in details and run_folder.INT8_MODEL_FILE in details
+    overlay_file, caption = client.predict(handle_file(str(PHOTOS[0])), api_name="/explain")
+    with Image.open(overlay_file) as overlay:  # "Where it looked", computed by the served int8 model
+        assert overlay.size == (occlusion.DISPLAY_SIZE, occlusion.DISPLAY_SIZE)
+    # The same class, probability and largest fall as in this process; only the milliseconds differ.
+    assert caption.rsplit(", ", 1)[0] == explain.where_it_looked(models, PHOTOS[0])[1].rsplit(", ", 1)[0]
     assert app_server.blocked_imports() == []  # TensorFlow was never even attempted
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge import artifacts, configuration, formatting
+from edge import artifacts, configuration, formatting, occlusion
 from train import compare, evaluate, metrics, plots, predict, report
 from train.config import PRESETS, TrainConfig
 from train.data import Splits, load_splits
@@ -246,6 +246,35 @@ def test_predict_classifies_good_files_and_names_broken_ones(smoke_like_run, tmp
     assert str(not_an_image) in captured.err and str(missing) in captured.err
     assert predict.main([str(good_png), "--run", str(run_dir)]) == 0
     assert str(good_png) in capsys.readouterr().out
+
+
+def test_predict_explain_writes_one_overlay_per_file(smoke_like_run, tmp_path, capsys):
+    run_dir, splits = smoke_like_run
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, same_stem = tmp_path / "a" / "photo.png", tmp_path / "b" / "photo.jpg"
+    Image.fromarray(splits.test_images[0]).resize((64, 48)).save(first)
+    Image.fromarray(splits.test_images[1]).save(same_stem)
+    broken = tmp_path / "broken.png"
+    broken.write_text("not an image")
+    where = tmp_path / "where"
+    status = predict.main([str(first), str(broken), str(same_stem), "--run", str(run_dir), "--json",
+                           "--explain", str(where)])
+    assert status == 1  # the broken file is named, the others are explained
+    result = json.loads(capsys.readouterr().out)
+    written = [entry["explanation"]["file"] for entry in result["results"]]
+    assert written == [str(where / "photo.png"), str(where / "photo-2.png")]  # the same stem twice: no overwrite
+    assert sorted(path.name for path in where.iterdir()) == ["photo-2.png", "photo.png"]  # no temporary left
+    for entry in result["results"]:
+        explanation = entry["explanation"]
+        assert explanation["label"] == entry["predictions"][0]["label"]
+        assert explanation["probability"] == pytest.approx(entry["predictions"][0]["probability"], abs=1e-5)
+        assert explanation["max_drop"] >= 0 and explanation["grid"] == [occlusion.GRID, occlusion.GRID]
+        assert _pixels(explanation["file"]) == (occlusion.DISPLAY_SIZE, occlusion.DISPLAY_SIZE)
+    first_bytes = (where / "photo.png").read_bytes()
+    assert predict.main([str(first), "--run", str(run_dir), "--explain", str(where)]) == 0
+    assert f"where it looked: {where / 'photo.png'}" in capsys.readouterr().out
+    assert (where / "photo.png").read_bytes() == first_bytes  # deterministic
 
 
 def test_predict_defaults_to_the_newest_run(tmp_path, monkeypatch):

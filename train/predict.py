@@ -2,11 +2,16 @@
 
     python train/predict.py photo.jpg other.png                  # newest run under runs/
     python train/predict.py photos/*.jpg --run runs/NAME --top-k 3 --json
+    python train/predict.py photo.jpg --explain where/           # + where/photo.png, where it looked
 
 Each file goes through the shared preprocessing (`edge.preprocess.prepare_image`,
 at the input size in the run's metadata.json), so a photo becomes the same
 numbers here as in the demo and on the Pi. A file that cannot be read is named
 on stderr and the others are still classified.
+
+`--explain DIR` also writes, per file, DIR/STEM.png: the occlusion map of the
+top class (`edge.occlusion`, the demo's "Where it looked", here computed with
+the Keras model) drawn over the photo.
 
 Exit status: 0 when every file was classified, 1 when at least one file could
 not be read (the rest were still printed), 2 when nothing could run (no run
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import json
 import sys
 from pathlib import Path
@@ -23,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edge import artifacts, configuration, errors, preprocess, run_folder
+from edge import artifacts, configuration, errors, occlusion, preprocess, run_folder
 from edge.configuration import option
 from edge.errors import UserError
 from train import models
@@ -42,6 +48,8 @@ class PredictConfig:
     top_k: int = option(5, "labels shown per image, most probable first", "Prediction")
     json: bool = option(False, "print one JSON document instead of text", "Prediction")
     batch_size: int = option(32, "images per model call", "Prediction")
+    explain: str | None = option(None, "also write one PNG per image into DIR: where the model looked "
+                                 "(an occlusion map of the top class over the photo)", "Prediction", metavar="DIR")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,6 +82,8 @@ def newest_run(runs_folder: str | Path = RUNS_FOLDER) -> Path:
 def run(config: PredictConfig, model: Any = None) -> dict:
     """Classify `config.images`; return {"run", "results": [{file, predictions}], "errors": [{file, error}]}.
 
+    With `config.explain`, each result also gets "explanation": {file, label, probability, max_drop, grid}.
+
     `model` (a loaded Keras model) skips loading `model.keras`, for callers that hold one already.
     """
     if config.top_k < 1:
@@ -105,7 +115,39 @@ def run(config: PredictConfig, model: Any = None) -> dict:
             order = np.argsort(-row, kind="stable")[:config.top_k]
             results.append({"file": image_path, "predictions": [
                 {"label": labels[index], "probability": float(row[index])} for index in order]})
+        if config.explain:
+            write_explanations(Path(config.explain), model, prepared, results, labels, config.batch_size)
     return {"run": str(run_dir), "results": results, "errors": failures}
+
+
+def write_explanations(folder: Path, model: Any, prepared: list, results: list[dict], labels: list[str],
+                       batch_size: int) -> None:
+    """Write each image's occlusion overlay into `folder` (atomically) and add it to its result as "explanation"."""
+    def predict_batch(batch: np.ndarray) -> np.ndarray:
+        return np.asarray(model.predict(batch, batch_size=batch_size, verbose=0))
+
+    used_names: set[str] = set()
+    for pixels, entry in zip(prepared, results):
+        target = labels.index(entry["predictions"][0]["label"])
+        result = occlusion.occlusion_map(pixels, predict_batch, target=target)
+        background = preprocess.prepare_image(entry["file"], occlusion.DISPLAY_SIZE)
+        buffer = io.BytesIO()
+        result.overlay(background).save(buffer, format="PNG")
+        target_path = folder / _unique_name(Path(entry["file"]).stem, used_names)
+        artifacts.write_atomic(target_path, buffer.getvalue())
+        entry["explanation"] = {"file": str(target_path), "label": labels[target],
+                                "probability": result.base_probability, "max_drop": result.max_drop,
+                                "grid": [occlusion.GRID, occlusion.GRID]}
+
+
+def _unique_name(stem: str, used: set[str]) -> str:
+    """STEM.png, or STEM-2.png, STEM-3.png... when two inputs share a stem (a/x.jpg and b/x.png)."""
+    name, number = f"{stem}.png", 1
+    while name in used:
+        number += 1
+        name = f"{stem}-{number}.png"
+    used.add(name)
+    return name
 
 
 def format_text(result: dict) -> str:
@@ -116,6 +158,8 @@ def format_text(result: dict) -> str:
         width = max(len(prediction["label"]) for prediction in entry["predictions"])
         for rank, prediction in enumerate(entry["predictions"], start=1):
             lines.append(f"  {rank}. {prediction['label']:<{width}}  {prediction['probability']:7.2%}")
+        if "explanation" in entry:
+            lines.append(f"  where it looked: {entry['explanation']['file']}")
     return "\n".join(lines)
 
 
