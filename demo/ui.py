@@ -28,6 +28,7 @@ from typing import Any
 
 import gradio as gr
 
+from demo import live
 from edge import artifacts, formatting, preprocess, run_folder, runtime
 from edge.errors import UserError
 
@@ -389,6 +390,7 @@ def build_demo(models: DemoModels, report_url: str | None = None,
                 reference_answer = gr.Label(label=f"float32: top {TOP_K}", num_top_classes=TOP_K,
                                             visible=models.reference is not None, elem_id="reference-answer")
         details = gr.Markdown(elem_id="details")
+        live.add_live_section(models.model, TOP_K)  # the webcam stream to the served model (demo/live.py)
         with gr.Accordion("Float vs int8 on the test set", open=True):
             gr.Markdown(quantization_markdown(models))
         with gr.Accordion("About this model", open=False):
