@@ -124,17 +124,30 @@ SEEN_FRAMES_SCRIPT = """count => {
 }"""
 
 
-def test_live_mode_streams_the_webcam_and_the_top5_follows(browser, page_url, smoke_run):
-    """Chromium's fake camera streams into the Live camera section; the top-5 and the status line update."""
-    labels = artifacts.read_labels(smoke_run / "tflite" / "labels.txt")
+def _start_live_stream(browser, url: str):
+    """A new visitor (own browser context, own Gradio session) streaming the fake camera in Live camera."""
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(url)
+    page.get_by_role("button", name="Live camera").click()
+    page.get_by_text("Click to Access Webcam").click()
+    page.locator("#live-camera button[aria-label='capture photo']").click()  # "Record": starts the stream
+    return page
+
+
+def _wait_for_live_updates(page, count: int) -> list[int]:
+    """Wait until the status line has shown `count` distinct frame numbers (since the page opened); return them."""
+    page.wait_for_function(SEEN_FRAMES_SCRIPT, arg=count, polling=50, timeout=ANSWER_TIMEOUT_MS)
+    return page.evaluate("() => [...window.seenFrames].map(Number)")
+
+
+def test_live_mode_streams_the_webcam_and_the_top5_follows(browser, page_url, smoke_run):
+    """Chromium's fake camera streams into Live camera; the top-5 and the status line update, also while
+    a second visitor streams and while a still photo is classified."""
+    labels = artifacts.read_labels(smoke_run / "tflite" / "labels.txt")
+    page = _start_live_stream(browser, page_url)
+    other_visitor = None
     try:
-        page.goto(page_url)
-        page.get_by_role("button", name="Live camera").click()
-        page.get_by_text("Click to Access Webcam").click()
-        page.locator("#live-camera button[aria-label='capture photo']").click()  # "Record": starts the stream
-        page.wait_for_function(SEEN_FRAMES_SCRIPT, arg=LIVE_UPDATES, polling=50, timeout=ANSWER_TIMEOUT_MS)
-        seen = page.evaluate("() => [...window.seenFrames].map(Number)")
+        seen = _wait_for_live_updates(page, LIVE_UPDATES)
         assert len(seen) >= LIVE_UPDATES and seen == sorted(seen), seen  # each update a newer frame
         rows = page.locator("#live-answer meter").evaluate_all(
             "meters => meters.map(meter => [meter.getAttribute('aria-label'), meter.value])")
@@ -144,6 +157,17 @@ def test_live_mode_streams_the_webcam_and_the_top5_follows(browser, page_url, sm
         assert " fps, " in status and " ms per frame" in status, status
         SCREENSHOTS.mkdir(exist_ok=True)
         page.locator("#live").screenshot(path=str(SCREENSHOTS / "demo_live.png"))  # docs/images/demo-live.png
+
+        # A second visitor streams at the same time: both keep updating, each with its own count.
+        other_visitor = _start_live_stream(browser, page_url)
+        assert len(_wait_for_live_updates(other_visitor, LIVE_UPDATES)) >= LIVE_UPDATES
+        # A still photo on the first page is answered while both streams run (the streams have their own queue).
+        photo = next(iter(ui.example_images(labels)), REPOSITORY / "demo" / "examples" / "rocket.jpg")
+        page.locator("#photo input[type=file]").set_input_files(str(photo))
+        page.locator("#details", has_text="Latency").wait_for(timeout=ANSWER_TIMEOUT_MS)
+        assert len(_wait_for_live_updates(page, len(seen) + LIVE_UPDATES)) >= len(seen) + LIVE_UPDATES
         page.locator("#live-camera button", has_text="Stop").click()  # ends the stream, freeing its worker
     finally:
         page.close()
+        if other_visitor is not None:
+            other_visitor.close()
