@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import io
+import subprocess
+import sys
 from pathlib import Path
 
 import gradio as gr
@@ -127,3 +129,16 @@ def test_the_page_streams_the_webcam_to_the_served_model(models):
     # The still-photo flow is unchanged and keeps its own queue.
     assert any(dependency.api_name == "compare" and dependency.concurrency_id == "models"
                for dependency in demo.fns.values())
+
+
+def test_frame_benchmark_runs(smoke_run):
+    """benchmarks/live_frame.py on the smoke model: a few frames, no frame skipped, the figures printed."""
+    result = subprocess.run([sys.executable, str(REPOSITORY / "benchmarks" / "live_frame.py"), "--run", str(smoke_run),
+                             "--frames", "3", "--warmup", "1"],
+                            cwd=REPOSITORY, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 skipped" in result.stdout and "frame function p50" in result.stdout and "interpreter alone" in result.stdout
+    refused = subprocess.run([sys.executable, str(REPOSITORY / "benchmarks" / "live_frame.py"), "--run",
+                              str(smoke_run), "--frames", "0"], cwd=REPOSITORY, capture_output=True, text=True,
+                             timeout=300)
+    assert refused.returncode == 2 and "--frames" in refused.stderr
