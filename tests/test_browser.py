@@ -4,8 +4,9 @@
     .venv/bin/pytest tests/test_browser.py -x -q
 
 Opens the page served by demo/app.py, uploads a photo, waits for the top-5 of
-both models, opens the panels, checks that the report's plots load, and saves
-screenshots under test-artifacts/ (ignored by git).
+both models, opens the panels, checks that the report's plots load, streams
+Chromium's fake camera in live mode, and saves screenshots under
+test-artifacts/ (ignored by git).
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ SCREENSHOTS = REPOSITORY / "test-artifacts"
 # Flags for a sandbox-less container with no GPU and no network beyond localhost.
 CHROMIUM_ARGUMENTS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                       "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# A fake camera (Chromium's test pattern: a moving pie on green) that pages get without a permission prompt.
+FAKE_CAMERA_ARGUMENTS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 # Top-5 probabilities shown on the page may sum above 1 by rounding: each dequantized uint8
 # probability is at most half a step (1/256) high, so 5 of them at most 5/512.
 PROBABILITY_SUM_TOLERANCE = ui.TOP_K / 512 + 1e-6
@@ -37,7 +40,8 @@ def browser():
         pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium)")
     playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright (pip) is not installed")
     with playwright_api.sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGUMENTS)
+        instance = playwright.chromium.launch(executable_path=str(CHROMIUM),
+                                              args=CHROMIUM_ARGUMENTS + FAKE_CAMERA_ARGUMENTS)
         yield instance
         instance.close()
 
@@ -107,3 +111,70 @@ def test_a_bad_upload_shows_a_readable_error(browser, page_url, tmp_path):
 def test_chromium_is_debian_s(browser):
     """The executable the suite drives is the system one, not a downloaded Playwright build."""
     assert browser.version and shutil.which("chromium") == str(CHROMIUM)
+
+
+# The live answer must change this many times (distinct frame numbers on the status line).
+LIVE_UPDATES = 3
+# Records every frame number the status line shows; true once LIVE_UPDATES distinct ones were seen.
+SEEN_FRAMES_SCRIPT = """count => {
+    const match = document.querySelector('#live-status')?.innerText.match(/Frame (\\d+):/);
+    window.seenFrames = window.seenFrames || new Set();
+    if (match) window.seenFrames.add(match[1]);
+    return window.seenFrames.size >= count;
+}"""
+
+
+def _start_live_stream(browser, url: str):
+    """A new visitor (own browser context, own Gradio session) streaming the fake camera in Live camera."""
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(url)
+    page.get_by_role("button", name="Live camera").click()
+    page.get_by_text("Click to Access Webcam").click()
+    page.locator("#live-camera button[aria-label='capture photo']").click()  # "Record": starts the stream
+    return page
+
+
+def _wait_for_live_updates(page, count: int) -> list[int]:
+    """Wait until the status line has shown `count` distinct frame numbers (since the page opened); return them."""
+    page.wait_for_function(SEEN_FRAMES_SCRIPT, arg=count, polling=50, timeout=ANSWER_TIMEOUT_MS)
+    return page.evaluate("() => [...window.seenFrames].map(Number)")
+
+
+def _live_status(page) -> str:
+    """The status line's text alone (the block also holds Gradio's progress timer)."""
+    return page.locator("#live-status [data-testid='markdown']").inner_text().strip()
+
+
+def test_live_mode_streams_the_webcam_and_the_top5_follows(browser, page_url, smoke_run):
+    """Chromium's fake camera streams into Live camera; the top-5 and the status line update, also while
+    a second visitor streams and while a still photo is classified."""
+    labels = artifacts.read_labels(smoke_run / "tflite" / "labels.txt")
+    page = _start_live_stream(browser, page_url)
+    other_visitor = None
+    try:
+        seen = _wait_for_live_updates(page, LIVE_UPDATES)
+        assert len(seen) >= LIVE_UPDATES and seen == sorted(seen), seen  # each update a newer frame
+        rows = page.locator("#live-answer meter").evaluate_all(
+            "meters => meters.map(meter => [meter.getAttribute('aria-label'), meter.value])")
+        assert 0 < len(rows) <= min(ui.TOP_K, len(labels)) and {label for label, _ in rows} <= set(labels), rows
+        assert sum(value for _, value in rows) <= 1 + PROBABILITY_SUM_TOLERANCE, rows
+        status = _live_status(page)
+        assert " fps, " in status and " ms per frame" in status, status
+        print(f"live status, one visitor: {status}")  # the fps seen here, with -s (docs/demo.md)
+        SCREENSHOTS.mkdir(exist_ok=True)
+        page.locator("#live").screenshot(path=str(SCREENSHOTS / "demo_live.png"))  # docs/images/demo-live.png
+
+        # A second visitor streams at the same time: both keep updating, each with its own count.
+        other_visitor = _start_live_stream(browser, page_url)
+        assert len(_wait_for_live_updates(other_visitor, LIVE_UPDATES)) >= LIVE_UPDATES
+        # A still photo on the first page is answered while both streams run (the streams have their own queue).
+        photo = next(iter(ui.example_images(labels)), REPOSITORY / "demo" / "examples" / "rocket.jpg")
+        page.locator("#photo input[type=file]").set_input_files(str(photo))
+        page.locator("#details", has_text="Latency").wait_for(timeout=ANSWER_TIMEOUT_MS)
+        assert len(_wait_for_live_updates(page, len(seen) + LIVE_UPDATES)) >= len(seen) + LIVE_UPDATES
+        print(f"live status, two visitors: {_live_status(page)} | {_live_status(other_visitor)}")
+        page.locator("#live-camera button", has_text="Stop").click()  # ends the stream, freeing its worker
+    finally:
+        page.close()
+        if other_visitor is not None:
+            other_visitor.close()

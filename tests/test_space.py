@@ -110,7 +110,7 @@ def test_model_repository_folder_and_card(assembled):
 
 def test_module_closure_follows_imports_and_refuses_tensorflow(tmp_path):
     modules = deploy.module_closure(deploy.SPACE_ENTRY_POINTS)
-    assert {"demo/ui.py", "edge/runtime.py", "edge/preprocess.py", "edge/__init__.py"} <= set(modules)
+    assert {"demo/ui.py", "demo/live.py", "edge/runtime.py", "edge/preprocess.py", "edge/__init__.py"} <= set(modules)
     (tmp_path / "edge").mkdir()
     (tmp_path / "edge" / "bad.py").write_text("def f():\n    import tensorflow as tf\n")
     with pytest.raises(deploy.DeployError, match="imports tensorflow"):
