@@ -74,6 +74,10 @@ def test_upload_shows_the_top5_of_both_models(browser, page_url, smoke_run):
         assert run_folder.INT8_MODEL_FILE in details and "ms" in details
         SCREENSHOTS.mkdir(exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / "demo_top5.png"), full_page=True)
+        # "Where it looked" follows the answer: the occlusion map of the served model.
+        page.locator("#where img").wait_for(timeout=ANSWER_TIMEOUT_MS)
+        page.locator("#where-caption", has_text="lowers").wait_for(timeout=ANSWER_TIMEOUT_MS)
+        page.screenshot(path=str(SCREENSHOTS / "demo_where_it_looked.png"))  # docs/images/where-it-looked.png
 
         # The panels: the model facts, and the report with its plots actually loaded.
         page.get_by_role("button", name="About this model").click()

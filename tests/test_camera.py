@@ -1058,6 +1058,8 @@ def test_the_live_view_page_in_chromium(long_image_folder):
             assert cells == ["bicycle", "40.0%", "dolphin", "25.0%", "castle", "20.0%"]
             page.wait_for_function(f"document.getElementById('status').textContent !== {json.dumps(first)}",
                                    timeout=PAGE_TIMEOUT_MS)  # The next frame's record replaced it.
+            (REPOSITORY / "test-artifacts").mkdir(exist_ok=True)
+            page.screenshot(path=str(REPOSITORY / "test-artifacts" / "pi_live_view.png"))  # docs/images/pi-live-view.png
         finally:
             browser.close()
         serving.finish()
