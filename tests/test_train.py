@@ -289,3 +289,77 @@ def test_a_folder_of_images_trains_with_names_from_the_folders(tmp_path, make_sm
     assert metadata["input_size"] == [40, 40] and metadata["num_classes"] == 3
     assert metadata["test_images"] == 9  # A quarter of each class's 12 images.
     assert 0.0 <= result["top1"] <= 1.0
+
+
+def test_drop_connect_is_active_while_fine_tuning_a_pretrained_backbone(tmp_path):
+    """Two training-mode calls differ (stochastic depth and augmentation), inference calls agree."""
+    import keras
+
+    from train import models
+    from train.config import TrainConfig
+
+    weights = tmp_path / "b0.weights.h5"
+    keras.applications.EfficientNetB0(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(weights)
+    config = TrainConfig(model="efficientnet_b0", weights=str(weights), image_size=32, augment="none", dropout=0.0)
+    model, backbone = models.build_model(config, 10, (32, 32, 3))
+    models.set_backbone_trainable(backbone, 1.0, pretrained=True)
+    # The pooled features: the untrained head's softmax is too flat to show the difference.
+    features = keras.Model(model.inputs, model.get_layer("pool").output)
+    images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    first, second = (keras.ops.convert_to_numpy(features(images, training=True)) for _ in range(2))
+    # Random weights make tiny features, so the difference is measured relative to their size.
+    assert np.abs(first - second).max() > 0.01 * np.abs(first).max(), "drop-connect is off in training mode"
+    inference = [keras.ops.convert_to_numpy(features(images, training=False)) for _ in range(2)]
+    np.testing.assert_array_equal(inference[0], inference[1])
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.3])
+def test_frozen_pretrained_batchnorm_keeps_its_statistics_over_a_train_step(tmp_path, fraction):
+    import keras
+
+    from train import models
+    from train.config import TrainConfig
+
+    weights = tmp_path / "b0.weights.h5"
+    keras.applications.EfficientNetB0(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(weights)
+    model, backbone = models.build_model(TrainConfig(model="efficientnet_b0", weights=str(weights), image_size=32),
+                                         10, (32, 32, 3))
+    models.set_backbone_trainable(backbone, fraction, pretrained=True)
+    norms = [layer for layer in backbone._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and not any(layer.trainable for layer in norms)
+    before = [keras.ops.convert_to_numpy(variable).copy() for layer in norms for variable in layer.non_trainable_weights]
+    model.compile("adam", "categorical_crossentropy")
+    images = np.random.default_rng(1).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    model.fit(images, np.eye(10, dtype="float32")[np.arange(8)], epochs=1, verbose=0)
+    after = [keras.ops.convert_to_numpy(variable) for layer in norms for variable in layer.non_trainable_weights]
+    for old, new in zip(before, after):
+        np.testing.assert_array_equal(new, old)
+
+
+def test_weights_path_builds_the_imagenet_structure_with_the_same_outputs(tmp_path, monkeypatch):
+    """`--weights PATH` gives the layers and outputs of `weights="imagenet"` for the same weights.
+
+    The ImageNet file cannot be downloaded here, so the imagenet path's download is pointed at a
+    file of random weights (the structure Keras builds for "imagenet" is what is compared).
+    """
+    import keras
+    from keras.src.applications import efficientnet as keras_efficientnet
+
+    from train import models
+    from train.config import TrainConfig
+
+    plain = keras.applications.EfficientNetB0(include_top=False, weights=None, input_shape=(32, 32, 3))
+    weights = tmp_path / "b0.weights.h5"
+    plain.save_weights(weights)
+    monkeypatch.setattr(keras_efficientnet.file_utils, "get_file", lambda *arguments, **keywords: str(weights))
+    reference = keras.applications.EfficientNetB0(include_top=False, weights="imagenet", input_shape=(32, 32, 3))
+    monkeypatch.undo()
+    _, backbone = models.build_model(TrainConfig(model="efficientnet_b0", weights=str(weights), image_size=32),
+                                     10, (32, 32, 3))
+    describe = lambda model: [(type(layer).__name__, layer.get_config().get("scale"))  # noqa: E731
+                              for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    assert describe(backbone) == describe(reference)
+    assert len(describe(backbone)) == len(describe(plain)) + 1  # The stem's Rescaling(1/sqrt(std)).
+    images = np.random.default_rng(2).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(backbone(images, training=False)),
+                               keras.ops.convert_to_numpy(reference(images, training=False)), atol=1e-6)
