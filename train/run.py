@@ -91,11 +91,11 @@ def run(config: TrainConfig) -> dict:
 
     with _distribution_scope():
         model, backbone = models.build_model(config, splits.num_classes, splits.input_shape)
-    jit_compile = resolve_jit_compile(model)
+    jit_compile = resolve_jit_compile(model, gpus)
     training = {"backend": keras.backend.backend(), "devices": gpus or [cpu_name()], "precision": precision,
                 "jit_compile": jit_compile, "images_per_second": None}
     print(f"training on {', '.join(training['devices'])}: backend {training['backend']}, precision {precision}, "
-          f"XLA {'on' if jit_compile else 'off'}" + ("" if jit_compile else " (a layer of the model does not compile)"))
+          f"XLA {'on' if jit_compile else 'off'}" + ("" if jit_compile else f" ({_why_no_xla(model, gpus)})"))
     metadata = _metadata(config, splits, model, precision)
     metadata["training"] = training
     artifacts.write_json(run_dir / run_folder.METADATA_FILE, metadata)
@@ -168,17 +168,29 @@ def compile_for_stage(model, config: TrainConfig, num_classes: int, learning_rat
         steps_per_execution=config.steps_per_execution, jit_compile=jit_compile)
 
 
-def resolve_jit_compile(model) -> bool:
-    """Whether the training step compiles with XLA: yes, unless a layer cannot or the backend is torch.
+def resolve_jit_compile(model, gpus: list[str]) -> bool:
+    """Whether the training step compiles with XLA: yes when every layer can, on a GPU and under JAX.
 
-    Not Keras' "auto", which says no on any CPU-only TensorFlow machine and under tf.distribute.
-    Under TensorFlow with several GPUs (MirroredStrategy) it stays off, as Keras advises.
+    Not Keras' "auto", which also says no under tf.distribute. Off for the torch backend, under
+    TensorFlow with several GPUs (MirroredStrategy; Keras turns XLA off there too), and under
+    TensorFlow on a CPU only: XLA's CPU convolutions are slower than TensorFlow's oneDNN kernels,
+    measured here 60 s against 6 s for an epoch of the cnn (README, Throughput).
     """
     import keras  # Loaded by run() already; imported here so --help never pays for it.
     backend = keras.backend.backend()
-    if backend == "torch" or (backend == "tensorflow" and _gpu_count() > 1):
+    if backend == "torch" or (backend == "tensorflow" and len(gpus) != 1):
         return False
     return all(layer.supports_jit for layer in model._flatten_layers())
+
+
+def _why_no_xla(model, gpus: list[str]) -> str:
+    import keras  # Loaded by run() already; imported here so --help never pays for it.
+    refusing = sorted({type(layer).__name__ for layer in model._flatten_layers() if not layer.supports_jit})
+    if refusing:
+        return f"{', '.join(refusing)} cannot compile"
+    if keras.backend.backend() == "torch":
+        return "the torch backend runs eagerly"
+    return "TensorFlow's XLA is slower than its own kernels on a CPU" if not gpus else "MirroredStrategy"
 
 
 def refuse_cpu_training(config: TrainConfig, train_images: int, gpus: list[str]) -> None:
