@@ -290,8 +290,11 @@ def _cnn_features(images, squeeze_excite: bool):
     x = images
     for stack, filters in enumerate((32, 64, 128)):
         for conv in range(2):
+            # He initialization: without BatchNorm (the plain cnn), Keras' default Glorot halves the
+            # signal at every ReLU layer, and the network sat at chance for 12 epochs on a small
+            # folder (README, Training); He keeps its scale.
             x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=not squeeze_excite,
-                                    name=f"stack{stack}_conv{conv}")(x)
+                                    kernel_initializer="he_uniform", name=f"stack{stack}_conv{conv}")(x)
             if squeeze_excite:
                 x = keras.layers.BatchNormalization(momentum=FROM_SCRATCH_BATCHNORM_MOMENTUM,
                                                     name=f"stack{stack}_bn{conv}")(x)
