@@ -487,18 +487,19 @@ def test_the_default_command_refuses_a_cpu_before_downloading(tmp_path):
 
 
 def test_each_model_gets_its_recipe_and_small_datasets_enough_steps():
-    from train.config import (FROM_SCRATCH_RECIPE, MIN_RECIPE_BATCH_SIZE, MIN_STEPS_PER_EPOCH, PRESETS,
-                              PRETRAINED_RECIPE, TrainConfig)
+    from train.config import (FROM_SCRATCH_RECIPE, MIN_RECIPE_BATCH_SIZE, MIN_STEPS_PER_EPOCH, PLAIN_CNN_RECIPE,
+                              PRESETS, PRETRAINED_RECIPE, TrainConfig)
 
     default = TrainConfig().with_recipe(45_000)
     assert (default.head_epochs, default.batch_size, default.learning_rate) == (
         PRETRAINED_RECIPE.head_epochs, PRETRAINED_RECIPE.batch_size, PRETRAINED_RECIPE.learning_rate)
     for scratch in (TrainConfig(model="cnn"), TrainConfig(model="se_cnn"), TrainConfig(weights="none")):
         resolved = scratch.with_recipe(45_000)
-        assert resolved.head_epochs == 0 and resolved.learning_rate == FROM_SCRATCH_RECIPE.learning_rate
+        expected = PLAIN_CNN_RECIPE if scratch.model == "cnn" else FROM_SCRATCH_RECIPE
+        assert resolved.head_epochs == 0 and resolved.learning_rate == expected.learning_rate
         assert resolved.batch_size == FROM_SCRATCH_RECIPE.batch_size
-    small = TrainConfig(model="cnn").with_recipe(1_215)
-    assert small.batch_size * MIN_STEPS_PER_EPOCH <= 1_215 and small.batch_size >= MIN_RECIPE_BATCH_SIZE
+    assert PLAIN_CNN_RECIPE.learning_rate < FROM_SCRATCH_RECIPE.learning_rate  # No BatchNorm: a gentler rate.
+    assert TrainConfig(model="cnn").with_recipe(40 * MIN_STEPS_PER_EPOCH).batch_size == 40  # Enough steps.
     assert TrainConfig(model="cnn").with_recipe(100).batch_size == MIN_RECIPE_BATCH_SIZE
     assert TrainConfig(model="cnn", batch_size=100).with_recipe(1_215).batch_size == 100  # A chosen size stays.
     # The seed presets set what they reproduce; the recipe changes none of it on CIFAR.
