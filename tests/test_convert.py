@@ -465,3 +465,31 @@ def test_update_report_replaces_appends_or_creates(tmp_path):
     artifacts.write_json(tmp_path / "quantization.json", _quantization(passed=False))
     report.update_quantization_section(tmp_path)
     assert "**FAILED**" in (tmp_path / "report.md").read_text()
+
+
+def test_a_mixed_bfloat16_model_exports_a_float_free_int8_file(toy, tmp_path):
+    """A model built (and trained) under mixed_bfloat16, with the default augmentation in its graph,
+    gives the same integer-only int8 file as a float32 one: uint8 input, no CAST, no float op."""
+    import keras
+
+    from train import models
+    _, _, splits = toy
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        config = TrainConfig(dataset="smoke", model="cnn", weights="none", augment="basic")
+        model, _ = models.build_model(config, splits.num_classes, splits.input_shape)
+        model.compile("adam", "categorical_crossentropy")
+        model.fit(splits.train_images[:64], np.eye(splits.num_classes, dtype="float32")[splits.train_labels[:64]],
+                  epochs=1, batch_size=32, verbose=0)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    quantization = export.export_run(run_dir, model=model, splits=splits, max_drop=100.0, variants=["float32"],
+                                      selective=False, try_16x8=False, calibration_samples=16, latency_runs=1)
+    int8_bytes = (run_dir / "tflite" / "model_int8.tflite").read_bytes()
+    operations = export_graph.graph_ops(int8_bytes)
+    assert "CAST" not in {operation["op"] for operation in operations}
+    assert export_graph.float_layers(int8_bytes) == []
+    assert all(kind in ("INT8", "UINT8", "INT32") for operation in operations for kind in operation["output_types"])
+    assert quantization["variants"]["int8"]["input"] == {"dtype": "uint8", "scale": 1.0, "zero_point": 0}

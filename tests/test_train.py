@@ -207,7 +207,8 @@ def _run_script(arguments, environment=None, timeout=600):
 @pytest.mark.slow
 def test_default_run_offline_stops_with_one_clear_message(tmp_path):
     # An empty Keras cache, and a download address that cannot answer, make the machine "offline".
-    completed = _run_script(["train/run.py", "--out", str(tmp_path / "run")],
+    # --allow-cpu: without a GPU the run would otherwise stop earlier, at the CPU refusal.
+    completed = _run_script(["train/run.py", "--allow-cpu", "--out", str(tmp_path / "run")],
                             {"KERAS_HOME": str(tmp_path / "keras"), "HTTPS_PROXY": "http://127.0.0.1:9",
                              "HTTP_PROXY": "http://127.0.0.1:9"})
     assert completed.returncode == 2
@@ -289,3 +290,222 @@ def test_a_folder_of_images_trains_with_names_from_the_folders(tmp_path, make_sm
     assert metadata["input_size"] == [40, 40] and metadata["num_classes"] == 3
     assert metadata["test_images"] == 9  # A quarter of each class's 12 images.
     assert 0.0 <= result["top1"] <= 1.0
+
+
+def test_drop_connect_is_active_while_fine_tuning_a_pretrained_backbone(tmp_path):
+    """Two training-mode calls differ (stochastic depth and augmentation), inference calls agree."""
+    import keras
+
+    from train import models
+    from train.config import TrainConfig
+
+    weights = tmp_path / "b0.weights.h5"
+    keras.applications.EfficientNetB0(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(weights)
+    config = TrainConfig(model="efficientnet_b0", weights=str(weights), image_size=32, augment="none", dropout=0.0)
+    model, backbone = models.build_model(config, 10, (32, 32, 3))
+    models.set_backbone_trainable(backbone, 1.0, pretrained=True)
+    # The pooled features: the untrained head's softmax is too flat to show the difference.
+    features = keras.Model(model.inputs, model.get_layer("pool").output)
+    images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    first, second = (keras.ops.convert_to_numpy(features(images, training=True)) for _ in range(2))
+    # Random weights make tiny features, so the difference is measured relative to their size.
+    assert np.abs(first - second).max() > 0.01 * np.abs(first).max(), "drop-connect is off in training mode"
+    inference = [keras.ops.convert_to_numpy(features(images, training=False)) for _ in range(2)]
+    np.testing.assert_array_equal(inference[0], inference[1])
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.3])
+def test_frozen_pretrained_batchnorm_keeps_its_statistics_over_a_train_step(tmp_path, fraction):
+    import keras
+
+    from train import models
+    from train.config import TrainConfig
+
+    weights = tmp_path / "b0.weights.h5"
+    keras.applications.EfficientNetB0(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(weights)
+    model, backbone = models.build_model(TrainConfig(model="efficientnet_b0", weights=str(weights), image_size=32),
+                                         10, (32, 32, 3))
+    models.set_backbone_trainable(backbone, fraction, pretrained=True)
+    norms = [layer for layer in backbone._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and not any(layer.trainable for layer in norms)
+    before = [keras.ops.convert_to_numpy(variable).copy() for layer in norms for variable in layer.non_trainable_weights]
+    model.compile("adam", "categorical_crossentropy")
+    images = np.random.default_rng(1).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    model.fit(images, np.eye(10, dtype="float32")[np.arange(8)], epochs=1, verbose=0)
+    after = [keras.ops.convert_to_numpy(variable) for layer in norms for variable in layer.non_trainable_weights]
+    for old, new in zip(before, after):
+        np.testing.assert_array_equal(new, old)
+
+
+def test_weights_path_builds_the_imagenet_structure_with_the_same_outputs(tmp_path, monkeypatch):
+    """`--weights PATH` gives the layers and outputs of `weights="imagenet"` for the same weights.
+
+    The ImageNet file cannot be downloaded here, so the imagenet path's download is pointed at a
+    file of random weights (the structure Keras builds for "imagenet" is what is compared).
+    """
+    import keras
+    from keras.src.applications import efficientnet as keras_efficientnet
+
+    from train import models
+    from train.config import TrainConfig
+
+    plain = keras.applications.EfficientNetB0(include_top=False, weights=None, input_shape=(32, 32, 3))
+    weights = tmp_path / "b0.weights.h5"
+    plain.save_weights(weights)
+    monkeypatch.setattr(keras_efficientnet.file_utils, "get_file", lambda *arguments, **keywords: str(weights))
+    reference = keras.applications.EfficientNetB0(include_top=False, weights="imagenet", input_shape=(32, 32, 3))
+    monkeypatch.undo()
+    _, backbone = models.build_model(TrainConfig(model="efficientnet_b0", weights=str(weights), image_size=32),
+                                     10, (32, 32, 3))
+    describe = lambda model: [(type(layer).__name__, layer.get_config().get("scale"))  # noqa: E731
+                              for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    assert describe(backbone) == describe(reference)
+    assert len(describe(backbone)) == len(describe(plain)) + 1  # The stem's Rescaling(1/sqrt(std)).
+    images = np.random.default_rng(2).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(backbone(images, training=False)),
+                               keras.ops.convert_to_numpy(reference(images, training=False)), atol=1e-6)
+
+
+def test_the_default_augmentation_compiles_with_xla_under_tensorflow():
+    """The training step with the default augmentation is XLA-compiled (a fit step runs with it).
+
+    XLA is chosen on a GPU; on a CPU-only TensorFlow it is slower, so the run leaves it off there.
+    """
+    import keras
+
+    from train import models, run
+    from train.config import TrainConfig
+
+    config = TrainConfig(model="se_cnn", weights="none", batch_size=8, epochs=1)
+    model, _ = models.build_model(config, 10, (32, 32, 3))
+    assert run.resolve_jit_compile(model, gpus=["a GPU"]) is True
+    assert run.resolve_jit_compile(model, gpus=[]) is False
+    run.compile_for_stage(model, config, 10, 1e-3, steps_per_epoch=2, epochs=1, jit_compile=True)
+    assert model.jit_compile is True
+    images = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+    history = model.fit(images, np.eye(10, dtype="float32")[np.arange(16) % 10], batch_size=8, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert model.train_function is not None and model.jit_compile is True  # Not silently turned off.
+    # The Keras layers it replaced are not jit-safe: with RandAugment the step is not compiled.
+    randaugment, _ = models.build_model(dataclasses.replace(config, augment="randaugment"), 10, (32, 32, 3))
+    assert run.resolve_jit_compile(randaugment, gpus=["a GPU"]) is False
+    assert keras.backend.backend() == "tensorflow"
+
+
+@pytest.mark.slow
+def test_the_default_augmentation_compiles_with_xla_under_jax(tmp_path, make_small_config):
+    """Under JAX a run with the default augmentation resolves jit_compile to True and records it."""
+    pytest.importorskip("jax")
+    config = make_small_config(tmp_path / "jax-xla", epochs=1, augment="basic", smoke_samples_per_class=20,
+                               export=False)
+    script = (
+        "import dataclasses, json\n"
+        "from train import run\n"
+        "from train.config import TrainConfig\n"
+        f"run.run(TrainConfig(**json.loads({json.dumps(dataclasses.asdict(config))!r})))\n")
+    completed = _run_script(["-c", script], {"KERAS_BACKEND": "jax"})
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    training = json.loads((tmp_path / "jax-xla" / "metadata.json").read_text())["training"]
+    assert training["backend"] == "jax" and training["jit_compile"] is True
+    assert "backend jax" in completed.stdout and "XLA on" in completed.stdout
+
+
+def test_pad_crop_flip_moves_pixels_in_training_and_is_the_identity_at_inference():
+    import keras
+
+    from train import models
+
+    layer = models.RandomPadCropFlip(seed=0)
+    images = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3)).astype("float32")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(images, training=False)), images)
+    augmented = keras.ops.convert_to_numpy(layer(images, training=True))
+    assert augmented.shape == images.shape and not np.array_equal(augmented, images)
+    # A crop of a reflect-padded image: every value is one of the image's own pixels, unchanged.
+    for source, result in zip(images, augmented):
+        assert set(np.unique(result)) <= set(np.unique(source))
+
+
+@pytest.mark.slow
+def test_metadata_records_what_ran_and_a_log_gets_one_line_per_epoch(tmp_path, make_small_config):
+    """Run as a script with stdout to a pipe: the start line, one line per epoch, no progress bar,
+    and metadata.json's `training` facts."""
+    run_dir = tmp_path / "logged"
+    completed = _run_script(["train/run.py", "--preset", "smoke", "--smoke-samples-per-class", "30",
+                             "--epochs", "2", "--augment", "basic", "--no-export", "--out", str(run_dir)])
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    lines = completed.stdout.splitlines()
+    assert any(line.startswith("training on CPU") and "backend tensorflow" in line and "precision float32" in line
+               and "XLA off (TensorFlow's XLA is slower" in line for line in lines), completed.stdout
+    epoch_lines = [line for line in lines if line.startswith("epoch ")]
+    assert [line.split()[1] for line in epoch_lines] == ["1/2", "2/2"]
+    assert "val_accuracy" in epoch_lines[-1]
+    assert "\r" not in completed.stdout and "\x08" not in completed.stdout
+    training = json.loads((run_dir / "metadata.json").read_text())["training"]
+    assert training["backend"] == "tensorflow" and training["precision"] == "float32"
+    assert training["jit_compile"] is False and training["images_per_second"] > 0  # TensorFlow on a CPU.
+    assert training["devices"] and training["devices"][0].startswith("CPU")
+
+
+def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere():
+    import io
+
+    from train import run
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    assert run.progress_verbosity("auto", Terminal()) == 1
+    assert run.progress_verbosity("auto", io.StringIO()) == 0
+    assert run.progress_verbosity("2", io.StringIO()) == 2
+
+
+def test_the_default_recipe_refuses_a_cpu_with_a_clear_message():
+    from edge.errors import UserError
+    from train import run
+    from train.config import TrainConfig
+
+    with pytest.raises(UserError) as error:
+        run.refuse_cpu_training(TrainConfig(), 45_000, gpus=[])
+    message = str(error.value)
+    assert "no GPU found" in message and ".[gpu]" in message and "--allow-cpu" in message
+    run.refuse_cpu_training(TrainConfig(allow_cpu=True), 45_000, gpus=[])
+    run.refuse_cpu_training(TrainConfig(), 45_000, gpus=["NVIDIA H100"])
+    run.refuse_cpu_training(TrainConfig(), 1_200, gpus=[])  # A small folder trains on a CPU.
+    run.refuse_cpu_training(TrainConfig(image_size=32), 45_000, gpus=[])
+    run.refuse_cpu_training(TrainConfig(model="cnn", weights="none"), 45_000, gpus=[])
+
+
+@pytest.mark.slow
+def test_the_default_command_refuses_a_cpu_before_downloading(tmp_path):
+    completed = _run_script(["train/run.py", "--out", str(tmp_path / "run")],
+                            {"KERAS_HOME": str(tmp_path / "keras"), "HTTPS_PROXY": "http://127.0.0.1:9",
+                             "HTTP_PROXY": "http://127.0.0.1:9"})
+    assert completed.returncode == 2
+    assert "no GPU found" in completed.stderr and "--allow-cpu" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def test_each_model_gets_its_recipe_and_small_datasets_enough_steps():
+    from train.config import (FROM_SCRATCH_RECIPE, MIN_RECIPE_BATCH_SIZE, MIN_STEPS_PER_EPOCH, PLAIN_CNN_RECIPE,
+                              PRESETS, PRETRAINED_RECIPE, TrainConfig)
+
+    default = TrainConfig().with_recipe(45_000)
+    assert (default.head_epochs, default.batch_size, default.learning_rate) == (
+        PRETRAINED_RECIPE.head_epochs, PRETRAINED_RECIPE.batch_size, PRETRAINED_RECIPE.learning_rate)
+    for scratch in (TrainConfig(model="cnn"), TrainConfig(model="se_cnn"), TrainConfig(weights="none")):
+        resolved = scratch.with_recipe(45_000)
+        expected = PLAIN_CNN_RECIPE if scratch.model == "cnn" else FROM_SCRATCH_RECIPE
+        assert resolved.head_epochs == 0 and resolved.learning_rate == expected.learning_rate
+        assert resolved.batch_size == FROM_SCRATCH_RECIPE.batch_size
+    assert PLAIN_CNN_RECIPE.learning_rate < FROM_SCRATCH_RECIPE.learning_rate  # No BatchNorm: a gentler rate.
+    assert TrainConfig(model="cnn").with_recipe(40 * MIN_STEPS_PER_EPOCH).batch_size == 40  # Enough steps.
+    assert TrainConfig(model="cnn").with_recipe(100).batch_size == MIN_RECIPE_BATCH_SIZE
+    assert TrainConfig(model="cnn", batch_size=100).with_recipe(1_215).batch_size == 100  # A chosen size stays.
+    # The seed presets set what they reproduce; the recipe changes none of it on CIFAR.
+    for name, preset in PRESETS.items():
+        resolved = TrainConfig(**preset).with_recipe(45_000)
+        for key in ("head_epochs", "batch_size", "learning_rate"):
+            if key in preset:
+                assert getattr(resolved, key) == preset[key], (name, key)
+        assert resolved.batch_size == preset.get("batch_size", 128), name

@@ -2,6 +2,9 @@
 
 A `keras.utils.PyDataset`, so it feeds every backend the same way. Mixing happens here, on
 the host, because it needs the labels; the geometric augmentation runs inside the model.
+Every batch has the same size (the remainder of an epoch is left out, and a different one each
+epoch, since the order is reshuffled): a smaller last batch would make XLA compile the training
+step a second time.
 """
 from __future__ import annotations
 
@@ -27,7 +30,8 @@ class MixedBatches(keras.utils.PyDataset):
         self.order = self.random.permutation(len(labels))
 
     def __len__(self) -> int:
-        return math.ceil(len(self.labels) / self.batch_size)
+        # At least one batch: a dataset smaller than one batch trains on all of it.
+        return max(len(self.labels) // self.batch_size, 1)
 
     def __getitem__(self, index: int):
         chosen = self.order[index * self.batch_size:(index + 1) * self.batch_size]

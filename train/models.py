@@ -10,24 +10,27 @@ TensorFlow, JAX and PyTorch backends.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import Callable
+from unittest import mock
 
 import keras
+from keras.src.applications import efficientnet as keras_efficientnet
 
 from edge.errors import UserError
 from train.config import IMAGENET_MODELS, TrainConfig
 
-#: How far random translation moves an image, as a fraction of its side (about 3 px at 32 px,
-#: like the usual pad-4-and-crop for CIFAR).
-TRANSLATION_FACTOR = 0.1
-#: Random zoom range, as a fraction of the side (the seed project zoomed by 10%).
-ZOOM_FACTOR = 0.1
+#: Pad-and-random-crop: pixels of reflected border added on each side before a crop back to the
+#: original size, as a fraction of the side (4 px at 32 px: the usual CIFAR recipe).
+CROP_PADDING_FACTOR = 0.125
 #: Channel means (B, G, R) of the "caffe" preprocessing that VGG16 and ResNet50 weights expect.
 CAFFE_MEANS_BGR = (103.939, 116.779, 123.68)
 #: BatchNorm momentum for networks trained from scratch (see `_shorten_batchnorm_memory`).
 FROM_SCRATCH_BATCHNORM_MOMENTUM = 0.9
+#: Float dtypes TFLite's int8 path cannot take; a float32 copy of the model replaces them.
+LOW_PRECISION_DTYPES = ("bfloat16", "float16")
 #: Squeeze-and-excitation bottleneck: channels are divided by this in the squeeze step.
 SE_REDUCTION = 8
 
@@ -46,6 +49,49 @@ class CaffePreprocessing(keras.layers.Layer):
     def call(self, inputs):
         bgr = keras.ops.flip(keras.ops.cast(inputs, self.compute_dtype), axis=-1)
         return bgr - keras.ops.convert_to_tensor(CAFFE_MEANS_BGR, dtype=self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package="cifar_edge")
+class RandomPadCropFlip(keras.layers.Layer):
+    """Reflect-pad, crop a random window of the original size, flip half the images left-right.
+
+    Written with `keras.ops` only, as two batched matrix products with one-hot selection
+    matrices, so it compiles with XLA on every backend (Keras' RandomTranslation and RandomZoom
+    use ImageProjectiveTransformV3, which does not) and needs no dynamic shapes. At 32 px the
+    products cost little next to the network. Identity (a cast) at inference, so it vanishes
+    from the export.
+    """
+
+    def __init__(self, padding_factor: float = CROP_PADDING_FACTOR, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.padding_factor, self.seed = padding_factor, seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=None):
+        images = keras.ops.cast(inputs, self.compute_dtype)
+        if not training:
+            return images
+        batch = keras.ops.shape(images)[0]
+        height, width = images.shape[1], images.shape[2]
+        pad_rows, pad_columns = round(height * self.padding_factor), round(width * self.padding_factor)
+        padded = keras.ops.pad(images, [[0, 0], [pad_rows, pad_rows], [pad_columns, pad_columns], [0, 0]],
+                               mode="reflect")
+        top = keras.random.randint((batch, 1), 0, 2 * pad_rows + 1, seed=self.seed_generator)
+        left = keras.random.randint((batch, 1), 0, 2 * pad_columns + 1, seed=self.seed_generator)
+        flip = keras.random.randint((batch, 1), 0, 2, seed=self.seed_generator)
+        rows = top + keras.ops.arange(height, dtype="int32")[None, :]
+        columns = keras.ops.arange(width, dtype="int32")[None, :]
+        columns = left + keras.ops.where(flip > 0, width - 1 - columns, columns)  # A flip reads the window backwards.
+        row_selection = keras.ops.one_hot(rows, height + 2 * pad_rows, dtype=self.compute_dtype)
+        column_selection = keras.ops.one_hot(columns, width + 2 * pad_columns, dtype=self.compute_dtype)
+        cropped = keras.ops.einsum("bip,bpqc->biqc", row_selection, padded)
+        return keras.ops.einsum("bjq,biqc->bijc", column_selection, cropped)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "padding_factor": self.padding_factor, "seed": self.seed}
 
 
 def load_model(path: str | Path) -> keras.Model:
@@ -90,15 +136,20 @@ def as_float32(model: keras.Model) -> keras.Model:
 
 
 def _force_float32(config) -> bool:
-    """Replace every mixed dtype policy in a (nested) layer config with float32; say if any was."""
+    """Replace every low-precision float dtype or policy in a (nested) layer config with float32; say if any was.
+
+    Not only `mixed_*` policy names: layers built under a mixed policy can also record the bare
+    compute dtype (the augmentation's input layer records "bfloat16"), and one left behind puts
+    float casts in front of the int8 graph.
+    """
     changed = False
     if isinstance(config, dict):
         for key, value in config.items():
-            if key == "dtype" and isinstance(value, str) and value.startswith("mixed_"):
+            if key == "dtype" and isinstance(value, str) and _is_low_precision(value):
                 config[key] = "float32"
                 changed = True
             elif (key == "dtype" and isinstance(value, dict) and "Policy" in str(value.get("class_name"))
-                  and str(value.get("config", {}).get("name", "")).startswith("mixed_")):
+                  and _is_low_precision(str(value.get("config", {}).get("name", "")))):
                 value["config"]["name"] = "float32"
                 changed = True
             else:
@@ -107,6 +158,10 @@ def _force_float32(config) -> bool:
         for item in config:
             changed = _force_float32(item) or changed
     return changed
+
+
+def _is_low_precision(dtype_name: str) -> bool:
+    return dtype_name.startswith("mixed_") or dtype_name in LOW_PRECISION_DTYPES
 
 
 def build_model(config: TrainConfig, num_classes: int, input_shape: tuple[int, int, int]):
@@ -129,12 +184,15 @@ def build_model(config: TrainConfig, num_classes: int, input_shape: tuple[int, i
         backbone = _imagenet_backbone(config, (side, side, 3))
         if config.model in ("vgg16", "resnet50"):
             images = CaffePreprocessing(name="caffe_preprocessing")(images)
-        # Pretrained BatchNorm statistics stay in inference mode, also while fine-tuning: a
-        # small batch of a new dataset would otherwise overwrite them (Keras transfer-learning guide).
-        pretrained = config.weights != "none"
-        if not pretrained:
+        # No `training=False` here: it would also switch off EfficientNet's drop-connect (stochastic
+        # depth) while fine-tuning. Pretrained BatchNorm stays in inference mode another way:
+        # set_backbone_trainable freezes it (`trainable=False`), and a frozen Keras 3
+        # BatchNormalization normalizes with its moving statistics and never updates them.
+        if config.weights == "none":
             _shorten_batchnorm_memory(backbone)
-        features = backbone(images, training=False) if pretrained else backbone(images)
+        else:
+            freeze_batchnorm(backbone)
+        features = backbone(images)
     else:
         rescaled = keras.layers.Rescaling(1.0 / 255, name="rescale")(images)
         features = _cnn_features(rescaled, squeeze_excite=config.model == "se_cnn")
@@ -167,6 +225,13 @@ def set_backbone_trainable(backbone: keras.Model | None, fraction: float, pretra
     return count
 
 
+def freeze_batchnorm(backbone: keras.Model) -> None:
+    """Freeze every BatchNormalization layer: Keras 3 then runs it in inference mode, even in `fit`."""
+    for layer in backbone._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+
+
 def _shorten_batchnorm_memory(backbone: keras.Model) -> None:
     """Let a from-scratch backbone's BatchNorm statistics follow training on short runs.
 
@@ -180,15 +245,14 @@ def _shorten_batchnorm_memory(backbone: keras.Model) -> None:
 
 
 def _augmentation(config: TrainConfig) -> keras.Sequential:
-    """Random translation, flip and zoom (and optionally RandAugment); identity at inference."""
+    """Pad-and-random-crop with a horizontal flip (and optionally RandAugment); identity at inference.
+
+    "basic" compiles with XLA on every backend; RandAugment does not (Keras marks it), so with it
+    the run trains without XLA and says so.
+    """
     layers: list[keras.layers.Layer] = []
     if config.augment in ("basic", "randaugment"):
-        seed = config.seed
-        layers += [
-            keras.layers.RandomTranslation(TRANSLATION_FACTOR, TRANSLATION_FACTOR, fill_mode="reflect", seed=seed),
-            keras.layers.RandomFlip("horizontal", seed=seed + 1),
-            keras.layers.RandomZoom((-ZOOM_FACTOR, ZOOM_FACTOR), fill_mode="reflect", seed=seed + 2),
-        ]
+        layers.append(RandomPadCropFlip(seed=config.seed, name="pad_crop_flip"))
     if config.augment == "randaugment":
         layers.append(keras.layers.RandAugment(value_range=(0, 255), seed=config.seed + 3))
     if not layers:
@@ -209,6 +273,9 @@ def _imagenet_backbone(config: TrainConfig, shape: tuple[int, int, int]) -> kera
     if weights not in (None, "imagenet") and not Path(weights).is_file():
         raise WeightsUnavailableError(f"--weights {weights}: no such file")
     try:
+        if config.model == "efficientnet_b0" and weights not in (None, "imagenet"):
+            with _imagenet_weights_from(weights):
+                return constructors[config.model](include_top=False, weights="imagenet", input_shape=shape)
         return constructors[config.model](include_top=False, weights=weights, input_shape=shape)
     except Exception as error:  # Download errors differ by backend and Python version.
         if weights == "imagenet":
@@ -221,6 +288,20 @@ def _imagenet_backbone(config: TrainConfig, shape: tuple[int, int, int]) -> kera
             f"({type(error).__name__}: {error})") from None
 
 
+@contextlib.contextmanager
+def _imagenet_weights_from(path: str):
+    """Make Keras' EfficientNet "download" its ImageNet weights from `path`.
+
+    Keras builds a different stem for `weights="imagenet"` than for a file: only the former gets
+    the Rescaling(1/sqrt(std)) that the ImageNet weights were trained behind (keras-team/keras
+    efficientnet.py; tensorflow/tensorflow#49930), so a file loaded the plain way sees its inputs
+    at about 0.475 times the right scale. Building the imagenet way with the download pointed at
+    the file gives the same layers as `weights="imagenet"` by construction, then loads the file.
+    """
+    with mock.patch.object(keras_efficientnet.file_utils, "get_file", lambda *arguments, **keywords: path):
+        yield
+
+
 def _cnn_features(images, squeeze_excite: bool):
     """The seed projects' from-scratch network: three Conv-Conv-MaxPool-Dropout stacks.
 
@@ -230,8 +311,11 @@ def _cnn_features(images, squeeze_excite: bool):
     x = images
     for stack, filters in enumerate((32, 64, 128)):
         for conv in range(2):
+            # He initialization: without BatchNorm (the plain cnn), Keras' default Glorot halves the
+            # signal at every ReLU layer, and the network sat at chance for 12 epochs on a small
+            # folder (README, Training); He keeps its scale.
             x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=not squeeze_excite,
-                                    name=f"stack{stack}_conv{conv}")(x)
+                                    kernel_initializer="he_uniform", name=f"stack{stack}_conv{conv}")(x)
             if squeeze_excite:
                 x = keras.layers.BatchNormalization(momentum=FROM_SCRATCH_BATCHNORM_MOMENTUM,
                                                     name=f"stack{stack}_bn{conv}")(x)

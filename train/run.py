@@ -15,7 +15,6 @@ import contextlib
 import dataclasses
 import datetime
 import importlib.util
-import math
 import os
 import platform
 import sys
@@ -32,6 +31,13 @@ from train.config import TrainConfig
 
 #: The most of a stage that linear warm-up may take; the rest is cosine decay.
 MAX_WARMUP_SHARE = 0.3
+#: The GPU-less refusal: an ImageNet backbone at this many pixels a side or more ...
+CPU_REFUSAL_MIN_IMAGE_SIZE = 128
+#: ... on a dataset of this many training images or more (CIFAR's 45,000 after validation) takes
+#: days on a CPU (7.4 images/s measured here: README, Throughput). Smaller runs still train.
+CPU_REFUSAL_MIN_TRAIN_IMAGES = 10_000
+#: Training-set size of CIFAR-10 and CIFAR-100, known before loading them.
+CIFAR_TRAIN_IMAGES = 50_000
 #: ReduceLROnPlateau as the seed project used it: halve after 5 flat epochs, down to 1e-6.
 PLATEAU_FACTOR, PLATEAU_PATIENCE, PLATEAU_MIN_LR = 0.5, 5, 1e-6
 
@@ -72,24 +78,35 @@ def run(config: TrainConfig) -> dict:
     from train import callbacks, data, evaluate, models  # These load Keras too.
 
     keras.utils.set_random_seed(config.seed)
+    gpus = gpu_names()
+    if config.dataset in ("cifar100", "cifar10"):  # Refuse before a download that would be wasted.
+        refuse_cpu_training(config, round(CIFAR_TRAIN_IMAGES * (1 - config.val_split)), gpus)
     precision = _resolve_precision(config.precision)
     keras.mixed_precision.set_global_policy(precision)
     splits = data.load_splits(config)
+    refuse_cpu_training(config, len(splits.train_labels), gpus)
+    config = config.with_recipe(len(splits.train_labels))
     artifacts.write_json(run_dir / run_folder.CONFIG_FILE, configuration.to_dict(config))
     artifacts.write_labels(run_dir / run_folder.LABELS_FILE, splits.labels)
 
     with _distribution_scope():
         model, backbone = models.build_model(config, splits.num_classes, splits.input_shape)
+    jit_compile = resolve_jit_compile(model, gpus)
+    training = {"backend": keras.backend.backend(), "devices": gpus or [cpu_name()], "precision": precision,
+                "jit_compile": jit_compile, "images_per_second": None}
+    print(f"training on {', '.join(training['devices'])}: backend {training['backend']}, precision {precision}, "
+          f"XLA {'on' if jit_compile else 'off'}" + ("" if jit_compile else f" ({_why_no_xla(model, gpus)})"))
     metadata = _metadata(config, splits, model, precision)
+    metadata["training"] = training
     artifacts.write_json(run_dir / run_folder.METADATA_FILE, metadata)
 
     state = callbacks.read_state(run_dir) if config.resume else {"completed_stages": [], "best": None}
     started = time.perf_counter()
     throughput = []
-    pretrained = config.weights != "none"
+    pretrained = config.pretrained
     stages = [("head", 0, config.head_epochs, config.head_learning_rate, 0.0),
               ("finetune", config.head_epochs, config.epochs, config.learning_rate, config.unfreeze_fraction)]
-    if backbone is None:  # A from-scratch CNN has no frozen stage: all of it trains throughout.
+    if not pretrained:  # A network trained from scratch has no frozen stage: all of it trains throughout.
         stages = [("finetune", 0, config.head_epochs + config.epochs, config.learning_rate, 1.0)]
     for stage, first_epoch, epochs, learning_rate, fraction in stages:
         if epochs == 0:
@@ -101,8 +118,9 @@ def run(config: TrainConfig) -> dict:
             continue
         models.set_backbone_trainable(backbone, fraction, pretrained)
         recorder = callbacks.RunRecorder(run_dir, stage, state, save_every_epoch=len(splits.val_labels) == 0)
-        _fit_stage(keras, config, model, splits, stage, first_epoch, epochs, learning_rate, recorder, run_dir)
-        throughput.append(callbacks.images_per_second(recorder.epoch_seconds, len(splits.train_labels)))
+        steps_per_epoch = _fit_stage(keras, config, model, splits, stage, first_epoch, epochs, learning_rate,
+                                     recorder, run_dir, jit_compile)
+        throughput.append(callbacks.images_per_second(recorder.epoch_seconds, steps_per_epoch * config.batch_size))
         with artifacts.atomic_path(stage_weights) as temporary:
             model.save_weights(temporary)
         state["completed_stages"].append(stage)
@@ -110,9 +128,10 @@ def run(config: TrainConfig) -> dict:
     training_seconds = time.perf_counter() - started
 
     rates = [rate for rate in throughput if rate]
-    metadata.update(training_seconds=round(training_seconds, 1),
-                    images_per_second=round(float(np.mean(rates)), 1) if rates else None,
-                    best_epoch=state.get("best"))
+    images_per_second = round(float(np.mean(rates)), 1) if rates else None
+    training["images_per_second"] = images_per_second
+    metadata.update(training_seconds=round(training_seconds, 1), images_per_second=images_per_second,
+                    best_epoch=state.get("best"), training=training)
     artifacts.write_json(run_dir / run_folder.METADATA_FILE, metadata)
 
     # Evaluate the best checkpoint as saved: this also proves that model.keras reloads. Its test-split
@@ -131,7 +150,7 @@ def run(config: TrainConfig) -> dict:
 
 
 def compile_for_stage(model, config: TrainConfig, num_classes: int, learning_rate: float,
-                      steps_per_epoch: int, epochs: int) -> None:
+                      steps_per_epoch: int, epochs: int, jit_compile: bool | str = "auto") -> None:
     """Compile `model` with the stage's optimizer, schedule, loss and metrics (also used by the benchmark)."""
     import keras  # Loaded by run() already; imported here so --help never pays for it.
     schedule = learning_rate
@@ -146,13 +165,60 @@ def compile_for_stage(model, config: TrainConfig, num_classes: int, learning_rat
         optimizer=_optimizer(keras, config, schedule),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy", keras.metrics.TopKCategoricalAccuracy(k=min(5, num_classes), name="top5")],
-        steps_per_execution=config.steps_per_execution)
+        steps_per_execution=config.steps_per_execution, jit_compile=jit_compile)
 
 
-def _fit_stage(keras, config, model, splits, stage, first_epoch, epochs, learning_rate, recorder, run_dir):
-    """One `fit` call: compile with this stage's optimizer and schedule, then train with callbacks."""
-    steps_per_epoch = math.ceil(len(splits.train_labels) / config.batch_size)
-    compile_for_stage(model, config, splits.num_classes, learning_rate, steps_per_epoch, epochs)
+def resolve_jit_compile(model, gpus: list[str]) -> bool:
+    """Whether the training step compiles with XLA: yes when every layer can, on a GPU and under JAX.
+
+    Not Keras' "auto", which also says no under tf.distribute. Off for the torch backend, under
+    TensorFlow with several GPUs (MirroredStrategy; Keras turns XLA off there too), and under
+    TensorFlow on a CPU only: XLA's CPU convolutions are slower than TensorFlow's oneDNN kernels,
+    measured here 60 s against 6 s for an epoch of the cnn (README, Throughput).
+    """
+    import keras  # Loaded by run() already; imported here so --help never pays for it.
+    backend = keras.backend.backend()
+    if backend == "torch" or (backend == "tensorflow" and len(gpus) != 1):
+        return False
+    return all(layer.supports_jit for layer in model._flatten_layers())
+
+
+def _why_no_xla(model, gpus: list[str]) -> str:
+    import keras  # Loaded by run() already; imported here so --help never pays for it.
+    refusing = sorted({type(layer).__name__ for layer in model._flatten_layers() if not layer.supports_jit})
+    if refusing:
+        return f"{', '.join(refusing)} cannot compile"
+    if keras.backend.backend() == "torch":
+        return "the torch backend runs eagerly"
+    return "TensorFlow's XLA is slower than its own kernels on a CPU" if not gpus else "MirroredStrategy"
+
+
+def refuse_cpu_training(config: TrainConfig, train_images: int, gpus: list[str]) -> None:
+    """Stop a run that would take days: an ImageNet backbone at 128 px or more on a full-size dataset, no GPU.
+
+    The smoke preset, the from-scratch CNNs and small datasets are not affected; --allow-cpu overrides.
+    """
+    size = config.resolved_image_size or 0
+    if (gpus or config.allow_cpu or config.model not in train_config.IMAGENET_MODELS
+            or size < CPU_REFUSAL_MIN_IMAGE_SIZE or train_images < CPU_REFUSAL_MIN_TRAIN_IMAGES):
+        return
+    raise TrainingDeviceError(
+        f"no GPU found: {config.model} at {size} px on {train_images:,} training images would take days on "
+        "this CPU. Install the GPU build (pip install -e '.[gpu]', Linux x86-64 with an NVIDIA driver), "
+        "or pass --allow-cpu to train on the CPU anyway, or try --preset smoke")
+
+
+class TrainingDeviceError(UserError):
+    """The run needs a GPU that the machine does not have (or the backend cannot see)."""
+
+
+def _fit_stage(keras, config, model, splits, stage, first_epoch, epochs, learning_rate, recorder, run_dir,
+               jit_compile):
+    """One `fit` call: compile with this stage's optimizer and schedule, train with callbacks; return steps an epoch."""
+    from train import callbacks  # Keras loads with it: see run().
+    training_data = _training_data(keras, config, splits)
+    steps_per_epoch = len(training_data)
+    compile_for_stage(model, config, splits.num_classes, learning_rate, steps_per_epoch, epochs, jit_compile)
     fit_callbacks = [keras.callbacks.BackupAndRestore(str(run_dir / "checkpoints" / f"backup_{stage}")), recorder]
     has_validation = len(splits.val_labels) > 0
     if config.schedule == "plateau" and has_validation:
@@ -165,10 +231,21 @@ def _fit_stage(keras, config, model, splits, stage, first_epoch, epochs, learnin
     num_classes = splits.num_classes
     validation = (splits.val_images, _one_hot(splits.val_labels, num_classes)) if has_validation else None
     print(f"stage {stage}: {epochs} epoch(s), {steps_per_epoch} steps each, peak learning rate {learning_rate:g}")
-    verbose = config.verbose if config.verbose == "auto" else int(config.verbose)
-    model.fit(_training_data(keras, config, splits), epochs=first_epoch + epochs, initial_epoch=first_epoch,
+    verbose = progress_verbosity(config.verbose, sys.stdout)
+    if config.verbose == "auto" and verbose == 0:
+        fit_callbacks.append(callbacks.EpochLines(stage, first_epoch + epochs))
+    model.fit(training_data, epochs=first_epoch + epochs, initial_epoch=first_epoch,
               validation_data=validation, validation_batch_size=config.batch_size, callbacks=fit_callbacks,
               verbose=verbose)
+    return steps_per_epoch
+
+
+def progress_verbosity(verbose: str, stream) -> int:
+    """Keras' `verbose` for fit: `auto` is the progress bar on a terminal, else silence plus
+    `callbacks.EpochLines` (one line an epoch, no carriage returns in a log file)."""
+    if verbose != "auto":
+        return int(verbose)
+    return 1 if hasattr(stream, "isatty") and stream.isatty() else 0
 
 
 def _training_data(keras, config, splits):
@@ -247,16 +324,26 @@ def _resolve_precision(precision: str) -> str:
 
 
 def _gpu_count() -> int:
+    return len(gpu_names())
+
+
+def gpu_names() -> list[str]:
+    """The GPUs the Keras backend sees, by name (such as "NVIDIA H100 80GB HBM3"); empty on a CPU."""
     import keras  # Loaded by run() already; imported here so --help never pays for it.
     backend = keras.backend.backend()
     if backend == "jax":
         import jax  # Only the backend in use is imported; the others need not be installed.
-        return len([device for device in jax.devices() if device.platform == "gpu"])
+        return [device.device_kind for device in jax.devices() if device.platform == "gpu"]
     if backend == "torch":
         import torch  # Only the backend in use is imported; the others need not be installed.
-        return torch.cuda.device_count()
+        return [torch.cuda.get_device_name(index) for index in range(torch.cuda.device_count())]
     import tensorflow as tf  # Only the backend in use is imported; the others need not be installed.
-    return len(tf.config.list_physical_devices("GPU"))
+    return [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
+            for gpu in tf.config.list_physical_devices("GPU")]
+
+
+def cpu_name() -> str:
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
 def _distribution_scope():
