@@ -31,7 +31,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from edge import artifacts, configuration, errors, machine, occlusion, preprocess, runtime
+from edge import artifacts, configuration, errors, formatting, machine, occlusion, preprocess, runtime
 from edge.configuration import option
 from edge.errors import UserError
 
@@ -139,7 +139,7 @@ def _load_average() -> float | None:
 def format_table(result: dict[str, Any]) -> str:
     """The results as a Markdown table."""
     before, after = result["load_average"]
-    rows = [f"{result['model']} ({result['size_bytes'] / 1e6:.1f} MB), median of {result['runs']} maps; "
+    rows = [f"{result['model']} ({formatting.size(result['size_bytes'])}), median of {result['runs']} maps; "
             f"{result['machine']['cpu_count']} CPUs, load average {before} before, {after} after",
             "", "| threads | one map (ms) | images per map | interpreter invocations | "
             "the map, one image per invocation (ms) | one image alone (ms) |",
