@@ -89,11 +89,15 @@ def rank_tensors(calibrated: bytes, images: np.ndarray) -> list[dict]:
 
 
 def search_int8(saved_model: Path, calibration: np.ndarray, checker: check.Checker, workspace: Path, *,
-                max_drop: float, selective: bool, max_float_layers: int, try_16x8: bool, debug_samples: int) -> dict:
+                max_drop: float, selective: bool, max_float_layers: int, try_16x8: bool, debug_samples: int,
+                make_qat: Callable[[], bytes] | None = None, always_qat: bool = False) -> dict:
     """The plain full-integer int8 model, and when it misses the gate, the first fallback that passes:
     the fewest tensors kept in float ("int8_mixed"), else 16x8.
 
-    The keyword options are ExportConfig's fields of the same names (train/export.py).
+    The keyword options are ExportConfig's fields of the same names (train/export.py). `make_qat`
+    makes the full-integer model after quantization-aware fine-tuning (train/qat.py): tried when
+    plain int8 misses the gate, before any fallback, or always with `always_qat`; when it does
+    better it becomes the int8 model (still full-integer, scheme "int8-qat").
     Candidates are screened on the validation split and confirmed on the test split (Checker.screen).
     Returns {"int8": bytes, "fallback": None or {"variant", "model": bytes, "scheme", "float_tensors",
     "float_layers"}, "attempts", "ranked_tensors", "ranking"}.
@@ -125,7 +129,12 @@ def search_int8(saved_model: Path, calibration: np.ndarray, checker: check.Check
     plain = attempt("int8", lambda: export_tflite.quantize(calibrated), always_test=True)
     if "model_index" not in plain:
         raise export_tflite.ExportError(f"no full-integer int8 model could be made: {plain['error']}")
-    chosen = plain
+    best = plain
+    if make_qat is not None and (always_qat or not plain["passed"]):
+        trained = attempt("int8-qat", make_qat, always_test=True)
+        if "model_index" in trained and _better(trained, plain):
+            best = trained
+    chosen = best
     ranking: list[dict] = []
     if not chosen["passed"] and selective:
         ranking = rank_tensors(calibrated, calibration[:debug_samples])
@@ -136,15 +145,15 @@ def search_int8(saved_model: Path, calibration: np.ndarray, checker: check.Check
     if not chosen["passed"] and try_16x8:
         chosen = attempt("16x8", lambda: export_tflite.quantize_16x8(saved_model, calibration))
     fallback = None
-    if chosen is not plain and chosen.get("passed"):
+    if chosen is not best and chosen.get("passed"):
         model = models[chosen["model_index"]]
         fallback = {"variant": FALLBACK_VARIANT_OF_SCHEME[chosen["scheme"]], "model": model,
                     "scheme": chosen["scheme"], "float_tensors": chosen["float_tensors"],
                     "float_layers": export_graph.float_layers(model)}
-    int8 = models[plain["model_index"]]
+    int8 = models[best["model_index"]]
     for record in attempts:
         record.pop("model_index", None)
-    return {"int8": int8, "fallback": fallback, "attempts": attempts,
+    return {"int8": int8, "int8_scheme": best["scheme"], "fallback": fallback, "attempts": attempts,
             "ranked_tensors": len(ranking), "ranking": ranking[:max(max_float_layers, 10)]}
 
 
@@ -170,6 +179,14 @@ def _grow_float_set(ranked: Sequence[str], try_set: Callable[[list[str]], dict])
         else:
             failing = middle
     return best
+
+
+def _better(candidate: dict, incumbent: dict) -> bool:
+    """Whether `candidate` should replace `incumbent` as the int8 model: it passes the gate where the
+    incumbent does not, or both pass or both miss and it drops less on the test split."""
+    if candidate["passed"] != incumbent["passed"]:
+        return bool(candidate["passed"])
+    return candidate["drop_points"] < incumbent["drop_points"]
 
 
 def _drops(record: dict) -> str:

@@ -31,6 +31,7 @@ VARIANT_NAMES = {"float32": "float32", "float16": "float16 weights", "dynamic": 
                  "int8": "int8 (full integer)", "int8_mixed": "int8 with float tensors (fallback)",
                  "16x8": "16x8 (fallback)"}
 SCHEMES = {"int8": "plain full-integer post-training quantization",
+           "int8-qat": "full-integer after quantization-aware fine-tuning (fake-quant, distilled from the float model)",
            "int8-selective": "int8 with the worst tensors kept in float (selective quantization)",
            "16x8": "int16 activations with int8 weights (16x8)"}
 
@@ -247,12 +248,13 @@ def render_quantization(quantization: dict) -> str:
 
 
 def _search_lines(quantization: dict) -> list[str]:
-    lines = ["", "`model_int8.tflite`: plain full-integer post-training quantization; every op runs in integer "
+    scheme = quantization["variants"]["int8"].get("scheme", "int8")
+    lines = ["", f"`model_int8.tflite`: {SCHEMES.get(scheme, scheme)}; every op runs in integer "
              "arithmetic (uint8 input, uint8 output)."]
     search = quantization.get("int8_search", {})
     attempts = [attempt for attempt in search.get("attempts", []) if "error" not in attempt]
     if len(attempts) > 1:
-        lines.append("It missed the gate, so fallbacks were tried, in order (drop in points): "
+        lines.append("Tried, in order (drop in points): "
                      + "; ".join(_attempt_text(attempt) for attempt in attempts) + ".")
     fallback = search.get("fallback")
     if fallback:
