@@ -15,7 +15,7 @@ non-linear activations (swish, relu, sigmoid, ...), the squeeze-and-excitation
 multiply and residual adds. Each range starts from calibration images and is robust:
 a channel more than `OUTLIER_FACTOR` times wider than the tensor's median channel is
 clipped, instead of stretching the per-tensor scale until the other channels round
-to zero (EfficientNet's failure, and the toy with one unit scaled up 1000x). The
+to zero (EfficientNet's failure, and the toy with one unit scaled up 10,000x). The
 fine-tune (`fine_tune`) then lets the weights adapt to the rounding and the clipping
 at a low learning rate, with the ranges trainable too.
 """
