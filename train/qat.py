@@ -122,7 +122,7 @@ def quantization_aware_copy(model: keras.Model, images: np.ndarray) -> keras.Mod
     for activation_range in ranges:
         activation_range.calibrating = True
     for start in range(0, len(images), CALIBRATION_BATCH):
-        copy(images[start:start + CALIBRATION_BATCH], training=False)
+        copy([images[start:start + CALIBRATION_BATCH]], training=False)  # A list: the inputs' structure.
     for activation_range in ranges:
         activation_range.calibrating = False
         activation_range.set_range_from_calibration()
