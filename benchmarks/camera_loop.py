@@ -31,9 +31,8 @@ from typing import Any, Literal, Optional
 
 import numpy as np
 
-from edge import artifacts, camera, configuration, errors, machine, preprocess, runtime, serve, sources
+from edge import camera, configuration, errors, machine, preprocess, runtime, serve, sources
 from edge.configuration import option
-from edge.errors import UserError
 
 #: Interpreter calls before timing starts: the first calls allocate and warm caches.
 WARMUP_CALLS = 10
@@ -238,14 +237,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     options = configuration.parse_command_line(
         LoopBenchmarkConfig, argv, prog="python benchmarks/camera_loop.py",
         description="Camera loop frame rate next to the interpreter's own rate.")
-    try:
-        result = run(options)
-    except UserError as error:
-        return errors.report(error)
-    print(render(result))
-    if options.json_out:
-        artifacts.write_json(options.json_out, result)
-    return 0
+    result = configuration.measure_and_print(run, options, render, options.json_out)
+    return errors.EXIT_USAGE if result is None else 0
 
 
 if __name__ == "__main__":

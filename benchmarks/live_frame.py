@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import io
-import json
 import os
 import time
 from pathlib import Path
@@ -27,9 +26,8 @@ import numpy as np
 from PIL import Image
 
 from demo import live, ui
-from edge import configuration, errors
+from edge import configuration, errors, formatting
 from edge.configuration import option
-from edge.errors import UserError
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 BROWSER_JPEG_QUALITY = 92  # canvas.toDataURL("image/jpeg") without a quality argument uses 0.92
@@ -97,20 +95,21 @@ def run(config: LiveFrameConfig) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     config = configuration.parse_command_line(LiveFrameConfig, argv, prog="python benchmarks/live_frame.py",
                                               description=__doc__.split("\n\n")[0])
-    try:
-        result = run(config)
-    except UserError as error:
-        return errors.report(error)
-    width, height = result["frame_size"]
-    print(f"{Path(result['model']).name} ({result['size_bytes'] / 1024:.0f} KiB, {result['runtime']}), "
-          f"{result['frames']} frames of {width}x{height} "
-          f"(data URL {result['frame_bytes_median'] / 1024:.0f} KiB median), {result['skipped']} skipped")
-    print(f"frame function p50 {result['frame_p50_ms']:.1f} ms, p95 {result['frame_p95_ms']:.1f} ms; "
-          f"interpreter alone p50 {result['model_p50_ms']:.1f} ms, p95 {result['model_p95_ms']:.1f} ms "
-          f"({result['cpu_count']} CPUs, load average {result['load_average_1min']:.1f})")
-    if config.json:
-        Path(config.json).write_text(json.dumps(result, indent=2) + "\n")
+    result = configuration.measure_and_print(run, config, render, config.json)
+    if result is None:
+        return errors.EXIT_USAGE
     return 1 if result["skipped"] else 0
+
+
+def render(result: dict) -> str:
+    """Two lines: the model and the frames, then the frame function's and the interpreter's times."""
+    width, height = result["frame_size"]
+    return (f"{Path(result['model']).name} ({formatting.size(result['size_bytes'])}, {result['runtime']}), "
+            f"{result['frames']} frames of {width}x{height} "
+            f"(data URL {formatting.size(result['frame_bytes_median'])} median), {result['skipped']} skipped\n"
+            f"frame function p50 {result['frame_p50_ms']:.1f} ms, p95 {result['frame_p95_ms']:.1f} ms; "
+            f"interpreter alone p50 {result['model_p50_ms']:.1f} ms, p95 {result['model_p95_ms']:.1f} ms "
+            f"({result['cpu_count']} CPUs, load average {result['load_average_1min']:.1f})")
 
 
 if __name__ == "__main__":

@@ -31,9 +31,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from edge import artifacts, configuration, errors, formatting, machine, occlusion, preprocess, runtime
+from edge import configuration, errors, formatting, machine, occlusion, preprocess, runtime
 from edge.configuration import option
-from edge.errors import UserError
 
 #: Untimed maps before timing: the first call at a new batch size allocates and packs weights.
 WARMUP_MAPS = 1
@@ -154,15 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     config = configuration.parse_command_line(
         OcclusionBenchmarkConfig, argv, prog="python benchmarks/occlusion_cost.py",
         description="Time one occlusion map (Where it looked) with a .tflite model.")
-    try:
-        result = run(config)
-    except UserError as error:
-        return errors.report(error)
-    print(format_table(result))
-    if config.json:
-        artifacts.write_json(config.json, result)
-        print(f"wrote {config.json}")
-    return 0
+    result = configuration.measure_and_print(run, config, format_table, config.json)
+    return errors.EXIT_USAGE if result is None else 0
 
 
 if __name__ == "__main__":

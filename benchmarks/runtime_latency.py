@@ -25,9 +25,8 @@ from typing import Any, Literal, Optional
 
 import numpy as np
 
-from edge import artifacts, configuration, errors, formatting, machine, preprocess, run_folder, runtime
+from edge import configuration, errors, formatting, machine, preprocess, run_folder, runtime
 from edge.configuration import option
-from edge.errors import UserError
 
 # The decoded photo of the end-to-end timing: the size picamera2's preview and most
 # USB webcams deliver, so the crop and resize cost what they cost on a Pi.
@@ -164,14 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     config = configuration.parse_command_line(
         BenchmarkConfig, argv, prog="python benchmarks/runtime_latency.py",
         description="Time .tflite variants: interpreter alone and photo to top-k.")
-    try:
-        result = run(config)
-    except UserError as error:
-        return errors.report(error)
-    print(format_table(result))
-    if config.json:
-        artifacts.write_json(config.json, result)
-        print(f"wrote {config.json}")
+    result = configuration.measure_and_print(run, config, format_table, config.json)
+    if result is None:
+        return errors.EXIT_USAGE
     return 1 if any("error" in row for row in result["results"]) else 0
 
 

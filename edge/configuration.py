@@ -17,8 +17,9 @@ import json
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Literal, Mapping, Optional, Sequence, TypeVar
 
+from edge import artifacts, errors
 from edge.errors import UserError
 
 ConfigT = TypeVar("ConfigT")
@@ -205,3 +206,20 @@ def _parser_for(kind: type, optional: bool):
                 raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
         return text
     return parse
+
+
+def measure_and_print(run: Callable[[ConfigT], dict], config: ConfigT, render: Callable[[dict], str],
+                      json_path: Optional[str] = None) -> Optional[dict]:
+    """A benchmark's `main()` after parsing: `run(config)`, print `render(result)`, and write the
+    result as JSON to `json_path` when one is given. Bad input is reported in one line (see
+    edge.errors) and gives None, for which `main()` returns `errors.EXIT_USAGE`."""
+    try:
+        result = run(config)
+    except UserError as error:
+        errors.report(error)
+        return None
+    print(render(result))
+    if json_path:
+        artifacts.write_json(json_path, result)
+        print(f"wrote {json_path}")
+    return result

@@ -7,7 +7,9 @@ several points, and the gate itself is tested in tests/test_convert.py.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,20 @@ def smoke_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("runs") / "smoke-se-cnn"
     run.run(small_run_config(run_dir))
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def load_benchmark():
+    """Load a script of benchmarks/ as a module: `load_benchmark("runtime_latency")`.
+
+    The folder holds scripts, not an installed package. The module is registered in
+    sys.modules first, because dataclasses look their module up there while the file runs.
+    """
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        return module
+    return load

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import importlib.util
 import io
 import json
 import os
@@ -304,23 +303,18 @@ def assert_stopped_cleanly(lines: list[str], error: str, signal_name: str) -> No
 @pytest.mark.slow
 @pytest.mark.parametrize("sigint_at_start", [signal.SIG_IGN, signal.SIG_DFL],
                          ids=["sigint-ignored-at-start", "sigint-default-at-start"])
-def test_ctrl_c_stops_cleanly(tiny_model, long_image_folder, tmp_path, sigint_at_start):
-    # Ignored at start is the case that lost Ctrl-C: Python installs no KeyboardInterrupt handler then.
-    returncode, lines, error = run_and_stop_with_signal(tiny_model, long_image_folder, signal.SIGINT,
+@pytest.mark.parametrize("stop_signal, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+                         ids=["ctrl-c", "sigterm"])
+def test_a_stop_signal_stops_cleanly(tiny_model, long_image_folder, tmp_path, sigint_at_start, stop_signal,
+                                     exit_code):
+    # SIGINT ignored at start is the case that lost Ctrl-C: Python installs no KeyboardInterrupt handler
+    # then. SIGTERM is what `kill` and `systemctl stop` send: without a handler the loop would die
+    # without its summary.
+    returncode, lines, error = run_and_stop_with_signal(tiny_model, long_image_folder, stop_signal,
                                                         sigint_at_start, tmp_path)
-    assert returncode == camera.EXIT_INTERRUPTED == 130, error
-    assert_stopped_cleanly(lines, error, "SIGINT")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("sigint_at_start", [signal.SIG_IGN, signal.SIG_DFL],
-                         ids=["sigint-ignored-at-start", "sigint-default-at-start"])
-def test_sigterm_stops_cleanly(tiny_model, long_image_folder, tmp_path, sigint_at_start):
-    # What `kill` and `systemctl stop` send: without a handler the loop would die without its summary.
-    returncode, lines, error = run_and_stop_with_signal(tiny_model, long_image_folder, signal.SIGTERM,
-                                                        sigint_at_start, tmp_path)
-    assert returncode == camera.EXIT_TERMINATED == 143, error
-    assert_stopped_cleanly(lines, error, "SIGTERM")
+    assert returncode == stopping.exit_code_for(stop_signal) == exit_code, error
+    assert exit_code == (camera.EXIT_INTERRUPTED if stop_signal == signal.SIGINT else camera.EXIT_TERMINATED)
+    assert_stopped_cleanly(lines, error, stop_signal.name)
 
 
 # -- end to end: failures that need no model -------------------------------------------------------
@@ -1002,20 +996,10 @@ def test_serve_from_the_script(tiny_model, long_image_folder, tmp_path):
     assert_refused(port)
 
 
-def _load_benchmark(name: str):
-    """A script of benchmarks/ as a module (the folder holds scripts, not an installed package)."""
-    path = REPOSITORY / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # Its dataclasses look their module up while being made.
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
-def test_the_loop_benchmark_measures_with_and_without_serve(tiny_model, capsys):
+def test_the_loop_benchmark_measures_with_and_without_serve(tiny_model, capsys, load_benchmark):
     # Only that it measures and prints both; the figures themselves depend on the machine.
-    benchmark = _load_benchmark("camera_loop")
+    benchmark = load_benchmark("camera_loop")
     frames = 12
     result = benchmark.run(benchmark.LoopBenchmarkConfig(model=str(tiny_model), frames=frames, rounds=1,
                                                          width=160, height=120))

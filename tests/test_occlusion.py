@@ -9,9 +9,7 @@ tiny converted models (slow: it trains and converts them once per session).
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -172,12 +170,8 @@ def test_an_int8_tflite_model_through_the_runtime(tiny_int8_model):
 
 
 @pytest.mark.slow
-def test_the_benchmark_counts_one_invocation_per_map(tiny_int8_model, tmp_path, capsys):
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "occlusion_cost.py"
-    spec = importlib.util.spec_from_file_location("benchmark_occlusion_cost", path)
-    benchmark = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = benchmark  # dataclasses look their module up there while the file runs.
-    spec.loader.exec_module(benchmark)
+def test_the_benchmark_counts_one_invocation_per_map(tiny_int8_model, tmp_path, capsys, load_benchmark):
+    benchmark = load_benchmark("occlusion_cost")
     output = tmp_path / "cost.json"
     assert benchmark.main(["--model", str(tiny_int8_model), "--threads", "1", "2", "--runs", "2",
                            "--json", str(output)]) == 0

@@ -11,7 +11,6 @@ runs in a fresh interpreter.
 from __future__ import annotations
 
 import ctypes.util
-import importlib.util
 import io
 import json
 import os
@@ -396,18 +395,8 @@ def test_command_line(tiny_models, tmp_path, capsys):
 
 # -- the benchmark -----------------------------------------------------------------------------
 
-def _load_benchmark(name: str):
-    """A script of benchmarks/ as a module (the folder holds scripts, not an installed package)."""
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there while the file runs.
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_benchmark_measures_every_variant(tiny_models, tmp_path, capsys):
-    benchmark = _load_benchmark("runtime_latency")
+def test_benchmark_measures_every_variant(tiny_models, tmp_path, capsys, load_benchmark):
+    benchmark = load_benchmark("runtime_latency")
     config = benchmark.BenchmarkConfig(model=str(tiny_models["int8"]), runs=3, warmup=1, threads=1)
     result = benchmark.run(config)
     # model_float32 and model_int8 carry the converter's names; the test-only variants do not.

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any, Literal, Optional, Sequence
@@ -64,11 +65,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = configuration.parse_command_line(CheckConfig, argv, prog="python train/check.py",
                                               description=__doc__.split("\n")[0], required=("run",))
     try:
-        result = run(config)
+        return gate_status(run(config), config.run)
     except UserError as error:
         return errors.report(error)
+
+
+def gate_status(result: dict, run_dir: str | Path) -> int:
+    """The end of the export and the check: the summary line, and exit status 1 with a line saying
+    so when the full-integer int8 model misses the gate (0 when it passes)."""
     print(report.summary_line(result))
-    return 0 if result["passed"] else 1
+    if result["passed"]:
+        return 0
+    print(f"error: no int8 model is within {result['max_drop']} points of the float model: the full-integer "
+          f"model_int8.tflite misses the gate (serving {result.get('served', 'int8')} instead); "
+          f"see {Path(run_dir) / run_folder.QUANTIZATION_FILE}", file=sys.stderr)
+    return 1
 
 
 def run(config: CheckConfig) -> dict:

@@ -41,7 +41,6 @@ import datetime
 import importlib.metadata
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -124,16 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = configuration.parse_command_line(ExportConfig, argv, prog="python train/export.py",
                                               description=__doc__.split("\n")[0], required=("run",))
     try:
-        result = run(config)
+        return check.gate_status(run(config), config.run)
     except UserError as error:
         return errors.report(error)
-    print(report.summary_line(result))
-    if not result["passed"]:
-        print(f"error: no int8 model is within {config.max_drop} points of the float model: the full-integer "
-              f"model_int8.tflite misses the gate (serving {result['served']} instead); "
-              f"see {Path(config.run) / run_folder.QUANTIZATION_FILE}", file=sys.stderr)
-        return 1
-    return 0
 
 
 def export_run(run_dir: str | Path, model: Any = None, splits: Any = None, max_drop: float = MAX_DROP_POINTS,
