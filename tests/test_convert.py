@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from edge import artifacts, configuration, run_folder, runtime
-from train import check, export, export_graph, export_tflite, report
+from train import check, export, export_graph, export_search, export_tflite, report
 from train.config import ModelName, TrainConfig
 from train.data import load_splits
 
@@ -338,7 +338,10 @@ def test_selective_quantization_keeps_the_drowned_tensor_in_float(toy, tmp_path)
     assert quantization["served"] == metadata["served"] == check.served_variant(quantization)
     # Only int8 was asked for: the shipped fallback is served, else int8 (which failed, and says so).
     assert quantization["served"] == ("int8_mixed" if fallback["shipped"] else "int8")
-    assert quantization["int8_search"]["ranking"][0]["noise_to_signal"] > 0.1
+    # Ranked by end-to-end effect: the part holding (or reading) the drowned unit comes first.
+    worst = quantization["int8_search"]["ranking"][0]
+    assert worst["group"] in ("hidden", "output") and worst["kl_divergence"] > 0.1, worst["group"]
+    assert {entry["group"] for entry in quantization["int8_search"]["ranking"][:2]} == {"hidden", "output"}
     report_text = (run_dir / "report.md").read_text()
     assert "model_int8_mixed.tflite" in report_text and "FAILED" in report_text
 
@@ -367,6 +370,13 @@ def test_qat_improves_agreement_on_the_outlier_model(toy, tmp_path):
         operation["op"] for operation in export_graph.graph_ops(int8_bytes)}
     assert quantization["int8_search"]["qat"]["epochs"] == export.QAT_EPOCHS
     assert "quantization-aware" in (run_dir / "report.md").read_text()
+
+
+def test_parts_of_the_network_are_named_for_the_search():
+    assert export_search.group_of("functional_1/efficientnetb0_1/block2a_expand_conv_1/Conv2D") == "block2a"
+    assert export_search.group_of("functional_1/efficientnetb0_1/block2a_se_reduce_1/Relu;x") == "block2a_se"
+    assert export_search.group_of("functional_logits_1/hidden_1/MatMul;functional_logits_1/hidden_1/Relu") == "hidden"
+    assert export_search.group_of("StatefulPartitionedCall_1:0") == "output"
 
 
 def test_served_variant_is_the_fastest_within_the_gate():

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -29,6 +30,9 @@ from train import check, export_graph, export_tflite
 
 #: The variant name (run_folder.FALLBACK_VARIANTS) a passing fallback of each scheme ships under.
 FALLBACK_VARIANT_OF_SCHEME = {"int8-selective": "int8_mixed", "16x8": "16x8"}
+
+#: An EfficientNet block's layer-name prefix ("block2a_"), and whether the layer is in its SE branch.
+_BLOCK_PATTERN = re.compile(r"^(block\d+[a-z])_(se_)?")
 
 #: Images per debugger invocation. A batch (not one image) lets the error metric see how each
 #: channel varies across images, which a fully connected layer's single row per image cannot show.
@@ -53,6 +57,46 @@ def noise_to_signal(float_values: np.ndarray, quantized_values: np.ndarray, scal
     signal = reference.std(axis=0)
     live = signal > 0
     return float(np.median(error[live] / signal[live])) if live.any() else 0.0
+
+
+def group_of(tensor: str) -> str:
+    """The part of the network a tensor belongs to: an EfficientNet block ("block2a"), its
+    squeeze-and-excitation branch apart ("block2a_se"), else the Keras layer ("hidden", "conv1"), and
+    "output" for the op that writes the model's output."""
+    parts = tensor.split(";")[0].split("/")
+    for part in parts:
+        match = _BLOCK_PATTERN.match(part)
+        if match:
+            return match.group(1) + ("_se" if match.group(2) else "")
+    if len(parts) == 1:  # The converter names the graph's last op after the signature's output.
+        return "output"
+    return re.sub(r"_\d+$", "", parts[1])
+
+
+def rank_groups(calibrated: bytes, checker: check.Checker, workspace: Path) -> list[dict]:
+    """Every part of the network (`group_of`) by its end-to-end effect, worst first: the model with
+    only that part quantized (all else float), its mean KL divergence from the float model on the
+    validation split. A part that costs little alone rarely matters, and a small branch that costs
+    much (an SE gate) is kept in float whole. Returns [{"group", "tensors", "kl_divergence"}]."""
+    tensors = [name for op in export_graph.graph_ops(calibrated) for name in op["outputs"]]
+    groups: dict[str, list[str]] = {}
+    for name in tensors:
+        groups.setdefault(group_of(name), []).append(name)
+    reference = checker.reference("val")
+    ranking = []
+    for index, (group, members) in enumerate(groups.items()):
+        member_set = set(members)
+        others = [name for name in tensors if name not in member_set]
+        path = workspace / f"group_{index}.tflite"
+        try:
+            path.write_bytes(export_tflite.quantize(calibrated, float_ops=others))
+        except export_tflite.ExportError:  # A part the quantizer cannot isolate: ranked last.
+            ranking.append({"group": group, "tensors": members, "kl_divergence": float("nan")})
+            continue
+        ranking.append({"group": group, "tensors": members,
+                        "kl_divergence": check.mean_kl_divergence(reference, checker.predictions(path, "val"))})
+    ranking.sort(key=lambda entry: -entry["kl_divergence"] if np.isfinite(entry["kl_divergence"]) else np.inf)
+    return ranking
 
 
 def rank_tensors(calibrated: bytes, images: np.ndarray) -> list[dict]:
@@ -137,11 +181,17 @@ def search_int8(saved_model: Path, calibration: np.ndarray, checker: check.Check
     chosen = best
     ranking: list[dict] = []
     if not chosen["passed"] and selective:
-        ranking = rank_tensors(calibrated, calibration[:debug_samples])
-        names = [entry["tensor"] for entry in ranking]
-        chosen = _grow_float_set(names[:max_float_layers],
-                                 lambda kept: attempt("int8-selective",
-                                                      lambda: export_tflite.quantize(calibrated, kept), kept))
+        if len(checker.splits.val_labels):  # Rank parts by their end-to-end effect on validation images.
+            ranking = rank_groups(calibrated, checker, workspace)
+            units = [entry["tensors"] for entry in ranking]
+        else:  # No validation split to measure on: the debugger's per-tensor ranking.
+            ranking = rank_tensors(calibrated, calibration[:debug_samples])
+            units = [[entry["tensor"]] for entry in ranking]
+
+        def try_units(kept_units: list[list[str]]) -> dict:
+            kept = [name for unit in kept_units for name in unit]
+            return attempt("int8-selective", lambda: export_tflite.quantize(calibrated, kept), kept)
+        chosen = _grow_float_set(units[:max_float_layers], try_units)
     if not chosen["passed"] and try_16x8:
         chosen = attempt("16x8", lambda: export_tflite.quantize_16x8(saved_model, calibration))
     fallback = None
@@ -157,9 +207,10 @@ def search_int8(saved_model: Path, calibration: np.ndarray, checker: check.Check
             "ranked_tensors": len(ranking), "ranking": ranking[:max(max_float_layers, 10)]}
 
 
-def _grow_float_set(ranked: Sequence[str], try_set: Callable[[list[str]], dict]) -> dict:
-    """Keep the worst 1, 2, 4, ... tensors in float until a set passes, then bisect down to the
-    smallest passing prefix of the ranking. Returns the passing record, or the last one tried."""
+def _grow_float_set(ranked: Sequence[Any], try_set: Callable[[list[Any]], dict]) -> dict:
+    """Keep the worst 1, 2, 4, ... units (parts of the network, or tensors) in float until a set
+    passes, then bisect down to the smallest passing prefix of the ranking. Returns the passing
+    record, or the last one tried."""
     if not ranked:
         return {"passed": False, "float_tensors": []}
     failing, count, record = 0, 1, {}
@@ -171,7 +222,7 @@ def _grow_float_set(ranked: Sequence[str], try_set: Callable[[list[str]], dict])
             return record
         failing, count = count, min(2 * count, len(ranked))
     best = record
-    while count - failing > 1:  # Invariant: `failing` tensors miss the gate, `count` pass.
+    while count - failing > 1:  # Invariant: `failing` units miss the gate, `count` pass.
         middle = (failing + count) // 2
         record = try_set(list(ranked[:middle]))
         if record["passed"]:

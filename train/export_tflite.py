@@ -101,13 +101,16 @@ def calibrate(saved_model: Path, images: np.ndarray) -> bytes:
     return _convert(converter, "int8 calibration")
 
 
-def quantize(calibrated: bytes, float_tensors: Sequence[str] = ()) -> bytes:
-    """Full-integer model from the calibrated one; `float_tensors` (and the ops around them) stay float.
+def quantize(calibrated: bytes, float_tensors: Sequence[str] = (), float_ops: Sequence[str] = ()) -> bytes:
+    """Full-integer model from the calibrated one; `float_tensors` (and the ops around them) stay float,
+    and so do the ops that write `float_ops` (their neighbours are quantized, with QUANTIZE and
+    DEQUANTIZE at the borders: how one part of the network is measured on its own).
 
     The same quantizer call the converter and QuantizationDebugger.get_nondebug_quantized_model
     make, with our input and output types (the debugger's own call would give float32 output).
     """
-    nodes = export_graph.denylist_for(calibrated, float_tensors) if float_tensors else None
+    nodes = sorted(set(export_graph.denylist_for(calibrated, float_tensors) if float_tensors else ())
+                   | set(float_ops)) or None
     try:
         quantized = lite_convert.mlir_quantize(calibrated, input_data_type=tf.uint8, output_data_type=tf.uint8,
                                                denylisted_nodes=nodes)
