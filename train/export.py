@@ -88,7 +88,8 @@ class ExportConfig:
     max_drop: float = option(MAX_DROP_POINTS, "gate: the largest int8 top-1 drop below the Keras model, "
                              "in points; the command exits 1 beyond it", "Gate")
     selective: bool = option(True, "when plain int8 misses the gate, keep the worst tensors in float", "Gate")
-    max_float_layers: int = option(MAX_FLOAT_TENSORS, "selective quantization: the most tensors kept in float",
+    max_float_layers: int = option(MAX_FLOAT_TENSORS, "selective quantization: the most parts of the network kept in float "
+                                   "(tensors, without a validation split)",
                                    "Gate")
     try_16x8: bool = option(True, "when int8 misses the gate, try int16 activations with int8 weights", "Gate")
     debug_samples: int = option(DEBUG_SAMPLES, "images the quantization debugger ranks tensors on", "Gate")
