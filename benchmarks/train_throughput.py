@@ -58,7 +58,8 @@ def run(config: ThroughputConfig) -> dict:
     from train import run as training
     from train.config import IMAGENET_MODELS, TrainConfig
 
-    precision = training._resolve_precision(config.precision)
+    gpus = training.gpu_names()
+    precision = training._resolve_precision(config.precision, gpus)
     keras.mixed_precision.set_global_policy(precision)
     with tempfile.TemporaryDirectory() as scratch:
         weights = "none"
@@ -88,7 +89,7 @@ def run(config: ThroughputConfig) -> dict:
         "model": config.model, "weights": config.weights or "random (ImageNet structure, frozen BatchNorm)",
         "image_size": train_config.resolved_image_size, "batch_size": config.batch_size,
         "precision": precision, "jit_compile": bool(model.jit_compile), "augment": config.augment,
-        "backend": keras.backend.backend(), "device": ", ".join(training.gpu_names()) or training.cpu_name(),
+        "backend": keras.backend.backend(), "device": ", ".join(gpus) or training.cpu_name(),
         "images_per_second": round(config.batch_size * config.steps / seconds, 1),
         "seconds_per_step": round(seconds / config.steps, 4), "python": platform.python_version(),
         "keras": keras.__version__,

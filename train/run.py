@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from edge import artifacts, configuration, errors, run_folder
+from edge import artifacts, configuration, errors, machine, run_folder
 from edge.errors import UserError
 from train import config as train_config
 from train.config import TrainConfig
@@ -81,7 +81,7 @@ def run(config: TrainConfig) -> dict:
     gpus = gpu_names()
     if config.dataset in ("cifar100", "cifar10"):  # Refuse before a download that would be wasted.
         refuse_cpu_training(config, round(CIFAR_TRAIN_IMAGES * (1 - config.val_split)), gpus)
-    precision = _resolve_precision(config.precision)
+    precision = _resolve_precision(config.precision, gpus)
     keras.mixed_precision.set_global_policy(precision)
     splits = data.load_splits(config)
     refuse_cpu_training(config, len(splits.train_labels), gpus)
@@ -89,7 +89,7 @@ def run(config: TrainConfig) -> dict:
     artifacts.write_json(run_dir / run_folder.CONFIG_FILE, configuration.to_dict(config))
     artifacts.write_labels(run_dir / run_folder.LABELS_FILE, splits.labels)
 
-    with _distribution_scope():
+    with _distribution_scope(gpus):
         model, backbone = models.build_model(config, splits.num_classes, splits.input_shape)
     jit_compile = resolve_jit_compile(model, gpus)
     training = {"backend": keras.backend.backend(), "devices": gpus or [cpu_name()], "precision": precision,
@@ -317,14 +317,11 @@ def _prepare_run_dir(config: TrainConfig) -> Path:
     return run_dir
 
 
-def _resolve_precision(precision: str) -> str:
+def _resolve_precision(precision: str, gpus: list[str]) -> str:
+    """"auto" is mixed bfloat16 on a GPU (`gpus`: gpu_names()), float32 on a CPU."""
     if precision != "auto":
         return precision
-    return "mixed_bfloat16" if _gpu_count() > 0 else "float32"
-
-
-def _gpu_count() -> int:
-    return len(gpu_names())
+    return "mixed_bfloat16" if gpus else "float32"
 
 
 def gpu_names() -> list[str]:
@@ -343,13 +340,14 @@ def gpu_names() -> list[str]:
 
 
 def cpu_name() -> str:
-    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    """The device a GPU-less run trains on, as metadata.json's "devices" names it."""
+    return f"CPU ({machine.processor_name()}, {os.cpu_count()} cores)"
 
 
-def _distribution_scope():
-    """Data parallelism across GPUs through the backend's own engine, when there are several."""
+def _distribution_scope(gpus: list[str]):
+    """Data parallelism across GPUs (`gpus`: gpu_names()) through the backend's own engine, when there are several."""
     import keras  # Loaded by run() already; imported here so --help never pays for it.
-    if _gpu_count() < 2:
+    if len(gpus) < 2:
         return contextlib.nullcontext()
     if keras.backend.backend() == "jax":
         keras.distribution.set_distribution(keras.distribution.DataParallel())
