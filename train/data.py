@@ -21,7 +21,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from train import cifar, image_folders, smoke, splitting
+from edge import artifacts, run_folder
+from train import cifar, image_folders, photos, smoke, splitting
 
 if TYPE_CHECKING:
     from train.config import TrainConfig
@@ -46,6 +47,8 @@ def load_splits(config: "TrainConfig") -> Splits:
         raise DataError(f"label_mode coarse (the 20 superclasses) exists for cifar100 only, not {dataset!r}")
     if dataset == "smoke":
         return smoke.load_smoke(config)
+    if dataset == photos.PHOTOS_DATASET:  # The ImageNet starter (train/pretrained.py): its labels are its own.
+        return photos.load_splits(config, artifacts.read_labels(Path(config.data_dir or ".") / run_folder.LABELS_FILE))
     if dataset in cifar.FORMATS:
         return cifar.load_cifar(config, cifar.FORMATS[dataset])
     if Path(dataset).expanduser().is_dir():

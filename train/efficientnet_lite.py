@@ -119,9 +119,11 @@ def pretrained_backbone(name: str, input_shape: tuple[int, int, int], weights: s
     if include_top:
         return full
     backbone = build_backbone(name, input_shape, include_top=False)
-    for layer in backbone.layers:
+    # The layers without the top are the first ones of the full network, in the same order (by
+    # position: the stem's Rescaling and Normalization get automatic names that differ per build).
+    for layer, source in zip(backbone.layers, full.layers):
         if layer.weights:
-            layer.set_weights(full.get_layer(layer.name).get_weights())
+            layer.set_weights(source.get_weights())
     return backbone
 
 

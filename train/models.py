@@ -20,6 +20,7 @@ import keras
 from keras.src.applications import efficientnet as keras_efficientnet
 
 from edge.errors import UserError
+from train import efficientnet_lite
 from train.config import IMAGENET_MODELS, TrainConfig
 
 #: Pad-and-random-crop: pixels of reflected border added on each side before a crop back to the
@@ -270,6 +271,10 @@ def _imagenet_backbone(config: TrainConfig, shape: tuple[int, int, int]) -> kera
         "mobilenet_v3_large": keras.applications.MobileNetV3Large,
     }
     weights = None if config.weights == "none" else config.weights
+    if config.model in efficientnet_lite.LITE_VARIANTS:
+        if weights is None:
+            return efficientnet_lite.build_backbone(config.model, shape)
+        return efficientnet_lite.pretrained_backbone(config.model, shape, weights)
     if weights not in (None, "imagenet") and not Path(weights).is_file():
         raise WeightsUnavailableError(f"--weights {weights}: no such file")
     try:
