@@ -87,6 +87,23 @@ def prepare_image(source: ImageSource, size: int | tuple[int, int]) -> np.ndarra
     return np.array(resized, dtype=np.uint8)
 
 
+def fit_and_pad(source: ImageSource, size: int | tuple[int, int]) -> np.ndarray:
+    """`load_image`, antialiased resize of the WHOLE image into `size`, centred on NEUTRAL_BACKGROUND.
+
+    For training folders of photos with mixed shapes (train/image_folders.py): a wide car keeps
+    both ends, where `prepare_image`'s centre crop would keep its middle. Same decoding and
+    resampling as `prepare_image`; returns a new uint8 array shaped (height, width, 3).
+    """
+    height, width = _target_size(size)
+    image = _decode(source, draft_size=(DRAFT_MARGIN * max(height, width),) * 2)
+    scale = min(width / image.width, height / image.height)
+    fitted_size = (max(1, min(width, round(image.width * scale))), max(1, min(height, round(image.height * scale))))
+    fitted = image.resize(fitted_size, RESAMPLING, reducing_gap=REDUCING_GAP)
+    canvas = Image.new("RGB", (width, height), NEUTRAL_BACKGROUND)
+    canvas.paste(fitted, ((width - fitted_size[0]) // 2, (height - fitted_size[1]) // 2))
+    return np.array(canvas, dtype=np.uint8)
+
+
 def _target_size(size: int | tuple[int, int]) -> tuple[int, int]:
     """(height, width) from an int or a pair; a programming error raises ValueError, not ImageError."""
     if isinstance(size, (int, np.integer)) and not isinstance(size, bool):

@@ -62,6 +62,9 @@ class TrainConfig:
     label_mode: Literal["fine", "coarse"] = option("fine", "CIFAR-100 labels: 100 fine classes or 20 superclasses", "Data")
     val_split: float = option(0.1, "fraction of the training set held out, stratified, for validation", "Data")
     test_split: float = option(0.1, "for a single-tree image folder: fraction held out, stratified, for test", "Data")
+    image_fit: Literal["pad", "crop"] = option(
+        "pad", "a folder's images not at its most common size: pad fits each whole and pads with grey; "
+        "crop centre-crops, as the demo and the camera do at inference", "Data")
     smoke_samples_per_class: int = option(400, "smoke dataset: generated images per class (train and test together)", "Data")
     seed: int = option(0, "seed for splits, the smoke data, initialisation and augmentation", "Data")
 

@@ -1,8 +1,10 @@
 """A folder of your own images as training data: one sub-folder per class, either with train/ and
 test/ sub-trees or as a single tree that is split (stratified) into train and test.
 
-Any image Pillow opens counts (by extension); other files are skipped with a note, and images not at
-the most common size are centre-cropped and resized to it. `load_folder(config, root)` returns the
+Any image Pillow opens counts (by extension); other files are skipped with a note. Images not at
+the most common size are fitted into it whole and padded with neutral grey (`--image-fit pad`, the
+default: a wide car keeps both ends) or centre-cropped to it (`--image-fit crop`, what the demo and
+the camera do to a photo at inference). `load_folder(config, root)` returns the
 `Splits`; it is reached through `train.data.load_splits` with `--dataset PATH`:
 
     .venv/bin/python train/run.py --dataset ./photos
@@ -21,6 +23,10 @@ from train import splitting
 
 if TYPE_CHECKING:
     from train.config import TrainConfig
+
+
+#: How the note names what happened to images of another size, by --image-fit.
+FIT_WORDS = {"pad": "fitted whole (resized, then padded with grey)", "crop": "centre-cropped and resized"}
 
 
 def _class_folders(root: Path) -> list[Path]:
@@ -77,8 +83,9 @@ def _scan_tree(root: Path, class_names: Optional[list[str]] = None) -> tuple[lis
     return class_names, paths, labels
 
 
-def _read_images(paths: list[Path], root: Path) -> np.ndarray:
-    """Decode every image; images not at the most common size are centre-cropped and resized to it."""
+def _read_images(paths: list[Path], root: Path, fit: str = "pad") -> np.ndarray:
+    """Decode every image; images not at the most common size are fitted and padded (`fit` "pad")
+    or centre-cropped (`fit` "crop") to it."""
     decoded, unreadable = [], []
     for path in paths:
         try:
@@ -96,10 +103,11 @@ def _read_images(paths: list[Path], root: Path) -> np.ndarray:
         examples = [f"{paths[index].relative_to(root)} ({decoded[index].shape[1]}x{decoded[index].shape[0]})"
                     for index in odd]
         print(f"note: {len(odd)} of {len(paths)} images under {root} are not {width}x{height} (the most common "
-              f"size); they were centre-cropped and resized to it: {splitting.listing(examples)}",
+              f"size); they were {FIT_WORDS[fit]} to it: {splitting.listing(examples)}",
               file=sys.stderr)
+        fitter = preprocess.fit_and_pad if fit == "pad" else preprocess.prepare_image
         for index in odd:
-            decoded[index] = preprocess.prepare_image(decoded[index], (height, width))
+            decoded[index] = fitter(decoded[index], (height, width))
     return np.stack(decoded).astype(np.uint8)
 
 
@@ -117,7 +125,7 @@ def load_folder(config: "TrainConfig", root: Path) -> splitting.Splits:
         train_paths, train_labels = [paths[index] for index in kept], [labels[index] for index in kept]
         test_paths, test_labels = [paths[index] for index in held], [labels[index] for index in held]
     # Decoded together so that train and test share the most common size.
-    images = _read_images(train_paths + test_paths, root)
+    images = _read_images(train_paths + test_paths, root, config.image_fit)
     train_count = len(train_paths)
     return splitting.split_train(config, images[:train_count], np.asarray(train_labels, dtype=np.int64),
                                  images[train_count:], np.asarray(test_labels, dtype=np.int64), names, str(root))

@@ -2,7 +2,7 @@
 
     python train/pretrained.py --model efficientnet_lite0 --out runs/imagenet-lite0
     python demo/app.py --run runs/imagenet-lite0                       # the web demo serves it
-    python edge/camera.py --model runs/imagenet-lite0/tflite --source demo/examples/photos --headless
+    python edge/camera.py --model runs/imagenet-lite0/tflite/model_int8.tflite --source demo/examples --headless --frames 3
 
 It writes what a trained run writes, so the demo, the camera, `train/check.py` and the Space serve
 and check it unchanged: model.keras (the network with its 1000-class ImageNet head), labels.txt (the
