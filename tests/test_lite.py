@@ -289,3 +289,49 @@ def test_the_camera_and_the_check_serve_the_starter_unchanged(starter, tmp_path)
     assert check.returncode == 0, check.stderr[-2000:]
     assert "PASSED" in check.stdout
     assert "photos" in json.loads((out / "quantization.json").read_text())  # The check keeps what it did not measure.
+
+
+# -- transfer on the real backbone ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def faces_folder(tmp_path_factory, load_benchmark):
+    """A few of scikit-image's real LFW crops (faces and not), through benchmarks/faces_folder.py."""
+    out = tmp_path_factory.mktemp("faces")
+    faces = load_benchmark("faces_folder")
+    faces.run(faces.FacesConfig(out=str(out)))
+    for folder in out.iterdir():  # 24 a class keeps the CPU run short.
+        for path in sorted(folder.iterdir())[24:]:
+            path.unlink()
+    return out
+
+
+@pytest.mark.slow
+def test_head_and_fine_tune_stages_on_the_real_backbone(faces_folder, tmp_path, make_small_config):
+    """Both stages run on the ImageNet weights; BatchNorm keeps ImageNet's statistics; drop-connect trains."""
+    import keras
+
+    from train import efficientnet_lite, models, run
+    config = make_small_config(tmp_path / "run", dataset=str(faces_folder), model=LITE, weights="imagenet",
+                               image_size=64, head_epochs=1, epochs=1, batch_size=8, learning_rate=1e-4,
+                               test_split=0.25, val_split=0.0, export=False)  # No validation: model.keras is the last epoch.
+    result = run.run(config)
+    history = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    assert len(history) == 1 + 2  # The header, one head epoch, one fine-tuning epoch.
+    assert result["top1"] > 0.5
+    trained = models.load_model(tmp_path / "run" / "model.keras")
+    backbone = trained.get_layer(LITE)
+    imagenet = efficientnet_lite.pretrained_backbone(LITE, (64, 64, 3), "imagenet")
+    for name in ("stem_bn", "block4a_bn", "top_bn"):  # Frozen: ImageNet's statistics, untouched by training.
+        for trained_weight, imagenet_weight in zip(backbone.get_layer(name).get_weights()[2:],
+                                                   imagenet.get_layer(name).get_weights()[2:]):
+            np.testing.assert_array_equal(trained_weight, imagenet_weight)
+    assert not np.array_equal(backbone.get_layer("top_conv").get_weights()[0],
+                              imagenet.get_layer("top_conv").get_weights()[0]), "fine-tuning changed the convolutions"
+    images = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3)).astype("float32")
+    assert backbone.get_layer("block7a_project_bn") is not None
+    drops = [layer for layer in backbone.layers if layer.name.endswith("_drop")]
+    assert drops and all(layer.rate > 0 for layer in drops)
+    np.testing.assert_array_equal(backbone(images, training=False), backbone(images, training=False))
+    assert not np.allclose(backbone(images, training=True), backbone(images, training=True)), \
+        "drop-connect is stochastic in training"
