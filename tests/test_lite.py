@@ -313,7 +313,7 @@ def test_head_and_fine_tune_stages_on_the_real_backbone(faces_folder, tmp_path, 
 
     from train import efficientnet_lite, models, run
     config = make_small_config(tmp_path / "run", dataset=str(faces_folder), model=LITE, weights="imagenet",
-                               image_size=64, head_epochs=1, epochs=1, batch_size=8, learning_rate=1e-4,
+                               image_size=64, head_epochs=1, epochs=1, batch_size=8, learning_rate=1e-4, batchnorm="frozen",
                                test_split=0.25, val_split=0.0, export=False)  # No validation: model.keras is the last epoch.
     result = run.run(config)
     history = (tmp_path / "run" / "history.csv").read_text().splitlines()

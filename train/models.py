@@ -186,8 +186,8 @@ def build_model(config: TrainConfig, num_classes: int, input_shape: tuple[int, i
         if config.model in ("vgg16", "resnet50"):
             images = CaffePreprocessing(name="caffe_preprocessing")(images)
         # No `training=False` here: it would also switch off EfficientNet's drop-connect (stochastic
-        # depth) while fine-tuning. Pretrained BatchNorm stays in inference mode another way:
-        # set_backbone_trainable freezes it (`trainable=False`), and a frozen Keras 3
+        # depth) while fine-tuning. Pretrained BatchNorm is put in inference mode another way when
+        # --batchnorm frozen: set_backbone_trainable freezes it (`trainable=False`), and a frozen Keras 3
         # BatchNormalization normalizes with its moving statistics and never updates them.
         if config.weights == "none":
             _shorten_batchnorm_memory(backbone)
@@ -206,10 +206,14 @@ def build_model(config: TrainConfig, num_classes: int, input_shape: tuple[int, i
     return model, backbone
 
 
-def set_backbone_trainable(backbone: keras.Model | None, fraction: float, pretrained: bool) -> int:
+def set_backbone_trainable(backbone: keras.Model | None, fraction: float, pretrained: bool,
+                           train_batchnorm: bool = False, batchnorm_momentum: float | None = None) -> int:
     """Unfreeze the top `fraction` of the backbone's layers; return how many weights layers train.
 
-    BatchNorm layers of a pretrained backbone stay frozen, as the Keras fine-tuning guide advises.
+    BatchNorm layers of a pretrained backbone stay frozen (inference mode), as the Keras fine-tuning
+    guide advises, unless `train_batchnorm`: then those among the unfrozen layers train like any other
+    (batch statistics in `fit`, moving averages updated with `batchnorm_momentum` when given), as in the
+    transfer protocol of Kornblith et al. 2019 (`--batchnorm train`).
     """
     if backbone is None:
         return 0
@@ -219,8 +223,11 @@ def set_backbone_trainable(backbone: keras.Model | None, fraction: float, pretra
     count = 0
     for index, layer in enumerate(layers):
         trainable = index >= first_trainable
-        if pretrained and isinstance(layer, keras.layers.BatchNormalization):
-            trainable = False
+        if isinstance(layer, keras.layers.BatchNormalization):
+            if pretrained and not train_batchnorm:
+                trainable = False
+            elif trainable and pretrained and batchnorm_momentum is not None:
+                layer.momentum = batchnorm_momentum
         layer.trainable = trainable
         count += int(trainable and bool(layer.weights))
     return count

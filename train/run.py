@@ -116,7 +116,9 @@ def run(config: TrainConfig) -> dict:
             model.load_weights(stage_weights)
             print(f"stage {stage}: already complete, weights restored")
             continue
-        models.set_backbone_trainable(backbone, fraction, pretrained)
+        models.set_backbone_trainable(backbone, fraction, pretrained, train_batchnorm=config.batchnorm == "train",
+                                      batchnorm_momentum=config.batchnorm_momentum(
+                                          len(splits.train_labels) // config.batch_size))
         recorder = callbacks.RunRecorder(run_dir, stage, state, save_every_epoch=len(splits.val_labels) == 0)
         steps_per_epoch = _fit_stage(keras, config, model, splits, stage, first_epoch, epochs, learning_rate,
                                      recorder, run_dir, jit_compile)
@@ -153,6 +155,7 @@ def compile_for_stage(model, config: TrainConfig, num_classes: int, learning_rat
                       steps_per_epoch: int, epochs: int, jit_compile: bool | str = "auto") -> None:
     """Compile `model` with the stage's optimizer, schedule, loss and metrics (also used by the benchmark)."""
     import keras  # Loaded by run() already; imported here so --help never pays for it.
+    config = config.with_recipe()  # A config built by hand (the benchmark, tests) may leave recipe options unset.
     schedule = learning_rate
     if config.schedule == "cosine":
         # A short stage (the one-epoch head) warms up for part of itself, not all of it.
