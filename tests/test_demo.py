@@ -262,6 +262,16 @@ def test_bad_images_raise_readable_gradio_errors(models, tmp_path):
         predict(None)
 
 
+def test_analytics_are_off_and_the_upload_cache_is_cleaned(models):
+    """demo/app.py turns Gradio's analytics off before gradio loads; the Blocks sends none and empties its cache."""
+    blocks = ui.build_demo(models)
+    assert blocks.analytics_enabled is False and blocks.delete_cache == ui.DELETE_CACHE
+    environment = {key: value for key, value in os.environ.items() if key != "GRADIO_ANALYTICS_ENABLED"}
+    result = subprocess.run([sys.executable, "-c", "import os, demo.app; print(os.environ['GRADIO_ANALYTICS_ENABLED'])"],
+                            cwd=REPOSITORY, env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr
+
+
 def test_panels_show_the_quantization_numbers_and_the_model(models):
     about = ui.about_markdown(models)
     assert models.metadata.get("dataset", "unknown") in about and "KiB" in about
@@ -444,6 +454,18 @@ def test_inline_images_over_the_upload_cap_are_refused_over_http(app_server, mod
     assert message == f"the inline image is larger than the {formatting.size(limit)} limit", message
     kind, data = _raw_call(app_server.url, "predict", [{"url": _data_url(PHOTOS[0].read_bytes())}])
     assert kind == "complete" and data[0]["label"] == next(iter(models.model.classify(PHOTOS[0], 1)))[0], data
+
+
+@pytest.mark.slow
+def test_the_live_stream_is_not_an_api(app_server, client):
+    """/live_frame is the page's stream, not an endpoint: gradio_client cannot find it (it used to hang on it)."""
+    import httpx
+    named = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
+    assert named == {"/predict", "/compare", "/explain"}
+    info = httpx.get(app_server.url + "gradio_api/info", timeout=60).json()
+    assert set(info["named_endpoints"]) == named and not info.get("unnamed_endpoints")
+    with pytest.raises(ValueError, match="Cannot find a function with `api_name`: /live_frame"):
+        client.predict(api_name="/live_frame")  # refused at once, from the client's own copy of the API
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ from PIL import Image
 
 from conftest import as_upload
 from demo import inputs, live, ui
+from edge import formatting
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 PHOTO = REPOSITORY / "demo" / "examples" / "rocket.jpg"
@@ -94,15 +95,18 @@ def test_a_bad_frame_is_reported_and_the_stream_goes_on(models):
 
 def test_a_frame_naming_a_server_file_or_too_much_data_is_skipped(models):
     """A frame is held to the still photo's rules (demo/inputs.py): an upload or inline data under the cap."""
-    classify_frame = live.make_classify_frame(models.model, ui.TOP_K, max_bytes=lambda: 1000)
+    cap = PHOTO.stat().st_size  # the photo, inline, fits exactly; a noisy 640 x 480 camera frame does not
+    small = {"url": "data:image/jpeg;base64," + base64.b64encode(PHOTO.read_bytes()).decode("ascii")}
+    large = _frame(_camera_pixels(1))
+    assert len(base64.b64decode(large["url"].partition(",")[2])) > cap
+    classify_frame = live.make_classify_frame(models.model, ui.TOP_K, max_bytes=lambda: cap)
     for frame in ({"path": str(PHOTO), "url": None}, str(PHOTO), {"path": "/etc/passwd"}, "/no/such/file.png"):
         answer, status, _ = classify_frame(frame, None)
         assert answer is None and status == f"Frame skipped: {inputs.REFUSED}", status
-    answer, status, _ = classify_frame(_frame(_camera_pixels(1)), None)  # a small frame still passes
-    assert answer is not None
-    too_large = "data:image/jpeg;base64," + base64.b64encode(PHOTO.read_bytes()).decode("ascii")  # > 1000 bytes
-    answer, status, _ = classify_frame({"url": too_large}, None)
-    assert answer is None and "larger than the 1000 B limit" in status, status
+    answer, status, _ = classify_frame(small, None)  # a frame within the cap still passes
+    assert answer is not None, status
+    answer, status, _ = classify_frame(large, None)
+    assert answer is None and f"larger than the {formatting.size(cap)} limit" in status, status
 
 
 def test_two_sessions_keep_their_own_meters(models):
