@@ -316,6 +316,18 @@ def test_command_line_options(served_run, capsys):
     assert "not both" in capsys.readouterr().err
 
 
+def test_help_gives_each_default_once():
+    """A help text that already says its default gets no "(default: None)" after it; the others keep theirs."""
+    import argparse
+    from edge import configuration
+    parser = argparse.ArgumentParser()
+    configuration.add_arguments(parser, demo_app.DemoConfig)
+    helps = {action.dest: action.help for action in parser._actions if action.help}
+    assert all(text.lower().count("default") <= 1 for text in helps.values()), helps
+    assert "(default: None)" not in helps["port"] and "$GRADIO_SERVER_PORT" in helps["port"]
+    assert helps["model"].endswith("(default: None)")
+
+
 def test_the_demo_modules_do_not_import_tensorflow(served_run):
     """Build the page and classify in a fresh interpreter, then look at sys.modules."""
     code = ("import sys; from demo import app, ui; "
