@@ -12,10 +12,15 @@ No TensorFlow is imported.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
-from demo import ui
+# Gradio's analytics off before gradio is imported (it reads the variable at import and at
+# launch), as demo/local_server.py does; `GRADIO_ANALYTICS_ENABLED=True` still turns them on.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from demo import ui  # noqa: E402 - after the variable above
 from edge import configuration, errors, runtime
 from edge.configuration import option
 from edge.errors import UserError
@@ -69,7 +74,8 @@ def build(config: DemoConfig) -> tuple[Any, ui.DemoModels]:
     """(the Gradio Blocks app, its models), not started."""
     models = load(config)
     report_url = models.metadata.get("report_url")  # set by hf_space/deploy.py when a model repo holds the report
-    return ui.build_demo(models, report_url=report_url, concurrency_limit=config.concurrency), models
+    return ui.build_demo(models, report_url=report_url, concurrency_limit=config.concurrency,
+                         max_file_size=config.max_file_size), models
 
 
 def run(config: DemoConfig, block: bool = True) -> str:
@@ -78,7 +84,7 @@ def run(config: DemoConfig, block: bool = True) -> str:
     print(f"serving {models.files.model}" + (f" and {models.files.reference}" if models.files.reference else ""),
           flush=True)
     _, local_url, _ = ui.launch(app, models, server_port=config.port, server_name=config.host, share=config.share,
-                                max_file_size=config.max_file_size, prevent_thread_lock=True)
+                                prevent_thread_lock=True)
     if block:
         app.block_thread()
     return local_url

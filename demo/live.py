@@ -27,16 +27,15 @@ Gradio, numpy, Pillow and a TFLite runtime (through edge.runtime); never TensorF
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import collections
 import dataclasses
 import time
-from typing import Any
+from typing import Any, Callable
 
 import gradio as gr
 import numpy as np
 
+from demo import inputs
 from edge import preprocess, runtime
 
 # Seconds between two frames the browser captures: at most 10 frames per second per
@@ -101,36 +100,25 @@ class FrameMeter:
         return line
 
 
-def frame_source(frame: Any) -> preprocess.ImageSource:
+def frame_source(frame: Any, max_bytes: int | None = None) -> preprocess.ImageSource:
     """What edge.preprocess reads, from one streamed frame.
 
     The stream runs with `preprocess=False`, so the frame arrives as the browser sent
-    it: `{"url": "data:image/jpeg;base64,..."}`. A data URL string, a file payload
-    (`{"path": ...}`) or a numpy array (direct Python calls) are accepted too.
-    Raises preprocess.ImageError when the frame carries no image data.
+    it: `{"url": "data:image/jpeg;base64,..."}`. A data URL string or a file payload
+    (`{"path": ...}`) are checked like a still photo (demo/inputs.py: an upload, or
+    inline data within `max_bytes`); a numpy array (direct Python calls) is taken as is.
+    Raises preprocess.ImageError with demo/inputs.py's reason otherwise.
     """
-    if isinstance(frame, dict):
-        url, path = frame.get("url") or "", frame.get("path")
-        if url.startswith("data:"):
-            return _decode_data_url(url)
-        if path:
-            return path
-        raise preprocess.ImageError("the frame carried no image data")
-    if isinstance(frame, str):
-        return _decode_data_url(frame) if frame.startswith("data:") else frame
     if isinstance(frame, np.ndarray):
         return frame
-    raise preprocess.ImageError(f"unsupported frame of type {type(frame).__name__}")
-
-
-def _decode_data_url(url: str) -> bytes:
     try:
-        return base64.b64decode(url.split(",", 1)[1], validate=False)
-    except (IndexError, binascii.Error):
-        raise preprocess.ImageError("the frame's data URL is malformed") from None
+        return inputs.image_source(frame, max_bytes)[0]
+    except inputs.RefusedInput as error:
+        raise preprocess.ImageError(str(error)) from None
 
 
-def make_classify_frame(classifier: runtime.Classifier, top_k: int):
+def make_classify_frame(classifier: runtime.Classifier, top_k: int,
+                        max_bytes: Callable[[], int | None] = inputs.default_max_bytes):
     """The per-frame function: (frame, this visitor's meter) -> (top-k {label: probability}, status line, meter).
 
     A frame that cannot be read is skipped: the status line says why and the last
@@ -142,11 +130,11 @@ def make_classify_frame(classifier: runtime.Classifier, top_k: int):
             return meter.last_answer, (meter.status() if meter.frames else "Waiting for the camera..."), meter
         start = time.perf_counter()
         try:
-            pixels = preprocess.prepare_image(frame_source(frame), classifier.input_size)
+            pixels = preprocess.prepare_image(frame_source(frame, max_bytes()), classifier.input_size)
         except preprocess.ImageError as error:
             meter.skipped += 1
             so_far = f" {meter.status()}" if meter.frames else ""
-            return meter.last_answer, f"Frame skipped: {error.reason}.{so_far}", meter
+            return meter.last_answer, f"Frame skipped: {error.reason.rstrip('.')}.{so_far}", meter
         probabilities = classifier.predict(pixels)[0]
         answer = dict(classifier.top_k(probabilities, top_k))
         meter.record(time.monotonic(), (time.perf_counter() - start) * 1000.0, answer)
@@ -154,7 +142,8 @@ def make_classify_frame(classifier: runtime.Classifier, top_k: int):
     return classify_frame
 
 
-def add_live_section(classifier: runtime.Classifier, top_k: int) -> None:
+def add_live_section(classifier: runtime.Classifier, top_k: int,
+                     max_bytes: Callable[[], int | None] = inputs.default_max_bytes) -> None:
     """The "Live camera" section, inside the caller's gr.Blocks: webcam stream in, top-k and status out."""
     with gr.Accordion("Live camera", open=False, elem_id="live"):
         gr.Markdown(f"Point your webcam at something: each frame goes to `{classifier.model_path.name}` "
@@ -171,7 +160,10 @@ def add_live_section(classifier: runtime.Classifier, top_k: int) -> None:
                 status = gr.Markdown(elem_id="live-status")
         meter = gr.State(None)
         # preprocess=False: frames reach classify_frame as the browser's data URL (see frame_source).
-        camera.stream(make_classify_frame(classifier, top_k), inputs=[camera, meter], outputs=[answer, status, meter],
-                      stream_every=STREAM_EVERY_S, time_limit=TIME_LIMIT_S, concurrency_limit=LIVE_CONCURRENCY_LIMIT,
-                      concurrency_id=LIVE_CONCURRENCY_ID, preprocess=False, show_progress="hidden",
-                      api_name="live_frame")
+        # api_visibility="private": the stream is the page's, not an API. gradio_client cannot
+        # drive a stream (it fails on the "process_streaming" message, then waits), so listing it
+        # only invited callers that hold a live slot without sending frames.
+        camera.stream(make_classify_frame(classifier, top_k, max_bytes), inputs=[camera, meter],
+                      outputs=[answer, status, meter], stream_every=STREAM_EVERY_S, time_limit=TIME_LIMIT_S,
+                      concurrency_limit=LIVE_CONCURRENCY_LIMIT, concurrency_id=LIVE_CONCURRENCY_ID,
+                      preprocess=False, show_progress="hidden", api_name="live_frame", api_visibility="private")

@@ -19,17 +19,15 @@ never TensorFlow, so the Space starts in seconds.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import gradio as gr
 
-from demo import explain, live
+from demo import explain, inputs, live
 from edge import artifacts, formatting, preprocess, run_folder, runtime
 from edge.errors import UserError
 
@@ -42,9 +40,15 @@ TOP_K = 5  # labels shown per model: the seeds' top-5.
 
 # Uploads above this are refused by Gradio before any decoding: a phone photo
 # fits, and the model sees 32 x 32 pixels, so a larger file adds nothing.
-# edge.preprocess separately refuses images above its pixel limit, which a
-# small file can declare (a decompression bomb).
-MAX_FILE_SIZE = "10mb"
+# Inline images (data: URLs) are held to the same cap by demo/inputs.py, also
+# before decoding. edge.preprocess separately refuses images above its pixel
+# limit, which a small file can declare (a decompression bomb).
+MAX_FILE_SIZE = inputs.MAX_FILE_SIZE
+
+# Gradio's upload cache is emptied of files older than a day, checked every hour
+# (delete_cache=(frequency, age) in seconds): a visitor's photo is needed only for
+# the request it came with, and a public Space must not fill its disk.
+DELETE_CACHE = (3600, 86400)
 
 # Requests served at once. Each interpreter is guarded by its own lock inside
 # edge.runtime.Classifier (an interpreter is not thread-safe), and a request
@@ -163,32 +167,22 @@ def _user_error(message: str, title: str = "Cannot read this image") -> gr.Error
     return gr.Error(message, title=title, print_exception=False)
 
 
-def _image_source(payload: Any) -> tuple[Any, str]:
+def _image_source(payload: Any, max_bytes: int | None = None) -> tuple[Any, str]:
     """(what edge.preprocess reads, the name to show) from the raw Gradio image payload.
 
     The image events run with `preprocess=False`, so that Gradio does not open
     the file with Pillow itself (its errors would reach the visitor as a bare
     "Error"); every decoding problem then goes through edge.preprocess, whose
-    ImageError says what is wrong. The payload is Gradio's FileData (a dict
-    with a `path` already inside Gradio's upload cache) or, for some webcam
-    captures, a base64 data URL.
+    ImageError says what is wrong. The payload is checked by demo/inputs.py
+    first: a file inside Gradio's upload folder, or inline data within
+    `max_bytes` (default MAX_FILE_SIZE); anything else is refused.
     """
     if payload is None or payload == "":
         raise _user_error("No image: upload a photo, take one with the webcam, or paste one.", "No image")
-    if isinstance(payload, dict):
-        url, path = payload.get("url") or "", payload.get("path")
-        name = payload.get("orig_name") or (Path(path).name if path else "the image")
-        if url.startswith("data:"):
-            try:
-                return base64.b64decode(url.split(",", 1)[1], validate=False), name
-            except (IndexError, binascii.Error):
-                raise _user_error(f"{name}: the image data URL is malformed") from None
-        if path:
-            return path, name
-        raise _user_error("The upload carried no file.", "No image")
-    if isinstance(payload, str):  # Direct Python calls (tests) pass a path.
-        return payload, Path(payload).name
-    raise _user_error(f"Unsupported input of type {type(payload).__name__}.", "No image")
+    try:
+        return inputs.image_source(payload, max_bytes if max_bytes is not None else inputs.default_max_bytes())
+    except inputs.RefusedInput as error:
+        raise _user_error(str(error), "Image refused") from None
 
 
 def _prepare(source: Any, name: str, size: tuple[int, int]):
@@ -212,21 +206,24 @@ def _classify(classifier: runtime.Classifier, pixels) -> tuple[dict[str, float],
     return dict(classifier.top_k(probabilities, TOP_K)), elapsed_ms
 
 
-def make_predict(models: DemoModels):
+MaxBytes = Callable[[], "int | None"]  # the byte cap of inline images, read at each request
+
+
+def make_predict(models: DemoModels, max_bytes: MaxBytes = inputs.default_max_bytes):
     """The /predict endpoint: an image file in, {label: probability} of the int8 model's top 5 out."""
     def predict(image):
-        source, name = _image_source(image)
+        source, name = _image_source(image, max_bytes())
         return _classify(models.model, _prepare(source, name, models.model.input_size))[0]
     return predict
 
 
-def make_compare(models: DemoModels):
+def make_compare(models: DemoModels, max_bytes: MaxBytes = inputs.default_max_bytes):
     """The page's handler: both models on one photo, the latency, which model answered."""
     def compare(image):
         if image is None:  # The visitor cleared the picture: clear the answers, no error.
             return None, None, ""
         start = time.perf_counter()
-        source, name = _image_source(image)
+        source, name = _image_source(image, max_bytes())
         pixels = _prepare(source, name, models.model.input_size)
         prepare_ms = (time.perf_counter() - start) * 1000.0
         answer, model_ms = _classify(models.model, pixels)
@@ -368,11 +365,21 @@ def example_images(labels: list[str], folder: Path = EXAMPLES_FOLDER) -> list[Pa
 
 
 def build_demo(models: DemoModels, report_url: str | None = None,
-               concurrency_limit: int = CONCURRENCY_LIMIT) -> gr.Blocks:
-    """The Blocks app: one page, the /predict and /compare endpoints, the queue configured."""
+               concurrency_limit: int = CONCURRENCY_LIMIT, max_file_size: str | int = MAX_FILE_SIZE) -> gr.Blocks:
+    """The Blocks app: one page, the /predict and /compare endpoints, the queue configured.
+
+    `max_file_size` caps uploads and inline images alike; `launch` hands it to Gradio
+    (kept on the Blocks as `max_file_size`, the attribute Gradio's launch sets).
+    """
     variant = run_folder.variant_of(models.files.model)
     title = f"CIFAR edge classifier: {models.metadata.get('dataset', 'image')} classes, {variant} TFLite"
-    with gr.Blocks(title=title) as demo:
+    byte_limit = inputs.byte_count(max_file_size)
+
+    def max_bytes() -> int | None:  # what every handler holds inline images to
+        return byte_limit
+
+    # No telemetry from the demo or the Space: a visitor's request reaches this server only.
+    with gr.Blocks(title=title, delete_cache=DELETE_CACHE, analytics_enabled=False) as demo:
         gr.Markdown(f"# {title}\n"
                     f"Drop in a photo: the {variant} model that also runs on a Raspberry Pi answers, "
                     "and the float32 model answers the same photo beside it, so you see what quantization costs.")
@@ -394,7 +401,7 @@ def build_demo(models: DemoModels, report_url: str | None = None,
                 where = gr.Image(label="Where it looked", type="pil", interactive=False, height=320, elem_id="where")
                 where_caption = gr.Markdown(elem_id="where-caption")
         details = gr.Markdown(elem_id="details")
-        live.add_live_section(models.model, TOP_K)  # the webcam stream to the served model (demo/live.py)
+        live.add_live_section(models.model, TOP_K, max_bytes)  # the webcam stream to the served model (demo/live.py)
         with gr.Accordion("Float vs int8 on the test set", open=True):
             gr.Markdown(quantization_markdown(models))
         with gr.Accordion("About this model", open=False):
@@ -405,23 +412,32 @@ def build_demo(models: DemoModels, report_url: str | None = None,
                 gr.Markdown(report)
 
         # preprocess=False: the handlers decode the upload themselves (see _image_source).
-        gr.on(triggers=[classify_button.click, image.change], fn=make_compare(models), inputs=[image],
+        gr.on(triggers=[classify_button.click, image.change], fn=make_compare(models, max_bytes), inputs=[image],
               outputs=[answer, reference_answer, details], api_name="compare", preprocess=False,
               concurrency_limit=concurrency_limit, concurrency_id="models").success(
-            explain.make_explain(models, _image_source), inputs=[image], outputs=[where, where_caption],
+            explain.make_explain(models, lambda payload: _image_source(payload, max_bytes())), inputs=[image],
+            outputs=[where, where_caption],
             api_name="explain", preprocess=False, concurrency_limit=concurrency_limit, concurrency_id="models")
         # The API endpoint has no trigger on the page: clients call it by name.
-        gr.on(triggers=[], fn=make_predict(models), inputs=[image], outputs=[answer], api_name="predict",
+        gr.on(triggers=[], fn=make_predict(models, max_bytes), inputs=[image], outputs=[answer], api_name="predict",
               preprocess=False, concurrency_limit=concurrency_limit, concurrency_id="models",
               show_progress="hidden")
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=concurrency_limit)
+    demo.max_file_size = byte_limit
     return demo
 
 
 def launch(demo: gr.Blocks, models: DemoModels, server_port: int | None = None, server_name: str | None = None,
-           share: bool = False, max_file_size: str | int = MAX_FILE_SIZE, prevent_thread_lock: bool = False):
-    """Start the server. server_port/server_name None: Gradio reads GRADIO_SERVER_PORT/NAME, else 7860/127.0.0.1."""
+           share: bool = False, prevent_thread_lock: bool = False):
+    """Start the server. server_port/server_name None: Gradio reads GRADIO_SERVER_PORT/NAME, else 7860/127.0.0.1.
+
+    The upload cap is build_demo's, the one the handlers hold inline images to.
+    show_error=False: the visitor sees the demo's own messages (gr.Error, always shown) and
+    nothing of any other exception. Gradio's refusal of a FileData path outside its uploads
+    names the server's absolute path (and so its working directory); it reaches the caller
+    as a bare error instead.
+    """
     return demo.launch(server_port=server_port, server_name=server_name, share=share,
-                       max_file_size=max_file_size, allowed_paths=allowed_paths(models),
-                       prevent_thread_lock=prevent_thread_lock, show_error=True, ssr_mode=False,
+                       max_file_size=demo.max_file_size, allowed_paths=allowed_paths(models),
+                       prevent_thread_lock=prevent_thread_lock, show_error=False, ssr_mode=False,
                        theme=gr.themes.Soft())

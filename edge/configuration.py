@@ -29,6 +29,13 @@ class ConfigError(UserError):
     """A config file or flag is wrong; the message names the key and what was expected."""
 
 
+def _help_text(text: str, default: Any) -> str:
+    """The flag's help with "(default: ...)" appended, unless the text already says what the default is."""
+    if "default" not in text.lower():
+        text = f"{text} (default: {default!r})"
+    return text.replace("%", "%%")  # argparse formats help with %
+
+
 def option(default: Any, help: str, group: str = "Options", **argparse_options: Any) -> Any:
     """A dataclass field with its help text and `--help` group.
 
@@ -64,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser, config_class: type, skip: Seq
         flag = "--" + spec.name.replace("_", "-")
         kind, choices, optional = _describe(hints[spec.name])
         default = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()  # type: ignore[misc]
-        help_text = f"{metadata.get('help', '')} (default: {default!r})".replace("%", "%%")
+        help_text = _help_text(metadata.get("help", ""), default)
         extra = dict(metadata.get("argparse", {}))
         if kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction,

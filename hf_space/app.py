@@ -21,4 +21,4 @@ demo, models = demo_app.build(config)
 
 if __name__ == "__main__":
     print(f"serving {models.files.model}", flush=True)
-    demo_app.ui.launch(demo, models, max_file_size=config.max_file_size)
+    demo_app.ui.launch(demo, models)

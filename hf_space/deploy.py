@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import importlib
 import importlib.metadata
 import re
 import shutil
+import string
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
@@ -203,9 +205,54 @@ def _requirements() -> str:
     return text
 
 
-def _space_card(repo_id: str | None, model_repo: str | None) -> str:
-    """hf_space/README.md with sdk_version = the installed Gradio and the model repository in `models:`."""
-    text = (SPACE_TEMPLATE / "README.md").read_text(encoding="utf-8")
+# How the card names the datasets the project knows; any other (a folder of images) goes by its own name.
+DATASET_TITLES = {"cifar100": "CIFAR-100", "cifar10": "CIFAR-10", "smoke": "smoke-test"}
+SHORT_DESCRIPTION_LIMIT = 60  # characters: the Hub refuses a longer Space description
+TRAINING_WORDS = {"imagenet": "fine-tuned from ImageNet weights", "none": "trained from scratch"}
+
+
+def card_facts(files: ui.ModelFiles) -> dict[str, str]:
+    """What the Space card says about this run, each from the run's own files (metadata, config, quantization)."""
+    metadata = artifacts.read_json(files.metadata) if files.metadata else {}
+    quantization = artifacts.read_json(files.quantization) if files.quantization else None
+    config_path = files.labels.parent.parent / run_folder.CONFIG_FILE  # runs/NAME/config.json, when deployed from a run
+    config = artifacts.read_json(config_path) if config_path.is_file() else {}
+    dataset = str(metadata.get("dataset") or config.get("dataset") or "unknown")
+    backbone = str(metadata.get("model") or config.get("model") or "unknown")
+    title_dataset = DATASET_TITLES.get(dataset, Path(dataset).name)
+    training = TRAINING_WORDS.get(str(config.get("weights")), "trained")
+    class_count = len(artifacts.read_labels(files.labels))
+    height, width = (metadata.get("input_size") or ["?", "?"])[:2]
+    short = f"{backbone} on {title_dataset}, int8 TFLite vs float32"
+    return {
+        "title": f"{title_dataset} Edge Classifier",
+        "short_description": short if len(short) <= SHORT_DESCRIPTION_LIMIT else short[:SHORT_DESCRIPTION_LIMIT - 3] + "...",
+        "dataset_tag": _tag(title_dataset),
+        "model_tag": _tag(backbone),
+        "model_sentence": f"the {backbone} model, {training} on {title_dataset} ({class_count} classes),",
+        "class_count": str(class_count),
+        "input_size": f"{height} x {width}",
+        "measurements": (_measured(quantization, metadata) if quantization
+                         else "_Not measured: the run has no quantization.json._"),
+    }
+
+
+def _measured(quantization: dict, metadata: dict) -> str:
+    """The float-vs-int8 table of quantization.json, with how many test images it was measured on."""
+    images = metadata.get("test_images")
+    source = f"On {images} test images, by `train/export.py`" if isinstance(images, int) else "By `train/export.py`"
+    return f"{source} (latency on the machine that exported the run):\n\n{ui.quantization_table(quantization)}"
+
+
+def _tag(name: str) -> str:
+    """A Hub tag from a name: lower case, letters, digits and dashes."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "model"
+
+
+def _space_card(files: ui.ModelFiles, repo_id: str | None, model_repo: str | None) -> str:
+    """hf_space/README.md filled in from the run (card_facts), with sdk_version = the installed Gradio
+    and the model repository in `models:`."""
+    text = string.Template((SPACE_TEMPLATE / "README.md").read_text(encoding="utf-8")).substitute(card_facts(files))
     gradio_version = _installed_version("gradio")
     if gradio_version:
         text = re.sub(r"^sdk_version:.*$", f"sdk_version: {gradio_version}", text, count=1, flags=re.MULTILINE)
@@ -226,7 +273,7 @@ def assemble_space(files: ui.ModelFiles, folder: str | Path, repo_id: str | None
     _prepare_folder(folder)
     _copy(SPACE_TEMPLATE / "app.py", folder / "app.py")
     (folder / "requirements.txt").write_text(_requirements(), encoding="utf-8")
-    (folder / "README.md").write_text(_space_card(repo_id, model_repo), encoding="utf-8")
+    (folder / "README.md").write_text(_space_card(files, repo_id, model_repo), encoding="utf-8")
     _copy_code(modules, folder)
     model_files = _copy_model_files(files, folder / "models")
     if repo_id and files.report is not None:
@@ -355,7 +402,32 @@ def upload(folder: Path, repo_id: str, repo_type: str, private: bool, token: str
                               "write to") from None
         detail = getattr(error, "server_message", None) or type(error).__name__
         raise DeployError(f"upload of {folder} to {repo_id} failed (HTTP {status}): {detail}") from None
+    except network_errors() as error:
+        reason = (str(error).strip().splitlines() or [""])[0]
+        raise DeployError(f"cannot reach the Hugging Face Hub to upload {repo_id} ({type(error).__name__}"
+                          + (f": {reason}" if reason else "") + "); check the network connection, "
+                          "or assemble the folder alone with --dry-run --out FOLDER") from None
     return str(url)
+
+
+def network_errors() -> tuple[type[BaseException], ...]:
+    """What the Hub client raises when the network is down or too slow, whichever HTTP library it uses.
+
+    huggingface_hub 1.x and later speak httpx (2.x: httpx2), earlier ones requests; each
+    raises its own TransportError / ConnectionError (a refused connection, a failed DNS
+    lookup, a timeout); HF_HUB_OFFLINE=1 raises OfflineModeIsEnabled. An HTTP status is
+    not among them: that is HfHubHTTPError, handled above.
+    """
+    found: list[type[BaseException]] = [ConnectionError, TimeoutError]  # raw socket failures
+    for module_name, names in (("httpx2", ("TransportError",)), ("httpx", ("TransportError",)),
+                               ("requests", ("ConnectionError", "Timeout")),
+                               ("huggingface_hub.errors", ("OfflineModeIsEnabled",))):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        found.extend(getattr(module, name) for name in names if isinstance(getattr(module, name, None), type))
+    return tuple(found)
 
 
 def run(config: DeployConfig, api: Any = None) -> dict[str, Any]:

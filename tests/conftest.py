@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -45,6 +47,31 @@ def smoke_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("runs") / "smoke-se-cnn"
     run.run(small_run_config(run_dir))
     return run_dir
+
+
+@pytest.fixture(scope="session", autouse=True)
+def gradio_upload_folder(tmp_path_factory) -> Path:
+    """Gradio's upload folder for the session ($GRADIO_TEMP_DIR, inherited by the servers the tests start).
+
+    The demo reads images only from there (demo/inputs.py), so a test hands it a photo by copying
+    the photo in, as an upload would; and the session never touches the machine's shared /tmp/gradio.
+    """
+    folder = tmp_path_factory.mktemp("gradio-uploads")
+    previous = os.environ.get("GRADIO_TEMP_DIR")
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("GRADIO_TEMP_DIR", None)
+    else:
+        os.environ["GRADIO_TEMP_DIR"] = previous
+
+
+def as_upload(path: Path) -> Path:
+    """A copy of `path` inside the session's Gradio upload folder, in a folder of its own as Gradio makes them."""
+    folder = Path(tempfile.mkdtemp(dir=os.environ["GRADIO_TEMP_DIR"]))
+    copy = folder / Path(path).name
+    shutil.copyfile(path, copy)
+    return copy
 
 
 @pytest.fixture(scope="session")

@@ -460,6 +460,21 @@ def test_missing_run_gives_a_clear_error(tmp_path, capsys):
     assert "nowhere: no such run directory" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_a_damaged_model_file_is_named_as_damaged(smoke_run, tmp_path, capsys):
+    """A model.keras cut short (a kill, a full disk) or overwritten: one line saying so, exit 2, no traceback."""
+    whole = (smoke_run / run_folder.MODEL_FILE).read_bytes()
+    for kind, content in {"truncated": whole[: len(whole) // 2], "empty": b"",
+                          "a bad byte": whole[:200] + bytes([whole[200] ^ 0xFF]) + whole[201:]}.items():
+        run_dir = tmp_path / kind.replace(" ", "-")
+        shutil.copytree(smoke_run, run_dir, ignore=shutil.ignore_patterns("tflite", "checkpoints", "logs"))
+        (run_dir / run_folder.MODEL_FILE).write_bytes(content)
+        assert export.main(["--run", str(run_dir), "--variants", "int8"]) == 2, kind
+        error = capsys.readouterr().err.strip()
+        assert error.startswith(f"error: {run_dir / run_folder.MODEL_FILE}: the model file is damaged"), (kind, error)
+        assert "\n" not in error and "Traceback" not in error, (kind, error)
+
+
 def test_the_default_gate_is_the_named_tolerance():
     assert export.ExportConfig().max_drop == export.MAX_DROP_POINTS == 1.0  # the gate the README names
 

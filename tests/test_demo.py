@@ -10,6 +10,7 @@ makes TensorFlow and Keras unimportable: the demo must work without them.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 import struct
@@ -23,9 +24,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import as_upload
 from demo import app as demo_app
-from demo import explain, local_server, ui
-from edge import artifacts, occlusion, run_folder, runtime
+from demo import explain, inputs, local_server, ui
+from edge import artifacts, formatting, occlusion, run_folder, runtime
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 PHOTOS = sorted((REPOSITORY / "demo" / "examples").glob("*.jpg"))
@@ -103,8 +105,13 @@ def odd_images(folder: Path) -> list[Path]:
 
 
 def _payload(path: Path) -> dict:
-    """What Gradio hands the handlers (preprocess=False): its FileData as a dict."""
-    return {"path": str(path), "orig_name": path.name, "url": None, "meta": {"_type": "gradio.FileData"}}
+    """What Gradio hands the handlers (preprocess=False) for an upload of `path`: its FileData as a dict,
+    pointing at a copy in the upload folder (tests/conftest.py), where Gradio puts every upload."""
+    return {"path": str(as_upload(path)), "orig_name": path.name, "url": None, "meta": {"_type": "gradio.FileData"}}
+
+
+def _data_url(content: bytes, kind: str = "image/jpeg") -> str:
+    return f"data:{kind};base64," + base64.b64encode(content).decode("ascii")
 
 
 # -- in-process ---------------------------------------------------------------------------
@@ -174,6 +181,62 @@ def test_webcam_data_urls_are_classified(models):
         ui.make_predict(models)({"path": None, "url": "data:image/png;base64,bm90IGFuIGltYWdl"})
 
 
+def _server_files(folder: Path) -> dict[str, object]:
+    """Payloads that name files of the server the demo must not open, each a different kind of path."""
+    outside = folder / "outside"
+    outside.mkdir()
+    shutil.copyfile(PHOTOS[0], outside / "photo.jpg")  # a real image, outside the upload folder
+    link = Path(inputs.upload_folder()) / "link-out"
+    link.mkdir(exist_ok=True)
+    (link / "photo.jpg").unlink(missing_ok=True)
+    (link / "photo.jpg").symlink_to(outside / "photo.jpg")  # inside by name, outside once resolved
+    return {
+        "an image elsewhere": {"path": str(outside / "photo.jpg")},
+        "the same, as Gradio's FileData": {"path": str(outside / "photo.jpg"), "meta": {"_type": "gradio.FileData"}},
+        "a repository file": {"path": str(PHOTOS[0]), "orig_name": "mine.jpg"},
+        "not an image": {"path": "/etc/passwd"},
+        "a directory": {"path": str(folder)},
+        "missing": {"path": str(folder / "no-such-file.png")},
+        "a climb out of the uploads": {"path": str(Path(inputs.upload_folder()) / ".." / "outside" / "photo.jpg")},
+        "a link out of the uploads": {"path": str(link / "photo.jpg")},
+        "a bare path": str(outside / "photo.jpg"),
+    }
+
+
+def test_only_uploads_and_inline_images_are_read(models, tmp_path):
+    """Security: every server path outside Gradio's upload folder gets the one fixed refusal, whatever it is."""
+    predict = ui.make_predict(models)
+    handler = explain.make_explain(models, ui._image_source)
+    for kind, payload in _server_files(tmp_path).items():
+        for call in (predict, ui.make_compare(models), handler):
+            with pytest.raises(gr.Error) as raised:
+                call(payload)
+            assert raised.value.message == inputs.REFUSED, (kind, raised.value.message)
+    # What Gradio took in is read: an uploaded copy, and inline data.
+    assert predict(_payload(PHOTOS[0])) == predict(_data_url(PHOTOS[0].read_bytes()))
+    assert predict({"path": str(as_upload(PHOTOS[0]))}) == dict(models.model.classify(PHOTOS[0], ui.TOP_K))
+
+
+def test_inline_images_are_capped_before_decoding(models, monkeypatch):
+    """The upload cap holds for data URLs too, judged from the text's length: nothing is decoded first."""
+    photo = PHOTOS[0].read_bytes()
+    cap = len(photo) - 1
+    predict = ui.make_predict(models, max_bytes=lambda: cap)
+    for length in range(len(photo) - 3, len(photo) + 1):  # every padding: the bound is the decoded size
+        assert inputs.decoded_size_bound(base64.b64encode(photo[:length]).decode()) == length
+
+    def no_decoding(*arguments, **options):
+        raise AssertionError("decoded before the size check")
+    with monkeypatch.context() as patched:
+        patched.setattr(inputs.base64, "b64decode", no_decoding)
+        for payload in (_data_url(photo), {"url": _data_url(photo)}):
+            with pytest.raises(gr.Error, match=f"larger than the {formatting.size(cap)} limit"):
+                predict(payload)
+    exactly_at_the_cap = ui.make_predict(models, max_bytes=lambda: len(photo))
+    assert exactly_at_the_cap(_data_url(photo)) == dict(models.model.classify(PHOTOS[0], ui.TOP_K))
+    assert inputs.default_max_bytes() == 10 * 1024 * 1024  # the default cap: MAX_FILE_SIZE, 10 MiB
+
+
 def test_module_level_demo_is_built_on_first_access(served_run, tmp_path, monkeypatch):
     """`demo.app.demo` (the Gradio convention) serves models/ next to the app, as in the Space folder."""
     shutil.copytree(served_run / "tflite", tmp_path / "models")
@@ -197,6 +260,16 @@ def test_bad_images_raise_readable_gradio_errors(models, tmp_path):
         assert str(tmp_path) not in message  # the visitor sees their file name, not the server's path
     with pytest.raises(gr.Error, match="No image"):
         predict(None)
+
+
+def test_analytics_are_off_and_the_upload_cache_is_cleaned(models):
+    """demo/app.py turns Gradio's analytics off before gradio loads; the Blocks sends none and empties its cache."""
+    blocks = ui.build_demo(models)
+    assert blocks.analytics_enabled is False and blocks.delete_cache == ui.DELETE_CACHE
+    environment = {key: value for key, value in os.environ.items() if key != "GRADIO_ANALYTICS_ENABLED"}
+    result = subprocess.run([sys.executable, "-c", "import os, demo.app; print(os.environ['GRADIO_ANALYTICS_ENABLED'])"],
+                            cwd=REPOSITORY, env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr
 
 
 def test_panels_show_the_quantization_numbers_and_the_model(models):
@@ -243,11 +316,23 @@ def test_command_line_options(served_run, capsys):
     assert "not both" in capsys.readouterr().err
 
 
+def test_help_gives_each_default_once():
+    """A help text that already says its default gets no "(default: None)" after it; the others keep theirs."""
+    import argparse
+    from edge import configuration
+    parser = argparse.ArgumentParser()
+    configuration.add_arguments(parser, demo_app.DemoConfig)
+    helps = {action.dest: action.help for action in parser._actions if action.help}
+    assert all(text.lower().count("default") <= 1 for text in helps.values()), helps
+    assert "(default: None)" not in helps["port"] and "$GRADIO_SERVER_PORT" in helps["port"]
+    assert helps["model"].endswith("(default: None)")
+
+
 def test_the_demo_modules_do_not_import_tensorflow(served_run):
     """Build the page and classify in a fresh interpreter, then look at sys.modules."""
     code = ("import sys; from demo import app, ui; "
             f"blocks, models = app.build(app.DemoConfig(run={str(served_run)!r})); "
-            f"ui.make_predict(models)({str(PHOTOS[0])!r}); "
+            f"ui.make_predict(models)({_data_url(PHOTOS[0].read_bytes())!r}); "
             "print(sorted(name for name in sys.modules if name.split('.')[0] in ('tensorflow', 'keras')))")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPOSITORY, capture_output=True, text=True,
                             timeout=300)
@@ -328,6 +413,71 @@ def test_bad_inputs_get_errors_and_the_server_keeps_serving(app_server, client, 
         _check_label_result(client.predict(handle_file(str(path)), api_name="/predict"), models.model.labels,
                             tolerance)
     assert app_server.alive()
+
+
+def _raw_call(url: str, api_name: str, data: list) -> tuple[str, object]:
+    """POST /gradio_api/call/<api_name> as any HTTP client can, then read its result: ("complete"|"error", data)."""
+    import httpx
+    with httpx.Client(base_url=url, timeout=120) as http:
+        started = http.post(f"gradio_api/call/{api_name}", json={"data": data})
+        started.raise_for_status()
+        with http.stream("GET", f"gradio_api/call/{api_name}/{started.json()['event_id']}") as events:
+            kind = None
+            for line in events.iter_lines():
+                if line.startswith("event: "):
+                    kind = line.removeprefix("event: ")
+                elif line.startswith("data: ") and kind in ("complete", "error"):
+                    return kind, json.loads(line.removeprefix("data: "))
+    raise AssertionError(f"{api_name}: the event stream ended without a result")
+
+
+def _error_text(result: tuple[str, object]) -> str:
+    kind, data = result
+    assert kind == "error", result
+    return data.get("error") if isinstance(data, dict) else str(data)
+
+
+@pytest.mark.slow
+def test_the_server_reads_no_file_a_caller_names(app_server, client, models, tmp_path):
+    """Security, over HTTP: /predict, /compare and /explain refuse every server path alike, and serve uploads."""
+    from gradio_client import handle_file
+    for kind, payload in _server_files(tmp_path).items():
+        for api_name in ("predict", "compare", "explain"):
+            result = _raw_call(app_server.url, api_name, [payload])
+            message = _error_text(result)
+            if isinstance(payload, str) or "meta" in payload:
+                # Refused by Gradio before the handler (its FileData check, its data model); its text, which
+                # names the server's absolute path, is withheld (show_error=False): a bare error.
+                assert message is None, (kind, message)
+            else:
+                assert message == inputs.REFUSED, (kind, api_name, message)  # one sentence: no path, no "No such file"
+            assert str(tmp_path) not in json.dumps(result) and os.getcwd() not in json.dumps(result), result
+    result = client.predict(handle_file(str(PHOTOS[0])), api_name="/predict")  # an upload is still read
+    assert result["label"] == next(iter(models.model.classify(PHOTOS[0], 1)))[0]
+    assert app_server.alive()
+
+
+@pytest.mark.slow
+def test_inline_images_over_the_upload_cap_are_refused_over_http(app_server, models):
+    """The server's --max-file-size holds for data URLs: one over it is refused, one under it is classified."""
+    limit = inputs.byte_count(UPLOAD_LIMIT)
+    over = _data_url(PHOTOS[0].read_bytes() + os.urandom(limit), "image/png")
+    message = _error_text(_raw_call(app_server.url, "predict", [{"url": over}]))
+    assert message == f"the inline image is larger than the {formatting.size(limit)} limit", message
+    kind, data = _raw_call(app_server.url, "predict", [{"url": _data_url(PHOTOS[0].read_bytes())}])
+    assert kind == "complete" and data[0]["label"] == next(iter(models.model.classify(PHOTOS[0], 1)))[0], data
+
+
+@pytest.mark.slow
+def test_the_live_stream_is_not_an_api(app_server, client):
+    """/live_frame is the page's stream, not an endpoint: gradio_client cannot find it (it used to hang on it)."""
+    import httpx
+    named = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
+    assert named == {"/predict", "/compare", "/explain"}
+    info = httpx.get(app_server.url + "gradio_api/info", timeout=60).json()
+    assert set(info["named_endpoints"]) == named and not info.get("unnamed_endpoints")
+    with pytest.raises(ValueError, match="Cannot find a function with `api_name`: /live_frame"):
+        client.predict(api_name="/live_frame")  # refused at once, from the client's own copy of the API
 
 
 @pytest.mark.slow

@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from demo import live, ui
+from conftest import as_upload
+from demo import inputs, live, ui
+from edge import formatting
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 PHOTO = REPOSITORY / "demo" / "examples" / "rocket.jpg"
@@ -60,11 +62,12 @@ def test_a_frame_gives_the_top5_and_a_status_line(models):
 
 
 def test_every_frame_form_is_accepted(models):
-    """The browser's {"url": data URL}, a bare data URL, a file payload and an array give one answer."""
+    """The browser's {"url": data URL}, a bare data URL, an uploaded file's payload and an array give one answer."""
     classify_frame = live.make_classify_frame(models.model, ui.TOP_K)
     photo = np.asarray(Image.open(PHOTO).convert("RGB"))
     expected = dict(models.model.classify(PHOTO, ui.TOP_K))
-    for frame in ({"path": str(PHOTO), "url": None}, str(PHOTO), photo):
+    uploaded = as_upload(PHOTO)
+    for frame in ({"path": str(uploaded), "url": None}, str(uploaded), photo):
         assert classify_frame(frame, None)[0] == expected
     encoded = "data:image/jpeg;base64," + base64.b64encode(PHOTO.read_bytes()).decode("ascii")
     assert classify_frame(encoded, None)[0] == classify_frame({"url": encoded}, None)[0] == expected
@@ -76,7 +79,7 @@ def test_a_bad_frame_is_reported_and_the_stream_goes_on(models):
     bad_frames = {"not an image": {"url": "data:image/jpeg;base64," + base64.b64encode(b"not a picture").decode()},
                   "malformed": {"url": "data:image/jpeg;base64"},
                   "no image data": {"url": None, "path": None},
-                  "unsupported frame": 42}
+                  "unsupported input": 42}
     for words, frame in bad_frames.items():
         kept, status, meter = classify_frame(frame, meter)  # no exception: it would end the visitor's stream
         assert kept == answer, words  # the last answer stays on the page
@@ -88,6 +91,22 @@ def test_a_bad_frame_is_reported_and_the_stream_goes_on(models):
         None, "Frame skipped: not an image (the format was not recognised).")
     # No frame (the camera is not on yet) is not an error either.
     assert classify_frame(None, None)[:2] == (None, "Waiting for the camera...")
+
+
+def test_a_frame_naming_a_server_file_or_too_much_data_is_skipped(models):
+    """A frame is held to the still photo's rules (demo/inputs.py): an upload or inline data under the cap."""
+    cap = PHOTO.stat().st_size  # the photo, inline, fits exactly; a noisy 640 x 480 camera frame does not
+    small = {"url": "data:image/jpeg;base64," + base64.b64encode(PHOTO.read_bytes()).decode("ascii")}
+    large = _frame(_camera_pixels(1))
+    assert len(base64.b64decode(large["url"].partition(",")[2])) > cap
+    classify_frame = live.make_classify_frame(models.model, ui.TOP_K, max_bytes=lambda: cap)
+    for frame in ({"path": str(PHOTO), "url": None}, str(PHOTO), {"path": "/etc/passwd"}, "/no/such/file.png"):
+        answer, status, _ = classify_frame(frame, None)
+        assert answer is None and status == f"Frame skipped: {inputs.REFUSED}", status
+    answer, status, _ = classify_frame(small, None)  # a frame within the cap still passes
+    assert answer is not None, status
+    answer, status, _ = classify_frame(large, None)
+    assert answer is None and f"larger than the {formatting.size(cap)} limit" in status, status
 
 
 def test_two_sessions_keep_their_own_meters(models):

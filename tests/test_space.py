@@ -14,6 +14,7 @@ Two ways of starting the assembled folder:
 from __future__ import annotations
 
 import hashlib
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -92,6 +93,34 @@ def test_space_card_and_requirements(assembled):
     template = _front_matter(REPOSITORY / "hf_space" / "README.md")
     assert template["models"] == []
     assert f"gradio=={template['sdk_version']}" in (REPOSITORY / "hf_space" / "requirements.txt").read_text()
+
+
+def test_space_card_is_written_from_the_run(assembled, smoke_run):
+    """The card describes the run it ships (the smoke se_cnn here), with its measured numbers, not a fixed text."""
+    readme = (Path(assembled["space"]["folder"]) / "README.md").read_text(encoding="utf-8")
+    card = _front_matter(Path(assembled["space"]["folder"]) / "README.md")
+    assert "EfficientNet" not in readme and "CIFAR-100" not in readme and "$" not in readme
+    assert card["title"] == "smoke-test Edge Classifier" and "se-cnn" in card["tags"] and "smoke-test" in card["tags"]
+    assert card["short_description"] == "se_cnn on smoke-test, int8 TFLite vs float32"
+    classes = len(artifacts.read_labels(smoke_run / "tflite" / "labels.txt"))
+    assert f"the se_cnn model, trained from scratch on smoke-test ({classes} classes)," in " ".join(readme.split())
+    quantization = artifacts.read_json(smoke_run / "quantization.json")
+    assert ui.quantization_table(quantization) in readme  # the measured test-set numbers, as on the page
+    assert f"On {artifacts.read_json(smoke_run / 'tflite' / 'metadata.json')['test_images']} test images" in readme
+
+
+def test_space_card_names_a_fine_tuned_imagenet_backbone(smoke_run, tmp_path):
+    """The words follow the run's config: ImageNet weights are "fine-tuned", CIFAR-100 keeps its name."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(smoke_run / "tflite", run_dir / "tflite")
+    metadata = artifacts.read_json(run_dir / "tflite" / "metadata.json")
+    artifacts.write_json(run_dir / "tflite" / "metadata.json", {**metadata, "dataset": "cifar100",
+                                                                 "model": "efficientnet_b0"})
+    artifacts.write_json(run_dir / "config.json", {"weights": "imagenet"})
+    facts = deploy.card_facts(ui.find_model_files(folder=run_dir))
+    assert facts["title"] == "CIFAR-100 Edge Classifier" and facts["model_tag"] == "efficientnet-b0"
+    assert facts["model_sentence"].startswith("the efficientnet_b0 model, fine-tuned from ImageNet weights on CIFAR-100")
+    assert facts["measurements"].startswith("_Not measured")  # no quantization.json in this copy
 
 
 def test_model_repository_folder_and_card(assembled):
@@ -189,6 +218,21 @@ def test_no_token_is_a_clear_error(fake_hub, smoke_run, monkeypatch, capsys):
     assert deploy.main(["--run", str(smoke_run), "--repo", SPACE_REPO]) == 2
     assert "no Hugging Face token" in capsys.readouterr().err
     assert fake_hub.calls == []
+
+
+@pytest.mark.slow
+def test_no_network_is_one_line_and_exit_2(smoke_run, tmp_path):
+    """The real Hub client against an address where nothing listens: what it raises when the network is down."""
+    import os
+    environment = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{local_server.free_port()}",
+                   "HF_TOKEN": FAKE_TOKEN, "HF_HUB_DISABLE_TELEMETRY": "1"}
+    result = subprocess.run([sys.executable, str(REPOSITORY / "hf_space" / "deploy.py"), "--run", str(smoke_run),
+                             "--repo", SPACE_REPO, "--out", str(tmp_path / "space")],
+                            cwd=REPOSITORY, env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"error: cannot reach the Hugging Face Hub to upload {SPACE_REPO} ("), result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert FAKE_TOKEN not in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("arguments, message", [

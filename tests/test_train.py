@@ -509,3 +509,11 @@ def test_each_model_gets_its_recipe_and_small_datasets_enough_steps():
             if key in preset:
                 assert getattr(resolved, key) == preset[key], (name, key)
         assert resolved.batch_size == preset.get("batch_size", 128), name
+
+
+def test_the_augment_help_names_what_basic_does():
+    """`--augment basic` is models.py's pad-crop-flip layer; the help once said translation and zoom."""
+    from train.config import TrainConfig
+    text = {field.name: field.metadata["help"] for field in dataclasses.fields(TrainConfig)}["augment"]
+    assert "reflect-pad, random crop back to size, left-right flip" in text
+    assert "zoom" not in text and "translation" not in text

@@ -105,7 +105,8 @@ class TrainConfig:
                                        "224 for ImageNet backbones, the native size for the CNNs", "Model")
     dropout: float = option(0.2, "dropout rate before the classification layer", "Model")
     augment: Literal["none", "basic", "randaugment"] = option(
-        "basic", "augmentation layers (training only): basic = random translation, flip and zoom; "
+        "basic", "augmentation layers (training only): basic = reflect-pad, random crop back to size, "
+        "left-right flip; "
         "randaugment adds Keras' RandAugment", "Model")
     mix: Literal["none", "mixup", "cutmix"] = option("none", "batch mixing augmentation", "Model")
 

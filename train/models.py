@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import zipfile
 from pathlib import Path
 from typing import Callable
 from unittest import mock
@@ -95,9 +96,37 @@ class RandomPadCropFlip(keras.layers.Layer):
         return {**super().get_config(), "padding_factor": self.padding_factor, "seed": self.seed}
 
 
+class DamagedModelError(UserError):
+    """A `model.keras` that is not a whole Keras archive: truncated by a kill, a full disk, a bad copy."""
+
+
 def load_model(path: str | Path) -> keras.Model:
-    """Load a `model.keras` written by a run. Importing this module registers the custom layers."""
-    return keras.models.load_model(path, compile=False)
+    """Load a `model.keras` written by a run. Importing this module registers the custom layers.
+
+    A `.keras` file is a zip archive: one that is not a whole, readable zip (a truncated
+    file is the usual case) raises DamagedModelError before Keras sees it, since Keras
+    then reports a misleading "File not found"; a zip Keras still cannot read does too.
+    """
+    path = Path(path)
+    _check_archive(path)
+    try:
+        return keras.models.load_model(path, compile=False)
+    except (OSError, KeyError, zipfile.BadZipFile) as error:  # what Keras raises for a broken archive's parts
+        raise DamagedModelError(f"{path}: the model file is damaged ({type(error).__name__}: {error}); "
+                                "train the run again, or restore the file") from None
+
+
+def _check_archive(path: Path) -> None:
+    """DamagedModelError unless `path` is a zip whose every member reads back with its checksum."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            broken = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+        raise DamagedModelError(f"{path}: the model file is damaged (not a whole .keras archive: {error}); "
+                                "train the run again, or restore the file") from None
+    if broken is not None:
+        raise DamagedModelError(f"{path}: the model file is damaged ({broken} fails its checksum); "
+                                "train the run again, or restore the file")
 
 
 def logits_model(model: keras.Model) -> keras.Model | None:
