@@ -264,6 +264,53 @@ def test_a_jax_run_exports_to_tflite_and_writes_its_check(tmp_path):
     assert json.loads((run_dir / "metadata.json").read_text())["training"]["backend"] == "jax"
 
 
+#: A run that believes it has two GPUs and trains data-parallel on two simulated devices: JAX's host
+#: platform split in two (XLA_FLAGS), TensorFlow's CPU split into two logical devices. Only device
+#: discovery is stubbed; the distribution, the compile and the fit are the multi-GPU run's own.
+TWO_DEVICE_SCRIPT = """
+import json, os, sys
+if os.environ["KERAS_BACKEND"] == "tensorflow":
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from train import run
+from train.config import TrainConfig
+run.gpu_names = lambda: ["simulated GPU 0", "simulated GPU 1"]
+run.mirrored_devices = lambda: ["/device:CPU:0", "/device:CPU:1"]
+run.run(TrainConfig(**json.loads(sys.argv[1])))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_a_run_trains_data_parallel_on_two_devices(tmp_path, make_small_config, backend):
+    """Two devices: compile inside the strategy's scope (TensorFlow), and a batch of 33 rounded to 32."""
+    pytest.importorskip(backend)
+    run_dir = tmp_path / f"two-{backend}"
+    config = make_small_config(run_dir, epochs=2, smoke_samples_per_class=30, batch_size=33, precision="float32",
+                               export=False)
+    completed = _run_script(["-c", TWO_DEVICE_SCRIPT, json.dumps(dataclasses.asdict(config))],
+                            {"KERAS_BACKEND": backend, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "batch size 33 does not divide over 2 devices; training with 32 (16 per device)" in completed.stdout
+    training = json.loads((run_dir / "metadata.json").read_text())["training"]
+    assert training["backend"] == backend and training["replicas"] == 2
+    assert json.loads((run_dir / "config.json").read_text())["batch_size"] == 32
+    assert (run_dir / "metrics.json").is_file()
+
+
+def test_the_batch_is_rounded_down_to_a_multiple_of_the_devices(capsys):
+    from train import run
+    from train.config import TrainConfig
+
+    config = TrainConfig(batch_size=128)
+    assert run.fit_batch_to_replicas(config, 1) is config and run.fit_batch_to_replicas(config, 4) is config
+    assert run.fit_batch_to_replicas(config, 3).batch_size == 126
+    assert run.fit_batch_to_replicas(config, 6).batch_size == 126
+    assert run.fit_batch_to_replicas(TrainConfig(batch_size=5), 8).batch_size == 8  # One image per device at least.
+    assert "training with 126 (21 per device)" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_two_stage_transfer_run_with_a_weights_file_augmentation_and_logs(tmp_path, make_small_config):
     """The default run's path on a small scale: pretrained backbone (a weights file), head then

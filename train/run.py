@@ -20,7 +20,7 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -86,14 +86,16 @@ def run(config: TrainConfig) -> dict:
     splits = data.load_splits(config)
     refuse_cpu_training(config, len(splits.train_labels), gpus)
     config = config.with_recipe(len(splits.train_labels))
+    distribution = _distribution(gpus)
+    config = fit_batch_to_replicas(config, distribution.replicas)
     artifacts.write_json(run_dir / run_folder.CONFIG_FILE, configuration.to_dict(config))
     artifacts.write_labels(run_dir / run_folder.LABELS_FILE, splits.labels)
 
-    with _distribution_scope(gpus):
+    with distribution.scope():
         model, backbone = models.build_model(config, splits.num_classes, splits.input_shape)
     jit_compile = resolve_jit_compile(model, gpus)
     training = {"backend": keras.backend.backend(), "devices": gpus or [cpu_name()], "precision": precision,
-                "jit_compile": jit_compile, "images_per_second": None}
+                "replicas": distribution.replicas, "jit_compile": jit_compile, "images_per_second": None}
     print(f"training on {', '.join(training['devices'])}: backend {training['backend']}, precision {precision}, "
           f"XLA {'on' if jit_compile else 'off'}" + ("" if jit_compile else f" ({_why_no_xla(model, gpus)})"))
     metadata = _metadata(config, splits, model, precision)
@@ -161,11 +163,37 @@ def compile_for_stage(model, config: TrainConfig, num_classes: int, learning_rat
         schedule = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=learning_rate / 100, decay_steps=max(epochs * steps_per_epoch - warmup_steps, 1),
             warmup_target=learning_rate, warmup_steps=warmup_steps, alpha=0.01)
-    model.compile(
-        optimizer=_optimizer(keras, config, schedule),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-        metrics=["accuracy", keras.metrics.TopKCategoricalAccuracy(k=min(5, num_classes), name="top5")],
-        steps_per_execution=config.steps_per_execution, jit_compile=jit_compile)
+    # The optimizer's and the metrics' variables are made here: under tf.distribute they must be made in
+    # the strategy's scope that built the model, or the first `fit` fails ("Mixing different
+    # tf.distribute.Strategy objects").
+    with _strategy_scope_of(model):
+        model.compile(
+            optimizer=_optimizer(keras, config, schedule),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+            metrics=["accuracy", keras.metrics.TopKCategoricalAccuracy(k=min(5, num_classes), name="top5")],
+            steps_per_execution=config.steps_per_execution, jit_compile=jit_compile)
+
+
+def _strategy_scope_of(model):
+    """The tf.distribute strategy scope `model` was built in (TensorFlow's default one when none was); no
+    scope under the other backends."""
+    strategy = getattr(model, "distribute_strategy", None)  # The TensorFlow backend's models only.
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+def fit_batch_to_replicas(config: TrainConfig, replicas: int) -> TrainConfig:
+    """`config` with its global batch rounded down to a multiple of `replicas`, saying so when it changes.
+
+    Data parallelism splits every batch evenly over the devices, so 128 images cannot train on 3 or 6
+    GPUs. Rounded down, not refused: a few images less per step (126 on 3 or 6 GPUs) changes the
+    recipe far less than a run that does not start; config.json records the batch that trained.
+    """
+    if replicas < 2 or config.batch_size % replicas == 0:
+        return config
+    batch_size = max(config.batch_size // replicas * replicas, replicas)
+    print(f"note: batch size {config.batch_size} does not divide over {replicas} devices; "
+          f"training with {batch_size} ({batch_size // replicas} per device)")
+    return dataclasses.replace(config, batch_size=batch_size)
 
 
 def resolve_jit_compile(model, gpus: list[str]) -> bool:
@@ -344,19 +372,36 @@ def cpu_name() -> str:
     return f"CPU ({machine.processor_name()}, {os.cpu_count()} cores)"
 
 
-def _distribution_scope(gpus: list[str]):
+@dataclasses.dataclass(frozen=True)
+class Distribution:
+    """How a run spreads over its devices: `scope` builds the model in it, `replicas` devices train in sync."""
+
+    scope: Callable[[], contextlib.AbstractContextManager]
+    replicas: int = 1
+
+
+def _distribution(gpus: list[str]) -> Distribution:
     """Data parallelism across GPUs (`gpus`: gpu_names()) through the backend's own engine, when there are several."""
     import keras  # Loaded by run() already; imported here so --help never pays for it.
+    single = Distribution(scope=contextlib.nullcontext)
     if len(gpus) < 2:
-        return contextlib.nullcontext()
+        return single
     if keras.backend.backend() == "jax":
-        keras.distribution.set_distribution(keras.distribution.DataParallel())
-        return contextlib.nullcontext()
+        data_parallel = keras.distribution.DataParallel()  # Over every device JAX sees.
+        keras.distribution.set_distribution(data_parallel)
+        return Distribution(scope=contextlib.nullcontext, replicas=len(data_parallel.device_mesh.devices.flatten()))
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf  # Only the backend in use is imported; the others need not be installed.
-        return tf.distribute.MirroredStrategy().scope()
+        strategy = tf.distribute.MirroredStrategy(devices=mirrored_devices())
+        return Distribution(scope=strategy.scope, replicas=strategy.num_replicas_in_sync)
     print("note: several GPUs found, but multi-GPU training is implemented for the jax and tensorflow backends only")
-    return contextlib.nullcontext()
+    return single
+
+
+def mirrored_devices() -> list[str]:
+    """The devices TensorFlow's MirroredStrategy trains on: every GPU TensorFlow sees (its own default)."""
+    import tensorflow as tf  # Only the backend in use is imported; the others need not be installed.
+    return [device.name for device in tf.config.list_logical_devices("GPU")]
 
 
 def _metadata(config: TrainConfig, splits, model, precision: str) -> dict:
