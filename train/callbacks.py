@@ -1,8 +1,8 @@
 """Keras callbacks that write the run directory as training goes.
 
-They exist beside Keras' own (`BackupAndRestore`, `EarlyStopping`, `ReduceLROnPlateau`,
-`TensorBoard`) because a run spans two `fit` calls (head, then fine-tuning) and may be
-resumed: the history and the best checkpoint must survive both, and every file must be
+They exist beside Keras' own (`EarlyStopping`, `ReduceLROnPlateau`, `TensorBoard`; the
+per-epoch backup is train/backup.py) because a run spans two `fit` calls (head, then
+fine-tuning) and may be resumed: the history and the best checkpoint must survive both, and every file must be
 written atomically (`edge.artifacts`), which `CSVLogger` and `ModelCheckpoint` do not do.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 
 from edge import run_folder
-from edge.artifacts import atomic_path, write_atomic, write_json
+from edge.artifacts import ArtifactError, atomic_path, write_atomic, write_json
 
 HISTORY_COLUMNS = ("stage", "epoch", "loss", "accuracy", "top5", "val_loss", "val_accuracy",
                    "val_top5", "learning_rate", "seconds")
@@ -25,6 +25,33 @@ HISTORY_COLUMNS = ("stage", "epoch", "loss", "accuracy", "top5", "val_loss", "va
 def read_state(run_dir: Path) -> dict:
     """Progress of a run: completed stages and the best validation accuracy so far."""
     return run_folder.read_optional_json(run_dir / run_folder.STATE_FILE) or {"completed_stages": [], "best": None}
+
+
+def resume_state(run_dir: Path, say=print) -> dict:
+    """`read_state` for --resume, which survives a damaged state.json: the state is then rebuilt from
+    what the run folder holds (the stages with an after_STAGE.weights.h5, the best epoch of history.csv)."""
+    try:
+        return read_state(run_dir)
+    except ArtifactError as error:
+        state = {"completed_stages": [stage for stage in ("head", "finetune")
+                                      if (run_dir / "checkpoints" / f"after_{stage}.weights.h5").exists()],
+                 "best": _best_in_history(run_dir / run_folder.HISTORY_FILE)}
+        say(f"note: {error}; rebuilt from the run folder: stages done {state['completed_stages'] or 'none'}, "
+            f"best epoch {state['best']}")
+        return state
+
+
+def _best_in_history(history_path: Path) -> dict | None:
+    """The row of history.csv with the highest validation accuracy, as state.json records it."""
+    best = None
+    for row in run_folder.read_history(history_path):
+        try:
+            score = float(row.get("val_accuracy") or "nan")
+        except ValueError:
+            continue
+        if math.isfinite(score) and (best is None or score > best["val_accuracy"]):
+            best = {"val_accuracy": score, "stage": row["stage"], "epoch": int(row["epoch"])}
+    return best
 
 
 def write_state(run_dir: Path, state: dict) -> None:
@@ -40,7 +67,7 @@ class RunRecorder(keras.callbacks.Callback):
     """Appends one row per epoch to history.csv and saves model.keras when validation accuracy improves.
 
     `stage` is "head" or "finetune". Rows of earlier stages (or of an interrupted attempt at this
-    stage that BackupAndRestore will redo) are kept or replaced by (stage, epoch).
+    stage that a resumed run redoes) are kept or replaced by (stage, epoch).
     """
 
     def __init__(self, run_dir: Path, stage: str, state: dict, save_every_epoch: bool = False):

@@ -75,7 +75,7 @@ def run(config: TrainConfig) -> dict:
     # configuration errors answer at once; the backend is fixed at this import (KERAS_BACKEND).
     import keras
 
-    from train import callbacks, data, evaluate, models  # These load Keras too.
+    from train import backup, callbacks, data, evaluate, models  # These load Keras too.
 
     keras.utils.set_random_seed(config.seed)
     gpus = gpu_names()
@@ -102,7 +102,7 @@ def run(config: TrainConfig) -> dict:
     metadata["training"] = training
     artifacts.write_json(run_dir / run_folder.METADATA_FILE, metadata)
 
-    state = callbacks.read_state(run_dir) if config.resume else {"completed_stages": [], "best": None}
+    state = callbacks.resume_state(run_dir) if config.resume else {"completed_stages": [], "best": None}
     started = time.perf_counter()
     throughput = []
     pretrained = config.pretrained
@@ -114,9 +114,7 @@ def run(config: TrainConfig) -> dict:
         if epochs == 0:
             continue
         stage_weights = run_dir / "checkpoints" / f"after_{stage}.weights.h5"
-        if stage in state["completed_stages"] and stage_weights.exists():
-            model.load_weights(stage_weights)
-            print(f"stage {stage}: already complete, weights restored")
+        if stage in state["completed_stages"] and _restore_finished_stage(model, stage, stage_weights):
             continue
         models.set_backbone_trainable(backbone, fraction, pretrained)
         recorder = callbacks.RunRecorder(run_dir, stage, state, save_every_epoch=len(splits.val_labels) == 0)
@@ -125,8 +123,9 @@ def run(config: TrainConfig) -> dict:
         throughput.append(callbacks.images_per_second(recorder.epoch_seconds, steps_per_epoch * config.batch_size))
         with artifacts.atomic_path(stage_weights) as temporary:
             model.save_weights(temporary)
-        state["completed_stages"].append(stage)
+        state["completed_stages"] = [*state["completed_stages"], stage]
         callbacks.write_state(run_dir, state)
+        backup.discard(stage_backup_dir(run_dir, stage))
     training_seconds = time.perf_counter() - started
 
     rates = [rate for rate in throughput if rate]
@@ -243,11 +242,14 @@ class TrainingDeviceError(UserError):
 def _fit_stage(keras, config, model, splits, stage, first_epoch, epochs, learning_rate, recorder, run_dir,
                jit_compile):
     """One `fit` call: compile with this stage's optimizer and schedule, train with callbacks; return steps an epoch."""
-    from train import callbacks  # Keras loads with it: see run().
+    from train import backup, callbacks  # Keras loads with them: see run().
     training_data = _training_data(keras, config, splits)
     steps_per_epoch = len(training_data)
     compile_for_stage(model, config, splits.num_classes, learning_rate, steps_per_epoch, epochs, jit_compile)
-    fit_callbacks = [keras.callbacks.BackupAndRestore(str(run_dir / "checkpoints" / f"backup_{stage}")), recorder]
+    backup_dir = stage_backup_dir(run_dir, stage)
+    # Passed to fit as initial_epoch, not left in the model (as BackupAndRestore does, for every later fit too).
+    resumed_epoch = backup.restore(model, backup_dir, stage) if config.resume else None
+    fit_callbacks = [backup.EpochBackup(backup_dir), recorder]
     has_validation = len(splits.val_labels) > 0
     if config.schedule == "plateau" and has_validation:
         fit_callbacks.append(keras.callbacks.ReduceLROnPlateau(
@@ -262,10 +264,27 @@ def _fit_stage(keras, config, model, splits, stage, first_epoch, epochs, learnin
     verbose = progress_verbosity(config.verbose, sys.stdout)
     if config.verbose == "auto" and verbose == 0:
         fit_callbacks.append(callbacks.EpochLines(stage, first_epoch + epochs))
-    model.fit(training_data, epochs=first_epoch + epochs, initial_epoch=first_epoch,
+    model.fit(training_data, epochs=first_epoch + epochs, initial_epoch=resumed_epoch or first_epoch,
               validation_data=validation, validation_batch_size=config.batch_size, callbacks=fit_callbacks,
               verbose=verbose)
     return steps_per_epoch
+
+
+def stage_backup_dir(run_dir: Path, stage: str) -> Path:
+    """Where a stage's per-epoch backups live (train/backup.py)."""
+    return run_dir / "checkpoints" / f"backup_{stage}"
+
+
+def _restore_finished_stage(model, stage: str, stage_weights: Path) -> bool:
+    """Load a finished stage's end weights; False (the stage trains again) when the file is missing or damaged."""
+    from train import backup  # Keras loads with it: see run().
+    problem = "it is missing" if not stage_weights.exists() else backup.unreadable(stage_weights)
+    if problem:
+        print(f"note: stage {stage} finished, but {stage_weights} cannot be read ({problem}); training it again")
+        return False
+    model.load_weights(stage_weights)
+    print(f"stage {stage}: already complete, weights restored")
+    return True
 
 
 def progress_verbosity(verbose: str, stream) -> int:
