@@ -5,8 +5,10 @@ import csv
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -247,6 +249,62 @@ def _run_script(arguments, environment=None, timeout=600):
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPOSITORY), env.get("PYTHONPATH")]))
     return subprocess.run([sys.executable, *arguments], cwd=REPOSITORY, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+#: The longest a test waits for a training process to reach a point (a bound, not a measurement).
+PROCESS_WAIT_SECONDS = 300
+
+
+def _start_script(arguments, environment=None):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(environment or {}))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPOSITORY), env.get("PYTHONPATH")]))
+    return subprocess.Popen([sys.executable, *arguments], cwd=REPOSITORY, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(path: Path, process) -> None:
+    deadline = time.monotonic() + PROCESS_WAIT_SECONDS
+    while not path.exists():
+        assert process.poll() is None, f"the run ended before writing {path}: {process.communicate()[1][-3000:]}"
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_resume_survives_the_damaged_files_a_sigkill_can_leave(tmp_path):
+    """SIGKILL a real run after two epochs, damage what a kill can damage, and resume: it falls back and says so.
+
+    Damaged: the newest backup (emptied, as a kill during an in-place rewrite left Keras' own), a
+    truncated state.json, and a Keras BackupAndRestore pair of an older version (empty weights,
+    truncated training_metadata.json).
+    """
+    run_dir = tmp_path / "killed"
+    arguments = ["train/run.py", "--preset", "smoke", "--smoke-samples-per-class", "30", "--epochs", "10",
+                 "--no-export", "--verbose", "0", "--out", str(run_dir)]
+    process = _start_script(arguments)
+    backups = run_dir / "checkpoints" / "backup_finetune"
+    _wait_for(backups / "epoch-0002.weights.h5", process)
+    process.send_signal(signal.SIGKILL)  # Ten epochs: the stage is still running, its backups are there.
+    process.communicate()
+    newest = max(backups.glob("epoch-*.weights.h5"))
+    kept = int(newest.name[6:10]) - 1  # The backup before the damaged newest one.
+    newest.write_bytes(b"")
+    state = run_dir / "state.json"
+    state.write_text(state.read_text()[:5] if state.exists() else "{")
+    (backups / "latest.weights.h5").write_bytes(b"")
+    (backups / "training_metadata.json").write_text('{"epo')
+
+    completed = _run_script(["train/run.py", "--resume", "--out", str(run_dir)])
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    output = completed.stdout + completed.stderr
+    assert "Traceback" not in output
+    assert f"{newest} is damaged" in output and f"resuming after epoch {kept} from" in output
+    assert "state.json: not valid JSON" in output and "rebuilt from the run folder" in output
+    assert "training_metadata.json cannot be read" in output
+    with open(run_dir / "history.csv", newline="") as stream:
+        assert [int(row["epoch"]) for row in csv.DictReader(stream)] == list(range(10))
+    assert json.loads(state.read_text())["completed_stages"] == ["finetune"]
+    assert (run_dir / "metrics.json").is_file()
 
 
 @pytest.mark.slow
