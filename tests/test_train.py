@@ -430,6 +430,8 @@ def test_two_stage_transfer_run_with_a_weights_file_augmentation_and_logs(tmp_pa
     with open(run_dir / "history.csv", newline="") as stream:
         stages = [(row["stage"], int(row["epoch"])) for row in csv.DictReader(stream)]
     assert stages == [("head", 0), ("finetune", 1)]
+    training = json.loads((run_dir / "metadata.json").read_text())["training"]
+    assert training["images_per_second"] > 0 and training["images_per_second_stage"] == "finetune"
     assert list((run_dir / "logs").rglob("events.out.tfevents.*")), "no TensorBoard event files"
     assert 0.0 <= result["top1"] <= 1.0 and (run_dir / "metrics.json").is_file()
 
@@ -611,6 +613,42 @@ def test_metadata_records_what_ran_and_a_log_gets_one_line_per_epoch(tmp_path, m
     assert training["backend"] == "tensorflow" and training["precision"] == "float32"
     assert training["jit_compile"] is False and training["images_per_second"] > 0  # TensorFlow on a CPU.
     assert training["devices"] and training["devices"][0].startswith("CPU")
+
+
+def test_the_training_rate_leaves_out_compilation_and_validation():
+    """A clock that only the test moves: 1 s per training batch, 1,000 s of "compilation" in each
+    epoch's first batch, 100 s per validation batch. The rate must see the training batches alone."""
+    import keras
+
+    from train import callbacks
+
+    class FakeClock:
+        now = 0.0
+
+        def __call__(self):
+            return self.now
+
+    clock = FakeClock()
+
+    class Work(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            clock.now += 1.0 + (1000.0 if batch == 0 else 0.0)
+
+        def on_test_batch_begin(self, batch, logs=None):
+            clock.now += 100.0
+
+    batch_size, steps = 4, 8
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile("sgd", "categorical_crossentropy")
+    images = np.zeros((batch_size * steps, 3), dtype="float32")
+    labels = np.eye(2, dtype="float32")[np.arange(batch_size * steps) % 2]
+    rate = callbacks.TrainingRate(batch_size, clock=clock)  # Before Work: it reads the clock before a batch's second.
+    model.fit(images, labels, batch_size=batch_size, epochs=2, validation_data=(images[:8], labels[:8]),
+              callbacks=[rate, Work()], verbose=0)
+    timed_batches = 2 * (steps - callbacks.WARMUP_BATCHES)
+    assert (rate.images, rate.seconds) == (timed_batches * batch_size, float(timed_batches))
+    assert rate.images_per_second == batch_size  # One batch a (fake) second.
+    assert clock.now > 2 * 1000 + 100  # The compilation and the validation did happen, outside the timing.
 
 
 def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere():

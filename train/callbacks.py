@@ -77,7 +77,6 @@ class RunRecorder(keras.callbacks.Callback):
         self.state = state
         self.save_every_epoch = save_every_epoch
         self.history_path = run_dir / run_folder.HISTORY_FILE
-        self.epoch_seconds: list[float] = []
         self._epoch_start = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -86,7 +85,6 @@ class RunRecorder(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
         seconds = time.perf_counter() - self._epoch_start
-        self.epoch_seconds.append(seconds)
         row = {column: "" for column in HISTORY_COLUMNS}
         row.update(stage=self.stage, epoch=epoch, seconds=f"{seconds:.2f}",
                    learning_rate=f"{logs.get('learning_rate', current_learning_rate(self.model.optimizer)):.6g}")
@@ -134,7 +132,54 @@ class EpochLines(keras.callbacks.Callback):
         self.print_function(f"epoch {epoch + 1}/{self.last_epoch} {self.stage}: {values} ({seconds:.1f} s)", flush=True)
 
 
-def images_per_second(epoch_seconds: list[float], images_per_epoch: int) -> float | None:
-    """Training throughput, leaving out the first epoch of a stage (it includes compilation)."""
-    steady = epoch_seconds[1:] or epoch_seconds
-    return images_per_epoch * len(steady) / sum(steady) if steady and sum(steady) > 0 else None
+#: Training batches of every epoch left out of the rate: the first compiles the step (and XLA may
+#: compile again on the second call), and the input pipeline starts up.
+WARMUP_BATCHES = 3
+
+
+class TrainingRate(keras.callbacks.Callback):
+    """Steady-state training throughput: images per second of the training steps alone.
+
+    In every epoch the clock starts at the begin of batch `WARMUP_BATCHES` (compilation left out)
+    and stops where training ends and validation begins (validation left out). Both ends first
+    wait for the device: reading the optimizer's step counter waits until every step dispatched
+    has run, which JAX's and TensorFlow's asynchronous dispatch would otherwise hide. Only batch
+    begin hooks are used: a batch end hook would make Keras fetch every step's logs, a wait per step.
+    Epochs of `WARMUP_BATCHES` batches or fewer are not measured.
+    """
+
+    def __init__(self, batch_size: int, warmup_batches: int = WARMUP_BATCHES, clock=time.perf_counter):
+        super().__init__()
+        self.batch_size, self.warmup_batches, self.clock = batch_size, warmup_batches, clock
+        self.images, self.seconds = 0, 0.0
+        self._started_at: float | None = None
+        self._first_timed_batch = 0
+
+    @property
+    def images_per_second(self) -> float | None:
+        return self.images / self.seconds if self.images and self.seconds > 0 else None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started_at = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._started_at is None and batch >= self.warmup_batches:
+            self._wait_for_device()
+            self._started_at, self._first_timed_batch = self.clock(), batch
+
+    def on_test_begin(self, logs=None):
+        self._stop()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._stop()  # An epoch without validation; after validation there is nothing left to time.
+
+    def _stop(self):
+        if self._started_at is None:
+            return
+        self._wait_for_device()
+        self.seconds += self.clock() - self._started_at
+        self.images += (self.params["steps"] - self._first_timed_batch) * self.batch_size
+        self._started_at = None
+
+    def _wait_for_device(self):
+        keras.ops.convert_to_numpy(self.model.optimizer.iterations)

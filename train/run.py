@@ -104,7 +104,7 @@ def run(config: TrainConfig) -> dict:
 
     state = callbacks.resume_state(run_dir) if config.resume else {"completed_stages": [], "best": None}
     started = time.perf_counter()
-    throughput = []
+    throughput: dict[str, float | None] = {}  # Training images/s by stage, this session's.
     pretrained = config.pretrained
     stages = [("head", 0, config.head_epochs, config.head_learning_rate, 0.0),
               ("finetune", config.head_epochs, config.epochs, config.learning_rate, config.unfreeze_fraction)]
@@ -118,9 +118,10 @@ def run(config: TrainConfig) -> dict:
             continue
         models.set_backbone_trainable(backbone, fraction, pretrained)
         recorder = callbacks.RunRecorder(run_dir, stage, state, save_every_epoch=len(splits.val_labels) == 0)
-        steps_per_epoch = _fit_stage(keras, config, model, splits, stage, first_epoch, epochs, learning_rate,
-                                     recorder, run_dir, jit_compile)
-        throughput.append(callbacks.images_per_second(recorder.epoch_seconds, steps_per_epoch * config.batch_size))
+        rate = callbacks.TrainingRate(config.batch_size)
+        _fit_stage(keras, config, model, splits, stage, first_epoch, epochs, learning_rate, [recorder, rate],
+                   run_dir, jit_compile)
+        throughput[stage] = rate.images_per_second
         with artifacts.atomic_path(stage_weights) as temporary:
             model.save_weights(temporary)
         state["completed_stages"] = [*state["completed_stages"], stage]
@@ -128,9 +129,11 @@ def run(config: TrainConfig) -> dict:
         backup.discard(stage_backup_dir(run_dir, stage))
     training_seconds = time.perf_counter() - started
 
-    rates = [rate for rate in throughput if rate]
-    images_per_second = round(float(np.mean(rates)), 1) if rates else None
-    training["images_per_second"] = images_per_second
+    # The fine-tune stage's rate: it trains the whole network, as a GPU's figure should be judged; the
+    # head stage's (a frozen backbone, no backward pass through it) only when there is no other.
+    rate_stage = next((stage for stage in ("finetune", "head") if throughput.get(stage)), None)
+    images_per_second = round(throughput[rate_stage], 1) if rate_stage else None
+    training.update(images_per_second=images_per_second, images_per_second_stage=rate_stage)
     metadata.update(training_seconds=round(training_seconds, 1), images_per_second=images_per_second,
                     best_epoch=state.get("best"), training=training)
     artifacts.write_json(run_dir / run_folder.METADATA_FILE, metadata)
@@ -239,9 +242,9 @@ class TrainingDeviceError(UserError):
     """The run needs a GPU that the machine does not have (or the backend cannot see)."""
 
 
-def _fit_stage(keras, config, model, splits, stage, first_epoch, epochs, learning_rate, recorder, run_dir,
+def _fit_stage(keras, config, model, splits, stage, first_epoch, epochs, learning_rate, stage_callbacks, run_dir,
                jit_compile):
-    """One `fit` call: compile with this stage's optimizer and schedule, train with callbacks; return steps an epoch."""
+    """One `fit` call: compile with this stage's optimizer and schedule, train with the run's and `stage_callbacks`."""
     from train import backup, callbacks  # Keras loads with them: see run().
     training_data = _training_data(keras, config, splits)
     steps_per_epoch = len(training_data)
@@ -249,7 +252,7 @@ def _fit_stage(keras, config, model, splits, stage, first_epoch, epochs, learnin
     backup_dir = stage_backup_dir(run_dir, stage)
     # Passed to fit as initial_epoch, not left in the model (as BackupAndRestore does, for every later fit too).
     resumed_epoch = backup.restore(model, backup_dir, stage) if config.resume else None
-    fit_callbacks = [backup.EpochBackup(backup_dir), recorder]
+    fit_callbacks = [backup.EpochBackup(backup_dir), *stage_callbacks]
     has_validation = len(splits.val_labels) > 0
     if config.schedule == "plateau" and has_validation:
         fit_callbacks.append(keras.callbacks.ReduceLROnPlateau(
@@ -267,7 +270,6 @@ def _fit_stage(keras, config, model, splits, stage, first_epoch, epochs, learnin
     model.fit(training_data, epochs=first_epoch + epochs, initial_epoch=resumed_epoch or first_epoch,
               validation_data=validation, validation_batch_size=config.batch_size, callbacks=fit_callbacks,
               verbose=verbose)
-    return steps_per_epoch
 
 
 def stage_backup_dir(run_dir: Path, stage: str) -> Path:
