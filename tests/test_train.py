@@ -651,6 +651,53 @@ def test_the_training_rate_leaves_out_compilation_and_validation():
     assert clock.now > 2 * 1000 + 100  # The compilation and the validation did happen, outside the timing.
 
 
+def test_auto_precision_follows_the_gpus_compute_capability(monkeypatch):
+    """bfloat16 from compute capability 8.0, float16 below (free Colab's T4, Kaggle's P100), float32 on
+    a CPU, with the TensorFlow device query stubbed as a T4 and an H100 would answer it."""
+    import tensorflow as tf
+
+    from train import run
+
+    answers = {"GPU:0": {"device_name": "Tesla T4", "compute_capability": (7, 5)},
+               "GPU:1": {"device_name": "NVIDIA H100 80GB HBM3", "compute_capability": (9, 0)}}
+    devices = [tf.config.PhysicalDevice(name=f"/physical_device:{name}", device_type="GPU") for name in answers]
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: devices if kind == "GPU" else [])
+    monkeypatch.setattr(tf.config.experimental, "get_device_details",
+                        lambda device: answers[device.name.split(":", 1)[1]])
+    assert run.gpu_names() == ["Tesla T4", "NVIDIA H100 80GB HBM3"]
+    assert run.gpu_compute_capabilities() == [(7, 5), (9, 0)]
+
+    t4, h100 = ["Tesla T4"], ["NVIDIA H100 80GB HBM3"]
+    policy, reason = run.resolve_precision("auto", t4, [(7, 5)])
+    assert policy == "mixed_float16" and "7.5" in reason and "loss scaling" in reason
+    assert run.resolve_precision("auto", ["Tesla P100"], [(6, 0)])[0] == "mixed_float16"
+    policy, reason = run.resolve_precision("auto", h100, [(9, 0)])
+    assert policy == "mixed_bfloat16" and "9.0" in reason
+    assert run.resolve_precision("auto", ["A100"], [(8, 0)])[0] == "mixed_bfloat16"
+    assert run.resolve_precision("auto", t4 + h100, [(7, 5), (9, 0)])[0] == "mixed_float16"  # The slowest decides.
+    assert run.resolve_precision("auto", h100, [None])[0] == "mixed_float16"  # Unknown: float16 runs everywhere.
+    assert run.resolve_precision("auto", [], [])[0] == "float32"
+    assert run.resolve_precision("mixed_bfloat16", t4, [(7, 5)]) == ("mixed_bfloat16", "chosen with --precision")
+    assert run._capability("8.6") == (8, 6) and run._capability(None) is None  # JAX reports a string.
+
+
+def test_mixed_float16_trains_with_loss_scaling():
+    """Keras wraps a mixed_float16 model's optimizer in a LossScaleOptimizer at compile (auto_scale_loss)."""
+    import keras
+
+    from train import models, run
+    from train.config import TrainConfig
+
+    config = TrainConfig(model="cnn", weights="none", batch_size=8, epochs=1, learning_rate=1e-3)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model, _ = models.build_model(config, 10, (32, 32, 3))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    run.compile_for_stage(model, config, 10, 1e-3, steps_per_epoch=2, epochs=1, jit_compile=False)
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+
+
 def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere():
     import io
 

@@ -38,6 +38,9 @@ CPU_REFUSAL_MIN_IMAGE_SIZE = 128
 CPU_REFUSAL_MIN_TRAIN_IMAGES = 10_000
 #: Training-set size of CIFAR-10 and CIFAR-100, known before loading them.
 CIFAR_TRAIN_IMAGES = 50_000
+#: bfloat16 runs fast from NVIDIA's Ampere GPUs on (compute capability 8.0: A100, RTX 30xx, L4, H100);
+#: older ones (T4 7.5, V100 7.0, P100 6.0) run float16 fast and bfloat16 slowly or not at all.
+BFLOAT16_MIN_COMPUTE_CAPABILITY = (8, 0)
 #: ReduceLROnPlateau as the seed project used it: halve after 5 flat epochs, down to 1e-6.
 PLATEAU_FACTOR, PLATEAU_PATIENCE, PLATEAU_MIN_LR = 0.5, 5, 1e-6
 
@@ -81,7 +84,8 @@ def run(config: TrainConfig) -> dict:
     gpus = gpu_names()
     if config.dataset in ("cifar100", "cifar10"):  # Refuse before a download that would be wasted.
         refuse_cpu_training(config, round(CIFAR_TRAIN_IMAGES * (1 - config.val_split)), gpus)
-    precision = _resolve_precision(config.precision, gpus)
+    capabilities = gpu_compute_capabilities() if gpus and config.precision == "auto" else []
+    precision, precision_reason = resolve_precision(config.precision, gpus, capabilities)
     keras.mixed_precision.set_global_policy(precision)
     splits = data.load_splits(config)
     refuse_cpu_training(config, len(splits.train_labels), gpus)
@@ -95,7 +99,7 @@ def run(config: TrainConfig) -> dict:
         model, backbone = models.build_model(config, splits.num_classes, splits.input_shape)
     jit_compile = resolve_jit_compile(model, gpus)
     training = {"backend": keras.backend.backend(), "devices": gpus or [cpu_name()], "precision": precision,
-                "replicas": distribution.replicas, "jit_compile": jit_compile, "images_per_second": None}
+                "precision_reason": precision_reason, "replicas": distribution.replicas, "jit_compile": jit_compile, "images_per_second": None}
     print(f"training on {', '.join(training['devices'])}: backend {training['backend']}, precision {precision}, "
           f"XLA {'on' if jit_compile else 'off'}" + ("" if jit_compile else f" ({_why_no_xla(model, gpus)})"))
     metadata = _metadata(config, splits, model, precision)
@@ -366,11 +370,54 @@ def _prepare_run_dir(config: TrainConfig) -> Path:
     return run_dir
 
 
-def _resolve_precision(precision: str, gpus: list[str]) -> str:
-    """"auto" is mixed bfloat16 on a GPU (`gpus`: gpu_names()), float32 on a CPU."""
+def resolve_precision(precision: str, gpus: list[str],
+                      capabilities: Sequence[tuple[int, int] | None]) -> tuple[str, str]:
+    """The Keras dtype policy for `--precision` and why: (policy, reason), the reason as metadata.json records it.
+
+    "auto" is mixed_bfloat16 on GPUs of compute capability 8.0 or more (`capabilities`, one per GPU of
+    `gpus`; the lowest counts), mixed_float16 below that or when it is unknown, float32 on a CPU.
+    Free Colab and Kaggle GPUs are T4s (7.5) and P100s (6.0): no fast bfloat16 there, fast float16.
+    Keras wraps the optimizer of a mixed_float16 model in a LossScaleOptimizer by itself
+    (`compile(auto_scale_loss=True)`, its default), so float16 gradients do not underflow.
+    """
     if precision != "auto":
-        return precision
-    return "mixed_bfloat16" if gpus else "float32"
+        return precision, "chosen with --precision"
+    if not gpus:
+        return "float32", "no GPU: mixed precision brings a CPU no speed"
+    known = [capability for capability in capabilities if capability is not None]
+    if not known or len(known) < len(gpus):
+        return "mixed_float16", ("GPU compute capability unknown: float16, which every CUDA GPU runs fast, "
+                                 "with loss scaling")
+    lowest = min(known)
+    described = f"compute capability {lowest[0]}.{lowest[1]}"
+    if lowest >= BFLOAT16_MIN_COMPUTE_CAPABILITY:
+        return "mixed_bfloat16", f"{described} runs bfloat16 fast (8.0 or more), and bfloat16 needs no loss scaling"
+    return "mixed_float16", f"{described} has no fast bfloat16 (below 8.0): float16 with loss scaling"
+
+
+def gpu_compute_capabilities() -> list[tuple[int, int] | None]:
+    """CUDA compute capability (major, minor) of each GPU gpu_names() lists, None where the backend does not say."""
+    import keras  # Loaded by run() already; imported here so --help never pays for it.
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax  # Only the backend in use is imported; the others need not be installed.
+        return [_capability(getattr(device, "compute_capability", None))
+                for device in jax.devices() if device.platform == "gpu"]
+    if backend == "torch":
+        import torch  # Only the backend in use is imported; the others need not be installed.
+        return [_capability(torch.cuda.get_device_capability(index)) for index in range(torch.cuda.device_count())]
+    import tensorflow as tf  # Only the backend in use is imported; the others need not be installed.
+    return [_capability(tf.config.experimental.get_device_details(gpu).get("compute_capability"))
+            for gpu in tf.config.list_physical_devices("GPU")]
+
+
+def _capability(value) -> tuple[int, int] | None:
+    """(major, minor) from what a backend reports: (8, 0) (TensorFlow, torch) or "8.0" (JAX)."""
+    try:
+        major, minor = (value.split(".") if isinstance(value, str) else value)[:2]
+        return int(major), int(minor)
+    except (AttributeError, TypeError, ValueError):
+        return None
 
 
 def gpu_names() -> list[str]:
