@@ -728,6 +728,68 @@ def test_the_default_recipe_refuses_a_cpu_with_a_clear_message():
     run.refuse_cpu_training(TrainConfig(model="cnn", weights="none"), 45_000, gpus=[])
 
 
+def test_the_no_gpu_message_says_what_to_install_and_what_tensorflow_saw(monkeypatch):
+    """By backend: TensorFlow's GPU build, JAX's; with signs of an NVIDIA GPU, what TensorFlow's
+    hidden start-up log said, or that JAX's CUDA plugin is missing (the device probes stubbed)."""
+    from edge.errors import UserError
+    from train import gpu_setup, run
+    from train.config import TrainConfig
+
+    def message(backend):
+        with pytest.raises(UserError) as error:
+            run.refuse_cpu_training(TrainConfig(), 45_000, gpus=[], backend=backend)
+        return str(error.value)
+
+    monkeypatch.setattr(gpu_setup, "gpu_signs", lambda: [])
+    assert ".[gpu]" in message("tensorflow") and "--allow-cpu" in message("tensorflow")
+    jax_message = message("jax")
+    assert ".[jax-gpu]" in jax_message and "jax[cuda12]" in jax_message and ".[gpu]'" not in jax_message
+
+    monkeypatch.setattr(gpu_setup, "gpu_signs", lambda: ["CUDA packages installed: nvidia-cudnn-cu12"])
+    monkeypatch.setattr(gpu_setup, "tensorflow_gpu_report", lambda: gpu_setup.describe_tensorflow_probe(
+        '{"is_cuda_build": true, "cuda_version": "12.5.1", "cudnn_version": "9"}\n',
+        "W0000 00:00:1.5 42 gpu_device.cc:2341] Cannot dlopen some GPU libraries. Please make sure the missing "
+        "libraries mentioned above are installed properly.\nI0000 00:00:1.6 42 other.cc:1] unrelated\n"))
+    tensorflow_message = message("tensorflow")
+    assert "nvidia-cudnn-cu12" in tensorflow_message and "built for CUDA 12.5.1 and cuDNN 9" in tensorflow_message
+    assert "said: Cannot dlopen some GPU libraries" in tensorflow_message and "unrelated" not in tensorflow_message
+    monkeypatch.setattr(gpu_setup, "_installed", lambda name: False)
+    assert "JAX's CUDA plugin is not installed" in message("jax") and ".[jax-gpu]" in message("jax")
+    assert gpu_setup.describe_tensorflow_probe('{"is_cuda_build": false}', "").startswith("this TensorFlow is a CPU-only")
+
+
+@pytest.mark.slow
+def test_tensorflow_is_asked_what_it_saw_with_its_full_log():
+    """The real probe: a child TensorFlow with TF_CPP_MIN_LOG_LEVEL=0 reports its build and its GPU start-up."""
+    from train import gpu_setup
+
+    report = gpu_setup.tensorflow_gpu_report()
+    assert report.startswith(("this TensorFlow was built for CUDA", "this TensorFlow is a CPU-only build")), report
+    assert "GPU start-up said" in report
+
+
+@pytest.mark.slow
+def test_under_jax_tensorflow_is_kept_off_the_gpus_and_jax_is_not():
+    """TensorFlow's own device setting, made before Keras imports it; JAX's devices and the environment stay."""
+    pytest.importorskip("jax")
+    script = ("import json, os\n"
+              "from train import gpu_setup\n"
+              "hidden = gpu_setup.hide_gpus_from_tensorflow()\n"
+              "import keras, jax, tensorflow as tf\n"
+              "print(json.dumps({'hidden': hidden, 'tensorflow_gpus': tf.config.get_visible_devices('GPU'),\n"
+              "                  'jax_devices': len(jax.devices()), 'backend': keras.backend.backend(),\n"
+              "                  'cuda_visible': os.environ.get('CUDA_VISIBLE_DEVICES')}))\n")
+    completed = _run_script(["-c", script], {"KERAS_BACKEND": "jax"})
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    seen = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert seen == {"hidden": True, "tensorflow_gpus": [], "jax_devices": seen["jax_devices"], "backend": "jax",
+                    "cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    assert seen["jax_devices"] >= 1
+    completed = _run_script(["-c", "from train import gpu_setup; print(gpu_setup.hide_gpus_from_tensorflow())"],
+                            {"KERAS_BACKEND": "tensorflow"})
+    assert completed.stdout.strip().splitlines()[-1] == "False"  # TensorFlow trains: its GPUs stay.
+
+
 @pytest.mark.slow
 def test_the_default_command_refuses_a_cpu_before_downloading(tmp_path):
     completed = _run_script(["train/run.py", "--out", str(tmp_path / "run")],

@@ -76,6 +76,8 @@ def run(config: TrainConfig) -> dict:
 
     # Keras (and the modules built on it) load only once a run really starts, so `--help` and
     # configuration errors answer at once; the backend is fixed at this import (KERAS_BACKEND).
+    from train import gpu_setup
+    gpu_setup.hide_gpus_from_tensorflow()  # Under JAX: before Keras imports TensorFlow.
     import keras
 
     from train import backup, callbacks, data, evaluate, models  # These load Keras too.
@@ -227,18 +229,24 @@ def _why_no_xla(model, gpus: list[str]) -> str:
     return "TensorFlow's XLA is slower than its own kernels on a CPU" if not gpus else "MirroredStrategy"
 
 
-def refuse_cpu_training(config: TrainConfig, train_images: int, gpus: list[str]) -> None:
+def refuse_cpu_training(config: TrainConfig, train_images: int, gpus: list[str], backend: str | None = None) -> None:
     """Stop a run that would take days: an ImageNet backbone at 128 px or more on a full-size dataset, no GPU.
 
     The smoke preset, the from-scratch CNNs and small datasets are not affected; --allow-cpu overrides.
+    The message says what to install for `backend` (default: Keras' own), and what TensorFlow saw
+    when the machine seems to have a GPU (train/gpu_setup.py).
     """
     size = config.resolved_image_size or 0
     if (gpus or config.allow_cpu or config.model not in train_config.IMAGENET_MODELS
             or size < CPU_REFUSAL_MIN_IMAGE_SIZE or train_images < CPU_REFUSAL_MIN_TRAIN_IMAGES):
         return
+    from train import gpu_setup
+    if backend is None:
+        import keras  # Loaded by run() already; imported here so --help never pays for it.
+        backend = keras.backend.backend()
     raise TrainingDeviceError(
         f"no GPU found: {config.model} at {size} px on {train_images:,} training images would take days on "
-        "this CPU. Install the GPU build (pip install -e '.[gpu]', Linux x86-64 with an NVIDIA driver), "
+        f"this CPU. To train on a GPU, {gpu_setup.missing_gpu_advice(backend)}; "
         "or pass --allow-cpu to train on the CPU anyway, or try --preset smoke")
 
 
