@@ -255,11 +255,14 @@ def _run_script(arguments, environment=None, timeout=600):
 PROCESS_WAIT_SECONDS = 300
 
 
-def _start_script(arguments, environment=None):
+def _start_script(arguments, environment=None, ignore_sigint=False):
+    """Start a script of this checkout; `ignore_sigint` starts it as a background job of a
+    non-interactive shell starts it (`bash -c 'python ... &'`): with SIGINT ignored."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(environment or {}))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPOSITORY), env.get("PYTHONPATH")]))
+    start = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
     return subprocess.Popen([sys.executable, *arguments], cwd=REPOSITORY, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=start)
 
 
 def _wait_for(path: Path, process) -> None:
@@ -305,6 +308,28 @@ def test_resume_survives_the_damaged_files_a_sigkill_can_leave(tmp_path):
         assert [int(row["epoch"]) for row in csv.DictReader(stream)] == list(range(10))
     assert json.loads(state.read_text())["completed_stages"] == ["finetune"]
     assert (run_dir / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop_signal, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_background_run_stops_on_sigint_and_sigterm_and_resumes(tmp_path, stop_signal, exit_code):
+    """A real run started with SIGINT ignored (a background job), sent a real signal after its first
+    epoch: it stops with the shell's status for the signal, and --resume finishes every epoch once."""
+    run_dir = tmp_path / "signalled"
+    process = _start_script(["train/run.py", "--preset", "smoke", "--smoke-samples-per-class", "30", "--epochs", "10",
+                             "--no-export", "--verbose", "0", "--out", str(run_dir)], ignore_sigint=True)
+    _wait_for(run_dir / "checkpoints" / "backup_finetune" / "epoch-0001.weights.h5", process)
+    process.send_signal(stop_signal)
+    _, stderr = process.communicate(timeout=PROCESS_WAIT_SECONDS)
+    assert process.returncode == exit_code, stderr[-3000:]
+    assert f"{stop_signal.name}: stopped" in stderr and "--resume" in stderr and "Traceback" not in stderr
+    assert not (run_dir / "metrics.json").exists()
+
+    completed = _run_script(["train/run.py", "--resume", "--out", str(run_dir)])
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "resuming after epoch" in completed.stdout
+    with open(run_dir / "history.csv", newline="") as stream:
+        assert [int(row["epoch"]) for row in csv.DictReader(stream)] == list(range(10))
 
 
 @pytest.mark.slow

@@ -17,14 +17,16 @@ import datetime
 import importlib.util
 import os
 import platform
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from edge import artifacts, configuration, errors, machine, run_folder
+from edge import artifacts, configuration, errors, machine, run_folder, stopping
 from edge.errors import UserError
 from train import config as train_config
 from train.config import TrainConfig
@@ -52,11 +54,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     config = train_config.parse_config(argv)
     try:
-        result = run(config)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; continue with: python train/run.py --resume --out {config.out or 'RUN_DIR'}",
-              file=sys.stderr)
-        return 130
+        with stop_signals():
+            result = run(config)
+    except KeyboardInterrupt as interruption:
+        signal_number = getattr(interruption, "signal_number", signal.SIGINT)
+        print(f"\n{signal.Signals(signal_number).name}: stopped; the last whole epoch is saved. Continue with: "
+              f"python train/run.py --resume --out {config.out or 'RUN_DIR'}", file=sys.stderr)
+        return stopping.exit_code_for(signal_number)
     except UserError as error:
         return errors.report(error)
     quantization = result.get("quantization")
@@ -64,6 +68,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: the int8 model failed the float-vs-int8 gate; see quantization.json", file=sys.stderr)
         return 1
     return 0
+
+
+class StopSignal(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived: a KeyboardInterrupt, so it ends a run as Ctrl-C does, with the signal named."""
+
+    def __init__(self, signal_number: int):
+        super().__init__(signal.Signals(signal_number).name)
+        self.signal_number = int(signal_number)
+
+
+def _raise_stop(signal_number, frame):
+    raise StopSignal(signal_number)
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """While in this context, SIGINT and SIGTERM raise StopSignal, which main() turns into exit 130 or 143.
+
+    Why: a background job of a non-interactive shell (`bash -c 'python train/run.py ... &'`) starts
+    with SIGINT ignored, so Python installs no KeyboardInterrupt handler and `kill -INT` did
+    nothing; SIGTERM has no Python handler at all. Unlike the camera (edge/stopping.py, which only
+    sets a flag because its clean-up must run), the run raises at once: every file it writes is
+    written atomically (edge.artifacts), so an exception mid-write leaves the old file, and
+    the last whole epoch's backup (train/backup.py) is what --resume continues from.
+    """
+    if threading.current_thread() is not threading.main_thread():  # Handlers can be set there only.
+        yield
+        return
+    previous = {number: signal.signal(number, _raise_stop) for number in stopping.STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
 
 
 def run(config: TrainConfig) -> dict:
