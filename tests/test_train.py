@@ -823,6 +823,36 @@ def test_the_default_command_refuses_a_cpu_before_downloading(tmp_path):
     assert completed.returncode == 2
     assert "no GPU found" in completed.stderr and "--allow-cpu" in completed.stderr
     assert "Traceback" not in completed.stderr
+    assert not (tmp_path / "run").exists()  # A refused run leaves no folder.
+
+
+def test_a_refused_run_creates_no_folder(tmp_path, monkeypatch):
+    """The default command on a CPU, with and without --out: refused, and nothing is left behind."""
+    from train import run
+    from train.config import TrainConfig
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(run, "gpu_names", lambda: [])
+    for config in (TrainConfig(), TrainConfig(out=str(tmp_path / "chosen"))):
+        with pytest.raises(run.TrainingDeviceError):
+            run.run(config)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_from_scratch_model_records_weights_none_and_one_stage(tmp_path, make_small_config):
+    """--model se_cnn with the default --weights imagenet: it has no pretrained weights, and says so."""
+    from train import run
+
+    run_dir = tmp_path / "scratch"
+    run.run(make_small_config(run_dir, weights="imagenet", head_epochs=None, epochs=2, smoke_samples_per_class=20,
+                              export=False))
+    assert json.loads((run_dir / "config.json").read_text())["weights"] == "none"
+    metadata = json.loads((run_dir / "metadata.json").read_text())
+    assert metadata["weights"] == "none" and metadata["epochs"] == {"head": 0, "finetune": 2}
+    report = (run_dir / "report.md").read_text()
+    assert "weights none" in report and "2 epochs from scratch (one stage, every layer)" in report
+    assert "head +" not in report and "weights imagenet" not in report
 
 
 def test_each_model_gets_its_recipe_and_small_datasets_enough_steps():

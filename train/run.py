@@ -129,14 +129,16 @@ def run(config: TrainConfig) -> dict:
     keras.mixed_precision.set_global_policy(precision)
     splits = data.load_splits(config)
     refuse_cpu_training(config, len(splits.train_labels), gpus)
-    config = config.with_recipe(len(splits.train_labels))
+    config = from_scratch_weights(config.with_recipe(len(splits.train_labels)))
     distribution = _distribution(gpus)
     config = fit_batch_to_replicas(config, distribution.replicas)
-    artifacts.write_json(run_dir / run_folder.CONFIG_FILE, configuration.to_dict(config))
-    artifacts.write_labels(run_dir / run_folder.LABELS_FILE, splits.labels)
 
     with distribution.scope():
         model, backbone = models.build_model(config, splits.num_classes, splits.input_shape)
+    # The run folder's first files: every refusal (no GPU, no data, no weights) came before them, so a
+    # refused run leaves no folder behind (_prepare_run_dir makes none).
+    artifacts.write_json(run_dir / run_folder.CONFIG_FILE, configuration.to_dict(config))
+    artifacts.write_labels(run_dir / run_folder.LABELS_FILE, splits.labels)
     jit_compile = resolve_jit_compile(model, gpus)
     training = {"backend": keras.backend.backend(), "devices": gpus or [cpu_name()], "precision": precision,
                 "precision_reason": precision_reason, "replicas": distribution.replicas, "jit_compile": jit_compile, "images_per_second": None}
@@ -412,8 +414,21 @@ def _prepare_run_dir(config: TrainConfig) -> Path:
     if not config.resume and (run_dir / run_folder.CONFIG_FILE).exists():
         raise configuration.ConfigError(
             f"{run_dir} already holds a run; use --resume to continue it or choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+    return run_dir  # Not made yet: the first file written makes it (edge.artifacts), after every refusal.
+
+
+def from_scratch_weights(config: TrainConfig) -> TrainConfig:
+    """`config` with weights "none" for the networks that have no pretrained weights (cnn, se_cnn).
+
+    `--weights` defaults to imagenet, which only the ImageNet backbones use: a from-scratch network
+    recorded it as if it had been pretrained (config.json, metadata.json, report.md).
+    """
+    if config.model in train_config.IMAGENET_MODELS or config.weights == "none":
+        return config
+    if config.weights != "imagenet":
+        print(f"note: --weights {config.weights} is ignored: {config.model} has no pretrained backbone and "
+              "trains from scratch")
+    return dataclasses.replace(config, weights="none")
 
 
 def resolve_precision(precision: str, gpus: list[str],
@@ -533,11 +548,18 @@ def _metadata(config: TrainConfig, splits, model, precision: str) -> dict:
         "superclasses": splits.superclasses,
         "superclass_of": None if splits.superclass_of is None else [int(i) for i in splits.superclass_of],
         "parameters": int(model.count_params()), "precision": precision,
-        "unfreeze": config.unfreeze, "epochs": {"head": config.head_epochs, "finetune": config.epochs},
+        "unfreeze": config.unfreeze, "epochs": _stage_epochs(config),
         "train_images": int(len(splits.train_labels)), "val_images": int(len(splits.val_labels)),
         "test_images": int(len(splits.test_labels)),
         "versions": versions, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _stage_epochs(config: TrainConfig) -> dict:
+    """Epochs by stage as they train: a from-scratch network trains all of them in its one stage."""
+    if config.pretrained:
+        return {"head": config.head_epochs, "finetune": config.epochs}
+    return {"head": 0, "finetune": config.head_epochs + config.epochs}
 
 
 def _one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
