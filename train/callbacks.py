@@ -132,20 +132,22 @@ class EpochLines(keras.callbacks.Callback):
         self.print_function(f"epoch {epoch + 1}/{self.last_epoch} {self.stage}: {values} ({seconds:.1f} s)", flush=True)
 
 
-#: Training batches of every epoch left out of the rate: the first compiles the step (and XLA may
-#: compile again on the second call), and the input pipeline starts up.
+#: Training batches of a stage's first epoch left out of the rate: the first compiles the step (and
+#: XLA may compile again on the second call), and the input pipeline starts up. Later epochs are
+#: timed from their first batch.
 WARMUP_BATCHES = 3
 
 
 class TrainingRate(keras.callbacks.Callback):
     """Steady-state training throughput: images per second of the training steps alone.
 
-    In every epoch the clock starts at the begin of batch `WARMUP_BATCHES` (compilation left out)
-    and stops where training ends and validation begins (validation left out). Both ends first
+    In the first epoch of the `fit` the clock starts at the begin of batch `WARMUP_BATCHES`
+    (compilation left out), in later ones at their first batch; it stops in every epoch where
+    training ends and validation begins (validation left out). Both ends first
     wait for the device: reading the optimizer's step counter waits until every step dispatched
     has run, which JAX's and TensorFlow's asynchronous dispatch would otherwise hide. Only batch
     begin hooks are used: a batch end hook would make Keras fetch every step's logs, a wait per step.
-    Epochs of `WARMUP_BATCHES` batches or fewer are not measured.
+    A first epoch of `WARMUP_BATCHES` batches or fewer is not measured.
     """
 
     def __init__(self, batch_size: int, warmup_batches: int = WARMUP_BATCHES, clock=time.perf_counter):
@@ -154,16 +156,20 @@ class TrainingRate(keras.callbacks.Callback):
         self.images, self.seconds = 0, 0.0
         self._started_at: float | None = None
         self._first_timed_batch = 0
+        self._warmup = warmup_batches  # Batches still to skip: only in the first epoch.
 
     @property
     def images_per_second(self) -> float | None:
         return self.images / self.seconds if self.images and self.seconds > 0 else None
 
+    def on_train_begin(self, logs=None):
+        self._warmup = self.warmup_batches
+
     def on_epoch_begin(self, epoch, logs=None):
         self._started_at = None
 
     def on_train_batch_begin(self, batch, logs=None):
-        if self._started_at is None and batch >= self.warmup_batches:
+        if self._started_at is None and batch >= self._warmup:
             self._wait_for_device()
             self._started_at, self._first_timed_batch = self.clock(), batch
 
@@ -172,6 +178,7 @@ class TrainingRate(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._stop()  # An epoch without validation; after validation there is nothing left to time.
+        self._warmup = 0  # Compiled by now: the next epochs are timed whole.
 
     def _stop(self):
         if self._started_at is None:

@@ -15,7 +15,6 @@ Used by train/run.py; not a command.
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import os
 import re
 import shutil
@@ -49,9 +48,12 @@ def hide_gpus_from_tensorflow() -> bool:
     Nothing happens under the other backends, without TensorFlow installed, or when TensorFlow's
     runtime has already started (its devices can no longer change; a note says so).
     """
-    if os.environ.get("KERAS_BACKEND") != "jax" or importlib.util.find_spec("tensorflow") is None:
+    if os.environ.get("KERAS_BACKEND") != "jax":
         return False
-    import tensorflow as tf  # Only to hide the GPUs from it: JAX trains.
+    try:
+        import tensorflow as tf  # Only to hide the GPUs from it: JAX trains.
+    except ImportError:  # Not installed: JAX trains without it, and nothing takes the GPUs.
+        return False
     try:
         tf.config.set_visible_devices([], "GPU")
     except RuntimeError as error:  # "Visible devices cannot be modified after being initialized".
