@@ -59,7 +59,8 @@ def run(config: ThroughputConfig) -> dict:
     from train.config import IMAGENET_MODELS, TrainConfig
 
     gpus = training.gpu_names()
-    precision = training._resolve_precision(config.precision, gpus)
+    capabilities = training.gpu_compute_capabilities() if gpus and config.precision == "auto" else []
+    precision, _ = training.resolve_precision(config.precision, gpus, capabilities)
     keras.mixed_precision.set_global_policy(precision)
     with tempfile.TemporaryDirectory() as scratch:
         weights = "none"

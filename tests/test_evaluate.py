@@ -305,6 +305,19 @@ def test_compare_reads_two_runs(cifar_like_run, smoke_like_run, tmp_path):
         compare.run(compare.CompareConfig(runs=[str(tmp_path / "nothing")]))
 
 
+def test_compare_skips_folders_that_hold_no_run(cifar_like_run, tmp_path, capsys):
+    """`train/compare.py runs/*` meets empty folders (of runs that were refused before) and stray files."""
+    empty, stray = tmp_path / "runs" / "cifar100-efficientnet_b0-empty", tmp_path / "runs" / "notes.md"
+    empty.mkdir(parents=True)
+    stray.write_text("notes\n")
+    result = compare.run(compare.CompareConfig(runs=[str(cifar_like_run[0]), str(empty), str(stray)]))
+    assert [row["run"] for row in result["rows"]] == [cifar_like_run[0].name]
+    err = capsys.readouterr().err
+    assert f"note: skipped {empty}: holds no run" in err and f"note: skipped {stray}: not a folder" in err
+    with pytest.raises(artifacts.ArtifactError, match="none of the given folders holds a run"):
+        compare.run(compare.CompareConfig(runs=[str(empty)]))
+
+
 @pytest.mark.slow
 def test_the_smoke_run_report_is_complete(request):
     """On the lead's end-to-end smoke run (tests/conftest.py), when that fixture exists."""

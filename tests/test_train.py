@@ -5,8 +5,10 @@ import csv
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -198,10 +200,136 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, monkeypat
     assert 0.0 <= result["top1"] <= 1.0 and (run_dir / "metrics.json").is_file()
 
 
+@pytest.mark.slow
+def test_a_run_interrupted_in_its_head_stage_resumes_without_an_extra_epoch(tmp_path, monkeypatch,
+                                                                            make_small_config):
+    """Killed after head epoch 1 of 2: the resumed head trains epoch 2 only, the fine-tune stage its one epoch.
+
+    Keras' BackupAndRestore left its resumed epoch in the model, and the fine-tune stage then
+    started there: one epoch too many and a duplicate history row.
+    """
+    import keras
+
+    from train import callbacks, run
+
+    weights = tmp_path / "b0.weights.h5"
+    keras.applications.EfficientNetB0(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(weights)
+    run_dir = tmp_path / "head-interrupted"
+    config = make_small_config(run_dir, model="efficientnet_b0", weights=str(weights), image_size=32,
+                               head_epochs=2, epochs=1, smoke_samples_per_class=12, batch_size=16, export=False)
+    original_end, original_begin = callbacks.RunRecorder.on_epoch_end, callbacks.RunRecorder.on_epoch_begin
+
+    def interrupt_after_first_head_epoch(self, epoch, logs=None):
+        original_end(self, epoch, logs)
+        if self.stage == "head" and epoch == 0:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(callbacks.RunRecorder, "on_epoch_end", interrupt_after_first_head_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run.run(config)
+    monkeypatch.setattr(callbacks.RunRecorder, "on_epoch_end", original_end)
+    trained = []
+
+    def count(self, epoch, logs=None):
+        trained.append((self.stage, epoch))
+        original_begin(self, epoch, logs)
+
+    monkeypatch.setattr(callbacks.RunRecorder, "on_epoch_begin", count)
+    run.run(make_small_config(run_dir, resume=True))
+    assert trained == [("head", 1), ("finetune", 2)]
+    with open(run_dir / "history.csv", newline="") as stream:
+        rows = [(row["stage"], int(row["epoch"])) for row in csv.DictReader(stream)]
+    assert rows == [("head", 0), ("head", 1), ("finetune", 2)]
+    assert not (run_dir / "checkpoints" / "backup_head").exists()  # A finished stage's backups are gone.
+
+
 def _run_script(arguments, environment=None, timeout=600):
+    """Run a script of this checkout: PYTHONPATH first, so an editable install of another checkout loses."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(environment or {}))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPOSITORY), env.get("PYTHONPATH")]))
     return subprocess.run([sys.executable, *arguments], cwd=REPOSITORY, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+#: The longest a test waits for a training process to reach a point (a bound, not a measurement).
+PROCESS_WAIT_SECONDS = 300
+
+
+def _start_script(arguments, environment=None, ignore_sigint=False):
+    """Start a script of this checkout; `ignore_sigint` starts it as a background job of a
+    non-interactive shell starts it (`bash -c 'python ... &'`): with SIGINT ignored."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(environment or {}))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPOSITORY), env.get("PYTHONPATH")]))
+    start = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
+    return subprocess.Popen([sys.executable, *arguments], cwd=REPOSITORY, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=start)
+
+
+def _wait_for(path: Path, process) -> None:
+    deadline = time.monotonic() + PROCESS_WAIT_SECONDS
+    while not path.exists():
+        assert process.poll() is None, f"the run ended before writing {path}: {process.communicate()[1][-3000:]}"
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_resume_survives_the_damaged_files_a_sigkill_can_leave(tmp_path):
+    """SIGKILL a real run after two epochs, damage what a kill can damage, and resume: it falls back and says so.
+
+    Damaged: the newest backup (emptied, as a kill during an in-place rewrite left Keras' own), a
+    truncated state.json, and a Keras BackupAndRestore pair of an older version (empty weights,
+    truncated training_metadata.json).
+    """
+    run_dir = tmp_path / "killed"
+    arguments = ["train/run.py", "--preset", "smoke", "--smoke-samples-per-class", "30", "--epochs", "10",
+                 "--no-export", "--verbose", "0", "--out", str(run_dir)]
+    process = _start_script(arguments)
+    backups = run_dir / "checkpoints" / "backup_finetune"
+    _wait_for(backups / "epoch-0002.weights.h5", process)
+    process.send_signal(signal.SIGKILL)  # Ten epochs: the stage is still running, its backups are there.
+    process.communicate()
+    newest = max(backups.glob("epoch-*.weights.h5"))
+    kept = int(newest.name[6:10]) - 1  # The backup before the damaged newest one.
+    newest.write_bytes(b"")
+    state = run_dir / "state.json"
+    state.write_text(state.read_text()[:5] if state.exists() else "{")
+    (backups / "latest.weights.h5").write_bytes(b"")
+    (backups / "training_metadata.json").write_text('{"epo')
+
+    completed = _run_script(["train/run.py", "--resume", "--out", str(run_dir)])
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    output = completed.stdout + completed.stderr
+    assert "Traceback" not in output
+    assert f"{newest} is damaged" in output and f"resuming after epoch {kept} from" in output
+    assert "state.json: not valid JSON" in output and "rebuilt from the run folder" in output
+    assert "training_metadata.json cannot be read" in output
+    with open(run_dir / "history.csv", newline="") as stream:
+        assert [int(row["epoch"]) for row in csv.DictReader(stream)] == list(range(10))
+    assert json.loads(state.read_text())["completed_stages"] == ["finetune"]
+    assert (run_dir / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop_signal, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_background_run_stops_on_sigint_and_sigterm_and_resumes(tmp_path, stop_signal, exit_code):
+    """A real run started with SIGINT ignored (a background job), sent a real signal after its first
+    epoch: it stops with the shell's status for the signal, and --resume finishes every epoch once."""
+    run_dir = tmp_path / "signalled"
+    process = _start_script(["train/run.py", "--preset", "smoke", "--smoke-samples-per-class", "30", "--epochs", "10",
+                             "--no-export", "--verbose", "0", "--out", str(run_dir)], ignore_sigint=True)
+    _wait_for(run_dir / "checkpoints" / "backup_finetune" / "epoch-0001.weights.h5", process)
+    process.send_signal(stop_signal)
+    _, stderr = process.communicate(timeout=PROCESS_WAIT_SECONDS)
+    assert process.returncode == exit_code, stderr[-3000:]
+    assert f"{stop_signal.name}: stopped" in stderr and "--resume" in stderr and "Traceback" not in stderr
+    assert not (run_dir / "metrics.json").exists()
+
+    completed = _run_script(["train/run.py", "--resume", "--out", str(run_dir)])
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "resuming after epoch" in completed.stdout
+    with open(run_dir / "history.csv", newline="") as stream:
+        assert [int(row["epoch"]) for row in csv.DictReader(stream)] == list(range(10))
 
 
 @pytest.mark.slow
@@ -246,6 +374,70 @@ def test_jax_backend_trains_the_smoke_data_without_tensorflow(tmp_path, make_sma
 
 
 @pytest.mark.slow
+def test_a_jax_run_exports_to_tflite_and_writes_its_check(tmp_path):
+    """The export at the end of a JAX run: no seed-generator state (uint32) reaches the converter.
+
+    The wide gate keeps this about the conversion; the gate itself is tested in test_convert.py.
+    """
+    pytest.importorskip("jax")
+    run_dir = tmp_path / "jax-export"
+    completed = _run_script(["train/run.py", "--preset", "smoke", "--epochs", "1", "--smoke-samples-per-class", "60",
+                             "--max-drop", "100", "--out", str(run_dir)], {"KERAS_BACKEND": "jax"})
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    quantization = json.loads((run_dir / "quantization.json").read_text())
+    assert quantization["passed"] and set(quantization["variants"]) >= {"float32", "int8"}
+    assert (run_dir / "tflite" / "model_int8.tflite").is_file()
+    assert json.loads((run_dir / "metadata.json").read_text())["training"]["backend"] == "jax"
+
+
+#: A run that believes it has two GPUs and trains data-parallel on two simulated devices: JAX's host
+#: platform split in two (XLA_FLAGS), TensorFlow's CPU split into two logical devices. Only device
+#: discovery is stubbed; the distribution, the compile and the fit are the multi-GPU run's own.
+TWO_DEVICE_SCRIPT = """
+import json, os, sys
+if os.environ["KERAS_BACKEND"] == "tensorflow":
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from train import run
+from train.config import TrainConfig
+run.gpu_names = lambda: ["simulated GPU 0", "simulated GPU 1"]
+run.mirrored_devices = lambda: ["/device:CPU:0", "/device:CPU:1"]
+run.run(TrainConfig(**json.loads(sys.argv[1])))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_a_run_trains_data_parallel_on_two_devices(tmp_path, make_small_config, backend):
+    """Two devices: compile inside the strategy's scope (TensorFlow), and a batch of 33 rounded to 32."""
+    pytest.importorskip(backend)
+    run_dir = tmp_path / f"two-{backend}"
+    config = make_small_config(run_dir, epochs=2, smoke_samples_per_class=30, batch_size=33, precision="float32",
+                               export=False)
+    completed = _run_script(["-c", TWO_DEVICE_SCRIPT, json.dumps(dataclasses.asdict(config))],
+                            {"KERAS_BACKEND": backend, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "batch size 33 does not divide over 2 devices; training with 32 (16 per device)" in completed.stdout
+    training = json.loads((run_dir / "metadata.json").read_text())["training"]
+    assert training["backend"] == backend and training["replicas"] == 2
+    assert json.loads((run_dir / "config.json").read_text())["batch_size"] == 32
+    assert (run_dir / "metrics.json").is_file()
+
+
+def test_the_batch_is_rounded_down_to_a_multiple_of_the_devices(capsys):
+    from train import run
+    from train.config import TrainConfig
+
+    config = TrainConfig(batch_size=128)
+    assert run.fit_batch_to_replicas(config, 1) is config and run.fit_batch_to_replicas(config, 4) is config
+    assert run.fit_batch_to_replicas(config, 3).batch_size == 126
+    assert run.fit_batch_to_replicas(config, 6).batch_size == 126
+    assert run.fit_batch_to_replicas(TrainConfig(batch_size=5), 8).batch_size == 8  # One image per device at least.
+    assert "training with 126 (21 per device)" in capsys.readouterr().out
+
+
+@pytest.mark.slow
 def test_two_stage_transfer_run_with_a_weights_file_augmentation_and_logs(tmp_path, make_small_config):
     """The default run's path on a small scale: pretrained backbone (a weights file), head then
     fine-tuning of the top 20%, RandAugment, MixUp, label smoothing, TensorBoard logs."""
@@ -263,6 +455,8 @@ def test_two_stage_transfer_run_with_a_weights_file_augmentation_and_logs(tmp_pa
     with open(run_dir / "history.csv", newline="") as stream:
         stages = [(row["stage"], int(row["epoch"])) for row in csv.DictReader(stream)]
     assert stages == [("head", 0), ("finetune", 1)]
+    training = json.loads((run_dir / "metadata.json").read_text())["training"]
+    assert training["images_per_second"] > 0 and training["images_per_second_stage"] == "finetune"
     assert list((run_dir / "logs").rglob("events.out.tfevents.*")), "no TensorBoard event files"
     assert 0.0 <= result["top1"] <= 1.0 and (run_dir / "metrics.json").is_file()
 
@@ -446,6 +640,89 @@ def test_metadata_records_what_ran_and_a_log_gets_one_line_per_epoch(tmp_path, m
     assert training["devices"] and training["devices"][0].startswith("CPU")
 
 
+def test_the_training_rate_leaves_out_compilation_and_validation():
+    """A clock that only the test moves: 1 s per training batch, 1,000 s of "compilation" in the first
+    batch, 100 s per validation batch. The rate must see the training batches alone."""
+    import keras
+
+    from train import callbacks
+
+    class FakeClock:
+        now = 0.0
+
+        def __call__(self):
+            return self.now
+
+    clock = FakeClock()
+
+    class Work(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            clock.now += 1.0 + (1000.0 if clock.now == 0 else 0.0)
+
+        def on_test_batch_begin(self, batch, logs=None):
+            clock.now += 100.0
+
+    batch_size, steps = 4, 8
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile("sgd", "categorical_crossentropy")
+    images = np.zeros((batch_size * steps, 3), dtype="float32")
+    labels = np.eye(2, dtype="float32")[np.arange(batch_size * steps) % 2]
+    rate = callbacks.TrainingRate(batch_size, clock=clock)  # Before Work: it reads the clock before a batch's second.
+    model.fit(images, labels, batch_size=batch_size, epochs=2, validation_data=(images[:8], labels[:8]),
+              callbacks=[rate, Work()], verbose=0)
+    timed_batches = (steps - callbacks.WARMUP_BATCHES) + steps  # The warm-up of the first epoch only.
+    assert (rate.images, rate.seconds) == (timed_batches * batch_size, float(timed_batches))
+    assert rate.images_per_second == batch_size  # One batch a (fake) second.
+    assert clock.now > 1000 + 2 * 100  # The compilation and the validation did happen, outside the timing.
+
+
+def test_auto_precision_follows_the_gpus_compute_capability(monkeypatch):
+    """bfloat16 from compute capability 8.0, float16 below (free Colab's T4, Kaggle's P100), float32 on
+    a CPU, with the TensorFlow device query stubbed as a T4 and an H100 would answer it."""
+    import tensorflow as tf
+
+    from train import run
+
+    answers = {"GPU:0": {"device_name": "Tesla T4", "compute_capability": (7, 5)},
+               "GPU:1": {"device_name": "NVIDIA H100 80GB HBM3", "compute_capability": (9, 0)}}
+    devices = [tf.config.PhysicalDevice(name=f"/physical_device:{name}", device_type="GPU") for name in answers]
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: devices if kind == "GPU" else [])
+    monkeypatch.setattr(tf.config.experimental, "get_device_details",
+                        lambda device: answers[device.name.split(":", 1)[1]])
+    assert run.gpu_names() == ["Tesla T4", "NVIDIA H100 80GB HBM3"]
+    assert run.gpu_compute_capabilities() == [(7, 5), (9, 0)]
+
+    t4, h100 = ["Tesla T4"], ["NVIDIA H100 80GB HBM3"]
+    policy, reason = run.resolve_precision("auto", t4, [(7, 5)])
+    assert policy == "mixed_float16" and "7.5" in reason and "loss scaling" in reason
+    assert run.resolve_precision("auto", ["Tesla P100"], [(6, 0)])[0] == "mixed_float16"
+    policy, reason = run.resolve_precision("auto", h100, [(9, 0)])
+    assert policy == "mixed_bfloat16" and "9.0" in reason
+    assert run.resolve_precision("auto", ["A100"], [(8, 0)])[0] == "mixed_bfloat16"
+    assert run.resolve_precision("auto", t4 + h100, [(7, 5), (9, 0)])[0] == "mixed_float16"  # The slowest decides.
+    assert run.resolve_precision("auto", h100, [None])[0] == "mixed_float16"  # Unknown: float16 runs everywhere.
+    assert run.resolve_precision("auto", [], [])[0] == "float32"
+    assert run.resolve_precision("mixed_bfloat16", t4, [(7, 5)]) == ("mixed_bfloat16", "chosen with --precision")
+    assert run._capability("8.6") == (8, 6) and run._capability(None) is None  # JAX reports a string.
+
+
+def test_mixed_float16_trains_with_loss_scaling():
+    """Keras wraps a mixed_float16 model's optimizer in a LossScaleOptimizer at compile (auto_scale_loss)."""
+    import keras
+
+    from train import models, run
+    from train.config import TrainConfig
+
+    config = TrainConfig(model="cnn", weights="none", batch_size=8, epochs=1, learning_rate=1e-3)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model, _ = models.build_model(config, 10, (32, 32, 3))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    run.compile_for_stage(model, config, 10, 1e-3, steps_per_epoch=2, epochs=1, jit_compile=False)
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+
+
 def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere():
     import io
 
@@ -476,6 +753,68 @@ def test_the_default_recipe_refuses_a_cpu_with_a_clear_message():
     run.refuse_cpu_training(TrainConfig(model="cnn", weights="none"), 45_000, gpus=[])
 
 
+def test_the_no_gpu_message_says_what_to_install_and_what_tensorflow_saw(monkeypatch):
+    """By backend: TensorFlow's GPU build, JAX's; with signs of an NVIDIA GPU, what TensorFlow's
+    hidden start-up log said, or that JAX's CUDA plugin is missing (the device probes stubbed)."""
+    from edge.errors import UserError
+    from train import gpu_setup, run
+    from train.config import TrainConfig
+
+    def message(backend):
+        with pytest.raises(UserError) as error:
+            run.refuse_cpu_training(TrainConfig(), 45_000, gpus=[], backend=backend)
+        return str(error.value)
+
+    monkeypatch.setattr(gpu_setup, "gpu_signs", lambda: [])
+    assert ".[gpu]" in message("tensorflow") and "--allow-cpu" in message("tensorflow")
+    jax_message = message("jax")
+    assert ".[jax-gpu]" in jax_message and "jax[cuda12]" in jax_message and ".[gpu]'" not in jax_message
+
+    monkeypatch.setattr(gpu_setup, "gpu_signs", lambda: ["CUDA packages installed: nvidia-cudnn-cu12"])
+    monkeypatch.setattr(gpu_setup, "tensorflow_gpu_report", lambda: gpu_setup.describe_tensorflow_probe(
+        '{"is_cuda_build": true, "cuda_version": "12.5.1", "cudnn_version": "9"}\n',
+        "W0000 00:00:1.5 42 gpu_device.cc:2341] Cannot dlopen some GPU libraries. Please make sure the missing "
+        "libraries mentioned above are installed properly.\nI0000 00:00:1.6 42 other.cc:1] unrelated\n"))
+    tensorflow_message = message("tensorflow")
+    assert "nvidia-cudnn-cu12" in tensorflow_message and "built for CUDA 12.5.1 and cuDNN 9" in tensorflow_message
+    assert "said: Cannot dlopen some GPU libraries" in tensorflow_message and "unrelated" not in tensorflow_message
+    monkeypatch.setattr(gpu_setup, "_installed", lambda name: False)
+    assert "JAX's CUDA plugin is not installed" in message("jax") and ".[jax-gpu]" in message("jax")
+    assert gpu_setup.describe_tensorflow_probe('{"is_cuda_build": false}', "").startswith("this TensorFlow is a CPU-only")
+
+
+@pytest.mark.slow
+def test_tensorflow_is_asked_what_it_saw_with_its_full_log():
+    """The real probe: a child TensorFlow with TF_CPP_MIN_LOG_LEVEL=0 reports its build and its GPU start-up."""
+    from train import gpu_setup
+
+    report = gpu_setup.tensorflow_gpu_report()
+    assert report.startswith(("this TensorFlow was built for CUDA", "this TensorFlow is a CPU-only build")), report
+    assert "GPU start-up said" in report
+
+
+@pytest.mark.slow
+def test_under_jax_tensorflow_is_kept_off_the_gpus_and_jax_is_not():
+    """TensorFlow's own device setting, made before Keras imports it; JAX's devices and the environment stay."""
+    pytest.importorskip("jax")
+    script = ("import json, os\n"
+              "from train import gpu_setup\n"
+              "hidden = gpu_setup.hide_gpus_from_tensorflow()\n"
+              "import keras, jax, tensorflow as tf\n"
+              "print(json.dumps({'hidden': hidden, 'tensorflow_gpus': tf.config.get_visible_devices('GPU'),\n"
+              "                  'jax_devices': len(jax.devices()), 'backend': keras.backend.backend(),\n"
+              "                  'cuda_visible': os.environ.get('CUDA_VISIBLE_DEVICES')}))\n")
+    completed = _run_script(["-c", script], {"KERAS_BACKEND": "jax"})
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    seen = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert seen == {"hidden": True, "tensorflow_gpus": [], "jax_devices": seen["jax_devices"], "backend": "jax",
+                    "cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    assert seen["jax_devices"] >= 1
+    completed = _run_script(["-c", "from train import gpu_setup; print(gpu_setup.hide_gpus_from_tensorflow())"],
+                            {"KERAS_BACKEND": "tensorflow"})
+    assert completed.stdout.strip().splitlines()[-1] == "False"  # TensorFlow trains: its GPUs stay.
+
+
 @pytest.mark.slow
 def test_the_default_command_refuses_a_cpu_before_downloading(tmp_path):
     completed = _run_script(["train/run.py", "--out", str(tmp_path / "run")],
@@ -484,6 +823,36 @@ def test_the_default_command_refuses_a_cpu_before_downloading(tmp_path):
     assert completed.returncode == 2
     assert "no GPU found" in completed.stderr and "--allow-cpu" in completed.stderr
     assert "Traceback" not in completed.stderr
+    assert not (tmp_path / "run").exists()  # A refused run leaves no folder.
+
+
+def test_a_refused_run_creates_no_folder(tmp_path, monkeypatch):
+    """The default command on a CPU, with and without --out: refused, and nothing is left behind."""
+    from train import run
+    from train.config import TrainConfig
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(run, "gpu_names", lambda: [])
+    for config in (TrainConfig(), TrainConfig(out=str(tmp_path / "chosen"))):
+        with pytest.raises(run.TrainingDeviceError):
+            run.run(config)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_from_scratch_model_records_weights_none_and_one_stage(tmp_path, make_small_config):
+    """--model se_cnn with the default --weights imagenet: it has no pretrained weights, and says so."""
+    from train import run
+
+    run_dir = tmp_path / "scratch"
+    run.run(make_small_config(run_dir, weights="imagenet", head_epochs=None, epochs=2, smoke_samples_per_class=20,
+                              export=False))
+    assert json.loads((run_dir / "config.json").read_text())["weights"] == "none"
+    metadata = json.loads((run_dir / "metadata.json").read_text())
+    assert metadata["weights"] == "none" and metadata["epochs"] == {"head": 0, "finetune": 2}
+    report = (run_dir / "report.md").read_text()
+    assert "weights none" in report and "2 epochs from scratch (one stage, every layer)" in report
+    assert "head +" not in report and "weights imagenet" not in report
 
 
 def test_each_model_gets_its_recipe_and_small_datasets_enough_steps():

@@ -52,11 +52,22 @@ def run(config: CompareConfig) -> dict:
     """Build the table; write it to `config.out` when set. Returns {"rows": [...], "markdown": str}."""
     if not config.runs:
         raise configuration.ConfigError("give at least one run directory")
-    rows = [describe_run(Path(run_dir)) for run_dir in config.runs]
+    rows = []
+    for run_dir in map(Path, config.runs):
+        try:
+            rows.append(describe_run(run_dir))
+        except NoRunError as skipped:  # `runs/*` also matches what is not a run: say so, go on.
+            print(f"note: skipped {skipped}", file=sys.stderr)
+    if not rows:
+        raise NoRunError("none of the given folders holds a run")
     markdown = render_table(rows)
     if config.out:
         artifacts.write_atomic(config.out, markdown)
     return {"rows": rows, "markdown": markdown}
+
+
+class NoRunError(artifacts.ArtifactError):
+    """A path that is no run folder (an empty folder, a file): skipped when other runs are given."""
 
 
 def _first(*values: Any) -> Any:
@@ -65,14 +76,16 @@ def _first(*values: Any) -> Any:
 
 def describe_run(run_dir: Path) -> dict:
     """The comparison row of one run, as raw values (None where the run does not say)."""
-    if not run_dir.is_dir():
+    if not run_dir.exists():
         raise artifacts.ArtifactError(f"{run_dir}: no such run directory")
+    if not run_dir.is_dir():
+        raise NoRunError(f"{run_dir}: not a folder")
     config = run_folder.read_optional_json(run_dir / run_folder.CONFIG_FILE)
     metadata = run_folder.read_optional_json(run_dir / run_folder.METADATA_FILE)
     metrics = run_folder.read_optional_json(run_dir / run_folder.METRICS_FILE)
     quantization = run_folder.read_optional_json(run_dir / run_folder.QUANTIZATION_FILE)
     if not (config or metadata or metrics):
-        raise artifacts.ArtifactError(f"{run_dir}: holds none of config.json, metadata.json, metrics.json")
+        raise NoRunError(f"{run_dir}: holds no run (none of config.json, metadata.json, metrics.json)")
     epochs = metadata.get("epochs") if isinstance(metadata.get("epochs"), dict) else {}
     int8 = (quantization.get("variants") or {}).get("int8") or {}
     model_file = run_dir / run_folder.MODEL_FILE

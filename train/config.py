@@ -144,7 +144,8 @@ class TrainConfig:
     early_stopping: Optional[int] = option(None, "stop when validation loss has not improved for this "
                                            "many epochs and restore the best weights (off by default)", "Training")
     precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = option(
-        "auto", "auto: mixed_bfloat16 on a GPU that supports it, else float32", "Training")
+        "auto", "auto: mixed_bfloat16 on a GPU of compute capability 8.0 or more, mixed_float16 "
+        "(with loss scaling) on older GPUs, float32 on a CPU", "Training")
     allow_cpu: bool = option(False, "train an ImageNet backbone at 128 px or more on a full-size dataset "
                              "without a GPU anyway (it takes days; normally refused)", "Training")
     steps_per_execution: int = option(1, "training steps fused into one call; larger helps small models on GPUs", "Training")

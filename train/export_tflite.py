@@ -39,20 +39,39 @@ def export_saved_model(model: Any, directory: Path, run_dir: Path, output_name: 
     Not `model.export()`: its endpoint calls the model without `training`, and Keras 3's random
     augmentation layers default to training mode, which leaves their random ops in the graph (the
     TFLite converter then fails). Faster than `from_keras_model` (docs/quantization.md).
+
+    Under the JAX backend the endpoint is static (see `_jax_endpoint_options`).
     """
     if len(model.inputs) != 1:
         raise ExportError(f"{run_dir}: the model has {len(model.inputs)} inputs; an image classifier has one")
     spec = tf.TensorSpec(tuple(model.inputs[0].shape), model.inputs[0].dtype, name="image")
     try:
         archive = keras.export.ExportArchive()
-        archive.track(model)
+        options = _jax_endpoint_options() if keras.backend.backend() == "jax" else {}
+        if not options:
+            archive.track(model)
         archive.add_endpoint(name="serve", fn=lambda images: {output_name: model(images, training=False)},
-                             input_signature=[spec])
+                             input_signature=[spec], **options)
         archive.write_out(str(directory), verbose=False)
     except Exception as error:  # Keras raises several types; the message says what failed.
         raise ExportError(f"{run_dir}: cannot export the Keras model as a SavedModel "
                           f"({type(error).__name__}: {error})") from None
     return directory
+
+
+def _jax_endpoint_options() -> dict:
+    """`add_endpoint` options under the JAX backend: a static endpoint, lowered for the CPU.
+
+    Keras' JAX exporter otherwise passes every variable into the function and writes every
+    non-trainable one back after the call, the uint32 seed states of Dropout, drop-connect and
+    the augmentation included. TFLite cannot hold a uint32 variable ("'tfl.assign_variable' op
+    operand #1 must be tensor of ... but got 'tensor<2xui32>'"), and even the float ones would
+    stay variables in the .tflite graph. Static, the endpoint reads the weights as constants,
+    which is what the converter turns every variable into anyway; at inference nothing is
+    written. Lowered for the CPU because a .tflite file runs there, whichever device trained it.
+    """
+    return {"is_static": True,
+            "jax2tf_kwargs": {"native_serialization": True, "native_serialization_platforms": ("cpu",)}}
 
 
 def _converter(saved_model: Path) -> Any:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edge import artifacts, formatting, run_folder
+from train.config import IMAGENET_MODELS
 
 START, END = "<!-- quantization:start -->", "<!-- quantization:end -->"
 HEADING = "## Float vs int8 (TFLite)"
@@ -107,7 +108,7 @@ def _config_summary(config: dict, metadata: dict, metrics: dict) -> str:
         + (f"; model input {size[0]}x{size[1]} uint8" if isinstance(size, list) and len(size) == 2 else ""),
         f"- **Model**: {get('model')}, weights {get('weights')}, image size {get('image_size', metadata, config)}"
         + (f", {parameters:,} parameters" if isinstance(parameters, int) else ""),
-        f"- **Training**: {get('head_epochs')} head + {get('epochs')} fine-tuning epochs (unfreeze {get('unfreeze')}), "
+        f"- **Training**: {_stages(config, metadata)}, "
         f"batch {get('batch_size')}, {get('optimizer')}, learning rate {head_rate}{get('learning_rate')} "
         f"({get('schedule')}), weight decay {get('weight_decay')}, label smoothing {get('label_smoothing')}, "
         f"augment {get('augment')}, mix {get('mix')}, seed {get('seed')}",
@@ -115,6 +116,19 @@ def _config_summary(config: dict, metadata: dict, metrics: dict) -> str:
         + (f" ({rate:,.0f} training images/s)" if isinstance(rate, (int, float)) else ""),
     ]
     return "\n".join(lines)
+
+
+def _stages(config: dict, metadata: dict) -> str:
+    """"1 head + 14 fine-tuning epochs (unfreeze all)", or "20 epochs from scratch" for a network without
+    pretrained weights, which trains in one stage (no head stage, every layer throughout)."""
+    epochs = metadata.get("epochs") if isinstance(metadata.get("epochs"), dict) else {}
+    head = epochs.get("head", config.get("head_epochs"))
+    finetune = epochs.get("finetune", config.get("epochs"))
+    weights = config.get("weights", metadata.get("weights"))
+    if weights == "none" or config.get("model", metadata.get("model")) not in IMAGENET_MODELS:
+        total = sum(value for value in (head, finetune) if isinstance(value, int))
+        return f"{total} epochs from scratch (one stage, every layer)"
+    return f"{head} head + {finetune} fine-tuning epochs (unfreeze {config.get('unfreeze', 'n/a')})"
 
 
 def _class_table(metrics: dict, names: list[str]) -> list[str]:

@@ -17,14 +17,16 @@ import datetime
 import importlib.util
 import os
 import platform
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from edge import artifacts, configuration, errors, machine, run_folder
+from edge import artifacts, configuration, errors, machine, run_folder, stopping
 from edge.errors import UserError
 from train import config as train_config
 from train.config import TrainConfig
@@ -38,6 +40,9 @@ CPU_REFUSAL_MIN_IMAGE_SIZE = 128
 CPU_REFUSAL_MIN_TRAIN_IMAGES = 10_000
 #: Training-set size of CIFAR-10 and CIFAR-100, known before loading them.
 CIFAR_TRAIN_IMAGES = 50_000
+#: bfloat16 runs fast from NVIDIA's Ampere GPUs on (compute capability 8.0: A100, RTX 30xx, L4, H100);
+#: older ones (T4 7.5, V100 7.0, P100 6.0) run float16 fast and bfloat16 slowly or not at all.
+BFLOAT16_MIN_COMPUTE_CAPABILITY = (8, 0)
 #: ReduceLROnPlateau as the seed project used it: halve after 5 flat epochs, down to 1e-6.
 PLATEAU_FACTOR, PLATEAU_PATIENCE, PLATEAU_MIN_LR = 0.5, 5, 1e-6
 
@@ -49,11 +54,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     config = train_config.parse_config(argv)
     try:
-        result = run(config)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; continue with: python train/run.py --resume --out {config.out or 'RUN_DIR'}",
-              file=sys.stderr)
-        return 130
+        with stop_signals():
+            result = run(config)
+    except KeyboardInterrupt as interruption:
+        signal_number = getattr(interruption, "signal_number", signal.SIGINT)
+        print(f"\n{signal.Signals(signal_number).name}: stopped; the last whole epoch is saved. Continue with: "
+              f"python train/run.py --resume --out {config.out or 'RUN_DIR'}", file=sys.stderr)
+        return stopping.exit_code_for(signal_number)
     except UserError as error:
         return errors.report(error)
     quantization = result.get("quantization")
@@ -61,6 +68,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: the int8 model failed the float-vs-int8 gate; see quantization.json", file=sys.stderr)
         return 1
     return 0
+
+
+class StopSignal(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived: a KeyboardInterrupt, so it ends a run as Ctrl-C does, with the signal named."""
+
+    def __init__(self, signal_number: int):
+        super().__init__(signal.Signals(signal_number).name)
+        self.signal_number = int(signal_number)
+
+
+def _raise_stop(signal_number, frame):
+    raise StopSignal(signal_number)
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """While in this context, SIGINT and SIGTERM raise StopSignal, which main() turns into exit 130 or 143.
+
+    Why: a background job of a non-interactive shell (`bash -c 'python train/run.py ... &'`) starts
+    with SIGINT ignored, so Python installs no KeyboardInterrupt handler and `kill -INT` did
+    nothing; SIGTERM has no Python handler at all. Unlike the camera (edge/stopping.py, which only
+    sets a flag because its clean-up must run), the run raises at once: every file it writes is
+    written atomically (edge.artifacts), so an exception mid-write leaves the old file, and
+    the last whole epoch's backup (train/backup.py) is what --resume continues from.
+    """
+    if threading.current_thread() is not threading.main_thread():  # Handlers can be set there only.
+        yield
+        return
+    previous = {number: signal.signal(number, _raise_stop) for number in stopping.STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
 
 
 def run(config: TrainConfig) -> dict:
@@ -73,36 +114,43 @@ def run(config: TrainConfig) -> dict:
 
     # Keras (and the modules built on it) load only once a run really starts, so `--help` and
     # configuration errors answer at once; the backend is fixed at this import (KERAS_BACKEND).
+    from train import gpu_setup
+    gpu_setup.hide_gpus_from_tensorflow()  # Under JAX: before Keras imports TensorFlow.
     import keras
 
-    from train import callbacks, data, evaluate, models  # These load Keras too.
+    from train import backup, callbacks, data, evaluate, models  # These load Keras too.
 
     keras.utils.set_random_seed(config.seed)
     gpus = gpu_names()
     if config.dataset in ("cifar100", "cifar10"):  # Refuse before a download that would be wasted.
         refuse_cpu_training(config, round(CIFAR_TRAIN_IMAGES * (1 - config.val_split)), gpus)
-    precision = _resolve_precision(config.precision, gpus)
+    capabilities = gpu_compute_capabilities() if gpus and config.precision == "auto" else []
+    precision, precision_reason = resolve_precision(config.precision, gpus, capabilities)
     keras.mixed_precision.set_global_policy(precision)
     splits = data.load_splits(config)
     refuse_cpu_training(config, len(splits.train_labels), gpus)
-    config = config.with_recipe(len(splits.train_labels))
+    config = from_scratch_weights(config.with_recipe(len(splits.train_labels)))
+    distribution = _distribution(gpus)
+    config = fit_batch_to_replicas(config, distribution.replicas)
+
+    with distribution.scope():
+        model, backbone = models.build_model(config, splits.num_classes, splits.input_shape)
+    # The run folder's first files: every refusal (no GPU, no data, no weights) came before them, so a
+    # refused run leaves no folder behind (_prepare_run_dir makes none).
     artifacts.write_json(run_dir / run_folder.CONFIG_FILE, configuration.to_dict(config))
     artifacts.write_labels(run_dir / run_folder.LABELS_FILE, splits.labels)
-
-    with _distribution_scope(gpus):
-        model, backbone = models.build_model(config, splits.num_classes, splits.input_shape)
     jit_compile = resolve_jit_compile(model, gpus)
     training = {"backend": keras.backend.backend(), "devices": gpus or [cpu_name()], "precision": precision,
-                "jit_compile": jit_compile, "images_per_second": None}
+                "precision_reason": precision_reason, "replicas": distribution.replicas, "jit_compile": jit_compile, "images_per_second": None}
     print(f"training on {', '.join(training['devices'])}: backend {training['backend']}, precision {precision}, "
           f"XLA {'on' if jit_compile else 'off'}" + ("" if jit_compile else f" ({_why_no_xla(model, gpus)})"))
     metadata = _metadata(config, splits, model, precision)
     metadata["training"] = training
     artifacts.write_json(run_dir / run_folder.METADATA_FILE, metadata)
 
-    state = callbacks.read_state(run_dir) if config.resume else {"completed_stages": [], "best": None}
+    state = callbacks.resume_state(run_dir) if config.resume else {"completed_stages": [], "best": None}
     started = time.perf_counter()
-    throughput = []
+    throughput: dict[str, float | None] = {}  # Training images/s by stage, this session's.
     pretrained = config.pretrained
     stages = [("head", 0, config.head_epochs, config.head_learning_rate, 0.0),
               ("finetune", config.head_epochs, config.epochs, config.learning_rate, config.unfreeze_fraction)]
@@ -112,26 +160,28 @@ def run(config: TrainConfig) -> dict:
         if epochs == 0:
             continue
         stage_weights = run_dir / "checkpoints" / f"after_{stage}.weights.h5"
-        if stage in state["completed_stages"] and stage_weights.exists():
-            model.load_weights(stage_weights)
-            print(f"stage {stage}: already complete, weights restored")
+        if stage in state["completed_stages"] and _restore_finished_stage(model, stage, stage_weights):
             continue
         models.set_backbone_trainable(backbone, fraction, pretrained, train_batchnorm=config.batchnorm == "train",
                                       batchnorm_momentum=config.batchnorm_momentum(
                                           len(splits.train_labels) // config.batch_size))
         recorder = callbacks.RunRecorder(run_dir, stage, state, save_every_epoch=len(splits.val_labels) == 0)
-        steps_per_epoch = _fit_stage(keras, config, model, splits, stage, first_epoch, epochs, learning_rate,
-                                     recorder, run_dir, jit_compile)
-        throughput.append(callbacks.images_per_second(recorder.epoch_seconds, steps_per_epoch * config.batch_size))
+        rate = callbacks.TrainingRate(config.batch_size)
+        _fit_stage(keras, config, model, splits, stage, first_epoch, epochs, learning_rate, [recorder, rate],
+                   run_dir, jit_compile)
+        throughput[stage] = rate.images_per_second
         with artifacts.atomic_path(stage_weights) as temporary:
             model.save_weights(temporary)
-        state["completed_stages"].append(stage)
+        state["completed_stages"] = [*state["completed_stages"], stage]
         callbacks.write_state(run_dir, state)
+        backup.discard(stage_backup_dir(run_dir, stage))
     training_seconds = time.perf_counter() - started
 
-    rates = [rate for rate in throughput if rate]
-    images_per_second = round(float(np.mean(rates)), 1) if rates else None
-    training["images_per_second"] = images_per_second
+    # The fine-tune stage's rate: it trains the whole network, as a GPU's figure should be judged; the
+    # head stage's (a frozen backbone, no backward pass through it) only when there is no other.
+    rate_stage = next((stage for stage in ("finetune", "head") if throughput.get(stage)), None)
+    images_per_second = round(throughput[rate_stage], 1) if rate_stage else None
+    training.update(images_per_second=images_per_second, images_per_second_stage=rate_stage)
     metadata.update(training_seconds=round(training_seconds, 1), images_per_second=images_per_second,
                     best_epoch=state.get("best"), training=training)
     artifacts.write_json(run_dir / run_folder.METADATA_FILE, metadata)
@@ -164,11 +214,37 @@ def compile_for_stage(model, config: TrainConfig, num_classes: int, learning_rat
         schedule = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=learning_rate / 100, decay_steps=max(epochs * steps_per_epoch - warmup_steps, 1),
             warmup_target=learning_rate, warmup_steps=warmup_steps, alpha=0.01)
-    model.compile(
-        optimizer=_optimizer(keras, config, schedule),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-        metrics=["accuracy", keras.metrics.TopKCategoricalAccuracy(k=min(5, num_classes), name="top5")],
-        steps_per_execution=config.steps_per_execution, jit_compile=jit_compile)
+    # The optimizer's and the metrics' variables are made here: under tf.distribute they must be made in
+    # the strategy's scope that built the model, or the first `fit` fails ("Mixing different
+    # tf.distribute.Strategy objects").
+    with _strategy_scope_of(model):
+        model.compile(
+            optimizer=_optimizer(keras, config, schedule),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+            metrics=["accuracy", keras.metrics.TopKCategoricalAccuracy(k=min(5, num_classes), name="top5")],
+            steps_per_execution=config.steps_per_execution, jit_compile=jit_compile)
+
+
+def _strategy_scope_of(model):
+    """The tf.distribute strategy scope `model` was built in (TensorFlow's default one when none was); no
+    scope under the other backends."""
+    strategy = getattr(model, "distribute_strategy", None)  # The TensorFlow backend's models only.
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+def fit_batch_to_replicas(config: TrainConfig, replicas: int) -> TrainConfig:
+    """`config` with its global batch rounded down to a multiple of `replicas`, saying so when it changes.
+
+    Data parallelism splits every batch evenly over the devices, so 128 images cannot train on 3 or 6
+    GPUs. Rounded down, not refused: a few images less per step (126 on 3 or 6 GPUs) changes the
+    recipe far less than a run that does not start; config.json records the batch that trained.
+    """
+    if replicas < 2 or config.batch_size % replicas == 0:
+        return config
+    batch_size = max(config.batch_size // replicas * replicas, replicas)
+    print(f"note: batch size {config.batch_size} does not divide over {replicas} devices; "
+          f"training with {batch_size} ({batch_size // replicas} per device)")
+    return dataclasses.replace(config, batch_size=batch_size)
 
 
 def resolve_jit_compile(model, gpus: list[str]) -> bool:
@@ -196,18 +272,24 @@ def _why_no_xla(model, gpus: list[str]) -> str:
     return "TensorFlow's XLA is slower than its own kernels on a CPU" if not gpus else "MirroredStrategy"
 
 
-def refuse_cpu_training(config: TrainConfig, train_images: int, gpus: list[str]) -> None:
+def refuse_cpu_training(config: TrainConfig, train_images: int, gpus: list[str], backend: str | None = None) -> None:
     """Stop a run that would take days: an ImageNet backbone at 128 px or more on a full-size dataset, no GPU.
 
     The smoke preset, the from-scratch CNNs and small datasets are not affected; --allow-cpu overrides.
+    The message says what to install for `backend` (default: Keras' own), and what TensorFlow saw
+    when the machine seems to have a GPU (train/gpu_setup.py).
     """
     size = config.resolved_image_size or 0
     if (gpus or config.allow_cpu or config.model not in train_config.IMAGENET_MODELS
             or size < CPU_REFUSAL_MIN_IMAGE_SIZE or train_images < CPU_REFUSAL_MIN_TRAIN_IMAGES):
         return
+    from train import gpu_setup
+    if backend is None:
+        import keras  # Loaded by run() already; imported here so --help never pays for it.
+        backend = keras.backend.backend()
     raise TrainingDeviceError(
         f"no GPU found: {config.model} at {size} px on {train_images:,} training images would take days on "
-        "this CPU. Install the GPU build (pip install -e '.[gpu]', Linux x86-64 with an NVIDIA driver), "
+        f"this CPU. To train on a GPU, {gpu_setup.missing_gpu_advice(backend)}; "
         "or pass --allow-cpu to train on the CPU anyway, or try --preset smoke")
 
 
@@ -215,14 +297,17 @@ class TrainingDeviceError(UserError):
     """The run needs a GPU that the machine does not have (or the backend cannot see)."""
 
 
-def _fit_stage(keras, config, model, splits, stage, first_epoch, epochs, learning_rate, recorder, run_dir,
+def _fit_stage(keras, config, model, splits, stage, first_epoch, epochs, learning_rate, stage_callbacks, run_dir,
                jit_compile):
-    """One `fit` call: compile with this stage's optimizer and schedule, train with callbacks; return steps an epoch."""
-    from train import callbacks  # Keras loads with it: see run().
+    """One `fit` call: compile with this stage's optimizer and schedule, train with the run's and `stage_callbacks`."""
+    from train import backup, callbacks  # Keras loads with them: see run().
     training_data = _training_data(keras, config, splits)
     steps_per_epoch = len(training_data)
     compile_for_stage(model, config, splits.num_classes, learning_rate, steps_per_epoch, epochs, jit_compile)
-    fit_callbacks = [keras.callbacks.BackupAndRestore(str(run_dir / "checkpoints" / f"backup_{stage}")), recorder]
+    backup_dir = stage_backup_dir(run_dir, stage)
+    # Passed to fit as initial_epoch, not left in the model (as BackupAndRestore does, for every later fit too).
+    resumed_epoch = backup.restore(model, backup_dir, stage) if config.resume else None
+    fit_callbacks = [backup.EpochBackup(backup_dir), *stage_callbacks]
     has_validation = len(splits.val_labels) > 0
     if config.schedule == "plateau" and has_validation:
         fit_callbacks.append(keras.callbacks.ReduceLROnPlateau(
@@ -237,10 +322,26 @@ def _fit_stage(keras, config, model, splits, stage, first_epoch, epochs, learnin
     verbose = progress_verbosity(config.verbose, sys.stdout)
     if config.verbose == "auto" and verbose == 0:
         fit_callbacks.append(callbacks.EpochLines(stage, first_epoch + epochs))
-    model.fit(training_data, epochs=first_epoch + epochs, initial_epoch=first_epoch,
+    model.fit(training_data, epochs=first_epoch + epochs, initial_epoch=resumed_epoch or first_epoch,
               validation_data=validation, validation_batch_size=config.batch_size, callbacks=fit_callbacks,
               verbose=verbose)
-    return steps_per_epoch
+
+
+def stage_backup_dir(run_dir: Path, stage: str) -> Path:
+    """Where a stage's per-epoch backups live (train/backup.py)."""
+    return run_dir / "checkpoints" / f"backup_{stage}"
+
+
+def _restore_finished_stage(model, stage: str, stage_weights: Path) -> bool:
+    """Load a finished stage's end weights; False (the stage trains again) when the file is missing or damaged."""
+    from train import backup  # Keras loads with it: see run().
+    problem = "it is missing" if not stage_weights.exists() else backup.unreadable(stage_weights)
+    if problem:
+        print(f"note: stage {stage} finished, but {stage_weights} cannot be read ({problem}); training it again")
+        return False
+    model.load_weights(stage_weights)
+    print(f"stage {stage}: already complete, weights restored")
+    return True
 
 
 def progress_verbosity(verbose: str, stream) -> int:
@@ -316,15 +417,71 @@ def _prepare_run_dir(config: TrainConfig) -> Path:
     if not config.resume and (run_dir / run_folder.CONFIG_FILE).exists():
         raise configuration.ConfigError(
             f"{run_dir} already holds a run; use --resume to continue it or choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+    return run_dir  # Not made yet: the first file written makes it (edge.artifacts), after every refusal.
 
 
-def _resolve_precision(precision: str, gpus: list[str]) -> str:
-    """"auto" is mixed bfloat16 on a GPU (`gpus`: gpu_names()), float32 on a CPU."""
+def from_scratch_weights(config: TrainConfig) -> TrainConfig:
+    """`config` with weights "none" for the networks that have no pretrained weights (cnn, se_cnn).
+
+    `--weights` defaults to imagenet, which only the ImageNet backbones use: a from-scratch network
+    recorded it as if it had been pretrained (config.json, metadata.json, report.md).
+    """
+    if config.model in train_config.IMAGENET_MODELS or config.weights == "none":
+        return config
+    if config.weights != "imagenet":
+        print(f"note: --weights {config.weights} is ignored: {config.model} has no pretrained backbone and "
+              "trains from scratch")
+    return dataclasses.replace(config, weights="none")
+
+
+def resolve_precision(precision: str, gpus: list[str],
+                      capabilities: Sequence[tuple[int, int] | None]) -> tuple[str, str]:
+    """The Keras dtype policy for `--precision` and why: (policy, reason), the reason as metadata.json records it.
+
+    "auto" is mixed_bfloat16 on GPUs of compute capability 8.0 or more (`capabilities`, one per GPU of
+    `gpus`; the lowest counts), mixed_float16 below that or when it is unknown, float32 on a CPU.
+    Free Colab and Kaggle GPUs are T4s (7.5) and P100s (6.0): no fast bfloat16 there, fast float16.
+    Keras wraps the optimizer of a mixed_float16 model in a LossScaleOptimizer by itself
+    (`compile(auto_scale_loss=True)`, its default), so float16 gradients do not underflow.
+    """
     if precision != "auto":
-        return precision
-    return "mixed_bfloat16" if gpus else "float32"
+        return precision, "chosen with --precision"
+    if not gpus:
+        return "float32", "no GPU: mixed precision brings a CPU no speed"
+    known = [capability for capability in capabilities if capability is not None]
+    if not known or len(known) < len(gpus):
+        return "mixed_float16", ("GPU compute capability unknown: float16, which every CUDA GPU runs fast, "
+                                 "with loss scaling")
+    lowest = min(known)
+    described = f"compute capability {lowest[0]}.{lowest[1]}"
+    if lowest >= BFLOAT16_MIN_COMPUTE_CAPABILITY:
+        return "mixed_bfloat16", f"{described} runs bfloat16 fast (8.0 or more), and bfloat16 needs no loss scaling"
+    return "mixed_float16", f"{described} has no fast bfloat16 (below 8.0): float16 with loss scaling"
+
+
+def gpu_compute_capabilities() -> list[tuple[int, int] | None]:
+    """CUDA compute capability (major, minor) of each GPU gpu_names() lists, None where the backend does not say."""
+    import keras  # Loaded by run() already; imported here so --help never pays for it.
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax  # Only the backend in use is imported; the others need not be installed.
+        return [_capability(getattr(device, "compute_capability", None))
+                for device in jax.devices() if device.platform == "gpu"]
+    if backend == "torch":
+        import torch  # Only the backend in use is imported; the others need not be installed.
+        return [_capability(torch.cuda.get_device_capability(index)) for index in range(torch.cuda.device_count())]
+    import tensorflow as tf  # Only the backend in use is imported; the others need not be installed.
+    return [_capability(tf.config.experimental.get_device_details(gpu).get("compute_capability"))
+            for gpu in tf.config.list_physical_devices("GPU")]
+
+
+def _capability(value) -> tuple[int, int] | None:
+    """(major, minor) from what a backend reports: (8, 0) (TensorFlow, torch) or "8.0" (JAX)."""
+    try:
+        major, minor = (value.split(".") if isinstance(value, str) else value)[:2]
+        return int(major), int(minor)
+    except (AttributeError, TypeError, ValueError):
+        return None
 
 
 def gpu_names() -> list[str]:
@@ -347,19 +504,36 @@ def cpu_name() -> str:
     return f"CPU ({machine.processor_name()}, {os.cpu_count()} cores)"
 
 
-def _distribution_scope(gpus: list[str]):
+@dataclasses.dataclass(frozen=True)
+class Distribution:
+    """How a run spreads over its devices: `scope` builds the model in it, `replicas` devices train in sync."""
+
+    scope: Callable[[], contextlib.AbstractContextManager]
+    replicas: int = 1
+
+
+def _distribution(gpus: list[str]) -> Distribution:
     """Data parallelism across GPUs (`gpus`: gpu_names()) through the backend's own engine, when there are several."""
     import keras  # Loaded by run() already; imported here so --help never pays for it.
+    single = Distribution(scope=contextlib.nullcontext)
     if len(gpus) < 2:
-        return contextlib.nullcontext()
+        return single
     if keras.backend.backend() == "jax":
-        keras.distribution.set_distribution(keras.distribution.DataParallel())
-        return contextlib.nullcontext()
+        data_parallel = keras.distribution.DataParallel()  # Over every device JAX sees.
+        keras.distribution.set_distribution(data_parallel)
+        return Distribution(scope=contextlib.nullcontext, replicas=len(data_parallel.device_mesh.devices.flatten()))
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf  # Only the backend in use is imported; the others need not be installed.
-        return tf.distribute.MirroredStrategy().scope()
+        strategy = tf.distribute.MirroredStrategy(devices=mirrored_devices())
+        return Distribution(scope=strategy.scope, replicas=strategy.num_replicas_in_sync)
     print("note: several GPUs found, but multi-GPU training is implemented for the jax and tensorflow backends only")
-    return contextlib.nullcontext()
+    return single
+
+
+def mirrored_devices() -> list[str]:
+    """The devices TensorFlow's MirroredStrategy trains on: every GPU TensorFlow sees (its own default)."""
+    import tensorflow as tf  # Only the backend in use is imported; the others need not be installed.
+    return [device.name for device in tf.config.list_logical_devices("GPU")]
 
 
 def _metadata(config: TrainConfig, splits, model, precision: str) -> dict:
@@ -377,11 +551,18 @@ def _metadata(config: TrainConfig, splits, model, precision: str) -> dict:
         "superclasses": splits.superclasses,
         "superclass_of": None if splits.superclass_of is None else [int(i) for i in splits.superclass_of],
         "parameters": int(model.count_params()), "precision": precision,
-        "unfreeze": config.unfreeze, "epochs": {"head": config.head_epochs, "finetune": config.epochs},
+        "unfreeze": config.unfreeze, "epochs": _stage_epochs(config),
         "train_images": int(len(splits.train_labels)), "val_images": int(len(splits.val_labels)),
         "test_images": int(len(splits.test_labels)),
         "versions": versions, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _stage_epochs(config: TrainConfig) -> dict:
+    """Epochs by stage as they train: a from-scratch network trains all of them in its one stage."""
+    if config.pretrained:
+        return {"head": config.head_epochs, "finetune": config.epochs}
+    return {"head": 0, "finetune": config.head_epochs + config.epochs}
 
 
 def _one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
