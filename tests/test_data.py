@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from edge import preprocess
 from train import data
 from train.config import TrainConfig
 
@@ -358,6 +359,31 @@ def test_mixed_sizes_are_resized_to_the_most_common_with_a_note(tmp_path, capsys
     labels = np.concatenate([splits.train_labels, splits.val_labels, splits.test_labels])
     green = everything[labels == splits.labels.index("green")]
     assert len(green) == 5 and (green[:, 6, 6] == COLOURS["green"]).all()
+
+
+def _wide_car(path: Path) -> None:
+    """A 48 x 16 picture: red ends (the car's front and back) around a blue middle."""
+    picture = Image.new("RGB", (48, 16), COLOURS["blue"])
+    picture.paste(COLOURS["red"], (0, 0, 8, 16))
+    picture.paste(COLOURS["red"], (40, 0, 48, 16))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    picture.save(path)
+
+
+@pytest.mark.parametrize("fit, ends_kept", [("pad", True), ("crop", False)])
+def test_a_wide_photo_keeps_its_ends_when_padded_and_loses_them_when_cropped(tmp_path, fit, ends_kept):
+    for name, colour in COLOURS.items():
+        for index in range(4):
+            _write_image(tmp_path / name / f"{index}.png", colour)
+    _wide_car(tmp_path / "green" / "car.png")
+    splits = data.load_splits(_config(dataset=str(tmp_path), image_fit=fit, val_split=0.0, test_split=0.2))
+    everything = np.concatenate([splits.train_images, splits.test_images])
+    green = splits.labels.index("green")
+    labels = np.concatenate([splits.train_labels, splits.test_labels])
+    car = next(image for image in everything[labels == green] if not (image == COLOURS["green"]).all())
+    assert (car[6, 0].astype(int)[0] > 200) == ends_kept  # Red at the left edge only when fitted whole.
+    if fit == "pad":
+        np.testing.assert_array_equal(car[0, 6], preprocess.NEUTRAL_BACKGROUND)  # Grey above and below.
 
 
 def test_unknown_dataset_is_refused(tmp_path):

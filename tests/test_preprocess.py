@@ -328,3 +328,14 @@ def test_corrupted_files_never_raise_pillow_errors(format):
         except preprocess.ImageError:
             continue
         assert result.shape == (8, 8, 3)
+
+
+def test_fit_and_pad_keeps_the_whole_image_centred_on_grey():
+    wide = np.zeros((10, 40, 3), np.uint8)
+    wide[:, :5] = (255, 0, 0)  # The left end, which a centre crop would cut.
+    fitted = preprocess.fit_and_pad(wide, 20)
+    assert fitted.shape == (20, 20, 3) and fitted.dtype == np.uint8
+    np.testing.assert_array_equal(fitted[0, 10], preprocess.NEUTRAL_BACKGROUND)  # Padding above.
+    np.testing.assert_array_equal(fitted[-1, 10], preprocess.NEUTRAL_BACKGROUND)  # And below.
+    assert fitted[10, 0, 0] > 200 and fitted[10, 0, 1] < 60  # The red end survives.
+    np.testing.assert_array_equal(preprocess.fit_and_pad(np.full((8, 8, 3), 7, np.uint8), 8), 7)  # Square: no padding.
