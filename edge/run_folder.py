@@ -12,6 +12,7 @@
       report.md          the human summary                        (train/report.py)
       plots/*.png        curves, confusion matrix, sample predictions
       tflite/            model_<variant>.tflite, labels.txt, metadata.json (train/export.py)
+      reference_labels.json  the ImageNet starter only: its check views and float's answers (train/pretrained.py)
 
 The training side writes these names and the device side (the demo, the Space, the
 camera) reads them; both import them from here, so a name is spelled once. Standard
@@ -37,6 +38,10 @@ QUANTIZATION_FILE = "quantization.json"
 REPORT_FILE = "report.md"
 PLOTS_DIR = "plots"
 TFLITE_DIR = "tflite"
+#: The ImageNet starter run (train/pretrained.py): its dataset name in config.json, and the file
+#: naming its check views and the float model's answers on them (its test split).
+STARTER_DATASET = "imagenet-photos"
+REFERENCE_LABELS_FILE = "reference_labels.json"
 
 #: The TFLite variants the export always converts. int8 is full-integer, always: uint8 input,
 #: integer kernels, no float op.

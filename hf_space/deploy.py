@@ -206,7 +206,8 @@ def _requirements() -> str:
 
 
 # How the card names the datasets the project knows; any other (a folder of images) goes by its own name.
-DATASET_TITLES = {"cifar100": "CIFAR-100", "cifar10": "CIFAR-10", "smoke": "smoke-test"}
+DATASET_TITLES = {"cifar100": "CIFAR-100", "cifar10": "CIFAR-10", "smoke": "smoke-test",
+                  run_folder.STARTER_DATASET: "ImageNet"}
 SHORT_DESCRIPTION_LIMIT = 60  # characters: the Hub refuses a longer Space description
 TRAINING_WORDS = {"imagenet": "fine-tuned from ImageNet weights", "none": "trained from scratch"}
 
@@ -221,6 +222,7 @@ def card_facts(files: ui.ModelFiles) -> dict[str, str]:
     backbone = str(metadata.get("model") or config.get("model") or "unknown")
     title_dataset = DATASET_TITLES.get(dataset, Path(dataset).name)
     training = TRAINING_WORDS.get(str(config.get("weights")), "trained")
+    starter = dataset == run_folder.STARTER_DATASET
     class_count = len(artifacts.read_labels(files.labels))
     height, width = (metadata.get("input_size") or ["?", "?"])[:2]
     short = f"{backbone} on {title_dataset}, int8 TFLite vs float32"
@@ -229,18 +231,26 @@ def card_facts(files: ui.ModelFiles) -> dict[str, str]:
         "short_description": short if len(short) <= SHORT_DESCRIPTION_LIMIT else short[:SHORT_DESCRIPTION_LIMIT - 3] + "...",
         "dataset_tag": _tag(title_dataset),
         "model_tag": _tag(backbone),
-        "model_sentence": f"the {backbone} model, {training} on {title_dataset} ({class_count} classes),",
+        "model_sentence": (f"the ImageNet-trained {backbone} with its own {class_count}-class head (published "
+                           "weights, not trained by this project)," if starter else
+                           f"the {backbone} model, {training} on {title_dataset} ({class_count} classes),"),
         "class_count": str(class_count),
         "input_size": f"{height} x {width}",
-        "measurements": (_measured(quantization, metadata) if quantization
+        "measurements": (_measured(quantization, metadata, starter) if quantization
                          else "_Not measured: the run has no quantization.json._"),
     }
 
 
-def _measured(quantization: dict, metadata: dict) -> str:
+def _measured(quantization: dict, metadata: dict, starter: bool = False) -> str:
     """The float-vs-int8 table of quantization.json, with how many test images it was measured on."""
     images = metadata.get("test_images")
     source = f"On {images} test images, by `train/export.py`" if isinstance(images, int) else "By `train/export.py`"
+    photos = quantization.get("photos")
+    if starter and isinstance(photos, dict):  # Photos without ImageNet labels: float's sure answers are the labels.
+        source = (f"On the {photos.get('confident_views')} views of real photos that the float model is sure of, "
+                  "labelled with its own answers (int8 top-1 is its agreement with float; over all "
+                  f"{photos.get('views')} views it agrees on {100 * float(photos.get('agreement', 0)):.1f}%), "
+                  "by `train/pretrained.py`")
     return f"{source} (latency on the machine that exported the run):\n\n{ui.quantization_table(quantization)}"
 
 

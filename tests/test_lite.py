@@ -370,3 +370,16 @@ def test_a_head_stage_interrupted_on_the_real_backbone_resumes_once(faces_folder
     with open(run_dir / "history.csv", newline="") as stream:
         assert [(row["stage"], int(row["epoch"])) for row in csv.DictReader(stream)] == \
             [("head", 0), ("head", 1), ("finetune", 2)]
+
+
+@pytest.mark.slow
+def test_the_space_bundles_the_starter_with_a_card_that_says_what_it_is(starter, tmp_path):
+    out, _ = starter
+    space = tmp_path / "space"
+    completed = subprocess.run([sys.executable, "hf_space/deploy.py", "--run", str(out), "--dry-run", "--out", str(space)],
+                               cwd=REPOSITORY, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    card = (space / "README.md").read_text()
+    assert "ImageNet-trained efficientnet_lite0" in card and "not trained by this project" in card
+    assert "fine-tuned" not in card and "views of real photos" in card
+    assert (space / "models" / "model_int8.tflite").is_file()

@@ -23,7 +23,7 @@ ModelName = Literal["efficientnet_b0", "efficientnet_lite0", "cnn", "se_cnn", "v
 IMAGENET_MODELS = ("efficientnet_b0", "efficientnet_lite0", "vgg16", "resnet50", "mobilenet_v3_large")
 IMAGENET_IMAGE_SIZE = 224
 #: The dataset of the ImageNet starter run (train/pretrained.py, train/photos.py): real photos, no training.
-STARTER_DATASET = "imagenet-photos"
+STARTER_DATASET = run_folder.STARTER_DATASET
 
 
 @dataclasses.dataclass(frozen=True)

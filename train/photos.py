@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edge import artifacts, preprocess
+from edge import artifacts, preprocess, run_folder
 from train import splitting
 from train.config import STARTER_DATASET
 from train.splitting import DataError
@@ -164,7 +164,7 @@ def photo_sources() -> dict[str, list[str]]:
 #: The dataset name of the ImageNet starter run (train/pretrained.py) in config.json.
 PHOTOS_DATASET = STARTER_DATASET
 #: In the starter's run folder: which check views form its test split, and their labels.
-REFERENCE_FILE = "reference_labels.json"
+REFERENCE_FILE = run_folder.REFERENCE_LABELS_FILE
 #: A check view joins the gated test split when the float model gives its top class at least this
 #: probability: the photos carry no ImageNet labels, so the float model's sure answers stand in
 #: for them, and int8 must keep those answers (the gate); every view is measured besides.
