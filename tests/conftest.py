@@ -89,3 +89,34 @@ def load_benchmark():
         spec.loader.exec_module(module)
         return module
     return load
+
+
+@pytest.fixture
+def interrupt_head_then_resume(monkeypatch):
+    """Run `config` until head epoch 1 of 2 ends (a KeyboardInterrupt there, as Ctrl-C would give),
+    then resume it; return the (stage, epoch) pairs the resumed run trained and history.csv's rows."""
+    import csv
+
+    def interrupt_and_resume(config, make_config) -> tuple[list, list]:
+        from train import callbacks, run
+        original_end, original_begin = callbacks.RunRecorder.on_epoch_end, callbacks.RunRecorder.on_epoch_begin
+
+        def interrupt_after_first_head_epoch(self, epoch, logs=None):
+            original_end(self, epoch, logs)
+            if self.stage == "head" and epoch == 0:
+                raise KeyboardInterrupt
+        monkeypatch.setattr(callbacks.RunRecorder, "on_epoch_end", interrupt_after_first_head_epoch)
+        with pytest.raises(KeyboardInterrupt):
+            run.run(config)
+        monkeypatch.setattr(callbacks.RunRecorder, "on_epoch_end", original_end)
+        trained = []
+
+        def count(self, epoch, logs=None):
+            trained.append((self.stage, epoch))
+            original_begin(self, epoch, logs)
+        monkeypatch.setattr(callbacks.RunRecorder, "on_epoch_begin", count)
+        run.run(make_config(Path(config.out), resume=True))
+        with open(Path(config.out) / "history.csv", newline="") as stream:
+            rows = [(row["stage"], int(row["epoch"])) for row in csv.DictReader(stream)]
+        return trained, rows
+    return interrupt_and_resume

@@ -309,7 +309,6 @@ def faces_folder(tmp_path_factory, load_benchmark):
 @pytest.mark.slow
 def test_head_and_fine_tune_stages_on_the_real_backbone(faces_folder, tmp_path, make_small_config):
     """Both stages run on the ImageNet weights; BatchNorm keeps ImageNet's statistics; drop-connect trains."""
-    import keras
 
     from train import efficientnet_lite, models, run
     config = make_small_config(tmp_path / "run", dataset=str(faces_folder), model=LITE, weights="imagenet",
@@ -338,38 +337,16 @@ def test_head_and_fine_tune_stages_on_the_real_backbone(faces_folder, tmp_path, 
 
 
 @pytest.mark.slow
-def test_a_head_stage_interrupted_on_the_real_backbone_resumes_once(faces_folder, tmp_path, monkeypatch,
-                                                                    make_small_config):
+def test_a_head_stage_interrupted_on_the_real_backbone_resumes_once(faces_folder, tmp_path, make_small_config,
+                                                                    interrupt_head_then_resume):
     """Killed after head epoch 1 of 2 on the ImageNet weights: the resumed head trains epoch 2 only,
     the fine-tune stage its one epoch, and history.csv has each epoch once."""
-    import csv
-
-    from train import callbacks, run
-    run_dir = tmp_path / "lite-interrupted"
-    config = make_small_config(run_dir, dataset=str(faces_folder), model=LITE, weights="imagenet", image_size=64,
-                               head_epochs=2, epochs=1, batch_size=8, learning_rate=1e-4, batchnorm="frozen",
-                               test_split=0.25, export=False)
-    original_end, original_begin = callbacks.RunRecorder.on_epoch_end, callbacks.RunRecorder.on_epoch_begin
-
-    def interrupt_after_first_head_epoch(self, epoch, logs=None):
-        original_end(self, epoch, logs)
-        if self.stage == "head" and epoch == 0:
-            raise KeyboardInterrupt
-    monkeypatch.setattr(callbacks.RunRecorder, "on_epoch_end", interrupt_after_first_head_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        run.run(config)
-    monkeypatch.setattr(callbacks.RunRecorder, "on_epoch_end", original_end)
-    trained = []
-
-    def count(self, epoch, logs=None):
-        trained.append((self.stage, epoch))
-        original_begin(self, epoch, logs)
-    monkeypatch.setattr(callbacks.RunRecorder, "on_epoch_begin", count)
-    run.run(make_small_config(run_dir, resume=True))
+    config = make_small_config(tmp_path / "lite-interrupted", dataset=str(faces_folder), model=LITE,
+                               weights="imagenet", image_size=64, head_epochs=2, epochs=1, batch_size=8,
+                               learning_rate=1e-4, batchnorm="frozen", test_split=0.25, export=False)
+    trained, rows = interrupt_head_then_resume(config, make_small_config)
     assert trained == [("head", 1), ("finetune", 2)]
-    with open(run_dir / "history.csv", newline="") as stream:
-        assert [(row["stage"], int(row["epoch"])) for row in csv.DictReader(stream)] == \
-            [("head", 0), ("head", 1), ("finetune", 2)]
+    assert rows == [("head", 0), ("head", 1), ("finetune", 2)]
 
 
 @pytest.mark.slow

@@ -201,8 +201,8 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, monkeypat
 
 
 @pytest.mark.slow
-def test_a_run_interrupted_in_its_head_stage_resumes_without_an_extra_epoch(tmp_path, monkeypatch,
-                                                                            make_small_config):
+def test_a_run_interrupted_in_its_head_stage_resumes_without_an_extra_epoch(tmp_path, make_small_config,
+                                                                            interrupt_head_then_resume):
     """Killed after head epoch 1 of 2: the resumed head trains epoch 2 only, the fine-tune stage its one epoch.
 
     Keras' BackupAndRestore left its resumed epoch in the model, and the fine-tune stage then
@@ -210,35 +210,13 @@ def test_a_run_interrupted_in_its_head_stage_resumes_without_an_extra_epoch(tmp_
     """
     import keras
 
-    from train import callbacks, run
-
     weights = tmp_path / "b0.weights.h5"
     keras.applications.EfficientNetB0(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(weights)
     run_dir = tmp_path / "head-interrupted"
     config = make_small_config(run_dir, model="efficientnet_b0", weights=str(weights), image_size=32,
                                head_epochs=2, epochs=1, smoke_samples_per_class=12, batch_size=16, export=False)
-    original_end, original_begin = callbacks.RunRecorder.on_epoch_end, callbacks.RunRecorder.on_epoch_begin
-
-    def interrupt_after_first_head_epoch(self, epoch, logs=None):
-        original_end(self, epoch, logs)
-        if self.stage == "head" and epoch == 0:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(callbacks.RunRecorder, "on_epoch_end", interrupt_after_first_head_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        run.run(config)
-    monkeypatch.setattr(callbacks.RunRecorder, "on_epoch_end", original_end)
-    trained = []
-
-    def count(self, epoch, logs=None):
-        trained.append((self.stage, epoch))
-        original_begin(self, epoch, logs)
-
-    monkeypatch.setattr(callbacks.RunRecorder, "on_epoch_begin", count)
-    run.run(make_small_config(run_dir, resume=True))
+    trained, rows = interrupt_head_then_resume(config, make_small_config)
     assert trained == [("head", 1), ("finetune", 2)]
-    with open(run_dir / "history.csv", newline="") as stream:
-        rows = [(row["stage"], int(row["epoch"])) for row in csv.DictReader(stream)]
     assert rows == [("head", 0), ("head", 1), ("finetune", 2)]
     assert not (run_dir / "checkpoints" / "backup_head").exists()  # A finished stage's backups are gone.
 
