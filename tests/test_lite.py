@@ -309,7 +309,6 @@ def faces_folder(tmp_path_factory, load_benchmark):
 @pytest.mark.slow
 def test_head_and_fine_tune_stages_on_the_real_backbone(faces_folder, tmp_path, make_small_config):
     """Both stages run on the ImageNet weights; BatchNorm keeps ImageNet's statistics; drop-connect trains."""
-
     from train import efficientnet_lite, models, run
     config = make_small_config(tmp_path / "run", dataset=str(faces_folder), model=LITE, weights="imagenet",
                                image_size=64, head_epochs=1, epochs=1, batch_size=8, learning_rate=1e-4, batchnorm="frozen",
