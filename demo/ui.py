@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from demo import explain, inputs, live
+from demo import body_limit, explain, inputs, live
 from edge import artifacts, formatting, preprocess, run_folder, runtime
 from edge.errors import UserError
 
@@ -436,8 +436,12 @@ def launch(demo: gr.Blocks, models: DemoModels, server_port: int | None = None, 
     nothing of any other exception. Gradio's refusal of a FileData path outside its uploads
     names the server's absolute path (and so its working directory); it reaches the caller
     as a bare error instead.
+    Every request body is bounded by the same cap (demo/body_limit.py): an oversized one is
+    refused with 413 before Gradio reads it.
     """
+    middleware = [body_limit.middleware(demo.max_file_size)] if demo.max_file_size is not None else []
     return demo.launch(server_port=server_port, server_name=server_name, share=share,
+                       app_kwargs={"middleware": middleware},
                        max_file_size=demo.max_file_size, allowed_paths=allowed_paths(models),
                        prevent_thread_lock=prevent_thread_lock, show_error=False, ssr_mode=False,
                        theme=gr.themes.Soft())
