@@ -401,7 +401,7 @@ def build_demo(models: DemoModels, report_url: str | None = None,
                 where = gr.Image(label="Where it looked", type="pil", interactive=False, height=320, elem_id="where")
                 where_caption = gr.Markdown(elem_id="where-caption")
         details = gr.Markdown(elem_id="details")
-        live.add_live_section(models.model, TOP_K, max_bytes)  # the webcam stream to the served model (demo/live.py)
+        live.add_live_section(demo, models.model, TOP_K, max_bytes)  # the webcam stream to the served model (demo/live.py)
         with gr.Accordion("Float vs int8 on the test set", open=True):
             gr.Markdown(quantization_markdown(models))
         with gr.Accordion("About this model", open=False):

@@ -26,7 +26,7 @@ from PIL import Image
 
 from conftest import as_upload
 from demo import app as demo_app
-from demo import body_limit, explain, inputs, local_server, ui
+from demo import body_limit, explain, inputs, live, local_server, ui
 from edge import artifacts, formatting, occlusion, run_folder, runtime
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -592,6 +592,64 @@ def test_the_live_stream_is_not_an_api(app_server, client):
     assert set(info["named_endpoints"]) == named and not info.get("unnamed_endpoints")
     with pytest.raises(ValueError, match="Cannot find a function with `api_name`: /live_frame"):
         client.predict(api_name="/live_frame")  # refused at once, from the client's own copy of the API
+
+
+# How long a page's stream may take to give its first answer while raw callers have tried to hold
+# every live slot. An answer takes milliseconds; a slot held by a raw caller would free up only after
+# live.TIME_LIMIT_S (120 s). The margin is for a busy 2-core test machine, and it is still a quarter of that.
+LIVE_START_BOUND_S = 30
+
+
+def _page_stream_first_answer(url: str, frame: dict) -> tuple[str, dict]:
+    """Do what the page does: its load event, then a stream with one frame; (event id, first streamed message)."""
+    import uuid
+    import httpx
+    session = uuid.uuid4().hex
+    dependencies = httpx.get(url + "config", timeout=60).json()["dependencies"]
+    mark = next(item for item in dependencies if any(event == "load" for _, event in item["targets"]))
+    stream = next(item for item in dependencies if item.get("api_name") == "live_frame")
+    with httpx.Client(base_url=url, timeout=120) as http:
+        def join(dependency: dict, data: list) -> str:
+            answer = http.post("gradio_api/queue/join", json={
+                "data": data, "event_data": None, "fn_index": dependency["id"],
+                "trigger_id": dependency["targets"][0][0], "session_hash": session})
+            answer.raise_for_status()
+            return answer.json()["event_id"]
+        join(mark, [])
+        event_id = join(stream, [frame, None, None])
+        with http.stream("GET", "gradio_api/queue/data", params={"session_hash": session}) as events:
+            for line in events.iter_lines():
+                message = json.loads(line.removeprefix("data: ")) if line.startswith("data: ") else {}
+                if message.get("event_id") == event_id and message.get("msg") in ("process_streaming",
+                                                                                  "process_completed"):
+                    http.post(f"gradio_api/stream/{event_id}/close")  # end the stream, as the stop button does
+                    return event_id, message
+    raise AssertionError("the page's stream gave no answer")
+
+
+@pytest.mark.slow
+def test_raw_callers_cannot_hold_the_live_slots(app_server, models):
+    """More raw POST /call/live_frame callers than live slots, none reading: the page's stream still starts."""
+    import time
+    import httpx
+    frame = {"url": _data_url(PHOTOS[0].read_bytes())}
+    with httpx.Client(base_url=app_server.url, timeout=120) as http:
+        raw_events = [http.post("gradio_api/call/live_frame", json={"data": [frame]}).json()["event_id"]
+                      for _ in range(live.LIVE_CONCURRENCY_LIMIT + 2)]
+    start = time.monotonic()
+    _, message = _page_stream_first_answer(app_server.url, frame)
+    elapsed_s = time.monotonic() - start
+    assert message["msg"] == "process_streaming" and message["success"], message
+    answer = message["output"]["data"][0]
+    assert answer["label"] == next(iter(models.model.classify(PHOTOS[0], 1)))[0], answer
+    assert elapsed_s < LIVE_START_BOUND_S, f"the page's stream waited {elapsed_s:.0f} s for a live slot"
+    # Each raw caller was refused at its first call, which ended its stream (read only now).
+    with httpx.Client(base_url=app_server.url, timeout=120) as http:
+        for event_id in raw_events:
+            with http.stream("GET", f"gradio_api/call/live_frame/{event_id}") as events:
+                lines = list(events.iter_lines())
+            assert "event: error" in lines, lines
+            assert any(live.NOT_FROM_THE_PAGE in line for line in lines) or "data: null" in lines, lines
 
 
 @pytest.mark.slow
