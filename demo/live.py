@@ -17,6 +17,13 @@ Throttling, newest frame wins (Gradio 6's streaming input, checked in its source
   "always_last" the page defers every frame after the first until the stream
   ends, so nothing would update.
 
+Only the page streams: `/live_frame` is not an API, yet Gradio still starts a stream for a
+raw `POST /gradio_api/call/live_frame`, which then held a live slot for the whole time
+limit without sending a frame or reading an answer. So the page's load event marks its
+session (a `gr.State` set on the server, which no request can write), and a stream from a
+session that is not marked is refused at its first call, which ends it and frees its slot
+at once. A caller must then play the page's whole protocol to hold a slot.
+
 Concurrency: an open stream holds one worker of its own queue (`concurrency_id="live"`)
 for up to `TIME_LIMIT_S` seconds, so live visitors never take the workers of the
 still-photo flow; at most `LIVE_CONCURRENCY_LIMIT` streams run at once, later ones wait
@@ -53,6 +60,9 @@ TIME_LIMIT_S = 120
 # frame costs a few milliseconds, so 4 streams at 10 fps keep well under one CPU.
 LIVE_CONCURRENCY_LIMIT = 4
 LIVE_CONCURRENCY_ID = "live"
+
+# Why a stream not opened by the page is refused: the caller sees this, not a server trace.
+NOT_FROM_THE_PAGE = "Live mode runs in this demo's page: open the page and press record."
 
 # The frame rate is measured over the last this-many answered frames: long enough
 # to smooth the network's jitter, short enough to follow a change within a second or two.
@@ -142,9 +152,26 @@ def make_classify_frame(classifier: runtime.Classifier, top_k: int,
     return classify_frame
 
 
-def add_live_section(classifier: runtime.Classifier, top_k: int,
+def mark_page_session() -> bool:
+    """The page's load event: its session may stream (kept in that session's gr.State, on the server)."""
+    return True
+
+
+def page_only(classify_frame: Callable):
+    """`classify_frame` for sessions the page opened; a stream from any other is refused at its first call.
+
+    Raising ends the stream, so a refused caller holds its live slot only for this call.
+    """
+    def classify_page_frame(frame: Any, meter: FrameMeter | None, opened_by_page: bool):
+        if not opened_by_page:
+            raise gr.Error(NOT_FROM_THE_PAGE, title="Not the page", print_exception=False)
+        return classify_frame(frame, meter)
+    return classify_page_frame
+
+
+def add_live_section(page: gr.Blocks, classifier: runtime.Classifier, top_k: int,
                      max_bytes: Callable[[], int | None] = inputs.default_max_bytes) -> None:
-    """The "Live camera" section, inside the caller's gr.Blocks: webcam stream in, top-k and status out."""
+    """The "Live camera" section, inside `page` (the caller's gr.Blocks): webcam stream in, top-k and status out."""
     with gr.Accordion("Live camera", open=False, elem_id="live"):
         gr.Markdown(f"Point your webcam at something: each frame goes to `{classifier.model_path.name}` "
                     f"and the top {top_k} follows. Up to {1 / STREAM_EVERY_S:.0f} frames per second; "
@@ -159,11 +186,14 @@ def add_live_section(classifier: runtime.Classifier, top_k: int,
                                   elem_id="live-answer")
                 status = gr.Markdown(elem_id="live-status")
         meter = gr.State(None)
+        opened_by_page = gr.State(False)  # set by the page's load event, never by a request's data
+        page.load(mark_page_session, outputs=[opened_by_page], api_visibility="private", show_progress="hidden")
         # preprocess=False: frames reach classify_frame as the browser's data URL (see frame_source).
         # api_visibility="private": the stream is the page's, not an API. gradio_client cannot
         # drive a stream (it fails on the "process_streaming" message, then waits), so listing it
         # only invited callers that hold a live slot without sending frames.
-        camera.stream(make_classify_frame(classifier, top_k, max_bytes), inputs=[camera, meter],
+        camera.stream(page_only(make_classify_frame(classifier, top_k, max_bytes)),
+                      inputs=[camera, meter, opened_by_page],
                       outputs=[answer, status, meter], stream_every=STREAM_EVERY_S, time_limit=TIME_LIMIT_S,
                       concurrency_limit=LIVE_CONCURRENCY_LIMIT, concurrency_id=LIVE_CONCURRENCY_ID,
                       preprocess=False, show_progress="hidden", api_name="live_frame", api_visibility="private")

@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from demo import explain, inputs, live
+from demo import body_limit, explain, inputs, live
 from edge import artifacts, formatting, preprocess, run_folder, runtime
 from edge.errors import UserError
 
@@ -401,7 +401,7 @@ def build_demo(models: DemoModels, report_url: str | None = None,
                 where = gr.Image(label="Where it looked", type="pil", interactive=False, height=320, elem_id="where")
                 where_caption = gr.Markdown(elem_id="where-caption")
         details = gr.Markdown(elem_id="details")
-        live.add_live_section(models.model, TOP_K, max_bytes)  # the webcam stream to the served model (demo/live.py)
+        live.add_live_section(demo, models.model, TOP_K, max_bytes)  # the webcam stream to the served model (demo/live.py)
         with gr.Accordion("Float vs int8 on the test set", open=True):
             gr.Markdown(quantization_markdown(models))
         with gr.Accordion("About this model", open=False):
@@ -436,8 +436,12 @@ def launch(demo: gr.Blocks, models: DemoModels, server_port: int | None = None, 
     nothing of any other exception. Gradio's refusal of a FileData path outside its uploads
     names the server's absolute path (and so its working directory); it reaches the caller
     as a bare error instead.
+    Every request body is bounded by the same cap (demo/body_limit.py): an oversized one is
+    refused with 413 before Gradio reads it.
     """
+    middleware = [body_limit.middleware(demo.max_file_size)] if demo.max_file_size is not None else []
     return demo.launch(server_port=server_port, server_name=server_name, share=share,
+                       app_kwargs={"middleware": middleware},
                        max_file_size=demo.max_file_size, allowed_paths=allowed_paths(models),
                        prevent_thread_lock=prevent_thread_lock, show_error=False, ssr_mode=False,
                        theme=gr.themes.Soft())

@@ -26,7 +26,7 @@ from PIL import Image
 
 from conftest import as_upload
 from demo import app as demo_app
-from demo import explain, inputs, local_server, ui
+from demo import body_limit, explain, inputs, live, local_server, ui
 from edge import artifacts, formatting, occlusion, run_folder, runtime
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -468,6 +468,120 @@ def test_inline_images_over_the_upload_cap_are_refused_over_http(app_server, mod
     assert kind == "complete" and data[0]["label"] == next(iter(models.model.classify(PHOTOS[0], 1)))[0], data
 
 
+def test_the_body_bound_holds_an_image_at_the_cap_and_little_more():
+    """The request-body bound fits one inline image (or upload) at the cap and its envelope, and not much more."""
+    cap = inputs.byte_count(UPLOAD_LIMIT)
+    at_cap = json.dumps({"data": [{"url": _data_url(os.urandom(cap), "image/png"), "orig_name": "x" * 255,
+                                   "meta": {"_type": "gradio.FileData"}}], "session_hash": "s" * 32}).encode()
+    bound = body_limit.body_bound(cap)
+    assert len(at_cap) <= bound <= cap * 4 // 3 + body_limit.BODY_OVERHEAD_BYTES + 4
+
+
+# A request body this large is what issue 17 sent: a 40 MiB image as a data URL. One used to add about
+# its size to the server's resident memory for good (4 of them: 314 -> 704 MiB); refused by
+# demo/body_limit.py, none is read, so the server's memory may move only by allocator noise.
+OVERSIZED_BODY_BYTES = 53 * 1024 * 1024
+OVERSIZED_REQUESTS = 4
+# How far the server's resident memory may move over OVERSIZED_REQUESTS refused requests: under half
+# of what a single such body used to keep, and well above the few MiB a served request moves it.
+RSS_TOLERANCE_MIB = 24
+
+
+def _resident_mib(pid: int) -> float:
+    """Resident memory of a process in MiB: psutil when installed, else /proc/PID/status's VmRSS."""
+    try:
+        import psutil
+    except ImportError:
+        status = Path(f"/proc/{pid}/status").read_text()
+        return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1]) / 1024
+    return psutil.Process(pid).memory_info().rss / 2**20
+
+
+def _post_raw(url: str, path: str, headers: dict[str, str], body_parts: list[bytes] = ()) -> bytes:
+    """POST over a bare socket (headers, then `body_parts` as written), and what the server answered.
+
+    A server that refuses a body closes the connection without reading the rest, so a write may fail;
+    the answer is read anyway (empty when the connection was reset first).
+    """
+    import socket
+    from urllib.parse import urlsplit
+    address = urlsplit(url)
+    lines = [f"POST {path} HTTP/1.1", f"Host: {address.netloc}", *(f"{key}: {value}" for key, value in headers.items())]
+    with socket.create_connection((address.hostname, address.port), timeout=120) as connection:
+        connection.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("ascii"))
+        try:
+            for part in body_parts:
+                connection.sendall(part)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer = b""
+        try:
+            while chunk := connection.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+    return answer
+
+
+def _status_of(answer: bytes) -> int | None:
+    return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else None
+
+
+def _oversized_json(size: int) -> bytes:
+    """A well-formed /call/predict body of `size` bytes: one inline image, base64 text all "A"s."""
+    head, tail = b'{"data":[{"url":"data:image/png;base64,', b'"}]}'
+    return head + b"A" * (size - len(head) - len(tail)) + tail
+
+
+def _chunked(body: bytes, chunk_bytes: int = 16 * 1024) -> list[bytes]:
+    """`body` in HTTP/1.1 chunked framing, without the final empty chunk."""
+    return [b"%x\r\n%s\r\n" % (len(body[start:start + chunk_bytes]), body[start:start + chunk_bytes])
+            for start in range(0, len(body), chunk_bytes)]
+
+
+@pytest.mark.slow
+def test_oversized_request_bodies_are_refused_before_they_are_read(app_server, models):
+    """Over HTTP: a body over the bound gets 413, whether it declares its length or comes chunked."""
+    bound = body_limit.body_bound(inputs.byte_count(UPLOAD_LIMIT))
+    json_type = {"Content-Type": "application/json"}
+    # Declared too large: refused from the headers alone, before any of the body is sent.
+    answer = _post_raw(app_server.url, "/gradio_api/call/predict", {**json_type, "Content-Length": str(bound + 1)})
+    assert _status_of(answer) == body_limit.STATUS_TOO_LARGE and answer.endswith(body_limit.REFUSAL), answer[:300]
+    # Chunked, no length: refused once the count passes the bound. Exactly one byte past it is sent,
+    # all of which the server must read to know, so the answer is never lost to a reset.
+    answer = _post_raw(app_server.url, "/gradio_api/call/predict", {**json_type, "Transfer-Encoding": "chunked"},
+                       _chunked(_oversized_json(bound + 1)))
+    assert _status_of(answer) == body_limit.STATUS_TOO_LARGE and answer.endswith(body_limit.REFUSAL), answer[:300]
+    # The same route still serves a normal call, sent chunked too.
+    photo = json.dumps({"data": [{"url": _data_url(PHOTOS[0].read_bytes())}]}).encode()
+    answer = _post_raw(app_server.url, "/gradio_api/call/predict", {**json_type, "Transfer-Encoding": "chunked"},
+                       _chunked(photo) + [b"0\r\n\r\n"])
+    assert _status_of(answer) == 200 and b"event_id" in answer, answer[:300]
+    kind, data = _raw_call(app_server.url, "predict", [{"url": _data_url(PHOTOS[0].read_bytes())}])
+    assert kind == "complete" and data[0]["label"] == next(iter(models.model.classify(PHOTOS[0], 1)))[0], data
+
+
+@pytest.mark.slow
+def test_oversized_request_bodies_leave_the_server_memory_where_it_was(app_server, models):
+    """Issue 17's four 53 MiB inline images, sent whole: the server's resident memory stays put."""
+    pid = app_server.process.pid
+    photo = [{"url": _data_url(PHOTOS[0].read_bytes())}]
+    expected = next(iter(models.model.classify(PHOTOS[0], 1)))[0]
+    body = _oversized_json(OVERSIZED_BODY_BYTES)
+    headers = {"Content-Type": "application/json", "Content-Length": str(len(body))}
+    parts = [body[start:start + 2**20] for start in range(0, len(body), 2**20)]
+    _post_raw(app_server.url, "/gradio_api/call/predict", headers, parts)  # the refusal path, warmed up
+    assert _raw_call(app_server.url, "predict", photo)[1][0]["label"] == expected
+    before = _resident_mib(pid)
+    answers = [_post_raw(app_server.url, "/gradio_api/call/predict", headers, parts)
+               for _ in range(OVERSIZED_REQUESTS)]
+    after = _resident_mib(pid)
+    print(f"server resident memory {before:.0f} -> {after:.0f} MiB over {OVERSIZED_REQUESTS} refused bodies")
+    assert all(_status_of(answer) in (body_limit.STATUS_TOO_LARGE, None) for answer in answers), answers
+    assert abs(after - before) <= RSS_TOLERANCE_MIB, f"resident memory {before:.0f} -> {after:.0f} MiB"
+    assert _raw_call(app_server.url, "predict", photo)[1][0]["label"] == expected and app_server.alive()
+
+
 @pytest.mark.slow
 def test_the_live_stream_is_not_an_api(app_server, client):
     """/live_frame is the page's stream, not an endpoint: gradio_client cannot find it (it used to hang on it)."""
@@ -478,6 +592,64 @@ def test_the_live_stream_is_not_an_api(app_server, client):
     assert set(info["named_endpoints"]) == named and not info.get("unnamed_endpoints")
     with pytest.raises(ValueError, match="Cannot find a function with `api_name`: /live_frame"):
         client.predict(api_name="/live_frame")  # refused at once, from the client's own copy of the API
+
+
+# How long a page's stream may take to give its first answer while raw callers have tried to hold
+# every live slot. An answer takes milliseconds; a slot held by a raw caller would free up only after
+# live.TIME_LIMIT_S (120 s). The margin is for a busy 2-core test machine, and it is still a quarter of that.
+LIVE_START_BOUND_S = 30
+
+
+def _page_stream_first_answer(url: str, frame: dict) -> tuple[str, dict]:
+    """Do what the page does: its load event, then a stream with one frame; (event id, first streamed message)."""
+    import uuid
+    import httpx
+    session = uuid.uuid4().hex
+    dependencies = httpx.get(url + "config", timeout=60).json()["dependencies"]
+    mark = next(item for item in dependencies if any(event == "load" for _, event in item["targets"]))
+    stream = next(item for item in dependencies if item.get("api_name") == "live_frame")
+    with httpx.Client(base_url=url, timeout=120) as http:
+        def join(dependency: dict, data: list) -> str:
+            answer = http.post("gradio_api/queue/join", json={
+                "data": data, "event_data": None, "fn_index": dependency["id"],
+                "trigger_id": dependency["targets"][0][0], "session_hash": session})
+            answer.raise_for_status()
+            return answer.json()["event_id"]
+        join(mark, [])
+        event_id = join(stream, [frame, None, None])
+        with http.stream("GET", "gradio_api/queue/data", params={"session_hash": session}) as events:
+            for line in events.iter_lines():
+                message = json.loads(line.removeprefix("data: ")) if line.startswith("data: ") else {}
+                if message.get("event_id") == event_id and message.get("msg") in ("process_streaming",
+                                                                                  "process_completed"):
+                    http.post(f"gradio_api/stream/{event_id}/close")  # end the stream, as the stop button does
+                    return event_id, message
+    raise AssertionError("the page's stream gave no answer")
+
+
+@pytest.mark.slow
+def test_raw_callers_cannot_hold_the_live_slots(app_server, models):
+    """More raw POST /call/live_frame callers than live slots, none reading: the page's stream still starts."""
+    import time
+    import httpx
+    frame = {"url": _data_url(PHOTOS[0].read_bytes())}
+    with httpx.Client(base_url=app_server.url, timeout=120) as http:
+        raw_events = [http.post("gradio_api/call/live_frame", json={"data": [frame]}).json()["event_id"]
+                      for _ in range(live.LIVE_CONCURRENCY_LIMIT + 2)]
+    start = time.monotonic()
+    _, message = _page_stream_first_answer(app_server.url, frame)
+    elapsed_s = time.monotonic() - start
+    assert message["msg"] == "process_streaming" and message["success"], message
+    answer = message["output"]["data"][0]
+    assert answer["label"] == next(iter(models.model.classify(PHOTOS[0], 1)))[0], answer
+    assert elapsed_s < LIVE_START_BOUND_S, f"the page's stream waited {elapsed_s:.0f} s for a live slot"
+    # Each raw caller was refused at its first call, which ended its stream (read only now).
+    with httpx.Client(base_url=app_server.url, timeout=120) as http:
+        for event_id in raw_events:
+            with http.stream("GET", f"gradio_api/call/live_frame/{event_id}") as events:
+                lines = list(events.iter_lines())
+            assert "event: error" in lines, lines
+            assert any(live.NOT_FROM_THE_PAGE in line for line in lines) or "data: null" in lines, lines
 
 
 @pytest.mark.slow

@@ -150,6 +150,21 @@ def test_the_page_streams_the_webcam_to_the_served_model(models):
                for dependency in demo.fns.values())
 
 
+def test_only_a_session_the_page_opened_may_stream(models):
+    """The stream refuses a session the page's load event did not mark (a raw API call), at its first call."""
+    classify_page_frame = live.page_only(live.make_classify_frame(models.model, ui.TOP_K))
+    with pytest.raises(gr.Error, match="open the page"):
+        classify_page_frame(_frame(_camera_pixels(0)), None, False)
+    answer, status, meter = classify_page_frame(_frame(_camera_pixels(0)), None, live.mark_page_session())
+    assert answer and status.startswith("Frame 1: ") and meter.frames == 1
+    demo = ui.build_demo(models)
+    stream = next(dependency for dependency in demo.fns.values()
+                  if any(event == "stream" for _, event in dependency.targets))
+    marks = [dependency for dependency in demo.fns.values() if dependency.fn is live.mark_page_session]
+    assert len(marks) == 1 and [event for _, event in marks[0].targets] == ["load"]
+    assert marks[0].outputs[0] is stream.inputs[-1]  # the load event sets the very State the stream reads
+
+
 def test_frame_benchmark_runs(smoke_run):
     """benchmarks/live_frame.py on the smoke model: a few frames, no frame skipped, the figures printed."""
     result = subprocess.run([sys.executable, str(REPOSITORY / "benchmarks" / "live_frame.py"), "--run", str(smoke_run),
