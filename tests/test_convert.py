@@ -16,6 +16,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 import typing
 from pathlib import Path
 
@@ -388,6 +389,35 @@ def test_served_variant_is_the_fastest_within_the_gate():
     quantization["variants"]["int8"].update(drop_points=1.0, latency_ms=50.0)
     assert check.served_variant(quantization) == "int8"  # within the gate, int8 is served even when slower
     assert check.served_variant({"max_drop": -1.0, "variants": {"int8": measured(0.0, 1.0)}}) == "int8"
+
+
+def test_an_export_removes_what_killed_exports_left(tmp_path, monkeypatch, capsys):
+    """A kill leaves .partial-* files (edge/artifacts.atomic_path) and a workspace named with the export's
+    process id; the next export removes them, but not the workspace of an export still running."""
+    run_dir = tmp_path / "run"
+    (run_dir / "tflite").mkdir(parents=True)
+    partials = [run_dir / ".partial-k1-quantization.json", run_dir / "tflite" / ".partial-k2-model_int8.tflite"]
+    for path in partials:
+        path.write_bytes(b"half a file")
+    temporary = tmp_path / "tmp"
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    running = subprocess.Popen(["sleep", "600"])
+    try:
+        dead = temporary / f"{export.workspace_prefix(finished.pid)}k3"
+        alive = temporary / f"{export.workspace_prefix(running.pid)}k4"
+        unnamed = temporary / "export-k5"  # no process id in the name: whose it is cannot be told
+        for workspace in (dead, alive, unnamed):
+            (workspace / "saved_model").mkdir(parents=True)
+        assert export.main(["--run", str(run_dir)]) == 2  # no model.keras: refused, after the clean-up
+    finally:
+        running.kill()
+        running.wait()
+    assert not any(path.exists() for path in partials) and not dead.exists()
+    assert alive.is_dir() and unnamed.is_dir()
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("removed")]
+    assert len(lines) == 1 and str(dead) in lines[0] and all(str(path) in lines[0] for path in partials)
 
 
 def test_served_model_follows_metadata(tmp_path):
