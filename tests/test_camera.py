@@ -569,17 +569,35 @@ def test_default_model_is_models_folder_else_newest_run(tmp_path):
     for path, age in ((older, 100), (newer, 0)):
         path.parent.mkdir(parents=True)
         path.write_bytes(b"")
+        (path.parent / "metadata.json").write_text('{"served": "int8"}')  # as a finished export leaves it
         os.utime(path, (time.time() - age, time.time() - age))
     assert camera.find_default_model(tmp_path) == newer
     copied = tmp_path / "models" / camera.DEFAULT_MODEL_FILE
     copied.parent.mkdir()
     copied.write_bytes(b"")
+    (copied.parent / "metadata.json").write_text('{"served": "int8"}')
     assert camera.find_default_model(tmp_path) == copied
     # The folder's metadata.json names what to serve (the export's "served"): the camera follows it.
     mixed = copied.parent / "model_int8_mixed.tflite"
     mixed.write_bytes(b"")
     (copied.parent / "metadata.json").write_text('{"served": "int8_mixed"}')
     assert camera.find_default_model(tmp_path) == mixed
+
+
+def test_an_unchecked_default_model_is_refused_in_one_line(tmp_path, tiny_model, image_folder, capsys):
+    """A run whose export was killed after model_int8.tflite, before the check (no metadata.json): the
+    camera does not serve it by default, and says how to fix it; named with --model, it is served."""
+    folder = tmp_path / "runs" / "killed" / "tflite"
+    folder.mkdir(parents=True)
+    for name in (tiny_model.name, "labels.txt"):
+        (folder / name).write_bytes((tiny_model.parent / name).read_bytes())
+    with pytest.raises(runtime.run_folder.UncheckedModelError) as refused:
+        camera.find_default_model(tmp_path)
+    assert errors.report(refused.value, command="camera") == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and f"python train/export.py --run {folder.parent}" in lines[0]
+    assert camera.main(["--model", str(folder / tiny_model.name), "--source", str(image_folder), "--frames", "1",
+                        "--headless"]) == 0
 
 
 def test_options_reject_bad_values():

@@ -13,6 +13,7 @@ drowns the other units, which is how EfficientNet's wide activations break int8.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -420,14 +421,45 @@ def test_an_export_removes_what_killed_exports_left(tmp_path, monkeypatch, capsy
     assert len(lines) == 1 and str(dead) in lines[0] and all(str(path) in lines[0] for path in partials)
 
 
-def test_served_model_follows_metadata(tmp_path):
+def test_served_model_follows_metadata_and_refuses_an_unchecked_folder(tmp_path):
+    folder = tmp_path / "run" / "tflite"
+    folder.mkdir(parents=True)
     for variant in ("int8", "float32", "int8_mixed"):
-        (tmp_path / run_folder.variant_file(variant)).write_bytes(b"x")
-    assert run_folder.served_model(tmp_path).name == "model_int8.tflite"  # no metadata.json: int8
-    artifacts.write_json(tmp_path / "metadata.json", {"served": "int8_mixed"})
-    assert run_folder.served_model(tmp_path).name == "model_int8_mixed.tflite"
-    artifacts.write_json(tmp_path / "metadata.json", {"served": "16x8"})  # named, but no such file
-    assert run_folder.served_model(tmp_path).name == "model_int8.tflite"
+        (folder / run_folder.variant_file(variant)).write_bytes(b"x")
+    # No metadata.json: the export did not finish its check (killed after model_int8.tflite, say).
+    with pytest.raises(run_folder.UncheckedModelError, match=r"no metadata\.json.*python train/export\.py --run "
+                                                              + re.escape(str(tmp_path / "run"))):
+        run_folder.served_model(folder)
+    artifacts.write_json(folder / "metadata.json", {"served": "int8_mixed"})
+    assert run_folder.served_model(folder).name == "model_int8_mixed.tflite"
+    artifacts.write_json(folder / "metadata.json", {"served": "16x8"})  # named, but no such file
+    with pytest.raises(run_folder.UncheckedModelError, match="model_16x8.tflite, which is not there"):
+        run_folder.served_model(folder)
+    artifacts.write_json(folder / "metadata.json", {"model": "tiny"})  # not what the export writes
+    with pytest.raises(run_folder.UncheckedModelError, match="names no served variant"):
+        run_folder.served_model(folder)
+
+
+@pytest.mark.slow
+def test_an_export_killed_after_the_int8_file_leaves_nothing_served(exported, tmp_path, monkeypatch):
+    """The export stops (as a kill would) right after writing model_int8.tflite, before the check:
+    the folder's old metadata.json must not vouch for the new, unchecked file."""
+    source, _, model, splits = exported
+    run_dir = tmp_path / "run"
+    shutil.copytree(source, run_dir)
+    assert run_folder.served_model(run_dir / "tflite").name == run_folder.INT8_MODEL_FILE  # checked: served
+
+    class Killed(BaseException):
+        pass
+
+    def killed(*arguments, **keywords):
+        raise Killed()
+    monkeypatch.setattr(export, "_judge_fallback", killed)  # the step right after model_int8.tflite is written
+    with pytest.raises(Killed):
+        export.export_run(run_dir, model=model, splits=splits, max_drop=TOY_MAX_DROP, **FAST)
+    assert (run_dir / "tflite" / run_folder.INT8_MODEL_FILE).is_file()
+    with pytest.raises(run_folder.UncheckedModelError, match="python train/export.py --run"):
+        run_folder.served_model(run_dir / "tflite")
 
 
 @pytest.mark.slow
