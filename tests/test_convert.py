@@ -421,6 +421,26 @@ def test_an_export_removes_what_killed_exports_left(tmp_path, monkeypatch, capsy
     assert len(lines) == 1 and str(dead) in lines[0] and all(str(path) in lines[0] for path in partials)
 
 
+@pytest.mark.slow
+def test_the_export_prints_each_step_with_its_time(toy, tmp_path, capsys):
+    """Minutes on B0 must not pass in silence: a line per variant written, per search step and per
+    variant checked, each ending with the time it took."""
+    source, model, splits = toy
+    run_dir = tmp_path / "run"
+    shutil.copytree(source, run_dir)
+    export.export_run(run_dir, model=model, splits=splits, max_drop=TOY_MAX_DROP, **FAST)
+    lines = capsys.readouterr().out.splitlines()
+    timed = re.compile(r".* in \d+\.\d s$")
+    for variant in ("float32", "float16", "dynamic"):
+        assert any(line.startswith(f"export: model_{variant}.tflite (") and timed.match(line) for line in lines), lines
+    assert any(line.startswith("export: model_int8.tflite (") for line in lines), lines
+    assert any(line.startswith("int8 search: calibrated on 100 training images") and timed.match(line)
+               for line in lines), lines
+    assert any(line.startswith("int8 search: int8 with 0 float tensors") and timed.match(line) for line in lines)
+    for variant in export.VARIANTS:
+        assert any(line.startswith(f"check: {variant} on ") and timed.match(line) for line in lines), lines
+
+
 def test_served_model_follows_metadata_and_refuses_an_unchecked_folder(tmp_path):
     folder = tmp_path / "run" / "tflite"
     folder.mkdir(parents=True)

@@ -50,7 +50,7 @@ from typing import Any, Callable, Literal, Optional, Sequence
 
 import numpy as np
 
-from edge import artifacts, configuration, errors, run_folder, runtime
+from edge import artifacts, configuration, errors, formatting, run_folder, runtime
 from edge.configuration import option
 from edge.errors import UserError
 from train import check, data, export_graph, export_search, export_tflite, models, qat, report
@@ -175,16 +175,20 @@ def run(config: ExportConfig, model: Any = None, splits: Any = None, reference_p
                             test_reference=reference_probabilities)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=workspace_prefix(os.getpid())) as workspace:
+        step = time.perf_counter()
         saved_model = export_tflite.export_saved_model(model, Path(workspace) / "saved_model", run_dir)
         # The quantized variants end at the logits (softmax on the device, in float): see models.logits_model.
         logits = models.logits_model(model)
         quantized_source = saved_model if logits is None else export_tflite.export_saved_model(
             logits, Path(workspace) / "saved_model_logits", run_dir, output_name=runtime.LOGITS_OUTPUT)
+        _progress("SavedModel for the converter", step)
         paths = {}
         for variant in config.variants:
             if variant != "int8":
+                step = time.perf_counter()
                 paths[variant] = artifacts.write_atomic(tflite_dir / run_folder.variant_file(variant),
                                                         export_tflite.convert_float(saved_model, variant))
+                _progress(f"{paths[variant].name} ({formatting.size(paths[variant].stat().st_size)})", step)
         calibration = _calibration_images(splits, config)
         make_qat = None
         if logits is not None and config.qat != 0:
@@ -195,6 +199,8 @@ def run(config: ExportConfig, model: Any = None, splits: Any = None, reference_p
                                            debug_samples=config.debug_samples, make_qat=make_qat,
                                            always_qat=bool(config.qat))
         paths["int8"] = artifacts.write_atomic(tflite_dir / run_folder.INT8_MODEL_FILE, search["int8"])
+        print(f"export: {paths['int8'].name} ({formatting.size(len(search['int8']))}), scheme {search['int8_scheme']}",
+              flush=True)
         fallback = _judge_fallback(search["fallback"], checker, saved_model, paths, Path(workspace))
         if fallback is not None and fallback["shipped"]:
             paths[fallback["variant"]] = artifacts.write_atomic(
@@ -269,6 +275,11 @@ def _process_exists(pid: int) -> bool:
     except PermissionError:  # Another user's process: it exists.
         return True
     return True
+
+
+def _progress(what: str, started: float) -> None:
+    """One line of the export's progress: what was done, and how long it took since `started`."""
+    print(f"export: {what} in {formatting.step_time(time.perf_counter() - started)}", flush=True)
 
 
 def _say_removed(removed: list[Path]) -> None:
