@@ -4,9 +4,12 @@
       config.json        the resolved training configuration     (train/run.py)
       model.keras        best checkpoint, the full Keras model    (train/callbacks.py)
       labels.txt         one class name per line, in output order
-      metadata.json      input size, backbone, dataset, versions, what training ran on
+      metadata.json      input size, backbone, dataset, versions, what training ran on,
+                         best_epoch (counted from 1, as the console prints epochs)
       history.csv        per-epoch metrics of both stages
-      state.json         completed stages and the best epoch, for --resume
+      state.json         completed stages and the best epoch (from 0, as history.csv), for --resume
+      checkpoints/       after_<stage>.weights.h5, backup_<stage>/ for --resume  (train/run.py)
+      logs/              TensorBoard event files, with --tensorboard            (train/run.py)
       metrics.json       test-set metrics of the float model      (train/evaluate.py)
       quantization.json  every TFLite variant against the float model (train/check.py)
       report.md          the human summary                        (train/report.py)
