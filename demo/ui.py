@@ -98,10 +98,11 @@ def find_model_files(folder: str | Path | None = None, model: str | Path | None 
             raise DemoError(f"{folder}: folder not found")
         tflite_folder = folder / run_folder.TFLITE_DIR
         model_folder = tflite_folder if tflite_folder.is_dir() else folder
-        model_path = run_folder.served_model(model_folder)  # What metadata.json says to serve, else int8.
-        if not model_path.is_file():
+        if not (model_folder / run_folder.INT8_MODEL_FILE).is_file():  # The export always writes int8.
             raise DemoError(f"{folder}: no {run_folder.INT8_MODEL_FILE} in {model_folder} "
                             "(export the run first: python train/export.py --run RUN)")
+        # What metadata.json says the check passed to serve; a folder the check has not finished is refused.
+        model_path = run_folder.served_model(model_folder)
     labels = model_folder / run_folder.LABELS_FILE
     if not labels.is_file():
         raise DemoError(f"{model_folder}: no {run_folder.LABELS_FILE} next to {model_path.name}")

@@ -18,6 +18,11 @@ from typing import Any, Iterator
 from edge.errors import UserError
 
 
+#: The name every temporary file of `atomic_path` starts with: hidden from listings, and what
+#: `remove_partial_files` looks for when a killed writer left one behind.
+PARTIAL_PREFIX = ".partial-"
+
+
 class ArtifactError(UserError):
     """A model-side file (labels, metadata) is missing or malformed; the message names it."""
 
@@ -33,7 +38,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     # The temporary name ends with the whole target name: writers such as Keras check
     # endings like ".weights.h5" or ".keras", and the dot prefix hides it from listings.
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".partial-", suffix=f"-{target.name}")
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=PARTIAL_PREFIX, suffix=f"-{target.name}")
     os.close(handle)
     temporary_path = Path(temporary)
     try:
@@ -44,6 +49,17 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     finally:
         if temporary_path.exists():
             temporary_path.unlink()
+
+
+def remove_partial_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files (`PARTIAL_PREFIX`) that a writer killed inside `atomic_path` left
+    in `folder`; return them. Only for a folder no other process is writing into at the time."""
+    removed = []
+    for path in sorted(Path(folder).glob(f"{PARTIAL_PREFIX}*")):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def write_atomic(target: str | os.PathLike, data: bytes | str) -> Path:

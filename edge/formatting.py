@@ -40,3 +40,11 @@ def duration(seconds: Any) -> str:
     minutes, rest = divmod(int(round(float(seconds))), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min" if hours else (f"{minutes} min {rest:02d} s" if minutes else f"{rest} s")
+
+
+def step_time(seconds: Any) -> str:
+    """How long one step of a command took, in its progress line: "0.4 s" under a minute (a step that
+    short still reads as a time), else as `duration` writes it ("3 min 07 s")."""
+    if seconds is None:
+        return NOT_AVAILABLE
+    return f"{float(seconds):.1f} s" if float(seconds) < 60 else duration(seconds)

@@ -4,9 +4,12 @@
       config.json        the resolved training configuration     (train/run.py)
       model.keras        best checkpoint, the full Keras model    (train/callbacks.py)
       labels.txt         one class name per line, in output order
-      metadata.json      input size, backbone, dataset, versions, what training ran on
+      metadata.json      input size, backbone, dataset, versions, what training ran on,
+                         best_epoch (counted from 1, as the console prints epochs)
       history.csv        per-epoch metrics of both stages
-      state.json         completed stages and the best epoch, for --resume
+      state.json         completed stages and the best epoch (from 0, as history.csv), for --resume
+      checkpoints/       after_<stage>.weights.h5, backup_<stage>/ for --resume  (train/run.py)
+      logs/              TensorBoard event files, with --tensorboard            (train/run.py)
       metrics.json       test-set metrics of the float model      (train/evaluate.py)
       quantization.json  every TFLite variant against the float model (train/check.py)
       report.md          the human summary                        (train/report.py)
@@ -51,8 +54,7 @@ CONVERTED_VARIANTS = ("float32", "float16", "dynamic", "int8")
 #: float ("int8_mixed"), and int16 activations with int8 weights ("16x8"). Never as model_int8.
 FALLBACK_VARIANTS = ("int8_mixed", "16x8")
 VARIANTS = CONVERTED_VARIANTS + FALLBACK_VARIANTS
-#: What the demo and the camera serve when metadata.json does not say, and the float file they
-#: compare it with.
+#: What the demo and the camera serve when the check passes it, and the float file they compare it with.
 SERVED_VARIANT = "int8"
 REFERENCE_VARIANT = "float32"
 
@@ -72,14 +74,38 @@ INT8_MODEL_FILE = variant_file(SERVED_VARIANT)
 FLOAT_MODEL_FILE = variant_file(REFERENCE_VARIANT)
 
 
+class UncheckedModelError(artifacts.ArtifactError):
+    """A model folder holds no record that the export's float-vs-int8 check ran on its files."""
+
+
 def served_model(folder: str | os.PathLike) -> Path:
     """The .tflite file in `folder` to serve: the variant its metadata.json names under "served"
-    (int8 when it passed the float-vs-int8 gate, else the fastest that did), else model_int8.tflite."""
+    (int8 when it passed the float-vs-int8 gate, else the fastest that did).
+
+    The export writes metadata.json last, after the check, and removes it before it rewrites a model
+    file; so a folder without it, or whose "served" names no file there, holds models nobody checked
+    (a killed or failed export) and is refused with UncheckedModelError.
+    """
     folder = Path(folder)
-    served = read_optional_json(folder / METADATA_FILE).get("served")
-    if isinstance(served, str) and served in VARIANTS and (folder / variant_file(served)).is_file():
-        return folder / variant_file(served)
-    return folder / INT8_MODEL_FILE
+    metadata_path = folder / METADATA_FILE
+    if not metadata_path.is_file():
+        raise UncheckedModelError(_unchecked(folder, f"no {METADATA_FILE}: the export did not finish its check"))
+    served = artifacts.read_json(metadata_path).get("served")
+    if not isinstance(served, str) or served not in VARIANTS:
+        raise UncheckedModelError(_unchecked(folder, f"{METADATA_FILE} names no served variant"))
+    if not (folder / variant_file(served)).is_file():
+        raise UncheckedModelError(_unchecked(folder, f"{METADATA_FILE} serves {variant_file(served)}, "
+                                                     "which is not there"))
+    return folder / variant_file(served)
+
+
+def _unchecked(folder: Path, problem: str) -> str:
+    """The one-line refusal of an unchecked model folder, with the command that fixes it."""
+    if folder.name == TFLITE_DIR:  # A run's own folder: exporting the run again writes and checks it.
+        fix = f"export the run again (python train/export.py --run {folder.parent})"
+    else:  # A copy (models/ on a Pi, a Space bundle): it needs every file of an exported run's tflite/.
+        fix = "copy all the files of an exported run's tflite/ here (python train/export.py --run RUN writes them)"
+    return f"{folder}: {problem}; {fix}, or name a model file to serve it unchecked"
 
 
 def read_optional_json(path: str | os.PathLike) -> dict[str, Any]:

@@ -64,7 +64,8 @@ def find_default_model(root: str | Path) -> Path:
 
     Looks for a folder holding model_int8.tflite: `root`/models/ (where a Pi owner copies the files
     and the Space bundle holds them), then `root`/edge/models/, then the newest `root`/runs/*/tflite/.
-    In that folder it serves what metadata.json names (`run_folder.served_model`), else int8.
+    In that folder it serves what metadata.json names (`run_folder.served_model`); a folder without it,
+    whose export did not finish the float-vs-int8 check, is refused (run_folder.UncheckedModelError).
     """
     root = Path(root)
     for folder in MODEL_FOLDERS:

@@ -129,3 +129,16 @@ def test_every_console_script_names_a_main():
         module = importlib.import_module(module_name)
         assert callable(getattr(module, function)), name
         assert 'if __name__ == "__main__":' in Path(module.__file__).read_text(), f"python -m {module_name}"
+
+
+@pytest.mark.slow
+def test_the_run_folder_list_names_everything_a_run_holds(smoke_run):
+    """docs/architecture.md lists every file and folder of a run folder: each entry of a finished run
+    (trained, evaluated, exported), and logs/, which only --tensorboard writes."""
+    text = (REPOSITORY / "docs" / "architecture.md").read_text(encoding="utf-8")
+    block = text.split("```\nruns/NAME/\n", 1)[1].split("```", 1)[0]
+    listed = {line.split()[0] for line in block.splitlines() if line.startswith("  ") and not line.startswith("   ")}
+    present = {path.name + ("/" if path.is_dir() else "") for path in smoke_run.iterdir()}
+    present = {name if name != "plots/" else "plots/*.png" for name in present}
+    assert present <= listed, f"not in the list: {sorted(present - listed)}"
+    assert "logs/" in listed

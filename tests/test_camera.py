@@ -26,6 +26,7 @@ import io
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import struct
@@ -257,12 +258,15 @@ def test_an_unwritable_save_folder_is_one_line_and_exit_1(tiny_model, image_fold
 
 
 def run_and_stop_with_signal(model: Path, folder: Path, stop_signal: signal.Signals,
-                             sigint_at_start: signal.Handlers, output_folder: Path) -> tuple[int, list[str], str]:
+                             sigint_at_start: signal.Handlers, output_folder: Path,
+                             arguments: tuple[str, ...] = ()) -> tuple[int, list[str], str]:
     """Start the script at --fps-limit 1, send `stop_signal` once it has printed its first frame, and wait.
 
     `sigint_at_start` (SIG_IGN or SIG_DFL) is SIGINT's disposition when the
     script starts, set in the child before it executes Python; SIGTERM starts
-    at its default. Returns the exit status, the frame lines and stderr.
+    at its default. `arguments` go first on the command line; the model, the
+    folder, --headless and --fps-limit 1 follow them (and so win). Returns the
+    exit status, the frame lines and stderr.
     Output goes to files, so that no pipe can fill up while the test waits.
     """
     def set_start_signals() -> None:  # Runs in the child, between fork and exec.
@@ -271,8 +275,8 @@ def run_and_stop_with_signal(model: Path, folder: Path, stop_signal: signal.Sign
 
     stdout_path, stderr_path = output_folder / "stdout.txt", output_folder / "stderr.txt"
     with open(stdout_path, "w") as stdout, open(stderr_path, "w") as stderr:
-        process = subprocess.Popen([sys.executable, str(SCRIPT), "--model", str(model), "--source", str(folder),
-                                    "--headless", "--fps-limit", "1"],
+        process = subprocess.Popen([sys.executable, str(SCRIPT), *arguments, "--model", str(model),
+                                    "--source", str(folder), "--headless", "--fps-limit", "1"],
                                    cwd=REPOSITORY, stdout=stdout, stderr=stderr, preexec_fn=set_start_signals)
     try:
         # Signal only once the loop is running: after a whole first line, not after a guessed delay.
@@ -315,6 +319,52 @@ def test_a_stop_signal_stops_cleanly(tiny_model, long_image_folder, tmp_path, si
     assert returncode == stopping.exit_code_for(stop_signal) == exit_code, error
     assert exit_code == (camera.EXIT_INTERRUPTED if stop_signal == signal.SIGINT else camera.EXIT_TERMINATED)
     assert_stopped_cleanly(lines, error, stop_signal.name)
+
+
+SERVICE_FILE = REPOSITORY / "edge" / "cifar-camera.service"
+
+
+def service_settings() -> dict[str, list[str]]:
+    """edge/cifar-camera.service as {key: [values]} (a key may repeat), comments and section lines left out."""
+    settings: dict[str, list[str]] = {}
+    for line in SERVICE_FILE.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", ";", "[")):
+            key, _, value = line.partition("=")
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+def service_camera_arguments() -> list[str]:
+    """The camera's own arguments on the unit's ExecStart line, after the venv's python and edge/camera.py."""
+    (command,) = service_settings()["ExecStart"]
+    python, script, *arguments = shlex.split(command)
+    (working_directory,) = service_settings()["WorkingDirectory"]
+    assert python == f"{working_directory}/.venv/bin/python", "the project's venv, as docs/raspberry-pi.md makes it"
+    assert script == "edge/camera.py"  # relative to WorkingDirectory: the checkout
+    return arguments
+
+
+def test_the_service_runs_the_camera_with_options_its_parser_accepts():
+    options = camera.parse_options(service_camera_arguments())
+    assert options.serve is not None and not options.preview  # the live view over HTTP, no window at boot
+    assert options.model is None  # the default model: models/ of the checkout (docs/raspberry-pi.md)
+    settings = service_settings()
+    assert settings["Restart"] == ["on-failure"]
+    # The camera's SIGTERM exit is a clean stop for systemd, so `systemctl stop` is not marked failed.
+    assert str(camera.EXIT_TERMINATED) in " ".join(settings["SuccessExitStatus"]).split()
+    assert settings.get("KillSignal", ["SIGTERM"]) == ["SIGTERM"]
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_service_command_cleanly(tiny_model, long_image_folder, tmp_path):
+    """What `systemctl stop` does: SIGTERM to a camera started with the unit's options, serving on a free port."""
+    arguments = (*service_camera_arguments(), "--serve", "127.0.0.1:0")  # the last --serve wins: no fixed port
+    returncode, lines, error = run_and_stop_with_signal(tiny_model, long_image_folder, signal.SIGTERM,
+                                                        signal.SIG_DFL, tmp_path, arguments)
+    assert returncode == camera.EXIT_TERMINATED == 143, error
+    assert "camera: serving http://127.0.0.1:" in error
+    assert_stopped_cleanly(lines, error, "SIGTERM")
 
 
 # -- end to end: failures that need no model -------------------------------------------------------
@@ -569,17 +619,35 @@ def test_default_model_is_models_folder_else_newest_run(tmp_path):
     for path, age in ((older, 100), (newer, 0)):
         path.parent.mkdir(parents=True)
         path.write_bytes(b"")
+        (path.parent / "metadata.json").write_text('{"served": "int8"}')  # as a finished export leaves it
         os.utime(path, (time.time() - age, time.time() - age))
     assert camera.find_default_model(tmp_path) == newer
     copied = tmp_path / "models" / camera.DEFAULT_MODEL_FILE
     copied.parent.mkdir()
     copied.write_bytes(b"")
+    (copied.parent / "metadata.json").write_text('{"served": "int8"}')
     assert camera.find_default_model(tmp_path) == copied
     # The folder's metadata.json names what to serve (the export's "served"): the camera follows it.
     mixed = copied.parent / "model_int8_mixed.tflite"
     mixed.write_bytes(b"")
     (copied.parent / "metadata.json").write_text('{"served": "int8_mixed"}')
     assert camera.find_default_model(tmp_path) == mixed
+
+
+def test_an_unchecked_default_model_is_refused_in_one_line(tmp_path, tiny_model, image_folder, capsys):
+    """A run whose export was killed after model_int8.tflite, before the check (no metadata.json): the
+    camera does not serve it by default, and says how to fix it; named with --model, it is served."""
+    folder = tmp_path / "runs" / "killed" / "tflite"
+    folder.mkdir(parents=True)
+    for name in (tiny_model.name, "labels.txt"):
+        (folder / name).write_bytes((tiny_model.parent / name).read_bytes())
+    with pytest.raises(runtime.run_folder.UncheckedModelError) as refused:
+        camera.find_default_model(tmp_path)
+    assert errors.report(refused.value, command="camera") == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and f"python train/export.py --run {folder.parent}" in lines[0]
+    assert camera.main(["--model", str(folder / tiny_model.name), "--source", str(image_folder), "--frames", "1",
+                        "--headless"]) == 0
 
 
 def test_options_reject_bad_values():

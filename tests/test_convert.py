@@ -13,9 +13,11 @@ drowns the other units, which is how EfficientNet's wide activations break int8.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import typing
 from pathlib import Path
 
@@ -390,14 +392,94 @@ def test_served_variant_is_the_fastest_within_the_gate():
     assert check.served_variant({"max_drop": -1.0, "variants": {"int8": measured(0.0, 1.0)}}) == "int8"
 
 
-def test_served_model_follows_metadata(tmp_path):
+def test_an_export_removes_what_killed_exports_left(tmp_path, monkeypatch, capsys):
+    """A kill leaves .partial-* files (edge/artifacts.atomic_path) and a workspace named with the export's
+    process id; the next export removes them, but not the workspace of an export still running."""
+    run_dir = tmp_path / "run"
+    (run_dir / "tflite").mkdir(parents=True)
+    partials = [run_dir / ".partial-k1-quantization.json", run_dir / "tflite" / ".partial-k2-model_int8.tflite"]
+    for path in partials:
+        path.write_bytes(b"half a file")
+    temporary = tmp_path / "tmp"
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    running = subprocess.Popen(["sleep", "600"])
+    try:
+        dead = temporary / f"{export.workspace_prefix(finished.pid)}k3"
+        alive = temporary / f"{export.workspace_prefix(running.pid)}k4"
+        unnamed = temporary / "export-k5"  # no process id in the name: whose it is cannot be told
+        for workspace in (dead, alive, unnamed):
+            (workspace / "saved_model").mkdir(parents=True)
+        assert export.main(["--run", str(run_dir)]) == 2  # no model.keras: refused, after the clean-up
+    finally:
+        running.kill()
+        running.wait()
+    assert not any(path.exists() for path in partials) and not dead.exists()
+    assert alive.is_dir() and unnamed.is_dir()
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("removed")]
+    assert len(lines) == 1 and str(dead) in lines[0] and all(str(path) in lines[0] for path in partials)
+
+
+@pytest.mark.slow
+def test_the_export_prints_each_step_with_its_time(toy, tmp_path, capsys):
+    """Minutes on B0 must not pass in silence: a line per variant written, per search step and per
+    variant checked, each ending with the time it took."""
+    source, model, splits = toy
+    run_dir = tmp_path / "run"
+    shutil.copytree(source, run_dir)
+    export.export_run(run_dir, model=model, splits=splits, max_drop=TOY_MAX_DROP, **FAST)
+    lines = capsys.readouterr().out.splitlines()
+    timed = re.compile(r".* in \d+\.\d s$")
+    for variant in ("float32", "float16", "dynamic"):
+        assert any(line.startswith(f"export: model_{variant}.tflite (") and timed.match(line) for line in lines), lines
+    assert any(line.startswith("export: model_int8.tflite (") for line in lines), lines
+    assert any(line.startswith("int8 search: calibrated on 100 training images") and timed.match(line)
+               for line in lines), lines
+    assert any(line.startswith("int8 search: int8 with 0 float tensors") and timed.match(line) for line in lines)
+    for variant in export.VARIANTS:
+        assert any(line.startswith(f"check: {variant} on ") and timed.match(line) for line in lines), lines
+
+
+def test_served_model_follows_metadata_and_refuses_an_unchecked_folder(tmp_path):
+    folder = tmp_path / "run" / "tflite"
+    folder.mkdir(parents=True)
     for variant in ("int8", "float32", "int8_mixed"):
-        (tmp_path / run_folder.variant_file(variant)).write_bytes(b"x")
-    assert run_folder.served_model(tmp_path).name == "model_int8.tflite"  # no metadata.json: int8
-    artifacts.write_json(tmp_path / "metadata.json", {"served": "int8_mixed"})
-    assert run_folder.served_model(tmp_path).name == "model_int8_mixed.tflite"
-    artifacts.write_json(tmp_path / "metadata.json", {"served": "16x8"})  # named, but no such file
-    assert run_folder.served_model(tmp_path).name == "model_int8.tflite"
+        (folder / run_folder.variant_file(variant)).write_bytes(b"x")
+    # No metadata.json: the export did not finish its check (killed after model_int8.tflite, say).
+    with pytest.raises(run_folder.UncheckedModelError, match=r"no metadata\.json.*python train/export\.py --run "
+                                                              + re.escape(str(tmp_path / "run"))):
+        run_folder.served_model(folder)
+    artifacts.write_json(folder / "metadata.json", {"served": "int8_mixed"})
+    assert run_folder.served_model(folder).name == "model_int8_mixed.tflite"
+    artifacts.write_json(folder / "metadata.json", {"served": "16x8"})  # named, but no such file
+    with pytest.raises(run_folder.UncheckedModelError, match="model_16x8.tflite, which is not there"):
+        run_folder.served_model(folder)
+    artifacts.write_json(folder / "metadata.json", {"model": "tiny"})  # not what the export writes
+    with pytest.raises(run_folder.UncheckedModelError, match="names no served variant"):
+        run_folder.served_model(folder)
+
+
+@pytest.mark.slow
+def test_an_export_killed_after_the_int8_file_leaves_nothing_served(exported, tmp_path, monkeypatch):
+    """The export stops (as a kill would) right after writing model_int8.tflite, before the check:
+    the folder's old metadata.json must not vouch for the new, unchecked file."""
+    source, _, model, splits = exported
+    run_dir = tmp_path / "run"
+    shutil.copytree(source, run_dir)
+    assert run_folder.served_model(run_dir / "tflite").name == run_folder.INT8_MODEL_FILE  # checked: served
+
+    class Killed(BaseException):
+        pass
+
+    def killed(*arguments, **keywords):
+        raise Killed()
+    monkeypatch.setattr(export, "_judge_fallback", killed)  # the step right after model_int8.tflite is written
+    with pytest.raises(Killed):
+        export.export_run(run_dir, model=model, splits=splits, max_drop=TOY_MAX_DROP, **FAST)
+    assert (run_dir / "tflite" / run_folder.INT8_MODEL_FILE).is_file()
+    with pytest.raises(run_folder.UncheckedModelError, match="python train/export.py --run"):
+        run_folder.served_model(run_dir / "tflite")
 
 
 @pytest.mark.slow

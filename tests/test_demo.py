@@ -302,11 +302,28 @@ def test_default_model_folder_prefers_the_bundle_then_the_newest_run(tmp_path):
         model = tmp_path / "runs" / name / "tflite" / run_folder.INT8_MODEL_FILE
         model.parent.mkdir(parents=True)
         model.write_bytes(b"x")
+        artifacts.write_json(model.parent / run_folder.METADATA_FILE, {"served": "int8"})  # a finished export
         os.utime(model, (1_000_000 + index, 1_000_000 + index))
     assert demo_app.default_model_folder(tmp_path) == tmp_path / "runs" / "newer" / "tflite"
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / run_folder.INT8_MODEL_FILE).write_bytes(b"x")
+    artifacts.write_json(tmp_path / "models" / run_folder.METADATA_FILE, {"served": "int8"})
     assert demo_app.default_model_folder(tmp_path) == tmp_path / "models"
+
+
+def test_the_demo_refuses_a_folder_the_check_has_not_passed(served_run, tmp_path, capsys):
+    """An export killed after model_int8.tflite leaves no metadata.json: --run and the default refuse
+    it in one line naming the fix; --model FILE still serves the file the user named."""
+    folder = tmp_path / "runs" / "killed" / "tflite"
+    shutil.copytree(served_run / "tflite", folder)
+    (folder / run_folder.METADATA_FILE).unlink()
+    for found in (lambda: ui.find_model_files(folder=folder.parent), lambda: demo_app.default_model_folder(tmp_path)):
+        with pytest.raises(run_folder.UncheckedModelError, match=f"python train/export.py --run {folder.parent}"):
+            found()
+    assert demo_app.main(["--run", str(folder.parent)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and "python train/export.py --run" in lines[0]
+    assert ui.find_model_files(model=folder / run_folder.INT8_MODEL_FILE).model.name == run_folder.INT8_MODEL_FILE
 
 
 def test_command_line_options(served_run, capsys):

@@ -44,6 +44,18 @@ def test_smoke_run_writes_a_complete_loadable_run_directory(smoke_run):
 
 
 @pytest.mark.slow
+def test_metadata_counts_the_best_epoch_from_one_as_the_console_does(smoke_run):
+    """metadata.json's best epoch is the number the console printed ("epoch 3/4") and the plots show;
+    state.json and history.csv keep Keras' index from 0, which --resume reads (old files unchanged)."""
+    with open(smoke_run / "history.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    best_row = max(rows, key=lambda row: float(row["val_accuracy"]))
+    best = json.loads((smoke_run / "metadata.json").read_text())["best_epoch"]
+    assert best["epoch"] == int(best_row["epoch"]) + 1 and best["stage"] == best_row["stage"]
+    assert json.loads((smoke_run / "state.json").read_text())["best"]["epoch"] == int(best_row["epoch"])
+
+
+@pytest.mark.slow
 def test_saved_model_predicts_like_the_model_in_memory(smoke_run):
     """Reloading must not change predictions (EfficientNet reloads lost accuracy before: keras#20147)."""
     import keras

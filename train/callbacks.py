@@ -37,8 +37,15 @@ def resume_state(run_dir: Path, say=print) -> dict:
                                       if (run_dir / "checkpoints" / f"after_{stage}.weights.h5").exists()],
                  "best": _best_in_history(run_dir / run_folder.HISTORY_FILE)}
         say(f"note: {error}; rebuilt from the run folder: stages done {state['completed_stages'] or 'none'}, "
-            f"best epoch {state['best']}")
+            f"best epoch {best_epoch_from_one(state['best'])}")
         return state
+
+
+def best_epoch_from_one(best: dict | None) -> dict | None:
+    """state.json's best epoch as metadata.json and the console give it: "epoch" counted from 1 over both
+    stages, as `EpochLines` prints "epoch 3/12" and the plots number their x axis. state.json and
+    history.csv keep Keras' epoch index, from 0 (what `fit`'s initial_epoch and --resume use)."""
+    return None if best is None else {**best, "epoch": int(best["epoch"]) + 1}
 
 
 def _best_in_history(history_path: Path) -> dict | None:

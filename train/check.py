@@ -27,7 +27,7 @@ from typing import Any, Literal, Optional, Sequence
 
 import numpy as np
 
-from edge import artifacts, configuration, errors, run_folder, runtime
+from edge import artifacts, configuration, errors, formatting, run_folder, runtime
 from edge.configuration import option
 from edge.errors import UserError
 from train import data, models, report
@@ -284,6 +284,7 @@ class Checker:
                   "test_images": int(len(labels)), "variants": {}}
         details = None
         for variant, path in paths.items():
+            started = time.perf_counter()
             path = Path(path)
             if not path.is_file():
                 raise CheckError(f"{path}: model file not found")
@@ -296,6 +297,8 @@ class Checker:
                                            values="logits" if classifier.output_is_logits else "probabilities"))
             result["variants"][variant] = measured
             details = details or classifier.describe()
+            print(f"check: {variant} on {len(labels)} test images, top-1 {formatting.percent(measured['top1'])}, "
+                  f"in {formatting.step_time(time.perf_counter() - started)}", flush=True)
         int8 = result["variants"]["int8"]
         result.update(max_drop=max_drop, drop_points=int8["drop_points"], passed=passes(int8["drop_points"], max_drop),
                       gate=f"int8 test top-1 at most {max_drop} points below the Keras float model",

@@ -41,6 +41,8 @@ import datetime
 import importlib.metadata
 import os
 import platform
+import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -48,7 +50,7 @@ from typing import Any, Callable, Literal, Optional, Sequence
 
 import numpy as np
 
-from edge import artifacts, configuration, errors, run_folder, runtime
+from edge import artifacts, configuration, errors, formatting, run_folder, runtime
 from edge.configuration import option
 from edge.errors import UserError
 from train import check, data, export_graph, export_search, export_tflite, models, qat, report
@@ -72,6 +74,10 @@ QAT_SAMPLES = 5000
 #: the model is no longer "int8" in any useful sense, and 16x8 is the better fallback.
 MAX_FLOAT_TENSORS = 32
 VARIANTS = run_folder.CONVERTED_VARIANTS
+#: The temporary workspace's name starts with this, then the exporting process's id and a dash. A kill
+#: leaves the workspace behind (SavedModels, hundreds of MB for B0); the id lets the next export remove
+#: the workspaces of exports that no longer run without touching one that still does.
+WORKSPACE_PREFIX = "export-"
 
 
 @dataclasses.dataclass
@@ -147,6 +153,8 @@ def run(config: ExportConfig, model: Any = None, splits: Any = None, reference_p
     run_dir = Path(config.run)
     if not run_dir.is_dir():
         raise ExportError(f"{run_dir}: no such run directory")
+    tflite_dir = run_dir / run_folder.TFLITE_DIR
+    _say_removed(remove_leftovers(run_dir))
     model = model if model is not None else check.load_model(run_dir)
     # A GPU run's model computes in bfloat16; TFLite needs float32 arithmetic to convert and calibrate.
     float_model = models.as_float32(model)
@@ -155,7 +163,9 @@ def run(config: ExportConfig, model: Any = None, splits: Any = None, reference_p
     splits = splits if splits is not None else check.load_splits(run_dir)
     if len(splits.test_labels) == 0:
         raise ExportError(f"{run_dir}: the test split is empty; the float-vs-int8 check needs it")
-    tflite_dir = run_dir / run_folder.TFLITE_DIR
+    # metadata.json is written last, after the check. Without it the device side serves nothing from this
+    # folder (run_folder.served_model), so a kill from here on cannot leave an unchecked model served.
+    (tflite_dir / run_folder.METADATA_FILE).unlink(missing_ok=True)
     # No stale file that metadata.json does not describe; fallbacks are decided anew by every export.
     for variant in set(run_folder.VARIANTS) - set(config.variants):
         (tflite_dir / run_folder.variant_file(variant)).unlink(missing_ok=True)
@@ -164,17 +174,21 @@ def run(config: ExportConfig, model: Any = None, splits: Any = None, reference_p
                             latency_runs=config.latency_runs, labels_path=tflite_dir / run_folder.LABELS_FILE,
                             test_reference=reference_probabilities)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="export-") as workspace:
+    with tempfile.TemporaryDirectory(prefix=workspace_prefix(os.getpid())) as workspace:
+        step = time.perf_counter()
         saved_model = export_tflite.export_saved_model(model, Path(workspace) / "saved_model", run_dir)
         # The quantized variants end at the logits (softmax on the device, in float): see models.logits_model.
         logits = models.logits_model(model)
         quantized_source = saved_model if logits is None else export_tflite.export_saved_model(
             logits, Path(workspace) / "saved_model_logits", run_dir, output_name=runtime.LOGITS_OUTPUT)
+        _progress("SavedModel for the converter", step)
         paths = {}
         for variant in config.variants:
             if variant != "int8":
+                step = time.perf_counter()
                 paths[variant] = artifacts.write_atomic(tflite_dir / run_folder.variant_file(variant),
                                                         export_tflite.convert_float(saved_model, variant))
+                _progress(f"{paths[variant].name} ({formatting.size(paths[variant].stat().st_size)})", step)
         calibration = _calibration_images(splits, config)
         make_qat = None
         if logits is not None and config.qat != 0:
@@ -185,6 +199,8 @@ def run(config: ExportConfig, model: Any = None, splits: Any = None, reference_p
                                            debug_samples=config.debug_samples, make_qat=make_qat,
                                            always_qat=bool(config.qat))
         paths["int8"] = artifacts.write_atomic(tflite_dir / run_folder.INT8_MODEL_FILE, search["int8"])
+        print(f"export: {paths['int8'].name} ({formatting.size(len(search['int8']))}), scheme {search['int8_scheme']}",
+              flush=True)
         fallback = _judge_fallback(search["fallback"], checker, saved_model, paths, Path(workspace))
         if fallback is not None and fallback["shipped"]:
             paths[fallback["variant"]] = artifacts.write_atomic(
@@ -213,6 +229,62 @@ def run(config: ExportConfig, model: Any = None, splits: Any = None, reference_p
     artifacts.write_json(tflite_dir / run_folder.METADATA_FILE, _tflite_metadata(run_dir, splits, quantization, paths))
     report.update_quantization_section(run_dir, quantization)
     return quantization
+
+
+def workspace_prefix(pid: int) -> str:
+    """The start of the temporary workspace's name of the export running as process `pid`."""
+    return f"{WORKSPACE_PREFIX}{pid}-"
+
+
+def remove_leftovers(run_dir: str | Path, temporary_root: str | Path | None = None) -> list[Path]:
+    """Remove what killed exports left; return what was removed.
+
+    That is the hidden `.partial-*` files (edge/artifacts.atomic_path) in the run folder and its
+    tflite/ folder, and the workspaces under `temporary_root` (the system's temporary folder by
+    default) of export processes that no longer exist. A running export's workspace stays.
+    """
+    run_dir = Path(run_dir)
+    removed = artifacts.remove_partial_files(run_dir)
+    if (run_dir / run_folder.TFLITE_DIR).is_dir():
+        removed += artifacts.remove_partial_files(run_dir / run_folder.TFLITE_DIR)
+    root = Path(temporary_root if temporary_root is not None else tempfile.gettempdir())
+    for workspace in sorted(root.glob(f"{WORKSPACE_PREFIX}*")):
+        owner = _workspace_owner(workspace)
+        if owner is None or not workspace.is_dir() or _process_exists(owner):
+            continue
+        shutil.rmtree(workspace, ignore_errors=True)  # Another user's folder stays; it is then not listed.
+        if not workspace.exists():
+            removed.append(workspace)
+    return removed
+
+
+def _workspace_owner(workspace: Path) -> int | None:
+    """The process id in a workspace's name (`workspace_prefix`), or None for a name of another form."""
+    match = re.fullmatch(rf"{re.escape(WORKSPACE_PREFIX)}(\d+)-.+", workspace.name)
+    return int(match.group(1)) if match else None
+
+
+def _process_exists(pid: int) -> bool:
+    """Whether process `pid` exists; signal 0 checks without sending anything."""
+    if pid <= 0:  # os.kill(0, ...) would mean the whole process group: not a process id of a workspace.
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # Another user's process: it exists.
+        return True
+    return True
+
+
+def _progress(what: str, started: float) -> None:
+    """One line of the export's progress: what was done, and how long it took since `started`."""
+    print(f"export: {what} in {formatting.step_time(time.perf_counter() - started)}", flush=True)
+
+
+def _say_removed(removed: list[Path]) -> None:
+    if removed:
+        print(f"removed what interrupted exports left: {', '.join(str(path) for path in removed)}", flush=True)
 
 
 def _judge_fallback(fallback: dict | None, checker: check.Checker, saved_model: Path, paths: dict[str, Path],

@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.lite.python import convert as lite_convert
 
+from edge import formatting
 from train import check, export_graph, export_tflite
 
 #: The variant name (run_folder.FALLBACK_VARIANTS) a passing fallback of each scheme ships under.
@@ -166,10 +167,14 @@ def search_int8(saved_model: Path, calibration: np.ndarray, checker: check.Check
         record["seconds"] = round(time.perf_counter() - started, 1)
         attempts.append(record)
         print(f"int8 search: {scheme} with {len(float_tensors)} float tensors: "
-              + ("passes" if record["passed"] else "misses") + f" the gate ({_drops(record)})", flush=True)
+              + ("passes" if record["passed"] else "misses")
+              + f" the gate ({_drops(record)}) in {formatting.step_time(record['seconds'])}", flush=True)
         return record
 
+    started = time.perf_counter()
     calibrated = export_tflite.calibrate(saved_model, calibration)
+    print(f"int8 search: calibrated on {len(calibration)} training images in "
+          f"{formatting.step_time(time.perf_counter() - started)}", flush=True)
     plain = attempt("int8", lambda: export_tflite.quantize(calibrated), always_test=True)
     if "model_index" not in plain:
         raise export_tflite.ExportError(f"no full-integer int8 model could be made: {plain['error']}")
@@ -181,12 +186,15 @@ def search_int8(saved_model: Path, calibration: np.ndarray, checker: check.Check
     chosen = best
     ranking: list[dict] = []
     if not chosen["passed"] and selective:
+        started = time.perf_counter()
         if len(checker.splits.val_labels):  # Rank parts by their end-to-end effect on validation images.
             ranking = rank_groups(calibrated, checker, workspace)
             units = [entry["tensors"] for entry in ranking]
         else:  # No validation split to measure on: the debugger's per-tensor ranking.
             ranking = rank_tensors(calibrated, calibration[:debug_samples])
             units = [[entry["tensor"]] for entry in ranking]
+        print(f"int8 search: ranked {len(units)} parts of the network by their quantization error in "
+              f"{formatting.step_time(time.perf_counter() - started)}", flush=True)
 
         def try_units(kept_units: list[list[str]]) -> dict:
             kept = [name for unit in kept_units for name in unit]

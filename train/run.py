@@ -183,7 +183,7 @@ def run(config: TrainConfig) -> dict:
     images_per_second = round(throughput[rate_stage], 1) if rate_stage else None
     training.update(images_per_second=images_per_second, images_per_second_stage=rate_stage)
     metadata.update(training_seconds=round(training_seconds, 1), images_per_second=images_per_second,
-                    best_epoch=state.get("best"), training=training)
+                    best_epoch=callbacks.best_epoch_from_one(state.get("best")), training=training)
     artifacts.write_json(run_dir / run_folder.METADATA_FILE, metadata)
 
     # Evaluate the best checkpoint as saved: this also proves that model.keras reloads. Its test-split
