@@ -876,3 +876,19 @@ def test_the_augment_help_names_what_basic_does():
     text = {field.name: field.metadata["help"] for field in dataclasses.fields(TrainConfig)}["augment"]
     assert "reflect-pad, random crop back to size, left-right flip" in text
     assert "zoom" not in text and "translation" not in text
+
+
+def test_train_side_commands_quiet_tensorflows_no_gpu_lines():
+    """Importing `train` (every train-side command does, before TensorFlow) sets TF_CPP_MIN_LOG_LEVEL=3,
+    which hides "failed call to cuInit ... (303)" on a machine without an NVIDIA driver."""
+    code = "import train, tensorflow as tf; print(len(tf.config.list_physical_devices('GPU')))"
+    environment = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPOSITORY), environment.get("PYTHONPATH")]))
+    completed = subprocess.run([sys.executable, "-c", code], cwd=REPOSITORY, capture_output=True, text=True,
+                               timeout=300, env=environment)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "cuInit" not in completed.stderr
+    explicit = subprocess.run([sys.executable, "-c", "import os, train; print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"],
+                              cwd=REPOSITORY, capture_output=True, text=True, timeout=60,
+                              env={**environment, "TF_CPP_MIN_LOG_LEVEL": "0"})
+    assert explicit.stdout.strip() == "0"  # A user's own setting wins.

@@ -125,8 +125,6 @@ class ExportConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # TensorFlow's C++ info and warning lines bury the command's own output; errors still show.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     config = configuration.parse_command_line(ExportConfig, argv, prog="python train/export.py",
                                               description=__doc__.split("\n")[0], required=("run",))
     try:

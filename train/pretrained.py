@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import importlib.util
-import os
 import platform
 import sys
 from pathlib import Path
@@ -69,7 +68,6 @@ class PretrainedConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # As train/run.py: TensorFlow's C++ log buries the output.
     config = configuration.parse_command_line(PretrainedConfig, argv, prog="python train/pretrained.py",
                                               description=__doc__.split("\n")[0])
     try:

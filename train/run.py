@@ -48,10 +48,8 @@ PLATEAU_FACTOR, PLATEAU_PATIENCE, PLATEAU_MIN_LR = 0.5, 5, 1e-6
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Quiets TensorFlow's C++ log while training and converting (its real errors still arrive as
-    # Python exceptions; set TF_CPP_MIN_LOG_LEVEL=0 to see everything). TensorFlow 2.21 still prints
-    # a few start-up lines (oneDNN, no CUDA) before its logger reads the setting.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # TensorFlow's C++ log is quieted for every train-side command by train/__init__.py. TensorFlow
+    # 2.21 still prints a few start-up lines (oneDNN, no CUDA) before its logger reads the setting.
     config = train_config.parse_config(argv)
     try:
         with stop_signals():
