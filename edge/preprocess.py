@@ -80,11 +80,35 @@ def prepare_image(source: ImageSource, size: int | tuple[int, int]) -> np.ndarra
     uint8 array shaped (height, width, 3).
     """
     height, width = _target_size(size)
-    image = _decode(source, draft_size=(DRAFT_MARGIN * max(height, width),) * 2)
-    # Crop first (rather than resize's `box=`), so the filter never reads pixels outside the crop.
-    cropped = image.crop(_centre_crop_box(image.size, (width, height)))
+    if _is_plain_rgb_frame(source):
+        cropped = _crop_rgb_frame(source, (width, height))
+    else:
+        image = _decode(source, draft_size=(DRAFT_MARGIN * max(height, width),) * 2)
+        # Crop first (rather than resize's `box=`), so the filter never reads pixels outside the crop.
+        cropped = image.crop(_centre_crop_box(image.size, (width, height)))
     resized = cropped.resize((width, height), RESAMPLING, reducing_gap=REDUCING_GAP)
     return np.array(resized, dtype=np.uint8)
+
+
+def _is_plain_rgb_frame(source: ImageSource) -> bool:
+    """A uint8 (H, W, 3) array: what a camera delivers every frame, and needs no conversion."""
+    return (isinstance(source, np.ndarray) and source.dtype == np.uint8 and source.ndim == 3
+            and source.shape[2] == 3 and source.shape[0] > 0 and source.shape[1] > 0)
+
+
+def _crop_rgb_frame(frame: np.ndarray, target_size: tuple[int, int]) -> Image.Image:
+    """The centre crop of an RGB frame as a PIL image, cut in numpy before anything is copied.
+
+    The same pixels as the general path (`_from_array`, `_to_rgb`, then `Image.crop`), which copies
+    the whole frame twice and then the crop; this copies the crop once (tests/test_preprocess.py
+    checks the two paths give identical arrays). The camera's per-frame cost is mostly these copies.
+    """
+    if frame.shape[0] * frame.shape[1] > MAX_IMAGE_PIXELS:
+        raise ImageError(_too_large_reason((frame.shape[1], frame.shape[0])), "array")
+    left, top, right, bottom = _centre_crop_box((frame.shape[1], frame.shape[0]), target_size)
+    # A fresh contiguous copy of the crop: the PIL image may share its memory, and it is ours alone.
+    crop = np.array(frame[top:bottom, left:right], dtype=np.uint8, order="C", copy=True)
+    return Image.fromarray(crop, mode="RGB")
 
 
 def fit_and_pad(source: ImageSource, size: int | tuple[int, int]) -> np.ndarray:

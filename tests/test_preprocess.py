@@ -339,3 +339,19 @@ def test_fit_and_pad_keeps_the_whole_image_centred_on_grey():
     np.testing.assert_array_equal(fitted[-1, 10], preprocess.NEUTRAL_BACKGROUND)  # And below.
     assert fitted[10, 0, 0] > 200 and fitted[10, 0, 1] < 60  # The red end survives.
     np.testing.assert_array_equal(preprocess.fit_and_pad(np.full((8, 8, 3), 7, np.uint8), 8), 7)  # Square: no padding.
+
+
+@pytest.mark.parametrize("shape", [(480, 640, 3), (640, 480, 3), (37, 101, 3), (1, 1, 3), (5, 300, 3)])
+@pytest.mark.parametrize("size", [32, (24, 40), 224])
+def test_a_camera_frame_takes_the_short_path_to_the_same_pixels(shape, size):
+    """A uint8 RGB array (a camera frame) is cropped in numpy before any copy: the same array
+    as the general path through a PIL image, exactly."""
+    frame = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    np.testing.assert_array_equal(preprocess.prepare_image(frame, size),
+                                  preprocess.prepare_image(Image.fromarray(frame), size))
+
+
+def test_the_short_path_keeps_the_pixel_cap(monkeypatch):
+    monkeypatch.setattr(preprocess, "MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(preprocess.ImageError, match="too large|pixels"):
+        preprocess.prepare_image(np.zeros((20, 20, 3), np.uint8), 8)
