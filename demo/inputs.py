@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -109,21 +110,19 @@ def image_source(payload: Any, max_bytes: int | None) -> tuple[str | bytes, str]
 
 
 
-UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}  # Gradio's binary units for max_file_size
-
-
+@functools.cache
 def default_max_bytes() -> int:
-    """MAX_FILE_SIZE in bytes: the cap of a handler built without one."""
+    """MAX_FILE_SIZE in bytes: the cap of a handler built without one (parsed once, not per frame)."""
     return byte_count(MAX_FILE_SIZE)
 
 
 def byte_count(size: str | int | None) -> int | None:
-    """Bytes of a max_file_size as Gradio's launch() reads it ("10mb" is 10 MiB); None means no limit."""
-    if size is None or isinstance(size, int):
-        return size
-    text = size.replace(" ", "").lower()
-    digits = len(text) - len(text.lstrip("0123456789"))
-    unit = text[digits:] or "b"
-    if not digits or unit not in UNITS:
-        raise UserError(f"{size!r}: a file size is a whole number and a unit: b, kb, mb or gb (e.g. 10mb)")
-    return int(text[:digits]) * UNITS[unit]
+    """Bytes of a max_file_size as Gradio's launch() reads it ("10mb" is 10 MiB); None means no limit.
+
+    Gradio's own parser (gradio.utils._parse_file_size, what launch() calls), so the cap the handlers
+    hold inline images to can never differ from the one Gradio holds uploads to.
+    """
+    try:
+        return gradio_utils._parse_file_size(size)  # pylint: disable=protected-access
+    except ValueError:
+        raise UserError(f"{size!r}: a file size is a whole number and a unit: b, kb, mb or gb (e.g. 10mb)") from None

@@ -197,7 +197,8 @@ def assign_checkpoint(network: keras.Model, tensors: dict[str, np.ndarray]) -> N
     must agree after the layout change.
     """
     used: set[str] = set()
-    for module, (layer_name, kind) in keras_names(network).items():
+    mapping = keras_names(network)
+    for module, (layer_name, kind) in mapping.items():
         layer = network.get_layer(layer_name)
         names = _tensor_names(module, kind)
         missing = [name for name in names if name not in tensors]
@@ -215,7 +216,7 @@ def assign_checkpoint(network: keras.Model, tensors: dict[str, np.ndarray]) -> N
         raise LiteWeightsError(f"checkpoint tensors fit no layer of {network.name}: {', '.join(unused[:3])}"
                                + (f" and {len(unused) - 3} more" if len(unused) > 3 else ""))
     unset = [layer.name for layer in network.layers if layer.weights and not isinstance(
-        layer, keras.layers.Normalization) and layer.name not in {target for target, _ in keras_names(network).values()}]
+        layer, keras.layers.Normalization) and layer.name not in {target for target, _ in mapping.values()}]
     if unset:
         raise LiteWeightsError(f"layers of {network.name} that the checkpoint does not set: {', '.join(unset[:3])}")
 

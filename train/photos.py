@@ -171,16 +171,21 @@ REFERENCE_FILE = run_folder.REFERENCE_LABELS_FILE
 CONFIDENT_PROBABILITY = 0.5
 
 
-def load_splits(config: "TrainConfig", class_names: list[str]) -> splitting.Splits:
+def load_splits(config: "TrainConfig", class_names: list[str],
+                check_images: np.ndarray | None = None) -> splitting.Splits:
     """The starter's `Splits`: `config.calibration_samples` calibration views (train, labels all 0:
-    they only calibrate), no validation, and the test views named in `<config.data_dir>/reference_labels.json`."""
+    they only calibrate), no validation, and the test views named in `<config.data_dir>/reference_labels.json`.
+
+    `check_images`, the output of `check_views` when the caller has it (train/pretrained.py), saves
+    preparing the check views again."""
     if not config.data_dir:
         raise DataError(f"the {PHOTOS_DATASET} dataset is a starter run's own: check it with "
                         "--run runs/NAME, which holds reference_labels.json")
     reference = artifacts.read_json(Path(config.data_dir) / REFERENCE_FILE)
     size = config.resolved_image_size
     train_images = calibration_views(size, config.calibration_samples, config.seed)
-    check_images, _ = check_views(size)
+    if check_images is None:
+        check_images, _ = check_views(size)
     indices = np.asarray(reference["test_views"], dtype=np.int64)
     if len(indices) and (indices.min() < 0 or indices.max() >= len(check_images)):
         raise DataError(f"{REFERENCE_FILE}: view indices outside the {len(check_images)} check views")

@@ -135,7 +135,7 @@ def run(config: PretrainedConfig) -> dict:
         "views": [dataclasses.asdict(view) for view in views]})
     artifacts.write_json(run_dir / run_folder.METADATA_FILE, _metadata(train_settings, model, labels, variant))
 
-    splits = photos.load_splits(dataclasses.replace(train_settings, data_dir=str(run_dir)), labels)
+    splits = photos.load_splits(dataclasses.replace(train_settings, data_dir=str(run_dir)), labels, check_images)
     print(f"export: every TFLite variant, int8 calibrated on {config.calibration_samples} crops of "
           f"{len(photos.CALIBRATION_PHOTOS)} photos ...")
     quantization = export.export_run(run_dir, model=model, splits=splits, max_drop=config.max_drop,

@@ -117,12 +117,15 @@ def _read_legacy(data: bytes) -> dict[str, np.ndarray]:
     system = pickle.load(stream)
     if isinstance(system, dict) and not system.get("little_endian", True):
         raise CheckpointError("saved on a big-endian machine, which this reader does not take")
-    state = _StateDictUnpickler(stream).load()
+    state = _state_dict(_StateDictUnpickler(stream).load())
     keys = pickle.load(stream)
+    dtypes = {view.storage.key: view.storage.dtype for view in _views(state)}
     storages = {}
     for key in keys:
         count = struct.unpack("<q", stream.read(8))[0]
-        dtype = _storage_dtype(state, str(key))
+        if str(key) not in dtypes:
+            raise CheckpointError(f"storage {key} is used by no tensor")
+        dtype = dtypes[str(key)]
         size = count * np.dtype(dtype).itemsize
         raw = stream.read(size)
         if len(raw) != size:
@@ -138,7 +141,7 @@ def _read_zip(path: Path) -> dict[str, np.ndarray]:
         if pickle_name is None:
             raise CheckpointError("a zip file without data.pkl: not a PyTorch checkpoint")
         prefix = pickle_name[: -len("data.pkl")]
-        state = _StateDictUnpickler(io.BytesIO(archive.read(pickle_name))).load()
+        state = _state_dict(_StateDictUnpickler(io.BytesIO(archive.read(pickle_name))).load())
         storages = {}
         for view in _views(state):
             key = view.storage.key
@@ -147,24 +150,20 @@ def _read_zip(path: Path) -> dict[str, np.ndarray]:
     return _materialize(state, storages)
 
 
-def _views(state) -> list[_TensorView]:
+def _state_dict(state) -> dict:
+    """The state dict itself: the unpickled object, or its "state_dict" entry (a training checkpoint)."""
     if not isinstance(state, dict):
         raise CheckpointError(f"holds a {type(state).__name__}, not a state dict")
-    if "state_dict" in state and isinstance(state["state_dict"], dict):  # A training checkpoint.
-        state = state["state_dict"]
+    if "state_dict" in state and isinstance(state["state_dict"], dict):
+        return state["state_dict"]
+    return state
+
+
+def _views(state: dict) -> list[_TensorView]:
     return [value for value in state.values() if isinstance(value, _TensorView)]
 
 
-def _storage_dtype(state, key: str) -> str:
-    for view in _views(state):
-        if view.storage.key == key:
-            return view.storage.dtype
-    raise CheckpointError(f"storage {key} is used by no tensor")
-
-
-def _materialize(state, storages: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    if "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
+def _materialize(state: dict, storages: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     tensors = {}
     for name, view in state.items():
         if not isinstance(view, _TensorView):
