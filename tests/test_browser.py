@@ -32,14 +32,14 @@ PROBABILITY_SUM_TOLERANCE = ui.TOP_K / 512 + 1e-6
 ANSWER_TIMEOUT_MS = 60_000  # the first request of a fresh server on a busy 2-core machine
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (pip) is not installed")
 
 
 @pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.is_file():
         pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium)")
-    playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright (pip) is not installed")
-    with playwright_api.sync_playwright() as playwright:
+    with sync_api.sync_playwright() as playwright:
         instance = playwright.chromium.launch(executable_path=str(CHROMIUM),
                                               args=CHROMIUM_ARGUMENTS + FAKE_CAMERA_ARGUMENTS)
         yield instance
@@ -80,8 +80,8 @@ def test_upload_shows_the_top5_of_both_models(browser, page_url, smoke_run):
         page.screenshot(path=str(SCREENSHOTS / "demo_where_it_looked.png"))  # docs/images/where-it-looked.png
 
         # The panels: the model facts, and the report with its plots actually loaded.
-        page.get_by_role("button", name="About this model").click()
-        page.get_by_role("button", name="Full report").click()
+        _open_section(page, "About this model")
+        _open_section(page, "Full report")
         page.get_by_text("Backbone").wait_for()
         # Wait for the report's own images (the example thumbnails are PNGs served the same way),
         # then for every one of them to have decoded.
@@ -128,12 +128,37 @@ SEEN_FRAMES_SCRIPT = """count => {
 }"""
 
 
+# Tries at opening a closed section before the test gives up, each waiting this long for it to open.
+OPEN_ATTEMPTS = 6
+OPEN_WAIT_MS = 5_000
+
+
+def _open_section(page, name: str) -> None:
+    """Open the closed gr.Accordion `name`: its header button carries the class `open` once it is.
+
+    A click can land while a busy page is still building itself and be lost (seen once in CI, with a
+    first stream running: the section never opened), so the header is clicked again while it is closed.
+    """
+    header = page.get_by_role("button", name=name)
+    for _ in range(OPEN_ATTEMPTS):
+        if "open" not in (header.get_attribute("class", timeout=ANSWER_TIMEOUT_MS) or "").split():
+            header.click(timeout=ANSWER_TIMEOUT_MS)
+        try:
+            page.wait_for_function("header => header.classList.contains('open')",
+                                   arg=header.element_handle(timeout=ANSWER_TIMEOUT_MS), timeout=OPEN_WAIT_MS)
+            return
+        except sync_api.TimeoutError:
+            continue
+    raise AssertionError(f"section {name!r} did not open after {OPEN_ATTEMPTS} clicks; "
+                         f"its header: {header.evaluate('header => header.outerHTML')}")
+
+
 def _start_live_stream(browser, url: str):
     """A new visitor (own browser context, own Gradio session) streaming the fake camera in Live camera."""
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     page.goto(url)
-    page.get_by_role("button", name="Live camera").click()
-    page.get_by_text("Click to Access Webcam").click()
+    _open_section(page, "Live camera")
+    page.get_by_text("Click to Access Webcam").click(timeout=ANSWER_TIMEOUT_MS)
     page.locator("#live-camera button[aria-label='capture photo']").click()  # "Record": starts the stream
     return page
 
