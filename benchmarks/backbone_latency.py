@@ -22,8 +22,9 @@ from typing import Sequence
 
 import numpy as np
 
-from edge import configuration, formatting, machine, runtime
-from edge.configuration import option
+from edge import runtime
+from edge.common import configuration, formatting, machine
+from edge.common.configuration import option
 
 NETWORKS = ("efficientnet_b0", "efficientnet_lite0")
 SIZE = 224

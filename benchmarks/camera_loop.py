@@ -31,8 +31,9 @@ from typing import Any, Literal, Optional
 
 import numpy as np
 
-from edge import camera, configuration, errors, machine, preprocess, runtime, serve, sources
-from edge.configuration import option
+from edge import camera, preprocess, runtime, serve, sources
+from edge.common import configuration, errors, machine
+from edge.common.configuration import option
 
 #: Interpreter calls before timing starts: the first calls allocate and warm caches.
 WARMUP_CALLS = 10

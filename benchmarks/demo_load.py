@@ -26,9 +26,9 @@ from typing import Any, Literal
 import numpy as np
 
 from demo import local_server, ui
-from edge import configuration, errors
-from edge.configuration import option
-from edge.errors import UserError
+from edge.common import configuration, errors
+from edge.common.configuration import option
+from edge.common.errors import UserError
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 

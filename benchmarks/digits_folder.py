@@ -17,8 +17,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from edge import configuration
-from edge.configuration import option
+from edge.common import configuration
+from edge.common.configuration import option
 
 #: The digits' grey levels run from 0 to this value.
 DIGITS_MAX_LEVEL = 16

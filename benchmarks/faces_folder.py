@@ -20,8 +20,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from edge import configuration
-from edge.configuration import option
+from edge.common import configuration
+from edge.common.configuration import option
 
 #: lfw_subset() returns the 100 faces first, then the 100 non-faces.
 FACES = 100

@@ -26,8 +26,8 @@ import numpy as np
 from PIL import Image
 
 from demo import live, ui
-from edge import configuration, errors, formatting
-from edge.configuration import option
+from edge.common import configuration, errors, formatting
+from edge.common.configuration import option
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 BROWSER_JPEG_QUALITY = 92  # canvas.toDataURL("image/jpeg") without a quality argument uses 0.92

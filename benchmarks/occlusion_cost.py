@@ -31,8 +31,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from edge import configuration, errors, formatting, machine, occlusion, preprocess, runtime
-from edge.configuration import option
+from edge import occlusion, preprocess, runtime
+from edge.common import configuration, errors, formatting, machine
+from edge.common.configuration import option
 
 #: Untimed maps before timing: the first call at a new batch size allocates and packs weights.
 WARMUP_MAPS = 1

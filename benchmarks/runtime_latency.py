@@ -25,8 +25,9 @@ from typing import Any, Literal, Optional
 
 import numpy as np
 
-from edge import configuration, errors, formatting, machine, preprocess, run_folder, runtime
-from edge.configuration import option
+from edge import preprocess, runtime
+from edge.common import configuration, errors, formatting, machine, run_folder
+from edge.common.configuration import option
 
 # The decoded photo of the end-to-end timing: the size picamera2's preview and most
 # USB webcams deliver, so the crop and resize cost what they cost on a Pi.

@@ -26,8 +26,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from edge import configuration
-from edge.configuration import option
+from edge.common import configuration
+from edge.common.configuration import option
 
 #: Classes of the head (CIFAR-100's).
 NUM_CLASSES = 100
@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = run(config)
     print(json.dumps(result, indent=2))
     if config.json:
-        from edge.artifacts import write_json  # Only with --json.
+        from edge.common.artifacts import write_json  # Only with --json.
         write_json(config.json, result)
     return 0
 

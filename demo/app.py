@@ -21,9 +21,10 @@ from typing import Any
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from demo import ui  # noqa: E402 - after the variable above
-from edge import configuration, errors, runtime
-from edge.configuration import option
-from edge.errors import UserError
+from edge import runtime
+from edge.common import configuration, errors
+from edge.common.configuration import option
+from edge.common.errors import UserError
 
 CODE_ROOT = Path(__file__).resolve().parents[1]  # the repository, or the assembled Space folder
 

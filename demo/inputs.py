@@ -28,8 +28,8 @@ from typing import Any
 
 from gradio import utils as gradio_utils
 
-from edge import formatting
-from edge.errors import UserError
+from edge.common import formatting
+from edge.common.errors import UserError
 
 # The largest upload or inline image: demo/ui.py's MAX_FILE_SIZE explains the figure.
 MAX_FILE_SIZE = "10mb"

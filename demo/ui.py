@@ -28,8 +28,9 @@ from typing import Any, Callable
 import gradio as gr
 
 from demo import body_limit, explain, inputs, live
-from edge import artifacts, formatting, preprocess, run_folder, runtime
-from edge.errors import UserError
+from edge import preprocess, runtime
+from edge.common import artifacts, formatting, run_folder
+from edge.common.errors import UserError
 
 EXAMPLES_FOLDER = Path(__file__).resolve().parent / "examples"
 EXAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")

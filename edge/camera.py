@@ -45,9 +45,10 @@ from typing import Any, Literal, Optional, TextIO
 
 import numpy as np
 
-from edge import configuration, errors, overlay, preprocess, run_folder, runtime, serve, sources, stopping
-from edge.configuration import option
-from edge.errors import UserError
+from edge import overlay, preprocess, runtime, serve, sources, stopping
+from edge.common import configuration, errors, run_folder
+from edge.common.configuration import option
+from edge.common.errors import UserError
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL_FILE = run_folder.INT8_MODEL_FILE

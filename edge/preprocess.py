@@ -28,7 +28,7 @@ from typing import Any, BinaryIO, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from edge.errors import UserError
+from edge.common.errors import UserError
 
 # Refuse images above 64 megapixels (8000 x 8000): that covers 48 MP phone
 # photos, and decoding the largest accepted one takes 192 MB as RGB, which a

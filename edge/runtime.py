@@ -30,8 +30,9 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from edge import artifacts, preprocess, run_folder
-from edge.errors import UserError
+from edge import preprocess
+from edge.common import artifacts, run_folder
+from edge.common.errors import UserError
 
 # The runtimes, in the order tried when none is named, with their module and pip name.
 RUNTIMES = {

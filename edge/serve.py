@@ -34,8 +34,8 @@ from typing import Any, Callable, Optional
 
 from PIL import Image
 
-from edge.configuration import ConfigError
-from edge.errors import UserError
+from edge.common.configuration import ConfigError
+from edge.common.errors import UserError
 
 #: The host bound when `--serve` names only a port: this machine only, so the LAN is an explicit choice.
 DEFAULT_HOST = "127.0.0.1"

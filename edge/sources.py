@@ -31,7 +31,7 @@ from typing import Iterator, Optional, Protocol
 import numpy as np
 
 from edge import preprocess
-from edge.errors import UserError
+from edge.common.errors import UserError
 
 #: A live camera whose reads fail this many times in a row is taken as lost (unplugged, crashed).
 MAX_CONSECUTIVE_READ_FAILURES = 10

@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from demo import ui
-from edge import artifacts, configuration, errors, run_folder
-from edge.configuration import option
-from edge.errors import UserError
+from edge.common import artifacts, configuration, errors, run_folder
+from edge.common.configuration import option
+from edge.common.errors import UserError
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 SPACE_TEMPLATE = Path(__file__).resolve().parent

@@ -27,7 +27,11 @@ OUTSIDE = "../" + "shared"
 
 
 def _modules(package: str) -> list[str]:
-    return sorted(f"{package}.{path.stem}" for path in (REPOSITORY / package).glob("*.py") if path.stem != "__init__")
+    """Every module of the package, its subpackages' (edge.common.run_folder) included; scripts in plain
+    folders (demo/examples/make_smoke_examples.py) are not modules of it."""
+    return sorted(".".join(path.relative_to(REPOSITORY).with_suffix("").parts)
+                  for path in (REPOSITORY / package).rglob("*.py")
+                  if path.stem != "__init__" and (path.parent / "__init__.py").is_file())
 
 
 def _imported_names(path: Path) -> set[str]:
@@ -43,7 +47,7 @@ def _imported_names(path: Path) -> set[str]:
 
 
 def test_no_edge_file_names_the_training_side():
-    for path in sorted((REPOSITORY / "edge").glob("*.py")):
+    for path in sorted(REPOSITORY.joinpath(*module.split(".")).with_suffix(".py") for module in _modules("edge")):
         offending = sorted(name for name in _imported_names(path) if name.split(".")[0] in TRAINING_SIDE)
         assert not offending, f"{path.relative_to(REPOSITORY)} imports {offending}"
 

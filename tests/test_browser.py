@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from demo import local_server, ui
-from edge import artifacts, run_folder
+from edge.common import artifacts, run_folder
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")

@@ -40,7 +40,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge import camera, configuration, errors, overlay, runtime, serve, sources, stopping
+from edge import camera, overlay, runtime, serve, sources, stopping
+from edge.common import configuration, errors
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 SCRIPT = REPOSITORY / "edge" / "camera.py"

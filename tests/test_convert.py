@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge import artifacts, configuration, run_folder, runtime
+from edge import runtime
+from edge.common import artifacts, configuration, run_folder
 from train import check, export, export_graph, export_search, export_tflite, report
 from train.config import ModelName, TrainConfig
 from train.data import load_splits

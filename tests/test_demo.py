@@ -27,7 +27,8 @@ from PIL import Image
 from conftest import as_upload
 from demo import app as demo_app
 from demo import body_limit, explain, inputs, live, local_server, ui
-from edge import artifacts, formatting, occlusion, run_folder, runtime
+from edge import occlusion, runtime
+from edge.common import artifacts, formatting, run_folder
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 PHOTOS = sorted((REPOSITORY / "demo" / "examples").glob("*.jpg"))
@@ -336,7 +337,7 @@ def test_command_line_options(served_run, capsys):
 def test_help_gives_each_default_once():
     """A help text that already says its default gets no "(default: None)" after it; the others keep theirs."""
     import argparse
-    from edge import configuration
+    from edge.common import configuration
     parser = argparse.ArgumentParser()
     configuration.add_arguments(parser, demo_app.DemoConfig)
     helps = {action.dest: action.help for action in parser._actions if action.help}

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge import artifacts, configuration, formatting, occlusion
+from edge import occlusion
+from edge.common import artifacts, configuration, formatting
 from train import compare, evaluate, metrics, plots, predict, report
 from train.config import PRESETS, TrainConfig
 from train.data import Splits, load_splits

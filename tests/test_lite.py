@@ -220,7 +220,7 @@ def starter(tmp_path_factory, lite_cache):
 
 @pytest.mark.slow
 def test_the_starter_is_a_complete_run_folder(starter):
-    from edge import run_folder
+    from edge.common import run_folder
     out, stdout = starter
     for name in (run_folder.CONFIG_FILE, run_folder.MODEL_FILE, run_folder.LABELS_FILE, run_folder.METADATA_FILE,
                  run_folder.QUANTIZATION_FILE, run_folder.REPORT_FILE):
@@ -253,7 +253,8 @@ class Refuse(importlib.abc.MetaPathFinder):
             raise ImportError("blocked on the device side: " + name)
 sys.meta_path.insert(0, Refuse())
 import numpy as np, skimage.data as data
-from edge import preprocess, run_folder, runtime
+from edge import preprocess, runtime
+from edge.common import run_folder
 classifier = runtime.Classifier(run_folder.served_model({str(out / 'tflite')!r}))
 photos = {{"chelsea": data.chelsea(), "coffee": data.coffee(), "motorcycle_left": data.stereo_motorcycle()[0],
           "rocket": data.rocket()}}

@@ -20,7 +20,7 @@ from PIL import Image
 
 from conftest import as_upload
 from demo import inputs, live, ui
-from edge import formatting
+from edge.common import formatting
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 PHOTO = REPOSITORY / "demo" / "examples" / "rocket.jpg"

@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge import artifacts, preprocess, run_folder, runtime
+from edge import preprocess, runtime
+from edge.common import artifacts, run_folder
 
 pytestmark = pytest.mark.slow  # trains and converts a (tiny) model once per session
 

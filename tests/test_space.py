@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from demo import local_server, ui
-from edge import artifacts
+from edge.common import artifacts
 from hf_space import deploy
 
 REPOSITORY = Path(__file__).resolve().parents[1]

@@ -156,7 +156,7 @@ def test_unfreeze_fraction_trains_the_top_layers_and_keeps_batchnorm_frozen():
 
 
 def test_config_files_and_flags_are_validated(tmp_path, capsys):
-    from edge.configuration import ConfigError, build_config, read_config_file
+    from edge.common.configuration import ConfigError, build_config, read_config_file
     from train.config import PRESETS, TrainConfig, parse_config
 
     good = tmp_path / "good.yaml"
@@ -455,7 +455,7 @@ def test_two_stage_transfer_run_with_a_weights_file_augmentation_and_logs(tmp_pa
 def test_a_folder_of_images_trains_with_names_from_the_folders(tmp_path, make_small_config):
     from PIL import Image
 
-    from edge.artifacts import read_labels
+    from edge.common.artifacts import read_labels
     from train import run
 
     random = np.random.default_rng(0)
@@ -728,7 +728,7 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere():
 
 
 def test_the_default_recipe_refuses_a_cpu_with_a_clear_message():
-    from edge.errors import UserError
+    from edge.common.errors import UserError
     from train import run
     from train.config import TrainConfig
 
@@ -746,7 +746,7 @@ def test_the_default_recipe_refuses_a_cpu_with_a_clear_message():
 def test_the_no_gpu_message_says_what_to_install_and_what_tensorflow_saw(monkeypatch):
     """By backend: TensorFlow's GPU build, JAX's; with signs of an NVIDIA GPU, what TensorFlow's
     hidden start-up log said, or that JAX's CUDA plugin is missing (the device probes stubbed)."""
-    from edge.errors import UserError
+    from edge.common.errors import UserError
     from train import gpu_setup, run
     from train.config import TrainConfig
 

@@ -27,8 +27,8 @@ from typing import Callable, Optional
 
 import keras
 
-from edge import artifacts
-from edge.errors import UserError
+from edge.common import artifacts
+from edge.common.errors import UserError
 
 #: Backups kept per stage: the newest, and the one before it in case the newest cannot be read.
 KEPT_BACKUPS = 2

@@ -3,7 +3,7 @@
 They exist beside Keras' own (`EarlyStopping`, `ReduceLROnPlateau`, `TensorBoard`; the
 per-epoch backup is train/backup.py) because a run spans two `fit` calls (head, then
 fine-tuning) and may be resumed: the history and the best checkpoint must survive both, and every file must be
-written atomically (`edge.artifacts`), which `CSVLogger` and `ModelCheckpoint` do not do.
+written atomically (`edge.common.artifacts`), which `CSVLogger` and `ModelCheckpoint` do not do.
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import keras
 
-from edge import run_folder
-from edge.artifacts import ArtifactError, atomic_path, write_atomic, write_json
+from edge.common import run_folder
+from edge.common.artifacts import ArtifactError, atomic_path, write_atomic, write_json
 
 HISTORY_COLUMNS = ("stage", "epoch", "loss", "accuracy", "top5", "val_loss", "val_accuracy",
                    "val_top5", "learning_rate", "seconds")

@@ -27,9 +27,10 @@ from typing import Any, Literal, Optional, Sequence
 
 import numpy as np
 
-from edge import artifacts, configuration, errors, formatting, run_folder, runtime
-from edge.configuration import option
-from edge.errors import UserError
+from edge import runtime
+from edge.common import artifacts, configuration, errors, formatting, run_folder
+from edge.common.configuration import option
+from edge.common.errors import UserError
 from train import data, models, report
 from train.config import TrainConfig
 from train.metrics import PROBABILITY_FLOOR, top_k_accuracy

@@ -19,10 +19,10 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from edge import artifacts, configuration, errors, formatting, run_folder
-from edge.configuration import option
-from edge.errors import UserError
-from edge.formatting import NOT_AVAILABLE
+from edge.common import artifacts, configuration, errors, formatting, run_folder
+from edge.common.configuration import option
+from edge.common.errors import UserError
+from edge.common.formatting import NOT_AVAILABLE
 
 COLUMNS = ("run", "model", "unfreeze", "epochs (head + fine-tune)", "image size", "parameters", "top-1", "top-5",
            "int8 top-1", "model size", "training time")

@@ -12,8 +12,8 @@ import dataclasses
 from pathlib import Path
 from typing import Literal, Optional, Sequence
 
-from edge import artifacts, configuration, run_folder
-from edge.configuration import option
+from edge.common import artifacts, configuration, run_folder
+from edge.common.configuration import option
 
 ModelName = Literal["efficientnet_b0", "efficientnet_lite0", "cnn", "se_cnn", "vgg16", "resnet50", "mobilenet_v3_large"]
 

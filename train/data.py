@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge import artifacts, run_folder
+from edge.common import artifacts, run_folder
 from train import cifar, image_folders, photos, smoke, splitting
 
 if TYPE_CHECKING:

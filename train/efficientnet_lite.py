@@ -34,8 +34,8 @@ import keras
 import numpy as np
 from keras.src.applications import efficientnet as keras_efficientnet
 
-from edge import artifacts
-from edge.errors import UserError
+from edge.common import artifacts
+from edge.common.errors import UserError
 from train import torch_checkpoint
 
 #: The stem's normalization after Rescaling(1/255): (x - 0.5) / sqrt(0.25) maps 0-255 onto [-1, 1].

@@ -19,9 +19,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edge import artifacts, configuration, errors, run_folder
-from edge.configuration import option
-from edge.errors import UserError
+from edge.common import artifacts, configuration, errors, run_folder
+from edge.common.configuration import option
+from edge.common.errors import UserError
 from train import data, models, report
 from train import metrics as metric_functions
 from train.config import TrainConfig

@@ -50,9 +50,10 @@ from typing import Any, Callable, Literal, Optional, Sequence
 
 import numpy as np
 
-from edge import artifacts, configuration, errors, formatting, run_folder, runtime
-from edge.configuration import option
-from edge.errors import UserError
+from edge import runtime
+from edge.common import artifacts, configuration, errors, formatting, run_folder
+from edge.common.configuration import option
+from edge.common.errors import UserError
 from train import check, data, export_graph, export_search, export_tflite, models, qat, report
 from train.export_tflite import ExportError
 

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.lite.python import convert as lite_convert
 
-from edge import formatting
+from edge.common import formatting
 from train import check, export_graph, export_tflite
 
 #: The variant name (run_folder.FALLBACK_VARIANTS) a passing fallback of each scheme ships under.

@@ -19,7 +19,7 @@ import keras
 import tensorflow as tf
 from tensorflow.lite.python import convert as lite_convert
 
-from edge.errors import UserError
+from edge.common.errors import UserError
 from train import export_graph
 
 

@@ -20,7 +20,7 @@ from unittest import mock
 import keras
 from keras.src.applications import efficientnet as keras_efficientnet
 
-from edge.errors import UserError
+from edge.common.errors import UserError
 from train import efficientnet_lite
 from train.config import IMAGENET_MODELS, TrainConfig
 

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edge import artifacts, preprocess, run_folder
+from edge import preprocess
+from edge.common import artifacts, run_folder
 from train import splitting
 from train.config import STARTER_DATASET
 from train.splitting import DataError

@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib import colors, ticker
 from matplotlib.figure import Figure
 
-from edge.artifacts import atomic_path
+from edge.common.artifacts import atomic_path
 
 DPI = 100
 #: Figure sizes in inches (width, height); the PNG is these times `DPI` pixels.

@@ -29,9 +29,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edge import artifacts, configuration, errors, occlusion, preprocess, run_folder
-from edge.configuration import option
-from edge.errors import UserError
+from edge import occlusion, preprocess
+from edge.common import artifacts, configuration, errors, run_folder
+from edge.common.configuration import option
+from edge.common.errors import UserError
 from train import models
 
 #: Where `--run` looks by default: the newest folder here that holds a model.keras.

@@ -29,9 +29,9 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from edge import artifacts, configuration, errors, formatting, run_folder
-from edge.configuration import option
-from edge.errors import UserError
+from edge.common import artifacts, configuration, errors, formatting, run_folder
+from edge.common.configuration import option
+from edge.common.errors import UserError
 from train import config as train_config
 
 #: Where Gradio keeps the 1000 ImageNet class names, in index order (readable, no two alike).

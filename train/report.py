@@ -8,7 +8,7 @@ calls it after measuring. The float-vs-int8 table sits between `START` and `END`
 `update_quantization_section` (called by the export and the check, which may run
 long after the evaluation) replaces only that part, appends it when the markers are
 missing, and writes a minimal report when there is none. Percentages here; fractions
-in the JSON files. Numbers are formatted by edge/formatting.py, as everywhere else.
+in the JSON files. Numbers are formatted by edge/common/formatting.py, as everywhere else.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge import artifacts, formatting, run_folder
+from edge.common import artifacts, formatting, run_folder
 from train.config import IMAGENET_MODELS
 
 START, END = "<!-- quantization:start -->", "<!-- quantization:end -->"

@@ -7,7 +7,7 @@
 Two stages: the new head with the backbone frozen, then fine-tuning of the unfrozen part.
 The run ends with the test-set evaluation (train/evaluate.py) and, unless --no-export,
 the TFLite export with its float-vs-int8 check (train/export.py). The run directory's
-layout is edge/run_folder.py (and docs/architecture.md).
+layout is edge/common/run_folder.py (and docs/architecture.md).
 """
 from __future__ import annotations
 
@@ -26,8 +26,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from edge import artifacts, configuration, errors, machine, run_folder, stopping
-from edge.errors import UserError
+from edge import stopping
+from edge.common import artifacts, configuration, errors, machine, run_folder
+from edge.common.errors import UserError
 from train import config as train_config
 from train.config import TrainConfig
 
@@ -88,7 +89,7 @@ def stop_signals():
     with SIGINT ignored, so Python installs no KeyboardInterrupt handler and `kill -INT` did
     nothing; SIGTERM has no Python handler at all. Unlike the camera (edge/stopping.py, which only
     sets a flag because its clean-up must run), the run raises at once: every file it writes is
-    written atomically (edge.artifacts), so an exception mid-write leaves the old file, and
+    written atomically (edge.common.artifacts), so an exception mid-write leaves the old file, and
     the last whole epoch's backup (train/backup.py) is what --resume continues from.
     """
     if threading.current_thread() is not threading.main_thread():  # Handlers can be set there only.
@@ -415,7 +416,7 @@ def _prepare_run_dir(config: TrainConfig) -> Path:
     if not config.resume and (run_dir / run_folder.CONFIG_FILE).exists():
         raise configuration.ConfigError(
             f"{run_dir} already holds a run; use --resume to continue it or choose another --out")
-    return run_dir  # Not made yet: the first file written makes it (edge.artifacts), after every refusal.
+    return run_dir  # Not made yet: the first file written makes it (edge.common.artifacts), after every refusal.
 
 
 def from_scratch_weights(config: TrainConfig) -> TrainConfig:

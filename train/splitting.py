@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
-from edge.errors import UserError
+from edge.common.errors import UserError
 
 if TYPE_CHECKING:
     from train.config import TrainConfig

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.errors import UserError
+from edge.common.errors import UserError
 
 #: The first pickle of a legacy file: torch.serialization's MAGIC_NUMBER.
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C

@@ -1,6 +1,6 @@
 """The one base class of every error that means "the input is wrong", not "the program is".
 
-    from edge.errors import UserError
+    from edge.common.errors import UserError
 
 Each stage raises its own typed subclass (ConfigError, ArtifactError, ModelError, ImageError,
 DataError, CheckError, ExportError, DemoError, DeployError, ...), and each command catches

@@ -1,6 +1,6 @@
 """Reading and writing the files that travel with a model.
 
-Every artifact of a run (edge/run_folder.py names them) is written through
+Every artifact of a run (edge/common/run_folder.py names them) is written through
 `write_atomic`, so a run killed half-way never leaves a half-written file: the
 bytes go to a temporary file in the same folder, which is then renamed over the
 target in one step. Imports nothing heavier than the standard library, so the
@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from edge.errors import UserError
+from edge.common.errors import UserError
 
 
 #: The name every temporary file of `atomic_path` starts with: hidden from listings, and what

@@ -28,7 +28,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edge import artifacts
+from edge.common import artifacts
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.keras"

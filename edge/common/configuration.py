@@ -19,8 +19,8 @@ import typing
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, Optional, Sequence, TypeVar
 
-from edge import artifacts, errors
-from edge.errors import UserError
+from edge.common import artifacts, errors
+from edge.common.errors import UserError
 
 ConfigT = TypeVar("ConfigT")
 
@@ -219,7 +219,7 @@ def measure_and_print(run: Callable[[ConfigT], dict], config: ConfigT, render: C
                       json_path: Optional[str] = None) -> Optional[dict]:
     """A benchmark's `main()` after parsing: `run(config)`, print `render(result)`, and write the
     result as JSON to `json_path` when one is given. Bad input is reported in one line (see
-    edge.errors) and gives None, for which `main()` returns `errors.EXIT_USAGE`."""
+    edge.common.errors) and gives None, for which `main()` returns `errors.EXIT_USAGE`."""
     try:
         result = run(config)
     except UserError as error:
