@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import importlib
-import importlib.metadata
 import os
 import threading
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from edge import preprocess
-from edge.common import artifacts, run_folder
+from edge.common import artifacts, run_folder, versions
 from edge.common.errors import UserError
 
 # The runtimes, in the order tried when none is named, with their module and pip name.
@@ -96,10 +95,7 @@ def available_runtimes() -> list[str]:
 
 def runtime_version(name: str) -> str | None:
     """The installed version of runtime `name` (its pip distribution), or None."""
-    try:
-        return importlib.metadata.version(RUNTIMES[name][1])
-    except importlib.metadata.PackageNotFoundError:
-        return None
+    return versions.package_version(RUNTIMES[name][1])
 
 
 def _import_runtime(name: str) -> Any:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib
-import importlib.metadata
 import re
 import shutil
 import string
@@ -31,6 +30,7 @@ from typing import Any, Iterable
 
 from demo import ui
 from edge.common import artifacts, configuration, errors, run_folder
+from edge.common.versions import package_version
 from edge.common.configuration import option
 from edge.common.errors import UserError
 
@@ -186,19 +186,12 @@ def _copy_model_files(files: ui.ModelFiles, target: Path) -> list[str]:
     return copied
 
 
-def _installed_version(distribution: str) -> str | None:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def _requirements() -> str:
     """hf_space/requirements.txt with gradio and ai-edge-litert pinned to the versions installed here,
     the ones this folder is assembled and tested with."""
     text = (SPACE_TEMPLATE / "requirements.txt").read_text(encoding="utf-8")
     for distribution in ("gradio", "ai-edge-litert"):
-        version = _installed_version(distribution)
+        version = package_version(distribution)
         if version:
             text = re.sub(rf"^{re.escape(distribution)}==\S+$", f"{distribution}=={version}", text,
                           flags=re.MULTILINE)
@@ -263,7 +256,7 @@ def _space_card(files: ui.ModelFiles, repo_id: str | None, model_repo: str | Non
     """hf_space/README.md filled in from the run (card_facts), with sdk_version = the installed Gradio
     and the model repository in `models:`."""
     text = string.Template((SPACE_TEMPLATE / "README.md").read_text(encoding="utf-8")).substitute(card_facts(files))
-    gradio_version = _installed_version("gradio")
+    gradio_version = package_version("gradio")
     if gradio_version:
         text = re.sub(r"^sdk_version:.*$", f"sdk_version: {gradio_version}", text, count=1, flags=re.MULTILINE)
     models = f"models:\n  - {model_repo}" if model_repo else "models: []"

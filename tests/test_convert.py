@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 
 from edge import runtime
-from edge.common import artifacts, configuration, run_folder
-from train import check, export, export_graph, export_search, export_tflite, report
+from edge.common import artifacts, configuration, records, run_folder
+from train import check, export, export_graph, export_search, export_tflite, metrics, report
 from train.config import ModelName, TrainConfig
 from train.data import load_splits
 
@@ -266,7 +266,7 @@ def test_compare_on_hand_made_probabilities():
     reference = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]])
     candidate = np.array([[0.6, 0.3, 0.1], [0.5, 0.4, 0.1], [0.2, 0.2, 0.6]])
     labels = np.array([0, 1, 0])
-    result = check.compare(reference, candidate, labels, ["a", "b", "c"])
+    result = metrics.compare_to_reference(reference, candidate, labels, ["a", "b", "c"])
     assert result["top1"] == pytest.approx(1 / 3) and result["agreement"] == pytest.approx(2 / 3)
     assert result["drop_points"] == pytest.approx(100 / 3)
     expected_kl = np.mean([sum(p * np.log(p / q) for p, q in zip(row_p, row_q))
@@ -338,7 +338,7 @@ def test_selective_quantization_keeps_the_drowned_tensor_in_float(toy, tmp_path)
         assert {layer["op"] for layer in mixed["float_layers"]} >= {"FULLY_CONNECTED"}
         assert mixed["float_layers"] == export_graph.float_layers(mixed_file.read_bytes())
         assert metadata["variants"]["int8_mixed"]["float_layers"] == mixed["float_layers"]
-    assert quantization["served"] == metadata["served"] == check.served_variant(quantization)
+    assert quantization["served"] == metadata["served"] == records.served_variant(quantization)
     # Only int8 was asked for: the shipped fallback is served, else int8 (which failed, and says so).
     assert quantization["served"] == ("int8_mixed" if fallback["shipped"] else "int8")
     # Ranked by end-to-end effect: the part holding (or reading) the drowned unit comes first.
@@ -387,10 +387,10 @@ def test_served_variant_is_the_fastest_within_the_gate():
         return {"drop_points": drop, "latency_ms": latency}
     quantization = {"max_drop": 1.0, "variants": {"float32": measured(0.0, 12.0), "dynamic": measured(0.5, 9.0),
                                                   "int8": measured(3.0, 5.0), "int8_mixed": measured(0.8, 10.0)}}
-    assert check.served_variant(quantization) == "dynamic"  # int8 is fastest but misses the gate
+    assert records.served_variant(quantization) == "dynamic"  # int8 is fastest but misses the gate
     quantization["variants"]["int8"].update(drop_points=1.0, latency_ms=50.0)
-    assert check.served_variant(quantization) == "int8"  # within the gate, int8 is served even when slower
-    assert check.served_variant({"max_drop": -1.0, "variants": {"int8": measured(0.0, 1.0)}}) == "int8"
+    assert records.served_variant(quantization) == "int8"  # within the gate, int8 is served even when slower
+    assert records.served_variant({"max_drop": -1.0, "variants": {"int8": measured(0.0, 1.0)}}) == "int8"
 
 
 def test_an_export_removes_what_killed_exports_left(tmp_path, monkeypatch, capsys):

@@ -12,15 +12,16 @@ exceed `max_drop` points. train/export.py runs this after converting and
 writes the result to quantization.json; this command re-measures existing files
 (after installing another runtime, say) and rewrites quantization.json.
 
-Training side: it loads the Keras model (train/models.py) and the very splits the
-run trained and was evaluated on (train/data.py).
+Training side: it loads the Keras model and the very splits the run trained and was
+evaluated on (train/loaders.py). The numbers are train/metrics.py's (`compare_to_reference`);
+the files it reads and writes, the gate (`passes`), what is served (`served_variant`) and the
+exit status (`gate_status`) are edge/common/records.py's.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any, Literal, Optional, Sequence
@@ -28,20 +29,18 @@ from typing import Any, Literal, Optional, Sequence
 import numpy as np
 
 from edge import runtime
-from edge.common import artifacts, configuration, errors, formatting, run_folder
+from edge.common import configuration, errors, formatting, records, run_folder
 from edge.common.configuration import option
 from edge.common.errors import UserError
-from train import data, models, report
-from train.config import TrainConfig
-from train.metrics import PROBABILITY_FLOOR, top_k_accuracy
+# The exit printing is shared with train/export.py, which imports this module: it lives with the records.
+from edge.common.records import TOP_K, gate_status, passes
+from train import loaders, report
+from train.metrics import compare_to_reference, top1, top_k_accuracy
 
 #: Single-image interpreter calls timed per variant (after `LATENCY_WARMUP` untimed ones); the
 #: median of 50 is stable to a few percent on a quiet CPU.
 LATENCY_RUNS = 50
 LATENCY_WARMUP = 5
-#: Classes listed as "losing most" per variant (only those that do lose).
-WORST_CLASSES = 5
-TOP_K = 5
 #: Images per Keras predict call for the reference.
 REFERENCE_BATCH = 128
 
@@ -71,24 +70,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return errors.report(error)
 
 
-def gate_status(result: dict, run_dir: str | Path) -> int:
-    """The end of the export and the check: the summary line, and exit status 1 with a line saying
-    so when the full-integer int8 model misses the gate (0 when it passes)."""
-    print(report.summary_line(result))
-    if result["passed"]:
-        return 0
-    print(f"error: no int8 model is within {result['max_drop']} points of the float model: the full-integer "
-          f"model_int8.tflite misses the gate (serving {result.get('served', 'int8')} instead); "
-          f"see {Path(run_dir) / run_folder.QUANTIZATION_FILE}", file=sys.stderr)
-    return 1
-
-
 def run(config: CheckConfig) -> dict:
     """Re-measure the variants in <run>/tflite; keep what the converter recorded about the int8 search."""
     run_dir = Path(config.run)
     previous_path = run_dir / run_folder.QUANTIZATION_FILE
-    previous = run_folder.read_optional_json(previous_path)
-    max_drop = config.max_drop if config.max_drop is not None else previous.get("max_drop")
+    previous = records.read_optional(records.Quantization, previous_path) or records.Quantization()
+    max_drop = config.max_drop if config.max_drop is not None else previous.max_drop
     if max_drop is None:
         raise CheckError(f"{previous_path}: not found; give --max-drop")
     tflite_dir = run_dir / run_folder.TFLITE_DIR
@@ -97,108 +84,22 @@ def run(config: CheckConfig) -> dict:
     if "int8" not in paths:
         raise CheckError(f"{tflite_dir / run_folder.INT8_MODEL_FILE}: not found; "
                          f"run python train/export.py --run {run_dir}")
-    checker = Checker(load_model(run_dir), load_splits(run_dir), runtime=config.runtime, threads=config.threads,
-                      latency_runs=config.latency_runs, labels_path=tflite_dir / run_folder.LABELS_FILE)
-    result = {**previous, **checker.check(paths, max_drop)}
-    for variant, measured in result["variants"].items():  # What the converter knew about how each was made.
-        for key in ("scheme", "float_tensors", "float_layers"):
-            if key in previous.get("variants", {}).get(variant, {}):
-                measured[key] = previous["variants"][variant][key]
-    result["served"] = served_variant(result)
-    artifacts.write_json(previous_path, result)
+    checker = Checker(loaders.load_model(run_dir), loaders.load_splits(run_dir), runtime=config.runtime,
+                      threads=config.threads, latency_runs=config.latency_runs,
+                      labels_path=tflite_dir / run_folder.LABELS_FILE)
+    result = checker.check(paths, max_drop)
+    result.keep_how_made(previous)  # What the converter knew about how each was made.
+    # The search, the calibration and the rest of the export's record stay as the export wrote them.
+    quantization = records.Quantization.from_dict({**previous.to_dict(), **result.to_dict()}, str(previous_path))
+    quantization.served = records.served_variant(quantization)
+    records.write(previous_path, quantization)
     metadata_path = tflite_dir / run_folder.METADATA_FILE
     if metadata_path.exists():  # The demo and the camera read what to serve from here.
-        metadata = artifacts.read_json(metadata_path)
-        metadata.update(served=result["served"], passed=result["passed"], max_drop=result["max_drop"])
-        artifacts.write_json(metadata_path, metadata)
-    report.update_quantization_section(run_dir, result)
-    return result
-
-
-# ---------------------------------------------------------------------------------------------
-# The run's model and data: the Keras model with the project's custom layers, and the very
-# splits the run trained and was evaluated on.
-
-
-def load_model(run_dir: str | Path) -> Any:
-    path = Path(run_dir) / run_folder.MODEL_FILE
-    if not path.is_file():
-        raise CheckError(f"{path}: model file not found")
-    return models.load_model(path)
-
-
-def load_splits(run_dir: str | Path) -> data.Splits:
-    return data.load_splits(TrainConfig.from_run(run_dir))
-
-
-def top1(probabilities: np.ndarray) -> np.ndarray:
-    """Predicted class per row; ties go to the lower index, as np.argmax and Classifier.top_k do."""
-    return np.argmax(probabilities, axis=1)
-
-
-def mean_kl_divergence(reference: np.ndarray, candidate: np.ndarray) -> float:
-    """Mean over images of KL(reference || candidate), in nats, both floored at PROBABILITY_FLOOR."""
-    p = np.clip(reference.astype(np.float64), PROBABILITY_FLOOR, 1.0)
-    q = np.clip(candidate.astype(np.float64), PROBABILITY_FLOOR, 1.0)
-    # KL is never negative; flooring without renormalising can leave -1e-12 of float noise.
-    return max(0.0, float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=1))))
-
-
-def compare(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict:
-    """Accuracy of `candidate` and how it differs from `reference` (both (N, classes) probabilities)."""
-    reference_top1, candidate_top1 = top1(reference), top1(candidate)
-    reference_correct, candidate_correct = reference_top1 == labels, candidate_top1 == labels
-    accuracy = float(np.mean(candidate_correct))
-    change = accuracy - float(np.mean(reference_correct))
-    losers = []
-    for index, name in enumerate(class_names):
-        members = labels == index
-        if not members.any():
-            continue
-        before, after = float(np.mean(reference_correct[members])), float(np.mean(candidate_correct[members]))
-        if after < before:
-            losers.append({"label": name, "reference_top1": before, "top1": after, "images": int(members.sum())})
-    losers.sort(key=lambda row: (row["top1"] - row["reference_top1"], row["label"]))
-    broken = int(np.sum(reference_correct & ~candidate_correct))
-    fixed = int(np.sum(~reference_correct & candidate_correct))
-    return {"top1": accuracy, "top5": top_k_accuracy(labels, candidate, TOP_K), "top1_change": change,
-            "drop_points": -100.0 * change + 0.0,
-            "drop_standard_error_points": drop_standard_error(broken, fixed, len(labels)),
-            "broken": broken, "fixed": fixed, "agreement": float(np.mean(reference_top1 == candidate_top1)),
-            "kl_divergence": mean_kl_divergence(reference, candidate), "worst_classes": losers[:WORST_CLASSES]}
-
-
-def drop_standard_error(broken: int, fixed: int, count: int) -> float:
-    """Standard error, in points, of the paired top-1 difference (as in McNemar's test).
-
-    `broken`: images the reference gets right and the candidate wrong; `fixed`: the reverse. The
-    drop is (broken - fixed) / count; with many flips in both directions, a small drop is noise.
-    """
-    if count == 0:
-        return float("nan")
-    variance = (broken + fixed) - (broken - fixed) ** 2 / count
-    return 100.0 * float(np.sqrt(max(variance, 0.0))) / count
-
-
-def passes(drop_points: float, max_drop: float) -> bool:
-    """The gate. A tiny epsilon keeps 1.0000000002 points (float noise) from failing a 1.0 gate."""
-    return drop_points <= max_drop + 1e-9
-
-
-def served_variant(quantization: dict) -> str:
-    """The variant the demo and the camera should serve.
-
-    int8 whenever it is within the gate: the full-integer file is the product (it runs on every
-    integer accelerator, and it is the same file everywhere), and choosing it does not hang on a
-    latency measurement's noise. Otherwise the fastest (median single-image latency) of the
-    variants within the gate; int8 when none is, so that the failure stays visible.
-    """
-    variants, max_drop = quantization["variants"], quantization["max_drop"]
-    if passes(variants[run_folder.SERVED_VARIANT]["drop_points"], max_drop):
-        return run_folder.SERVED_VARIANT
-    passing = [(measured["latency_ms"], variant) for variant, measured in variants.items()
-               if passes(measured["drop_points"], max_drop)]
-    return min(passing)[1] if passing else run_folder.SERVED_VARIANT
+        metadata = records.read(records.ModelMetadata, metadata_path)
+        metadata.take_verdict(quantization)
+        records.write(metadata_path, metadata)
+    report.update_quantization_section(run_dir, quantization)
+    return quantization.to_dict()
 
 
 class Checker:
@@ -255,7 +156,8 @@ class Checker:
             if not passes(result["val_drop_points"], max_drop) and not always_test:
                 return {**result, "passed": False}
         _, labels = self._images("test")
-        measured = compare(self.reference("test"), self.predictions(model_path, "test"), labels, self.splits.labels)
+        measured = compare_to_reference(self.reference("test"), self.predictions(model_path, "test"), labels,
+                                        self.splits.labels, TOP_K)
         result.update({key: measured[key] for key in ("drop_points", "drop_standard_error_points", "agreement",
                                                       "kl_divergence")})
         passed = passes(result["drop_points"], max_drop) and passes(result.get("val_drop_points", -np.inf), max_drop)
@@ -274,15 +176,16 @@ class Checker:
                 timings.append(time.perf_counter() - started)
         return 1000.0 * statistics.median(timings)
 
-    def check(self, paths: dict[str, Path], max_drop: float) -> dict:
+    def check(self, paths: dict[str, Path], max_drop: float) -> records.Quantization:
         """quantization.json's measurements for the files in `paths` ({variant: path}); needs "int8"."""
         if "int8" not in paths:
             raise CheckError("the check needs the int8 model")
         _, labels = self._images("test")
         reference = self.reference("test")
-        result = {"reference": {"model": "keras float32", "top1": float(np.mean(top1(reference) == labels)),
-                                "top5": top_k_accuracy(labels, reference, TOP_K)},
-                  "test_images": int(len(labels)), "variants": {}}
+        result = records.Quantization(
+            reference=records.Reference(model="keras float32", top1=float(np.mean(top1(reference) == labels)),
+                                        top5=top_k_accuracy(labels, reference, TOP_K)),
+            test_images=int(len(labels)))
         details = None
         for variant, path in paths.items():
             started = time.perf_counter()
@@ -290,21 +193,22 @@ class Checker:
             if not path.is_file():
                 raise CheckError(f"{path}: model file not found")
             classifier = self.classifier(path)
-            measured = compare(reference, self.predictions(path), labels, self.splits.labels)
-            measured.update(file=path.name, size_bytes=path.stat().st_size, latency_ms=self.latency_ms(path),
-                            input=_tensor(classifier.input_dtype, classifier.input_quantization),
-                            output=_tensor(classifier.interpreter.get_output_details()[0]["dtype"],
-                                           classifier.output_quantization,
-                                           values="logits" if classifier.output_is_logits else "probabilities"))
-            result["variants"][variant] = measured
+            measured = records.VariantResult.from_dict(
+                compare_to_reference(reference, self.predictions(path), labels, self.splits.labels, TOP_K))
+            measured.file, measured.size_bytes, measured.latency_ms = path.name, path.stat().st_size, self.latency_ms(path)
+            measured.input = _tensor(classifier.input_dtype, classifier.input_quantization)
+            measured.output = _tensor(classifier.interpreter.get_output_details()[0]["dtype"],
+                                      classifier.output_quantization,
+                                      values="logits" if classifier.output_is_logits else "probabilities")
+            result.variants[variant] = measured
             details = details or classifier.describe()
-            print(f"check: {variant} on {len(labels)} test images, top-1 {formatting.percent(measured['top1'])}, "
+            print(f"check: {variant} on {len(labels)} test images, top-1 {formatting.percent(measured.top1)}, "
                   f"in {formatting.step_time(time.perf_counter() - started)}", flush=True)
-        int8 = result["variants"]["int8"]
-        result.update(max_drop=max_drop, drop_points=int8["drop_points"], passed=passes(int8["drop_points"], max_drop),
-                      gate=f"int8 test top-1 at most {max_drop} points below the Keras float model",
-                      runtime={"name": details["runtime"], "version": details["runtime_version"],
-                               "threads": self.threads, "latency_runs": self.latency_runs})
+        result.max_drop, result.drop_points = max_drop, result.int8.drop_points
+        result.passed = passes(result.int8.drop_points, max_drop)
+        result.gate = f"int8 test top-1 at most {max_drop} points below the Keras float model"
+        result.runtime = records.RuntimeInfo(name=details["runtime"], version=details["runtime_version"],
+                                             threads=self.threads, latency_runs=self.latency_runs)
         return result
 
 

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from edge.common import artifacts, configuration, errors, formatting, run_folder
+from edge.common import artifacts, configuration, errors, formatting, records, run_folder
 from edge.common.configuration import option
 from edge.common.errors import UserError
 from edge.common.formatting import NOT_AVAILABLE
@@ -80,30 +80,33 @@ def describe_run(run_dir: Path) -> dict:
         raise artifacts.ArtifactError(f"{run_dir}: no such run directory")
     if not run_dir.is_dir():
         raise NoRunError(f"{run_dir}: not a folder")
+    # config.json is the training configuration's own file, read as plain values so that a run of an
+    # older version, with options this one lacks, still compares.
     config = run_folder.read_optional_json(run_dir / run_folder.CONFIG_FILE)
-    metadata = run_folder.read_optional_json(run_dir / run_folder.METADATA_FILE)
-    metrics = run_folder.read_optional_json(run_dir / run_folder.METRICS_FILE)
-    quantization = run_folder.read_optional_json(run_dir / run_folder.QUANTIZATION_FILE)
-    if not (config or metadata or metrics):
+    metadata = records.read_optional(records.RunMetadata, run_dir / run_folder.METADATA_FILE)
+    metrics = records.read_optional(records.Metrics, run_dir / run_folder.METRICS_FILE)
+    quantization = records.read_optional(records.Quantization, run_dir / run_folder.QUANTIZATION_FILE)
+    if not (config or (metadata and metadata.to_dict()) or (metrics and metrics.to_dict())):
         raise NoRunError(f"{run_dir}: holds no run (none of config.json, metadata.json, metrics.json)")
-    epochs = metadata.get("epochs") if isinstance(metadata.get("epochs"), dict) else {}
-    int8 = (quantization.get("variants") or {}).get("int8") or {}
+    metadata, metrics = metadata or records.RunMetadata(), metrics or records.Metrics()
+    epochs = metadata.epochs if isinstance(metadata.epochs, dict) else {}
+    int8 = quantization.int8 if quantization else records.VariantResult()
     model_file = run_dir / run_folder.MODEL_FILE
     int8_file = run_dir / run_folder.TFLITE_DIR / run_folder.INT8_MODEL_FILE
     return {
         "run": run_dir.name,
-        "model": _first(metadata.get("model"), config.get("model")),
-        "unfreeze": _first(metadata.get("unfreeze"), config.get("unfreeze")),
+        "model": _first(metadata.model, config.get("model")),
+        "unfreeze": _first(metadata.unfreeze, config.get("unfreeze")),
         "head_epochs": _first(epochs.get("head"), config.get("head_epochs")),
         "finetune_epochs": _first(epochs.get("finetune"), config.get("epochs")),
-        "image_size": _first(metadata.get("image_size"), config.get("image_size")),
-        "parameters": metadata.get("parameters"),
-        "top1": metrics.get("top1"),
-        "top5": metrics.get("top5"),
-        "int8_top1": int8.get("top1"),
+        "image_size": _first(metadata.image_size, config.get("image_size")),
+        "parameters": metadata.parameters,
+        "top1": metrics.top1,
+        "top5": metrics.top5,
+        "int8_top1": int8.top1,
         "model_bytes": model_file.stat().st_size if model_file.exists() else None,
-        "int8_bytes": _first(int8.get("size_bytes"), int8_file.stat().st_size if int8_file.exists() else None),
-        "training_seconds": metadata.get("training_seconds"),
+        "int8_bytes": _first(int8.size_bytes, int8_file.stat().st_size if int8_file.exists() else None),
+        "training_seconds": metadata.training_seconds,
     }
 
 

@@ -19,13 +19,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edge.common import artifacts, configuration, errors, run_folder
+from edge.common import artifacts, configuration, errors, records, run_folder
 from edge.common.configuration import option
 from edge.common.errors import UserError
-from train import data, models, report
+from edge.common.records import TOP_K
+from train import loaders, report
 from train import metrics as metric_functions
 from train.config import TrainConfig
-from train.report import PLOTS, TOP_K
+from train.report import PLOTS
 
 #: Images per `model.predict` call when the run's config does not say.
 DEFAULT_BATCH_SIZE = 128
@@ -65,8 +66,9 @@ def run(config: EvaluateConfig) -> dict:
     if not run_dir.is_dir():
         raise EvaluationError(f"{run_dir}: no such run directory")
     if config.report_only:
-        report.write_report(run_dir)
-        return artifacts.read_json(run_dir / run_folder.METRICS_FILE)
+        metrics = records.read(records.Metrics, run_dir / run_folder.METRICS_FILE)
+        report.write_report(run_dir, metrics)
+        return metrics.to_dict()
     return evaluate_run(run_dir, batch_size=config.batch_size)
 
 
@@ -75,15 +77,17 @@ def evaluate_run(run_dir: str | Path, model: Any = None, splits: Any = None, bat
     """Predict the test split, write metrics.json, the plots and report.md; return the metrics.
 
     `model` (a Keras model) and `splits` (train.data.Splits) are loaded from the run directory
-    when not given: `train.models.load_model(run_dir/model.keras)` and
-    `train.data.load_splits(TrainConfig.from_run(run_dir))`. `probabilities`, the model's output
-    on the test split when the caller has it already, saves predicting it again.
+    when not given (train/loaders.py: model.keras, and the splits of config.json).
+    `probabilities`, the model's output on the test split when the caller has it already, saves
+    predicting it again.
     """
     run_dir = Path(run_dir)
     labels = artifacts.read_labels(run_dir / run_folder.LABELS_FILE)
-    run_config = run_folder.read_optional_json(run_dir / run_folder.CONFIG_FILE)
+    # config.json is read once, and only when something here needs it: the splits, or the batch size.
+    needs_config = splits is None or (probabilities is None and not batch_size)
+    run_config = _run_config(run_dir, required=splits is None) if needs_config else None
     if splits is None:
-        splits = data.load_splits(TrainConfig.from_run(run_dir))
+        splits = loaders.load_splits(run_dir, run_config)
     if list(splits.labels) != labels:
         raise artifacts.ArtifactError(f"{run_dir / run_folder.LABELS_FILE} does not match the data's class names "
                                       f"({len(labels)} vs {len(splits.labels)} classes, or another order)")
@@ -91,8 +95,8 @@ def evaluate_run(run_dir: str | Path, model: Any = None, splits: Any = None, bat
         raise EvaluationError(f"{run_dir}: the test split is empty; nothing to evaluate")
     if probabilities is None:
         if model is None:
-            model = models.load_model(run_dir / run_folder.MODEL_FILE)
-        batch_size = batch_size or int(run_config.get("batch_size") or DEFAULT_BATCH_SIZE)
+            model = loaders.load_model(run_dir)
+        batch_size = batch_size or int((run_config.batch_size if run_config else None) or DEFAULT_BATCH_SIZE)
         probabilities = model.predict(splits.test_images, batch_size=batch_size, verbose=0)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     true = np.asarray(splits.test_labels, dtype=np.int64)
@@ -101,13 +105,23 @@ def evaluate_run(run_dir: str | Path, model: Any = None, splits: Any = None, bat
         true, probabilities, labels, superclass_of, superclasses, top_k=TOP_K, pairs=CONFUSED_PAIRS)
     predicted = probabilities.argmax(axis=1)
     confusion = metric_functions.confusion_matrix(true, predicted, len(labels))
-    metrics = {"split": "test", "model_file": run_folder.MODEL_FILE,
-               "evaluated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               **result, "confusion_matrix": confusion.tolist()}
-    artifacts.write_json(run_dir / run_folder.METRICS_FILE, metrics)
-    write_plots(run_dir, splits.test_images, true, probabilities, labels, metrics, superclass_of, superclasses)
+    metrics = records.Metrics.from_dict({
+        "split": "test", "model_file": run_folder.MODEL_FILE,
+        "evaluated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **result, "confusion_matrix": confusion.tolist()})
+    records.write(run_dir / run_folder.METRICS_FILE, metrics)
+    write_plots(run_dir, splits.test_images, true, probabilities, labels, metrics, superclass_of=superclass_of,
+                superclasses=superclasses)
     report.write_report(run_dir, metrics)
-    return metrics
+    return metrics.to_dict()
+
+
+def _run_config(run_dir: Path, required: bool) -> TrainConfig | None:
+    """The run's configuration from config.json; None when it is not there and not `required` (the
+    caller gave the splits, and the batch size falls back to DEFAULT_BATCH_SIZE)."""
+    if not required and not (run_dir / run_folder.CONFIG_FILE).exists():
+        return None
+    return TrainConfig.from_run(run_dir)
 
 
 def _superclasses(splits: Any, num_classes: int) -> tuple[np.ndarray | None, list[str] | None]:
@@ -120,7 +134,8 @@ def _superclasses(splits: Any, num_classes: int) -> tuple[np.ndarray | None, lis
 
 
 def write_plots(run_dir: Path, images: np.ndarray, true: np.ndarray, probabilities: np.ndarray,
-                labels: list[str], metrics: dict, superclass_of=None, superclasses=None) -> dict[str, Path]:
+                labels: list[str], metrics: records.Metrics, *, superclass_of=None,
+                superclasses=None) -> dict[str, Path]:
     """Draw every plot the data allows; return {name: path}. curves.png needs history.csv."""
     from train import plots  # matplotlib loads only when plots are drawn.
     predicted = probabilities.argmax(axis=1)
@@ -128,11 +143,11 @@ def write_plots(run_dir: Path, images: np.ndarray, true: np.ndarray, probabiliti
     history = run_folder.read_history(run_dir / run_folder.HISTORY_FILE)
     if history:
         written["curves"] = plots.plot_curves(history, run_dir / PLOTS["curves"])
-    confusion = np.asarray(metrics["confusion_matrix"])
+    confusion = np.asarray(metrics.confusion_matrix)
     written["confusion"] = plots.plot_confusion(confusion, labels, run_dir / PLOTS["confusion"],
                                                 superclass_of, superclasses)
     written["samples"] = plots.plot_samples(images, true, probabilities, labels, run_dir / PLOTS["samples"])
-    written["confused_pairs"] = plots.plot_confused_pairs(metrics["confused_pairs"][:8], images, true, predicted,
+    written["confused_pairs"] = plots.plot_confused_pairs(metrics.confused_pairs[:8], images, true, predicted,
                                                           labels, run_dir / PLOTS["confused_pairs"])
     return written
 

@@ -29,7 +29,9 @@ written. The steps live beside it:
   train/export_tflite.py   the converter calls: SavedModel, float variants, calibrate, quantize, 16x8
   train/export_search.py   the int8 search: tensor ranking, tensors kept in float, the 16x8 fallback
   train/export_graph.py    the .tflite graph as a list of ops, and the uint8-input edit
-  train/check.py           the float-vs-int8 measurement and the gate
+  train/check.py           the float-vs-int8 measurement (the Checker)
+  train/loaders.py         the run's Keras model and splits, when the caller does not hold them
+  edge/common/records.py   quantization.json and tflite/metadata.json as records, the gate, the served variant
 
 Training side: it needs TensorFlow (the converter) and the run's data. The files it
 writes are read on the device side by edge/runtime.py alone.
@@ -38,9 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import importlib.metadata
 import os
-import platform
 import re
 import shutil
 import tempfile
@@ -51,18 +51,15 @@ from typing import Any, Callable, Literal, Optional, Sequence
 import numpy as np
 
 from edge import runtime
-from edge.common import artifacts, configuration, errors, formatting, run_folder
+from edge.common import artifacts, configuration, errors, formatting, records, run_folder, versions
 from edge.common.configuration import option
 from edge.common.errors import UserError
-from train import check, data, export_graph, export_search, export_tflite, models, qat, report
+from train import check, data, export_graph, export_search, export_tflite, loaders, models, qat, report
+# The gate (MAX_DROP_POINTS) and the calibration sample's size are the training configuration's defaults
+# too (train/run.py exports after training); they are defined there, once.
+from train.config import CALIBRATION_SAMPLES, MAX_DROP_POINTS
 from train.export_tflite import ExportError
 
-#: The gate: the int8 model's test top-1 may fall at most this many points (1.0 = one percentage
-#: point) below the Keras float model's. One point is within the noise of two training seeds on
-#: CIFAR-100, and well below the 15+ points naive EfficientNet PTQ loses (tensorflow/tpu#549).
-MAX_DROP_POINTS = 1.0
-#: Training images (stratified by class) that calibrate the int8 activation ranges.
-CALIBRATION_SAMPLES = 500
 #: Images the quantization debugger runs to rank tensors by their error; the ranking is stable
 #: long before the calibration sample's size, and the debug model runs every layer twice.
 DEBUG_SAMPLES = 64
@@ -75,6 +72,8 @@ QAT_SAMPLES = 5000
 #: the model is no longer "int8" in any useful sense, and 16x8 is the better fallback.
 MAX_FLOAT_TENSORS = 32
 VARIANTS = run_folder.CONVERTED_VARIANTS
+#: The packages whose versions quantization.json records (after Python's).
+RECORDED_PACKAGES = ("tensorflow", "keras", "ai-edge-litert", "tflite-runtime", "numpy")
 #: The temporary workspace's name starts with this, then the exporting process's id and a dash. A kill
 #: leaves the workspace behind (SavedModels, hundreds of MB for B0); the id lets the next export remove
 #: the workspaces of exports that no longer run without touching one that still does.
@@ -154,12 +153,12 @@ def run(config: ExportConfig, model: Any = None, splits: Any = None, reference_p
         raise ExportError(f"{run_dir}: no such run directory")
     tflite_dir = run_dir / run_folder.TFLITE_DIR
     _say_removed(remove_leftovers(run_dir))
-    model = model if model is not None else check.load_model(run_dir)
+    model = model if model is not None else loaders.load_model(run_dir)
     # A GPU run's model computes in bfloat16; TFLite needs float32 arithmetic to convert and calibrate.
     float_model = models.as_float32(model)
     if float_model is not model:  # The reference is what gets converted: the float32 copy, predicted anew.
         model, reference_probabilities = float_model, None
-    splits = splits if splits is not None else check.load_splits(run_dir)
+    splits = splits if splits is not None else loaders.load_splits(run_dir)
     if len(splits.test_labels) == 0:
         raise ExportError(f"{run_dir}: the test split is empty; the float-vs-int8 check needs it")
     # metadata.json is written last, after the check. Without it the device side serves nothing from this
@@ -207,27 +206,30 @@ def run(config: ExportConfig, model: Any = None, splits: Any = None, reference_p
     conversion_seconds = time.perf_counter() - started
 
     quantization = checker.check(paths, config.max_drop)
-    quantization["int8_search"] = {"attempts": search["attempts"], "ranked_tensors": search["ranked_tensors"],
-                                   "ranking": search["ranking"], "fallback": fallback}
-    quantization["variants"]["int8"].update(scheme=search["int8_scheme"], float_tensors=[],
-                                            float_layers=export_graph.float_layers(search["int8"]))
+    quantization.int8_search = records.Int8Search(attempts=search["attempts"], ranked_tensors=search["ranked_tensors"],
+                                                  ranking=search["ranking"], fallback=fallback)
+    int8 = quantization.int8
+    int8.scheme, int8.float_tensors, int8.float_layers = (search["int8_scheme"], [],
+                                                          export_graph.float_layers(search["int8"]))
     if make_qat is not None and any(attempt["scheme"] == "int8-qat" for attempt in search["attempts"]):
-        quantization["int8_search"]["qat"] = {"epochs": config.qat or QAT_EPOCHS, "samples": config.qat_samples,
-                                              "learning_rate": qat.LEARNING_RATE, "target": "the float model",
-                                              "outlier_factor": qat.OUTLIER_FACTOR}
+        quantization.int8_search.qat = {"epochs": config.qat or QAT_EPOCHS, "samples": config.qat_samples,
+                                        "learning_rate": qat.LEARNING_RATE, "target": "the float model",
+                                        "outlier_factor": qat.OUTLIER_FACTOR}
     if fallback is not None and fallback["shipped"]:
-        quantization["variants"][fallback["variant"]].update(
-            {key: search["fallback"][key] for key in ("scheme", "float_tensors", "float_layers")})
-    quantization["served"] = check.served_variant(quantization)
-    quantization.update(
-        source_run=str(run_dir), calibration={"samples": int(len(calibration)), "split": "train",
-                                              "stratified": True, "seed": config.seed},
-        conversion_seconds=round(conversion_seconds, 1), versions=_versions(),
-        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
-    artifacts.write_json(run_dir / run_folder.QUANTIZATION_FILE, quantization)
-    artifacts.write_json(tflite_dir / run_folder.METADATA_FILE, _tflite_metadata(run_dir, splits, quantization, paths))
+        shipped = quantization.variants[fallback["variant"]]
+        for key in records.VariantResult.MADE_BY:
+            setattr(shipped, key, search["fallback"][key])
+    quantization.served = records.served_variant(quantization)
+    quantization.source_run = str(run_dir)
+    quantization.calibration = {"samples": int(len(calibration)), "split": "train", "stratified": True,
+                                "seed": config.seed}
+    quantization.conversion_seconds = round(conversion_seconds, 1)
+    quantization.versions = versions.package_versions(RECORDED_PACKAGES)
+    quantization.created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    records.write(run_dir / run_folder.QUANTIZATION_FILE, quantization)
+    records.write(tflite_dir / run_folder.METADATA_FILE, _tflite_metadata(run_dir, splits, quantization, paths))
     report.update_quantization_section(run_dir, quantization)
-    return quantization
+    return quantization.to_dict()
 
 
 def workspace_prefix(pid: int) -> str:
@@ -339,42 +341,26 @@ def _calibration_images(splits: Any, config: ExportConfig) -> np.ndarray:
 # What travels with the models
 
 
-def _tflite_metadata(run_dir: Path, splits: Any, quantization: dict, paths: dict[str, Path]) -> dict:
+def _tflite_metadata(run_dir: Path, splits: Any, quantization: records.Quantization,
+                     paths: dict[str, Path]) -> records.ModelMetadata:
     """tflite/metadata.json: all the demo and the Pi need besides the .tflite file and labels.txt."""
-    run_metadata = run_folder.read_optional_json(run_dir / run_folder.METADATA_FILE)
+    run_metadata = records.read_optional(records.RunMetadata, run_dir / run_folder.METADATA_FILE)
+    run_metadata = run_metadata or records.RunMetadata()
     height, width, _ = splits.input_shape
-    variants = {}
-    for variant, path in paths.items():
-        measured = quantization["variants"][variant]
-        variants[variant] = {key: measured[key] for key in ("file", "size_bytes", "input", "output", "top1", "top5",
-                                                            "agreement", "drop_points", "latency_ms")}
-        if "scheme" in measured:
-            variants[variant].update(scheme=measured["scheme"], float_layers=measured["float_layers"])
-    return {
-        "source_run": str(run_dir), "model": run_metadata.get("model"), "dataset": splits.dataset,
-        "input_size": [height, width], "input_dtype": "uint8", "labels_file": run_folder.LABELS_FILE,
-        "num_classes": splits.num_classes, "label_mode": run_metadata.get("label_mode"),
-        "superclasses": splits.superclasses,
-        "superclass_of": None if splits.superclass_of is None else [int(i) for i in splits.superclass_of],
-        "preprocessing": "edge.preprocess.prepare_image: RGB, centre crop, antialiased resize to input_size; "
-                         "the model does the rest",
+    return records.ModelMetadata(
+        source_run=str(run_dir), model=run_metadata.model, dataset=splits.dataset,
+        input_size=[height, width], input_dtype="uint8", labels_file=run_folder.LABELS_FILE,
+        num_classes=splits.num_classes, label_mode=run_metadata.label_mode, superclasses=splits.superclasses,
+        superclass_of=None if splits.superclass_of is None else [int(i) for i in splits.superclass_of],
+        preprocessing="edge.preprocess.prepare_image: RGB, centre crop, antialiased resize to input_size; "
+                      "the model does the rest",
         # What the demo and the camera serve (run_folder.served_model): int8 when it passed, else the
-        # fastest variant that did (check.served_variant).
-        "served": quantization["served"], "variants": variants,
-        "reference": quantization["reference"], "test_images": quantization["test_images"],
-        "max_drop": quantization["max_drop"], "passed": quantization["passed"],
-        "runtime": quantization["runtime"], "versions": quantization["versions"], "created": quantization["created"],
-    }
-
-
-def _versions() -> dict:
-    versions = {"python": platform.python_version()}
-    for distribution in ("tensorflow", "keras", "ai-edge-litert", "tflite-runtime", "numpy"):
-        try:
-            versions[distribution] = importlib.metadata.version(distribution)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return versions
+        # fastest variant that did (records.served_variant).
+        served=quantization.served,
+        variants={variant: records.ShippedVariant.of(quantization.variants[variant]) for variant in paths},
+        reference=quantization.reference, test_images=quantization.test_images,
+        max_drop=quantization.max_drop, passed=quantization.passed,
+        runtime=quantization.runtime, versions=quantization.versions, created=quantization.created)
 
 
 if __name__ == "__main__":

