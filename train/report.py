@@ -79,7 +79,8 @@ def quantization_section(quantization: Quantization | Mapping[str, Any] | None, 
         body = (f"Not measured yet: `python train/export.py --run runs/{run_name}` exports the TFLite models "
                 "and measures them on the test set.")
     else:
-        body = render_quantization(quantization).strip()
+        # render_quantization's argument is quantization.json's content, as a dict or the record.
+        body = render_quantization(quantization.to_dict()).strip()
     return f"{START}\n{body}\n{END}\n"
 
 
