@@ -66,6 +66,9 @@ class Record:
 
     #: Keys the file held that no field names, in their order: written back, never dropped.
     extra: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False, kw_only=True)
+    #: The keys a record read from a file held (None for one made in code): an `always` key an older
+    #: file lacked is not added when the record is written back.
+    present: frozenset[str] | None = dataclasses.field(default=None, repr=False, compare=False, kw_only=True)
     #: What the record is read from, for error messages.
     what: ClassVar[str] = "record"
 
@@ -95,23 +98,25 @@ class Record:
                          for name, entry in value.items()}
             arguments[item.name] = value
         extra = {key: value for key, value in values.items() if key not in known}
-        return cls(**arguments, extra=extra)
+        return cls(**arguments, extra=extra, present=frozenset(values))
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object, keys in the order the writers have always written them."""
         values: dict[str, Any] = {}
         for item in _fields(type(self)):
             value = getattr(self, item.name)
+            key = item.metadata["key"] or item.name
             made_empty = item.default_factory is not dataclasses.MISSING and not (
                 value.to_dict() if isinstance(value, Record) else value)
-            if (value is None or made_empty) and not item.metadata["always"]:
+            always = item.metadata["always"] and (self.present is None or key in self.present)
+            if (value is None or made_empty) and not always:
                 continue  # What the file did not hold stays out, so a rewrite changes nothing.
             if isinstance(value, Record):
                 value = value.to_dict()
             elif item.metadata["mapping"] is not None and value is not None:
                 value = {name: entry.to_dict() if isinstance(entry, Record) else entry
                          for name, entry in value.items()}
-            values[item.metadata["key"] or item.name] = value
+            values[key] = value
         values.update(self.extra)
         return values
 
@@ -122,7 +127,7 @@ class Record:
 
 
 def _fields(cls: type) -> list[dataclasses.Field]:
-    return [item for item in dataclasses.fields(cls) if item.name != "extra"]
+    return [item for item in dataclasses.fields(cls) if item.name not in ("extra", "present")]
 
 
 def read(cls: type[RecordType], path: str | os.PathLike) -> RecordType:
