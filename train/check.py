@@ -105,7 +105,7 @@ def run(config: CheckConfig) -> dict:
 class Checker:
     """Measures TFLite files against one Keras model on one run's splits; caches what it computed."""
 
-    def __init__(self, model: Any, splits: Any, runtime: str | None = None, threads: int | None = None,
+    def __init__(self, model: Any, splits: Any, *, runtime: str | None = None, threads: int | None = None,
                  latency_runs: int = LATENCY_RUNS, labels_path: str | Path | None = None,
                  test_reference: np.ndarray | None = None):
         if len(splits.test_labels) == 0:

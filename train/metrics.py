@@ -21,6 +21,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from edge.common.records import TOP_K
+
 #: Equal-width confidence bins of the expected calibration error (the common choice since
 #: Guo et al. 2017, "On Calibration of Modern Neural Networks").
 CALIBRATION_BINS = 15
@@ -153,8 +155,8 @@ def most_confused_pairs(confusion: np.ndarray, count: int = 10) -> list[dict[str
 
 
 def classification_metrics(true: Any, probabilities: Any, labels: Sequence[str],
-                           superclass_of: Any = None, superclasses: Sequence[str] | None = None,
-                           top_k: int = 5, pairs: int = 10) -> dict[str, Any]:
+                           superclass_of: Any = None, superclasses: Sequence[str] | None = None, *,
+                           top_k: int = TOP_K, pairs: int = 10) -> dict[str, Any]:
     """Everything metrics.json holds about one set of predictions, as JSON-ready values."""
     true = _as_indices(true, "true")
     probabilities = _check_probabilities(probabilities, len(true))
@@ -215,7 +217,7 @@ def mean_kl_divergence(reference: np.ndarray, candidate: np.ndarray) -> float:
 
 
 def compare_to_reference(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray,
-                         class_names: list[str], top_k: int = 5) -> dict[str, Any]:
+                         class_names: list[str], top_k: int = TOP_K) -> dict[str, Any]:
     """Accuracy of `candidate` and how it differs from `reference` (both (N, classes) probabilities):
     quantization.json's measurements of one variant (edge/common/records.py's VariantResult)."""
     reference_top1, candidate_top1 = top1(reference), top1(candidate)
