@@ -98,7 +98,9 @@ def _measured(quantization: Quantization | Mapping[str, Any] | None) -> Quantiza
 
 def _value(source: Mapping[str, Any] | RunMetadata, key: str) -> Any:
     """A value of config.json (plain values) or of the metadata record, None when it does not say."""
-    return source.get(key) if isinstance(source, Mapping) else getattr(source, key, None)
+    if isinstance(source, Mapping):
+        return source.get(key)
+    return getattr(source, key) if key in RunMetadata.__dataclass_fields__ else source.extra.get(key)
 
 
 def _config_summary(config: dict, metadata: RunMetadata, metrics: Metrics) -> str:
