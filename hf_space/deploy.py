@@ -30,9 +30,9 @@ from typing import Any, Iterable
 
 from demo import ui
 from edge.common import artifacts, configuration, errors, run_folder
-from edge.common.versions import package_version
 from edge.common.configuration import option
 from edge.common.errors import UserError
+from edge.common.versions import package_version
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 SPACE_TEMPLATE = Path(__file__).resolve().parent
