@@ -73,7 +73,7 @@ def missing_gpu_advice(backend: str) -> str:
     seen = f" ({'; '.join(signs)})"
     if backend == "tensorflow":
         return f"an NVIDIA GPU seems meant{seen}, but TensorFlow found none: {tensorflow_gpu_report()}. Or {advice}"
-    if backend == "jax" and package_version("jax-cuda12-plugin") is None:
+    if backend == "jax" and not _installed("jax-cuda12-plugin"):
         return f"an NVIDIA GPU seems meant{seen}, but JAX's CUDA plugin is not installed: {advice}"
     return f"an NVIDIA GPU seems meant{seen}, but {backend} found none; {advice}"
 
@@ -133,3 +133,8 @@ def describe_tensorflow_probe(stdout: str, stderr: str) -> str:
 def _strip_log_prefix(line: str) -> str:
     """`E0000 00:00:1.2 123 cuda_platform.cc:52] failed call to cuInit ...` -> `failed call to cuInit ...`."""
     return line.split("] ", 1)[1].strip() if "] " in line else line.strip()
+
+
+def _installed(distribution: str) -> bool:
+    """Whether a pip distribution is installed (its metadata, without importing it)."""
+    return package_version(distribution) is not None
