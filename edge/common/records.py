@@ -89,6 +89,9 @@ class Record:
             if key not in values:
                 continue  # An older folder: the field's default.
             value = values[key]
+            if value is None and item.default_factory is not dataclasses.MISSING:
+                arguments[item.name] = item.default_factory()  # A null block reads as an empty one.
+                continue
             if item.metadata["record"] is not None and value is not None:
                 value = item.metadata["record"].from_dict(value, f"{source}: {key}")
             elif item.metadata["mapping"] is not None and value is not None:
