@@ -32,8 +32,7 @@ from edge import runtime
 from edge.common import configuration, errors, formatting, records, run_folder
 from edge.common.configuration import option
 from edge.common.errors import UserError
-# The exit printing is shared with train/export.py, which imports this module: it lives with the records.
-from edge.common.records import TOP_K, gate_status, passes
+from edge.common.records import TOP_K, gate_status, passes  # gate_status: the exit printing, shared with export
 from train import loaders, report
 from train.metrics import compare_to_reference, top1, top_k_accuracy
 
@@ -195,7 +194,8 @@ class Checker:
             classifier = self.classifier(path)
             measured = records.VariantResult.from_dict(
                 compare_to_reference(reference, self.predictions(path), labels, self.splits.labels, TOP_K))
-            measured.file, measured.size_bytes, measured.latency_ms = path.name, path.stat().st_size, self.latency_ms(path)
+            measured.file, measured.size_bytes = path.name, path.stat().st_size
+            measured.latency_ms = self.latency_ms(path)
             measured.input = _tensor(classifier.input_dtype, classifier.input_quantization)
             measured.output = _tensor(classifier.interpreter.get_output_details()[0]["dtype"],
                                       classifier.output_quantization,

@@ -14,8 +14,9 @@ edge/common/formatting.py, as everywhere else.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -239,9 +240,10 @@ def render_quantization(quantization: Quantization | Mapping[str, Any]) -> str:
     lines = [records.variant_table(quantization, records.REPORT_COLUMNS)]
     runtime = quantization.runtime or records.RuntimeInfo()
     threads = runtime.threads
+    latency_runs = runtime.latency_runs if runtime.latency_runs is not None else "n/a"
     lines += ["", f"Measured on all {quantization.test_images} test images through "
               f"{runtime.name or 'the TFLite runtime'} {runtime.version or ''}".rstrip()
-              + f"; latency: median of {runtime.latency_runs if runtime.latency_runs is not None else 'n/a'} single-image interpreter calls, "
+              + f"; latency: median of {latency_runs} single-image interpreter calls, "
               + (f"{threads} threads" if threads else "the runtime's default threads") + ".", ""]
     int8 = quantization.int8
     verdict = "**passed**" if quantization.passed else "**FAILED**"

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping, Sequence, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from edge.common import artifacts, formatting, run_folder
 
@@ -447,7 +449,6 @@ def served_variant(quantization: Quantization | Mapping[str, Any]) -> str:
 def gate_status(quantization: Quantization | Mapping[str, Any], run_dir: str | os.PathLike) -> int:
     """The end of the export and the check: the summary line, and exit status 1 with a line on stderr
     saying so when the full-integer int8 model misses the gate (0 when it passes)."""
-    import sys  # Only the commands print.
     quantization = Quantization.coerce(quantization)
     print(quantization.summary_line())
     if quantization.passed:
@@ -491,7 +492,8 @@ def _kl(value: float | None) -> str:
 
 #: report.md's table (train/report.py): everything measured, percentages to two decimals.
 REPORT_COLUMNS = (
-    Column("model", lambda name, measured: VARIANT_NAMES.get(name, name), lambda reference: "Keras float32 (reference)"),
+    Column("model", lambda name, measured: VARIANT_NAMES.get(name, name),
+           lambda reference: "Keras float32 (reference)"),
     Column("size", lambda name, measured: formatting.size(measured.size_bytes)),
     Column("top-1", lambda name, measured: formatting.percent(measured.top1, 2),
            lambda reference: formatting.percent(reference.top1, 2)),

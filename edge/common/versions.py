@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import platform
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def package_version(distribution: str) -> str | None:
