@@ -32,7 +32,7 @@ from typing import Any, Literal, Optional
 import numpy as np
 
 from edge import camera, preprocess, runtime, serve, sources
-from edge.common import configuration, errors, machine
+from edge.common import command, configuration, errors, machine
 from edge.common.configuration import option
 
 #: Interpreter calls before timing starts: the first calls allocate and warm caches.
@@ -234,12 +234,14 @@ def render(result: dict[str, Any]) -> str:
     ])
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    options = configuration.parse_command_line(
-        LoopBenchmarkConfig, argv, prog="python benchmarks/camera_loop.py",
-        description="Camera loop frame rate next to the interpreter's own rate.")
-    result = configuration.measure_and_print(run, options, render, options.json_out)
-    return errors.EXIT_USAGE if result is None else 0
+COMMAND = command.Command(name="camera_loop", prog="python benchmarks/camera_loop.py",
+                          description="Camera loop frame rate next to the interpreter's own rate.",
+                          config_class=LoopBenchmarkConfig, run=run, render=lambda options, result: render(result),
+                          json_file="json_out")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return command.execute(COMMAND, argv)
 
 
 if __name__ == "__main__":

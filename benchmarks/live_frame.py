@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from demo import live, ui
-from edge.common import configuration, errors, formatting
+from edge.common import command, configuration, errors, formatting
 from edge.common.configuration import option
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -92,13 +92,14 @@ def run(config: LiveFrameConfig) -> dict[str, Any]:
     }
 
 
+COMMAND = command.Command(name="live_frame", prog="python benchmarks/live_frame.py",
+                          description=__doc__.split("\n\n")[0], config_class=LiveFrameConfig, run=lambda config: run(config),
+                          render=lambda config, result: render(result), json_file="json",
+                          exit_status=lambda config, result: 1 if result["skipped"] else 0)
+
+
 def main(argv: list[str] | None = None) -> int:
-    config = configuration.parse_command_line(LiveFrameConfig, argv, prog="python benchmarks/live_frame.py",
-                                              description=__doc__.split("\n\n")[0])
-    result = configuration.measure_and_print(run, config, render, config.json)
-    if result is None:
-        return errors.EXIT_USAGE
-    return 1 if result["skipped"] else 0
+    return command.execute(COMMAND, argv)
 
 
 def render(result: dict) -> str:

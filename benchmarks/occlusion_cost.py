@@ -32,7 +32,7 @@ from typing import Any, Optional
 import numpy as np
 
 from edge import occlusion, preprocess, runtime
-from edge.common import configuration, errors, formatting, machine
+from edge.common import command, configuration, errors, formatting, machine
 from edge.common.configuration import option
 
 #: Untimed maps before timing: the first call at a new batch size allocates and packs weights.
@@ -150,12 +150,14 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+COMMAND = command.Command(name="occlusion_cost", prog="python benchmarks/occlusion_cost.py",
+                          description="Time one occlusion map (Where it looked) with a .tflite model.",
+                          config_class=OcclusionBenchmarkConfig, run=run,
+                          render=lambda config, result: format_table(result), json_file="json")
+
+
 def main(argv: list[str] | None = None) -> int:
-    config = configuration.parse_command_line(
-        OcclusionBenchmarkConfig, argv, prog="python benchmarks/occlusion_cost.py",
-        description="Time one occlusion map (Where it looked) with a .tflite model.")
-    result = configuration.measure_and_print(run, config, format_table, config.json)
-    return errors.EXIT_USAGE if result is None else 0
+    return command.execute(COMMAND, argv)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from typing import Any, Literal, Optional
 import numpy as np
 
 from edge import preprocess, runtime
-from edge.common import configuration, errors, formatting, machine, run_folder
+from edge.common import command, configuration, errors, formatting, machine, run_folder
 from edge.common.configuration import option
 
 # The decoded photo of the end-to-end timing: the size picamera2's preview and most
@@ -160,14 +160,15 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+COMMAND = command.Command(
+    name="runtime_latency", prog="python benchmarks/runtime_latency.py",
+    description="Time .tflite variants: interpreter alone and photo to top-k.", config_class=BenchmarkConfig, run=run,
+    render=lambda config, result: format_table(result), json_file="json",
+    exit_status=lambda config, result: 1 if any("error" in row for row in result["results"]) else 0)
+
+
 def main(argv: list[str] | None = None) -> int:
-    config = configuration.parse_command_line(
-        BenchmarkConfig, argv, prog="python benchmarks/runtime_latency.py",
-        description="Time .tflite variants: interpreter alone and photo to top-k.")
-    result = configuration.measure_and_print(run, config, format_table, config.json)
-    if result is None:
-        return errors.EXIT_USAGE
-    return 1 if any("error" in row for row in result["results"]) else 0
+    return command.execute(COMMAND, argv)
 
 
 if __name__ == "__main__":

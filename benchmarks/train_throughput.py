@@ -26,7 +26,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from edge.common import configuration
+from edge.common import command, configuration
 from edge.common.configuration import option
 
 #: Classes of the head (CIFAR-100's).
@@ -109,15 +109,13 @@ def _random_weights_file(keras, config: ThroughputConfig, folder: Path) -> str:
     return str(path)
 
 
+COMMAND = command.Command(name="train_throughput", prog="python benchmarks/train_throughput.py",
+                          description=__doc__.split("\n")[0], config_class=ThroughputConfig, run=run,
+                          render=lambda config, result: json.dumps(result, indent=2), json_file="json")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    config = configuration.parse_command_line(ThroughputConfig, argv, prog="python benchmarks/train_throughput.py",
-                                              description=__doc__.split("\n")[0])
-    result = run(config)
-    print(json.dumps(result, indent=2))
-    if config.json:
-        from edge.common.artifacts import write_json  # Only with --json.
-        write_json(config.json, result)
-    return 0
+    return command.execute(COMMAND, argv)
 
 
 if __name__ == "__main__":

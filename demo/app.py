@@ -22,7 +22,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from demo import ui  # noqa: E402 - after the variable above
 from edge import runtime
-from edge.common import configuration, errors
+from edge.common import command, configuration, errors
 from edge.common.configuration import option
 from edge.common.errors import UserError
 
@@ -92,17 +92,16 @@ def run(config: DemoConfig, block: bool = True) -> str:
 
 
 def parse_config(argv: list[str] | None = None) -> DemoConfig:
-    return configuration.parse_command_line(DemoConfig, argv, prog="python demo/app.py",
-                                            description=__doc__.split("\n\n")[0])
+    """DemoConfig from the command line (the harness's parser)."""
+    return command.parse_config(COMMAND, argv)
+
+
+COMMAND = command.Command(name="demo", prog="python demo/app.py", description=__doc__.split("\n\n")[0],
+                          config_class=DemoConfig, run=run)
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        config = parse_config(argv)
-        run(config)
-    except UserError as error:
-        return errors.report(error)
-    return 0
+    return command.execute(COMMAND, argv)
 
 
 def __getattr__(name: str) -> Any:

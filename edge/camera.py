@@ -46,7 +46,7 @@ from typing import Any, Literal, Optional, TextIO
 import numpy as np
 
 from edge import overlay, preprocess, runtime, serve, sources, stopping
-from edge.common import configuration, errors, run_folder
+from edge.common import command, configuration, errors, run_folder
 from edge.common.configuration import option
 from edge.common.errors import UserError
 
@@ -339,37 +339,58 @@ def describe(summary: dict[str, Any]) -> str:
     return line
 
 
-def parse_options(argv: Optional[list[str]] = None) -> CameraConfig:
-    """CameraConfig from the command line."""
-    return configuration.parse_command_line(
-        CameraConfig, argv, prog="python edge/camera.py",
-        description="Classify camera frames (or a video file, or a folder of images) with the int8 TFLite model.")
+def parse_options(argv: list[str] | None = None) -> CameraConfig:
+    """CameraConfig from the command line (the harness's parser, for tests and the benchmark)."""
+    return command.parse_config(COMMAND, argv)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def run_with_stop_signals(options: CameraConfig) -> dict:
+    """`run` with SIGINT and SIGTERM handled (edge.stopping), then the summary on stderr."""
+    # The handlers live only as long as the loop and its summary; the previous ones are put back after.
+    with stopping.StopSignals() as stop:
+        summary = run(options, stop=stop)
+        print(describe(summary), file=sys.stderr)
+    return summary
+
+
+def _forced_stop(forced: BaseException, options: CameraConfig) -> int:
+    """A second signal while the model or camera was still opening."""
+    print(f"camera: stopped: {forced.signal_name}", file=sys.stderr)
+    return stopping.exit_code_for(forced.signal_number)
+
+
+def _interrupted(interruption: BaseException, options: CameraConfig) -> int:
+    """Ctrl-C before the handlers were installed."""
+    print("camera: interrupted", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def _broken_pipe(error: BaseException, options: CameraConfig) -> int:
+    """The reader of our output went away (e.g. `| head`): stop quietly."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # Python's final flush of stdout would fail again.
+    return EXIT_OK
+
+
+def _unwritable(error: BaseException, options: CameraConfig) -> int:
+    """--save into a folder that cannot be written, a full disk."""
+    print(f"camera: error: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
+    return EXIT_FAILURE
+
+
+# A bad model or labels file, no camera, no display, a port in use: a UserError, "camera: error: ...", exit 2.
+COMMAND = command.Command(
+    name="camera", prog="python edge/camera.py",
+    description="Classify camera frames (or a video file, or a folder of images) with the int8 TFLite model.",
+    config_class=CameraConfig, run=run_with_stop_signals, exit_status=lambda options, summary: summary["exit_code"],
+    error_prefix="camera",
+    handlers=((stopping.ForcedStop, _forced_stop), (KeyboardInterrupt, _interrupted),
+              (BrokenPipeError, _broken_pipe), (OSError, _unwritable)))
+
+
+def main(argv: list[str] | None = None) -> int:
     """The command line: run the loop with SIGINT and SIGTERM handled, print the summary, return the exit status."""
-    options = parse_options(argv)
-    try:
-        # The handlers live only as long as the loop and its summary; the previous ones are put back after.
-        with stopping.StopSignals() as stop:
-            summary = run(options, stop=stop)
-            print(describe(summary), file=sys.stderr)
-        return summary["exit_code"]
-    except stopping.ForcedStop as forced:  # A second signal while the model or camera was still opening.
-        print(f"camera: stopped: {forced.signal_name}", file=sys.stderr)
-        return stopping.exit_code_for(forced.signal_number)
-    except KeyboardInterrupt:  # Ctrl-C before the handlers were installed.
-        print("camera: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:  # The reader of our output went away (e.g. `| head`): stop quietly.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # Python's final flush of stdout would fail again.
-        return EXIT_OK
-    except UserError as error:  # A bad model or labels file, no camera, no display, a port in use: nothing ran.
-        return errors.report(error, command="camera")
-    except OSError as error:  # --save into a folder that cannot be written, a full disk.
-        print(f"camera: error: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
-        return EXIT_FAILURE
+    return command.execute(COMMAND, argv)
 
 
 if __name__ == "__main__":

@@ -15,11 +15,10 @@ in float: a uint8 softmax output has steps of 1/256, which rounds every
 probability below 1/512 to zero and so destroys top-5 and breaks ties towards the
 lower class index.
 
-    python edge/runtime.py --model runs/NAME/tflite/model_int8.tflite photo.jpg [--top-k 5]
+Its command line is edge/classify.py (`python edge/classify.py --model MODEL photo.jpg`).
 """
 from __future__ import annotations
 
-import argparse
 import ctypes
 import importlib
 import importlib.metadata
@@ -375,36 +374,3 @@ def _quantization(detail: dict, model_path: Path) -> tuple[float, int]:
         raise ModelError(f"{model_path}: per-channel quantization on the input or output tensor "
                          f"{detail.get('name')!r} is not supported")
     return float(scale), int(zero_point)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Classify image files and print the top-k labels."""
-    parser = argparse.ArgumentParser(description="Classify images with a .tflite model (no TensorFlow).")
-    parser.add_argument("images", nargs="+", help="image files")
-    parser.add_argument("--model", required=True, help="the .tflite file; labels.txt is read from its folder")
-    parser.add_argument("--labels", default=None, help="labels file (default: labels.txt next to the model)")
-    parser.add_argument("--runtime", choices=list(RUNTIMES), default=None, help="default: the first installed")
-    parser.add_argument("--threads", type=int, default=None, help="interpreter threads (default: the runtime's)")
-    parser.add_argument("--delegate", default=None, help="external delegate library, e.g. libedgetpu.so.1")
-    parser.add_argument("--top-k", type=int, default=5, help="labels to print per image (default: 5)")
-    arguments = parser.parse_args(argv)
-    try:
-        classifier = Classifier(arguments.model, arguments.labels, arguments.runtime, arguments.threads,
-                                arguments.delegate)
-    except ModelError as error:
-        print(f"error: {error}")
-        return 2
-    status = 0
-    for image in arguments.images:
-        try:
-            predictions = classifier.classify(image, arguments.top_k)
-        except preprocess.ImageError as error:
-            print(f"error: {error}")
-            status = 1
-            continue
-        print(image + ": " + ", ".join(f"{label} {probability:.3f}" for label, probability in predictions))
-    return status
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

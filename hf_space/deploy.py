@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from demo import ui
-from edge.common import artifacts, configuration, errors, run_folder
+from edge.common import artifacts, command, configuration, errors, run_folder
 from edge.common.configuration import option
 from edge.common.errors import UserError
 
@@ -39,7 +39,7 @@ SPACE_TEMPLATE = Path(__file__).resolve().parent
 # Where the Space's code starts; every demo/ and edge/ module they import (transitively) is copied.
 SPACE_ENTRY_POINTS = ("hf_space/app.py", "demo/app.py", "demo/ui.py")
 # What a Raspberry Pi needs from the model repository: the runtime and the camera loop.
-PI_ENTRY_POINTS = ("edge/runtime.py", "edge/camera.py")
+PI_ENTRY_POINTS = ("edge/classify.py", "edge/camera.py")
 PROJECT_PACKAGES = ("demo", "edge")
 # Never shipped: the training side (train/, with the converter and the check) needs TensorFlow
 # and Keras, and nothing on the serving path may import it (docs/architecture.md).
@@ -468,24 +468,25 @@ def run(config: DeployConfig, api: Any = None) -> dict[str, Any]:
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    config = configuration.parse_command_line(DeployConfig, argv, prog="python hf_space/deploy.py",
-                                              description=__doc__.split("\n\n")[0])
-    try:
-        result = run(config)
-    except UserError as error:
-        return errors.report(error)
+def _summary(config: DeployConfig, result: dict) -> str:
+    """What was assembled, what was uploaded, and how to try a dry run."""
     space = result["space"]
-    print(f"assembled {space['folder']}: {len(space['modules'])} modules, models {', '.join(space['models'])}, "
-          f"{len(space['examples'])} examples")
+    lines = [f"assembled {space['folder']}: {len(space['modules'])} modules, models {', '.join(space['models'])}, "
+             f"{len(space['examples'])} examples"]
     if "model" in result:
-        print(f"assembled {result['model']['folder']} (model repository)")
-    for key in ("model_url", "space_url"):
-        if key in result:
-            print(f"uploaded: {result[key]}")
+        lines.append(f"assembled {result['model']['folder']} (model repository)")
+    lines.extend(f"uploaded: {result[key]}" for key in ("model_url", "space_url") if key in result)
     if config.dry_run:
-        print(f"dry run: nothing uploaded. Try it: cd {space['folder']} && python app.py")
-    return 0
+        lines.append(f"dry run: nothing uploaded. Try it: cd {space['folder']} && python app.py")
+    return "\n".join(lines)
+
+
+COMMAND = command.Command(name="deploy", prog="python hf_space/deploy.py", description=__doc__.split("\n\n")[0],
+                          config_class=DeployConfig, run=run, render=_summary)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return command.execute(COMMAND, argv)
 
 
 if __name__ == "__main__":

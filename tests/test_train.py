@@ -157,7 +157,12 @@ def test_unfreeze_fraction_trains_the_top_layers_and_keeps_batchnorm_frozen():
 
 def test_config_files_and_flags_are_validated(tmp_path, capsys):
     from edge.common.configuration import ConfigError, build_config, read_config_file
-    from train.config import PRESETS, TrainConfig, parse_config
+    from edge.common import command
+    from train import run as train_run
+    from train.config import PRESETS, TrainConfig
+
+    def parse_config(argv):
+        return command.parse_config(train_run.COMMAND, argv)
 
     good = tmp_path / "good.yaml"
     good.write_text("model: cnn\nepochs: 3\nbatch-size: 16\n")

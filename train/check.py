@@ -28,7 +28,7 @@ from typing import Any, Literal, Optional, Sequence
 import numpy as np
 
 from edge import runtime
-from edge.common import artifacts, configuration, errors, formatting, run_folder
+from edge.common import artifacts, command, configuration, errors, formatting, run_folder
 from edge.common.configuration import option
 from edge.common.errors import UserError
 from train import data, models, report
@@ -60,15 +60,6 @@ class CheckConfig:
         None, "TFLite runtime; none: the first installed", "Check")
     threads: Optional[int] = option(None, "interpreter threads; none: the runtime's choice", "Check")
     latency_runs: int = option(LATENCY_RUNS, "single-image calls timed per variant", "Check")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    config = configuration.parse_command_line(CheckConfig, argv, prog="python train/check.py",
-                                              description=__doc__.split("\n")[0], required=("run",))
-    try:
-        return gate_status(run(config), config.run)
-    except UserError as error:
-        return errors.report(error)
 
 
 def gate_status(result: dict, run_dir: str | Path) -> int:
@@ -311,6 +302,16 @@ class Checker:
 def _tensor(dtype: Any, quantization: tuple[float, int], **description: str) -> dict:
     scale, zero_point = quantization
     return {"dtype": str(np.dtype(dtype)), "scale": float(scale), "zero_point": int(zero_point), **description}
+
+
+COMMAND = command.Command(
+    name="check", prog="python train/check.py", description=__doc__.split("\n")[0],
+    config_class=CheckConfig, run=run, required=("run",),
+    exit_status=lambda config, result: gate_status(result, config.run))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return command.execute(COMMAND, argv)
 
 
 if __name__ == "__main__":

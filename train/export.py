@@ -51,7 +51,7 @@ from typing import Any, Callable, Literal, Optional, Sequence
 import numpy as np
 
 from edge import runtime
-from edge.common import artifacts, configuration, errors, formatting, run_folder
+from edge.common import artifacts, command, configuration, errors, formatting, run_folder
 from edge.common.configuration import option
 from edge.common.errors import UserError
 from train import check, data, export_graph, export_search, export_tflite, models, qat, report
@@ -123,15 +123,6 @@ class ExportConfig:
             raise configuration.ConfigError(f"qat_samples must be >= 1, got {self.qat_samples}")
         if self.max_float_layers < 1 or self.debug_samples < 1 or self.latency_runs < 1:
             raise configuration.ConfigError("max_float_layers, debug_samples and latency_runs must be >= 1")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    config = configuration.parse_command_line(ExportConfig, argv, prog="python train/export.py",
-                                              description=__doc__.split("\n")[0], required=("run",))
-    try:
-        return check.gate_status(run(config), config.run)
-    except UserError as error:
-        return errors.report(error)
 
 
 def export_run(run_dir: str | Path, model: Any = None, splits: Any = None, max_drop: float = MAX_DROP_POINTS,
@@ -375,6 +366,16 @@ def _versions() -> dict:
         except importlib.metadata.PackageNotFoundError:
             pass
     return versions
+
+
+COMMAND = command.Command(
+    name="export", prog="python train/export.py", description=__doc__.split("\n")[0],
+    config_class=ExportConfig, run=run, required=("run",),
+    exit_status=lambda config, result: check.gate_status(result, config.run))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return command.execute(COMMAND, argv)
 
 
 if __name__ == "__main__":

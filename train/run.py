@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from edge import stopping
-from edge.common import artifacts, configuration, errors, machine, run_folder
+from edge.common import artifacts, command, configuration, errors, machine, run_folder
 from edge.common.errors import UserError
 from train import config as train_config
 from train.config import TrainConfig
@@ -48,25 +48,27 @@ BFLOAT16_MIN_COMPUTE_CAPABILITY = (8, 0)
 PLATEAU_FACTOR, PLATEAU_PATIENCE, PLATEAU_MIN_LR = 0.5, 5, 1e-6
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    # TensorFlow's C++ log is quieted for every train-side command by train/__init__.py. TensorFlow
-    # 2.21 still prints a few start-up lines (oneDNN, no CUDA) before its logger reads the setting.
-    config = train_config.parse_config(argv)
-    try:
-        with stop_signals():
-            result = run(config)
-    except KeyboardInterrupt as interruption:
-        signal_number = getattr(interruption, "signal_number", signal.SIGINT)
-        print(f"\n{signal.Signals(signal_number).name}: stopped; the last whole epoch is saved. Continue with: "
-              f"python train/run.py --resume --out {config.out or 'RUN_DIR'}", file=sys.stderr)
-        return stopping.exit_code_for(signal_number)
-    except UserError as error:
-        return errors.report(error)
+def _stopped(interruption: BaseException, config: TrainConfig) -> int:
+    """Ctrl-C, SIGINT or SIGTERM: say what is saved and how to continue; exit 130 or 143."""
+    signal_number = getattr(interruption, "signal_number", signal.SIGINT)
+    print(f"\n{signal.Signals(signal_number).name}: stopped; the last whole epoch is saved. Continue with: "
+          f"python train/run.py --resume --out {config.out or 'RUN_DIR'}", file=sys.stderr)
+    return stopping.exit_code_for(signal_number)
+
+
+def _gate_status(config: TrainConfig, result: dict) -> int:
+    """0, or 1 when the exported int8 model failed the float-vs-int8 gate."""
     quantization = result.get("quantization")
     if quantization is not None and not quantization.get("passed", False):
         print("error: the int8 model failed the float-vs-int8 gate; see quantization.json", file=sys.stderr)
         return 1
     return 0
+
+
+def run_with_stop_signals(config: TrainConfig) -> dict:
+    """`run(config)` with SIGINT and SIGTERM raising StopSignal (see stop_signals)."""
+    with stop_signals():
+        return run(config)
 
 
 class StopSignal(KeyboardInterrupt):
@@ -579,6 +581,19 @@ def _print_summary(result: dict) -> None:
         int8 = quantization["variants"].get("int8", {})
         print(f"int8 top-1 {int8.get('top1', float('nan')):.2%} against float {quantization['reference']['top1']:.2%}: "
               + ("within" if quantization["passed"] else "OUTSIDE") + f" the {quantization['max_drop']} point gate")
+
+
+COMMAND = command.Command(
+    name="train", prog="python train/run.py",
+    description="Train a CIFAR classifier (EfficientNet-B0 transfer learning by default) and write a run directory.",
+    config_class=TrainConfig, run=run_with_stop_signals, exit_status=_gate_status,
+    presets=train_config.PRESETS, handlers=((KeyboardInterrupt, _stopped),))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # TensorFlow 2.21 still prints a few start-up lines (oneDNN, no CUDA) before its logger reads the
+    # level the harness sets (edge.common.command.quiet_tensorflow, also run by train/__init__.py).
+    return command.execute(COMMAND, argv)
 
 
 if __name__ == "__main__":
