@@ -146,3 +146,23 @@ def test_the_run_folder_list_names_everything_a_run_holds(smoke_run):
     present = {name if name != "plots/" else "plots/*.png" for name in present}
     assert present <= listed, f"not in the list: {sorted(present - listed)}"
     assert "logs/" in listed
+
+
+#: The most positional parameters a function of train/, edge/ or demo/ may take (self and cls not
+#: counted): beyond this a call is a row of values to get in the right order, so the rest are keyword-only.
+MAX_POSITIONAL_PARAMETERS = 6
+
+
+def test_no_function_takes_more_than_six_positional_parameters():
+    offending = []
+    for package in ("train", "edge", "demo"):
+        for module in _modules(package):
+            path = REPOSITORY.joinpath(*module.split(".")).with_suffix(".py")
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    names = [argument.arg for argument in node.args.posonlyargs + node.args.args]
+                    if names[:1] in (["self"], ["cls"]):
+                        names = names[1:]
+                    if len(names) > MAX_POSITIONAL_PARAMETERS:
+                        offending.append(f"{module}.{node.name} (line {node.lineno}): {len(names)}")
+    assert not offending, "more than six positional parameters: " + ", ".join(offending)
