@@ -75,7 +75,8 @@ class LocalServer:
     folder and the interpreter's installed packages.
     """
 
-    def __init__(self, script: str | Path, arguments: list[str] | None = None, cwd: str | Path | None = None,
+    # The options after the script's arguments are keyword-only: six of them, easy to give in the wrong order.
+    def __init__(self, script: str | Path, arguments: list[str] | None = None, *, cwd: str | Path | None = None,
                  python: str = sys.executable, port: int | None = None, isolated: bool = True,
                  block: tuple[str, ...] = BLOCKED_MODULES, extra_env: dict[str, str] | None = None):
         self.script = Path(script).resolve()

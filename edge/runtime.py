@@ -55,30 +55,16 @@ class ModelError(UserError):
 #: The signature output name that marks a model ending at the logits (train/export.py writes it):
 #: the softmax is then applied here. Any other name means the output already is probabilities.
 LOGITS_OUTPUT = "logits"
-#: Folders under a checkout or bundle where copied model files are looked for, in order.
-MODEL_FOLDERS = ("models", "edge/models")
 
 
+# Kept for edge/camera.py until the merge: discovery lives in run_folder.find_default_model. The
+# camera's callers (and tests/test_camera.py) expect its "none found" refusal as a ModelError.
 def find_default_model(root: str | Path) -> Path:
-    """The model to serve when none is named: copied ones first, else the newest exported run's.
-
-    Looks for a folder holding model_int8.tflite: `root`/models/ (where a Pi owner copies the files
-    and the Space bundle holds them), then `root`/edge/models/, then the newest `root`/runs/*/tflite/.
-    In that folder it serves what metadata.json names (`run_folder.served_model`); a folder without it,
-    whose export did not finish the float-vs-int8 check, is refused (run_folder.UncheckedModelError).
-    """
-    root = Path(root)
-    for folder in MODEL_FOLDERS:
-        if (root / folder / run_folder.INT8_MODEL_FILE).is_file():
-            return run_folder.served_model(root / folder)
-    exported = sorted((root / "runs").glob(f"*/{run_folder.TFLITE_DIR}/{run_folder.INT8_MODEL_FILE}"),
-                      key=lambda path: path.stat().st_mtime)
-    if exported:
-        return run_folder.served_model(exported[-1].parent)
-    looked = ", ".join(str(root / folder / run_folder.INT8_MODEL_FILE) for folder in MODEL_FOLDERS)
-    raise ModelError(f"no model given and none found ({looked}, {root / 'runs'}/*/tflite/); train and export one "
-                     "(python train/run.py --preset smoke), copy a run's tflite/ files into models/, "
-                     "or name a model file")
+    """run_folder.find_default_model, its ModelFilesError raised as a ModelError (same message)."""
+    try:
+        return run_folder.find_default_model(root)
+    except run_folder.ModelFilesError as error:
+        raise ModelError(str(error)) from None
 
 
 def available_runtimes() -> list[str]:

@@ -9,7 +9,6 @@
 """
 from __future__ import annotations
 
-import ast
 import configparser
 import importlib
 import subprocess
@@ -17,6 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
+
+# The one import walker, the one the Space's module closure follows, so both read imports alike.
+from hf_space.deploy import imported_names
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 PACKAGES = ("edge", "train", "demo", "hf_space")
@@ -34,21 +36,9 @@ def _modules(package: str) -> list[str]:
                   if path.stem != "__init__" and (path.parent / "__init__.py").is_file())
 
 
-def _imported_names(path: Path) -> set[str]:
-    """Every module name an import statement in the file names, at any depth (function bodies too)."""
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return names
-
-
 def test_no_edge_file_names_the_training_side():
     for path in sorted(REPOSITORY.joinpath(*module.split(".")).with_suffix(".py") for module in _modules("edge")):
-        offending = sorted(name for name in _imported_names(path) if name.split(".")[0] in TRAINING_SIDE)
+        offending = sorted(name for name in imported_names(path) if name.split(".")[0] in TRAINING_SIDE)
         assert not offending, f"{path.relative_to(REPOSITORY)} imports {offending}"
 
 
@@ -81,7 +71,7 @@ def _project_graph() -> dict[str, set[str]]:
     graph = {}
     for module in known:
         path = REPOSITORY.joinpath(*module.split(".")).with_suffix(".py")
-        graph[module] = {name for name in _imported_names(path) if name in known and name != module}
+        graph[module] = {name for name in imported_names(path) if name in known and name != module}
     return graph
 
 

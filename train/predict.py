@@ -36,7 +36,7 @@ from edge.common.errors import UserError
 from train import models
 
 #: Where `--run` looks by default: the newest folder here that holds a model.keras.
-RUNS_FOLDER = "runs"
+RUNS_FOLDER = run_folder.RUNS_DIR
 
 
 @dataclasses.dataclass
@@ -62,11 +62,11 @@ def _print_failures(config: PredictConfig, result: dict) -> int:
 
 def newest_run(runs_folder: str | Path = RUNS_FOLDER) -> Path:
     """The most recently modified run directory that holds a model.keras."""
-    candidates = sorted(Path(runs_folder).glob(f"*/{run_folder.MODEL_FILE}"), key=lambda path: path.stat().st_mtime)
-    if not candidates:
-        raise artifacts.ArtifactError(f"no run with a {run_folder.MODEL_FILE} under {Path(runs_folder).resolve()}; train one "
-                                "(python train/run.py --preset smoke) or pass --run DIR")
-    return candidates[-1].parent
+    found = run_folder.newest_run(runs_folder, run_folder.MODEL_FILE)
+    if found is None:
+        raise run_folder.ModelFilesError(f"no run with a {run_folder.MODEL_FILE} under {Path(runs_folder).resolve()}; "
+                                         "train one (python train/run.py --preset smoke) or pass --run DIR")
+    return found
 
 
 def run(config: PredictConfig, model: Any = None) -> dict:
