@@ -167,8 +167,9 @@ def run(options: CameraConfig, source: sources.FrameSource | None = None,
                 predictions, latency_ms, inference_ms = classify(classifier, frame, options)
                 tally.count(latency_ms, inference_ms)
                 fps = pacer.frame_done()
-                reason = outputs.handle(sinks.FrameResult(tally.frames, source.name, frame, predictions,
-                                                          latency_ms=latency_ms, inference_ms=inference_ms, fps=fps))
+                reason = outputs.handle(sinks.FrameResult(
+                    number=tally.frames, source_name=source.name, frame=frame, predictions=predictions,
+                    latency_ms=latency_ms, inference_ms=inference_ms, fps=fps))
                 if reason is not None:  # The preview window was closed.
                     tally.end(reason)
                     break

@@ -44,7 +44,7 @@ class PreviewError(UserError):
     """The preview window cannot be shown (no display, or OpenCV without GUI support)."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(kw_only=True)
 class FrameResult:
     """One classified frame, as every sink receives it: the frame, its predictions and what it cost."""
 
