@@ -32,7 +32,7 @@ from typing import Any, Literal, Optional
 import numpy as np
 
 from edge import camera, preprocess, runtime, serve, sources
-from edge.common import command, configuration, errors, machine
+from edge.common import command, configuration, errors, machine, run_folder
 from edge.common.configuration import option
 
 #: Interpreter calls before timing starts: the first calls allocate and warm caches.
@@ -148,7 +148,7 @@ def check_frames(summary: dict[str, Any], frames: int) -> None:
 
 def run(options: LoopBenchmarkConfig) -> dict[str, Any]:
     """Measure the loop and the interpreter alone; return the numbers (ms per frame, frames per second)."""
-    model_path = Path(options.model) if options.model else camera.find_default_model()
+    model_path = Path(options.model) if options.model else run_folder.find_default_model(camera.REPOSITORY)
     classifier = runtime.Classifier(model_path, runtime=options.runtime, threads=options.threads)
     with tempfile.TemporaryDirectory(prefix="camera-loop-") as folder:
         video = write_video(Path(folder) / "benchmark.avi", options.frames, options.width, options.height)

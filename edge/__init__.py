@@ -1,7 +1,9 @@
 """Device side: what the Raspberry Pi and the Hugging Face Space run.
 
 Preprocessing (`preprocess`), the TFLite runtime wrapper (`runtime`), camera sources
-(`sources`), the overlay (`overlay`), the camera command (`camera`, `stopping`), and the
+(`sources`), the overlay (`overlay`), the camera command (`camera`, `stopping`) with its
+outputs (`sinks`) and live view (`serve`, whose page is the data file `live_view.html`), the
+frame-rate meter it shares with the demo (`frame_rate`), and the
 small shared modules both sides use: the run-folder contract (`run_folder`), atomic files
 (`artifacts`), the command-line machinery (`configuration`), the error base class
 (`errors`), number formatting (`formatting`) and the machine probe (`machine`).

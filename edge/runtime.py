@@ -57,16 +57,6 @@ class ModelError(UserError):
 LOGITS_OUTPUT = "logits"
 
 
-# Kept for edge/camera.py until the merge: discovery lives in run_folder.find_default_model. The
-# camera's callers (and tests/test_camera.py) expect its "none found" refusal as a ModelError.
-def find_default_model(root: str | Path) -> Path:
-    """run_folder.find_default_model, its ModelFilesError raised as a ModelError (same message)."""
-    try:
-        return run_folder.find_default_model(root)
-    except run_folder.ModelFilesError as error:
-        raise ModelError(str(error)) from None
-
-
 def available_runtimes() -> list[str]:
     """The runtimes that can be imported here, in preference order."""
     found = []
