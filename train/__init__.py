@@ -12,6 +12,6 @@ import os
 #: imports). 3 hides TensorFlow's INFO, WARNING and ERROR lines, among them "failed call to cuInit:
 #: ... (303)", which on a machine without an NVIDIA driver only says there is no GPU. TensorFlow's
 #: real errors still arrive as Python exceptions; TF_CPP_MIN_LOG_LEVEL=0 shows its whole log, and
-#: train/gpu_setup.py reads it so when a GPU was expected and none was found.
+#: train/devices.py reads it so when a GPU was expected and none was found.
 QUIET_TENSORFLOW_LOG_LEVEL = "3"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", QUIET_TENSORFLOW_LOG_LEVEL)
