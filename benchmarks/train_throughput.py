@@ -54,14 +54,11 @@ class ThroughputConfig:
 def run(config: ThroughputConfig) -> dict:
     import keras  # Loaded here so --help never pays for it.
 
-    from train import batches, models
-    from train import run as training
+    from train import batches, devices, models, optimization
     from train.config import IMAGENET_MODELS, TrainConfig
 
-    gpus = training.gpu_names()
-    capabilities = training.gpu_compute_capabilities() if gpus and config.precision == "auto" else []
-    precision, _ = training.resolve_precision(config.precision, gpus, capabilities)
-    keras.mixed_precision.set_global_policy(precision)
+    gpus = devices.gpu_names()
+    precision, _ = devices.set_precision(config.precision, gpus)
     with tempfile.TemporaryDirectory() as scratch:
         weights = "none"
         if config.model in IMAGENET_MODELS:
@@ -72,7 +69,8 @@ def run(config: ThroughputConfig) -> dict:
         model, backbone = models.build_model(train_config, NUM_CLASSES, (32, 32, 3))
     models.set_backbone_trainable(backbone, train_config.unfreeze_fraction, pretrained=train_config.pretrained)
     total = config.warmup_steps + config.steps
-    training.compile_for_stage(model, train_config, NUM_CLASSES, 1e-4, total, 1, jit_compile=config.jit_compile)
+    optimization.compile_for_stage(model, train_config, NUM_CLASSES, 1e-4, steps_per_epoch=total, epochs=1,
+                                   jit_compile=config.jit_compile)
     random = np.random.default_rng(0)
 
     def data(steps: int):
@@ -90,7 +88,7 @@ def run(config: ThroughputConfig) -> dict:
         "model": config.model, "weights": config.weights or "random (ImageNet structure, frozen BatchNorm)",
         "image_size": train_config.resolved_image_size, "batch_size": config.batch_size,
         "precision": precision, "jit_compile": bool(model.jit_compile), "augment": config.augment,
-        "backend": keras.backend.backend(), "device": ", ".join(gpus) or training.cpu_name(),
+        "backend": keras.backend.backend(), "device": ", ".join(gpus) or devices.cpu_name(),
         "images_per_second": round(config.batch_size * config.steps / seconds, 1),
         "seconds_per_step": round(seconds / config.steps, 4), "python": platform.python_version(),
         "keras": keras.__version__,

@@ -281,5 +281,5 @@ def load_cifar(config: "TrainConfig", cifar: CifarFormat) -> splitting.Splits:
         path = _download_cifar(cifar, config.label_mode)
     train_images, train_labels, test_images, test_labels, names, superclasses, superclass_of = \
         _load_cifar_files(cifar, path, config.label_mode)
-    return splitting.split_train(config, train_images, train_labels, test_images, test_labels, names, cifar.name,
-                                 superclasses=superclasses, superclass_of=superclass_of)
+    return splitting.split_train(config, train_images, train_labels, test_images, test_labels, labels=names,
+                                 dataset=cifar.name, superclasses=superclasses, superclass_of=superclass_of)

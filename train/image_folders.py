@@ -128,5 +128,6 @@ def load_folder(config: "TrainConfig", root: Path) -> splitting.Splits:
     images = _read_images(train_paths + test_paths, root, config.image_fit)
     train_count = len(train_paths)
     return splitting.split_train(config, images[:train_count], np.asarray(train_labels, dtype=np.int64),
-                                 images[train_count:], np.asarray(test_labels, dtype=np.int64), names, str(root))
+                                 images[train_count:], np.asarray(test_labels, dtype=np.int64), labels=names,
+                                 dataset=str(root))
 

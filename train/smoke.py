@@ -130,4 +130,5 @@ def load_smoke(config: "TrainConfig") -> splitting.Splits:
     kept, test = splitting.stratified_split(labels, config.test_split, config.seed)
     if len(test) == 0:
         raise splitting.DataError("the smoke dataset needs test_split > 0 to have a test split")
-    return splitting.split_train(config, images[kept], labels[kept], images[test], labels[test], names, "smoke")
+    return splitting.split_train(config, images[kept], labels[kept], images[test], labels[test], labels=names,
+                                 dataset="smoke")

@@ -48,7 +48,7 @@ from edge.common.errors import UserError
 #: setting once, at import). 3 hides its INFO, WARNING and ERROR lines, among them "failed call to
 #: cuInit: ... (303)", which on a machine without an NVIDIA driver only says there is no GPU.
 #: TensorFlow's real errors still arrive as Python exceptions; TF_CPP_MIN_LOG_LEVEL=0 shows its whole
-#: log, and train/gpu_setup.py reads it so when a GPU was expected and none was found.
+#: log, and train/devices.py reads it so when a GPU was expected and none was found.
 QUIET_TENSORFLOW_LOG_LEVEL = "3"
 #: How a library's log records look on stderr: warnings and worse, each naming its logger.
 LOG_FORMAT = "%(name)s: %(levelname)s: %(message)s"
