@@ -17,13 +17,13 @@ import dataclasses
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from edge import runtime
-from edge.common import command, configuration, formatting, machine
+from edge.common import command, formatting, machine
 from edge.common.configuration import option
 
 NETWORKS = ("efficientnet_b0", "efficientnet_lite0")

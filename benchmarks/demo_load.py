@@ -15,7 +15,6 @@ machine both compete for the CPU: state the machine with the numbers.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 import threading
@@ -28,7 +27,6 @@ import numpy as np
 from demo import local_server, ui
 from edge.common import command, configuration, errors
 from edge.common.configuration import option
-from edge.common.errors import UserError
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 

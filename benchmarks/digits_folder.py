@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-from edge.common import command, configuration
+from edge.common import command
 from edge.common.configuration import option
 
 #: The digits' grey levels run from 0 to this value.

@@ -27,7 +27,7 @@ from PIL import Image
 
 from demo import live, ui
 from demo.models import load_models
-from edge.common import command, configuration, errors, formatting, run_folder
+from edge.common import command, configuration, formatting, run_folder
 from edge.common.configuration import option
 
 REPOSITORY = Path(__file__).resolve().parents[1]

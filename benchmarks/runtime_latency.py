@@ -21,12 +21,12 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import numpy as np
 
 from edge import preprocess, runtime
-from edge.common import command, configuration, errors, formatting, machine, run_folder
+from edge.common import command, configuration, formatting, machine, run_folder
 from edge.common.configuration import option
 
 # The decoded photo of the end-to-end timing: the size picamera2's preview and most
@@ -38,20 +38,20 @@ PHOTO_SIZE = (480, 640)  # (height, width)
 class BenchmarkConfig:
     """Options of `python benchmarks/runtime_latency.py`."""
 
-    model: Optional[str] = option(None, "a .tflite file; its sibling variants in the same folder are measured too",
+    model: str | None = option(None, "a .tflite file; its sibling variants in the same folder are measured too",
                                   "Model", metavar="FILE")
     only: bool = option(False, "measure only the given file, not its sibling variants", "Model")
-    runtime: Optional[Literal["litert", "tflite-runtime"]] = option(
+    runtime: Literal["litert", "tflite-runtime"] | None = option(
         None, "runtime to measure; none means every installed one", "Runtime")
-    threads: Optional[int] = option(None, "interpreter threads; none lets the runtime choose", "Runtime")
-    delegate: Optional[str] = option(None, "external delegate library, e.g. libedgetpu.so.1", "Runtime")
+    threads: int | None = option(None, "interpreter threads; none lets the runtime choose", "Runtime")
+    delegate: str | None = option(None, "external delegate library, e.g. libedgetpu.so.1", "Runtime")
     runs: int = option(50, "timed runs per measurement", "Timing")
     warmup: int = option(5, "untimed runs first (XNNPACK packs weights and caches fill on the first call)",
                          "Timing")
-    image: Optional[str] = option(None, "photo for the end-to-end timing; none means a generated 640x480 one",
+    image: str | None = option(None, "photo for the end-to-end timing; none means a generated 640x480 one",
                                   "Timing", metavar="FILE")
     top_k: int = option(5, "labels returned by the end-to-end path", "Timing")
-    json: Optional[str] = option(None, "write the results here as JSON", "Output", metavar="OUT")
+    json: str | None = option(None, "write the results here as JSON", "Output", metavar="OUT")
 
 
 def find_variants(model: Path, only: bool = False) -> dict[str, Path]:

@@ -21,12 +21,12 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 
-from edge.common import command, configuration
+from edge.common import command
 from edge.common.configuration import option
 
 #: Classes of the head (CIFAR-100's).
@@ -38,9 +38,9 @@ class ThroughputConfig:
     """What to measure."""
 
     model: str = option("efficientnet_b0", "a --model of train/run.py")
-    weights: Optional[str] = option(None, "backbone weights file (default: random weights, saved and loaded as a "
+    weights: str | None = option(None, "backbone weights file (default: random weights, saved and loaded as a "
                                     "file, so the ImageNet structure and the frozen BatchNorm are the same)")
-    image_size: Optional[int] = option(None, "in-graph image size (default: the model's, 224 for ImageNet backbones)")
+    image_size: int | None = option(None, "in-graph image size (default: the model's, 224 for ImageNet backbones)")
     batch_size: int = option(128, "images per step")
     steps: int = option(20, "timed training steps")
     warmup_steps: int = option(3, "untimed steps first (compilation, autotuning)")
@@ -48,7 +48,7 @@ class ThroughputConfig:
     unfreeze: str = option("all", "which backbone layers train: all, none, or a fraction")
     augment: str = option("basic", "augmentation in the graph, as train/run.py's --augment")
     jit_compile: bool = option(True, "compile the training step with XLA (--no-jit-compile: without)")
-    json: Optional[str] = option(None, "also write the result to this JSON file")
+    json: str | None = option(None, "also write the result to this JSON file")
 
 
 def run(config: ThroughputConfig) -> dict:

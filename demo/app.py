@@ -23,9 +23,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from demo import ui  # noqa: E402 - after the variable above
 from demo.models import DemoError, DemoModels, load_models
-from edge.common import command, configuration, errors, run_folder
+from edge.common import command, configuration, run_folder
 from edge.common.configuration import option
-from edge.common.errors import UserError
 
 CODE_ROOT = Path(__file__).resolve().parents[1]  # the repository, or the assembled Space folder
 

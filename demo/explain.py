@@ -15,7 +15,8 @@ Imports gradio, numpy, Pillow and edge/ only; not demo/ui.py (which imports this
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gradio as gr
 from PIL import Image

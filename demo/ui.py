@@ -22,7 +22,8 @@ never TensorFlow, so the Space starts in seconds.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gradio as gr
 

@@ -44,15 +44,15 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Literal, Optional, TextIO
+from typing import Any, Literal, TextIO
 
 import numpy as np
 
 from edge import preprocess, runtime, serve, sinks, sources, stopping
-from edge.common import command, configuration, errors, run_folder
+from edge.common import command, configuration, run_folder
 from edge.common.configuration import option
-from edge.common.errors import UserError
 from edge.frame_rate import FrameRateMeter
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -75,19 +75,19 @@ class CameraConfig:
                          "a video file, an image file or a folder of images", "Source")
     width: int = option(640, "camera capture width", "Source")
     height: int = option(480, "camera capture height", "Source")
-    frames: Optional[int] = option(None, "stop after this many frames; none runs until the source "
+    frames: int | None = option(None, "stop after this many frames; none runs until the source "
                                    "ends or Ctrl-C", "Source", metavar="N")
-    fps_limit: Optional[float] = option(None, "classify at most this many frames per second; none runs "
+    fps_limit: float | None = option(None, "classify at most this many frames per second; none runs "
                                         "as fast as the model does", "Source")
 
     # Model
-    model: Optional[str] = option(None, f"the .tflite file; none looks for {DEFAULT_MODEL_FILE} in models/ "
+    model: str | None = option(None, f"the .tflite file; none looks for {DEFAULT_MODEL_FILE} in models/ "
                                   "or edge/models/ of this repository, else in the newest runs/*/tflite/", "Model")
-    labels: Optional[str] = option(None, "the labels file; none reads labels.txt next to the model", "Model")
-    runtime: Optional[Literal["litert", "tflite-runtime"]] = option(
+    labels: str | None = option(None, "the labels file; none reads labels.txt next to the model", "Model")
+    runtime: Literal["litert", "tflite-runtime"] | None = option(
         None, "TFLite runtime; none picks ai-edge-litert if installed, else tflite-runtime", "Model")
-    threads: Optional[int] = option(None, "interpreter threads; none leaves it to the runtime (4 suits a Pi 4 or 5)", "Model")
-    delegate: Optional[str] = option(None, "a delegate library to load, e.g. libedgetpu.so.1 for a "
+    threads: int | None = option(None, "interpreter threads; none leaves it to the runtime (4 suits a Pi 4 or 5)", "Model")
+    delegate: str | None = option(None, "a delegate library to load, e.g. libedgetpu.so.1 for a "
                                      "Coral Edge TPU (needs a model compiled for it)", "Model")
     top_k: int = option(3, "labels shown per frame", "Model")
     threshold: float = option(0.0, "hide labels whose probability is below this (0-1)", "Model")
@@ -96,9 +96,9 @@ class CameraConfig:
     headless: bool = option(False, "no preview window: print one line per frame", "Output")
     json: bool = option(False, "no preview window: print one JSON object per frame (frame, source, "
                         "predictions, latency_ms, inference_ms, fps)", "Output")
-    save: Optional[str] = option(None, "write each annotated frame as a JPEG into this folder", "Output",
+    save: str | None = option(None, "write each annotated frame as a JPEG into this folder", "Output",
                                  metavar="DIR")
-    serve: Optional[str] = option(None, "serve the live view over HTTP: a page at /, MJPEG at /stream.mjpg, "
+    serve: str | None = option(None, "serve the live view over HTTP: a page at /, MJPEG at /stream.mjpg, "
                                   "the latest --json record at /predictions.json; binds to 127.0.0.1 unless "
                                   "HOST is given (0.0.0.0: the whole network, no authentication); no preview "
                                   "window", "Output", metavar="[HOST:]PORT")

@@ -33,7 +33,8 @@ import re
 import socket
 import sys
 import threading
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from PIL import Image
 
@@ -109,7 +110,7 @@ class LatestFrame:
 
     def __init__(self) -> None:
         self._condition = threading.Condition()
-        self._frame: Optional[Frame] = None
+        self._frame: Frame | None = None
         self._closed = False
         self._jpeg_lock = threading.Lock()  # Separate from the condition: encoding must never hold up `publish`.
         self._jpeg_number = 0
@@ -132,7 +133,7 @@ class LatestFrame:
     def closed(self) -> bool:
         return self._closed
 
-    def wait_newer(self, after: int, timeout: float) -> Optional[Frame]:
+    def wait_newer(self, after: int, timeout: float) -> Frame | None:
         """The newest frame if numbered above `after`, waiting up to `timeout` s; None if none came or closed."""
         with self._condition:
             self._condition.wait_for(
@@ -178,7 +179,7 @@ class LiveServer:
             else:
                 reason = error.strerror or str(error)
             raise ServeError(f"cannot serve on {_host_in_url(host)}:{port}: {reason}") from None
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
 
     @property
     def host(self) -> str:
@@ -208,7 +209,7 @@ class LiveServer:
             line += "; reachable from other machines, with no authentication"
         return line
 
-    def start(self) -> "LiveServer":
+    def start(self) -> LiveServer:
         self._thread = threading.Thread(target=self._server.serve_forever, name="live-view-server", daemon=True)
         self._thread.start()
         return self
@@ -223,7 +224,7 @@ class LiveServer:
         self._server.server_close()
         self._server.close_clients()
 
-    def __enter__(self) -> "LiveServer":
+    def __enter__(self) -> LiveServer:
         return self.start()
 
     def __exit__(self, *exception: object) -> None:

@@ -19,9 +19,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from camera_support import FOLDER_IMAGES, LONG_FOLDER_IMAGES, _frame
+from PIL import Image
 
 #: Export gate for the fixture run, in points: wide, because this run exists to be read.
 SMOKE_RUN_MAX_DROP = 100.0

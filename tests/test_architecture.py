@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import ast
 import configparser
 import importlib
 import subprocess

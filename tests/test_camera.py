@@ -28,12 +28,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from camera_support import (
+    FOLDER_IMAGES,
+    LABELS,
+    REPOSITORY,
+    SCRIPT,
+    SUBPROCESS_TIMEOUT,
+    FakeCamera,
+    FakeClassifier,
+    _frame,
+    _has_a_camera,
+    _signal_handlers,
+    assert_stopped_cleanly,
+    no_traceback,
+    run_script,
+)
 from PIL import Image
 
-from camera_support import (FOLDER_IMAGES, LABELS, REPOSITORY, SCRIPT, SUBPROCESS_TIMEOUT, FakeCamera,
-                            FakeClassifier, _frame, _has_a_camera, _signal_handlers, assert_stopped_cleanly,
-                            no_traceback, run_script)
-from edge import camera, runtime, sources, stopping
+from edge import camera, sources, stopping
 from edge.common import configuration, errors, run_folder
 
 VIDEO_FRAMES = 12

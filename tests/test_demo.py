@@ -22,9 +22,9 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pytest
+from conftest import as_upload
 from PIL import Image
 
-from conftest import as_upload
 from demo import app as demo_app
 from demo import body_limit, explain, inputs, live, local_server, panels, ui
 from demo import models as demo_models
@@ -339,6 +339,7 @@ def test_command_line_options(served_run, capsys):
 def test_help_gives_each_default_once():
     """A help text that already says its default gets no "(default: None)" after it; the others keep theirs."""
     import argparse
+
     from edge.common import configuration
     parser = argparse.ArgumentParser()
     configuration.add_arguments(parser, demo_app.DemoConfig)
@@ -623,6 +624,7 @@ LIVE_START_BOUND_S = 30
 def _page_stream_first_answer(url: str, frame: dict) -> tuple[str, dict]:
     """Do what the page does: its load event, then a stream with one frame; (event id, first streamed message)."""
     import uuid
+
     import httpx
     session = uuid.uuid4().hex
     dependencies = httpx.get(url + "config", timeout=60).json()["dependencies"]
@@ -651,6 +653,7 @@ def _page_stream_first_answer(url: str, frame: dict) -> tuple[str, dict]:
 def test_raw_callers_cannot_hold_the_live_slots(app_server, models):
     """More raw POST /call/live_frame callers than live slots, none reading: the page's stream still starts."""
     import time
+
     import httpx
     frame = {"url": _data_url(PHOTOS[0].read_bytes())}
     with httpx.Client(base_url=app_server.url, timeout=120) as http:

@@ -16,9 +16,9 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pytest
+from conftest import as_upload
 from PIL import Image
 
-from conftest import as_upload
 from demo import inputs, live, ui
 from demo import models as demo_models
 from edge.common import formatting, run_folder

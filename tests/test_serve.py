@@ -25,10 +25,18 @@ import time
 from pathlib import Path
 
 import pytest
+from camera_support import (
+    FOLDER_IMAGES,
+    REPOSITORY,
+    SCRIPT,
+    SUBPROCESS_TIMEOUT,
+    FakeCamera,
+    FakeClassifier,
+    assert_stopped_cleanly,
+    run_script,
+)
 from PIL import Image
 
-from camera_support import (FOLDER_IMAGES, REPOSITORY, SCRIPT, SUBPROCESS_TIMEOUT, FakeCamera, FakeClassifier,
-                            assert_stopped_cleanly, run_script)
 from edge import camera, serve, stopping
 from edge.common import errors
 

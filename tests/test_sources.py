@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 import pytest
-
 from camera_support import FakeCamera, _frame, _has_a_camera
+
 from edge import sources
 
 
@@ -51,7 +51,7 @@ class FakePicamera2:
     """The part of picamera2's API the source uses; frames come in libcamera's RGB888 layout (B, G, R)."""
 
     cameras = [{"Model": "imx708", "Num": 0}]
-    instances: list["FakePicamera2"] = []
+    instances: list[FakePicamera2] = []
 
     def __init__(self, index: int = 0):
         self.index = index

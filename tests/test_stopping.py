@@ -13,8 +13,8 @@ import threading
 import time
 
 import pytest
-
 from camera_support import SUBPROCESS_TIMEOUT, _signal_handlers
+
 from edge import stopping
 
 

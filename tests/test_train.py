@@ -156,8 +156,8 @@ def test_unfreeze_fraction_trains_the_top_layers_and_keeps_batchnorm_frozen():
 
 
 def test_config_files_and_flags_are_validated(tmp_path, capsys):
-    from edge.common.configuration import ConfigError, build_config, read_config_file
     from edge.common import command
+    from edge.common.configuration import ConfigError, build_config, read_config_file
     from train import run as train_run
     from train.config import PRESETS, TrainConfig
 
@@ -851,8 +851,15 @@ def test_a_from_scratch_model_records_weights_none_and_one_stage(tmp_path, make_
 
 
 def test_each_model_gets_its_recipe_and_small_datasets_enough_steps():
-    from train.config import (FROM_SCRATCH_RECIPE, MIN_RECIPE_BATCH_SIZE, MIN_STEPS_PER_EPOCH, PLAIN_CNN_RECIPE,
-                              PRESETS, PRETRAINED_RECIPE, TrainConfig)
+    from train.config import (
+        FROM_SCRATCH_RECIPE,
+        MIN_RECIPE_BATCH_SIZE,
+        MIN_STEPS_PER_EPOCH,
+        PLAIN_CNN_RECIPE,
+        PRESETS,
+        PRETRAINED_RECIPE,
+        TrainConfig,
+    )
 
     default = TrainConfig().with_recipe(45_000)
     assert (default.head_epochs, default.batch_size, default.learning_rate) == (

@@ -273,7 +273,7 @@ def _download_cifar(cifar: CifarFormat, label_mode: str) -> Path:
     return _keras_cache_folder(cifar)
 
 
-def load_cifar(config: "TrainConfig", cifar: CifarFormat) -> splitting.Splits:
+def load_cifar(config: TrainConfig, cifar: CifarFormat) -> splitting.Splits:
     """`cifar` (one of `FORMATS`) from `config.data_dir`, or downloaded when that is empty, as `Splits`."""
     if config.data_dir:
         path = _find_cifar(cifar, Path(config.data_dir).expanduser())

@@ -9,8 +9,9 @@ report shows the image at full width. Used by `train/evaluate.py`; not a command
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib import colors, ticker

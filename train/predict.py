@@ -19,20 +19,18 @@ directory, no model, bad options).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import io
-import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from edge import occlusion, preprocess
-from edge.common import artifacts, command, configuration, errors, run_folder
+from edge.common import artifacts, command, configuration, run_folder
 from edge.common.configuration import option
-from edge.common.errors import UserError
 from train import models
 
 #: Where `--run` looks by default: the newest folder here that holds a model.keras.

@@ -25,14 +25,13 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from edge import stopping
-from edge.common import artifacts, command, configuration, errors, run_folder
-from edge.common.errors import UserError
+from edge.common import artifacts, command, configuration, run_folder
 from train import config as train_config
 from train.config import TrainConfig
 

@@ -9,7 +9,8 @@ assembles a loader's arrays into `Splits`. Import these through `train.data`, wh
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Optional, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -37,9 +38,9 @@ class Splits:
     test_labels: np.ndarray
     labels: list[str]
     """Class names in the model's output order (what `labels.txt` holds)."""
-    superclasses: Optional[list[str]] = None
+    superclasses: list[str] | None = None
     """CIFAR-100 fine labels only: the 20 superclass names."""
-    superclass_of: Optional[np.ndarray] = None
+    superclass_of: np.ndarray | None = None
     """CIFAR-100 fine labels only: int64 array, fine class index -> superclass index."""
     dataset: str = ""
 

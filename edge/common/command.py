@@ -65,7 +65,7 @@ class Positional:
     name: str
     metavar: str
     help: str
-    nargs: str = "+"
+    nargs: str | None = "+"  # argparse's: "+" one or more, "?" optional, None exactly one
 
 
 def _no_output(config: Any, result: Any) -> None:

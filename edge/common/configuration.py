@@ -17,10 +17,10 @@ import dataclasses
 import json
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Optional, Sequence, TypeVar
+from typing import Any, Literal, TypeVar
 
-from edge.common import artifacts, errors
 from edge.common.errors import UserError
 
 ConfigT = TypeVar("ConfigT")
