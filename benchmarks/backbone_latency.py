@@ -17,13 +17,13 @@ import dataclasses
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from edge import runtime
-from edge.common import configuration, formatting, machine
+from edge.common import command, formatting, machine
 from edge.common.configuration import option
 
 NETWORKS = ("efficientnet_b0", "efficientnet_lite0")
@@ -82,14 +82,18 @@ def run(config: BackboneConfig) -> list[dict]:
     return rows
 
 
+def _table(config: BackboneConfig, rows: list[dict]) -> str:
+    return "\n".join([f"{machine.processor_name()}, TFLite runtime: {runtime.available_runtimes()}"] + [
+        f"{row['network']:18} {row['variant']:8} {row['threads']} thread(s)  {row['size']:>10}  "
+        f"median {row['median_ms']:.2f} ms  p90 {row['p90_ms']:.2f} ms" for row in rows])
+
+
+COMMAND = command.Command(name="backbone_latency", prog="python benchmarks/backbone_latency.py",
+                          description=__doc__.split("\n")[0], config_class=BackboneConfig, run=run, render=_table)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    config = configuration.parse_command_line(BackboneConfig, argv, prog="python benchmarks/backbone_latency.py",
-                                              description=__doc__.split("\n")[0])
-    print(f"{machine.processor_name()}, TFLite runtime: {runtime.available_runtimes()}")
-    for row in run(config):
-        print(f"{row['network']:18} {row['variant']:8} {row['threads']} thread(s)  {row['size']:>10}  "
-              f"median {row['median_ms']:.2f} ms  p90 {row['p90_ms']:.2f} ms")
-    return 0
+    return command.execute(COMMAND, argv)
 
 
 if __name__ == "__main__":

@@ -27,12 +27,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import numpy as np
 
 from edge import camera, preprocess, runtime, serve, sources
-from edge.common import configuration, errors, machine
+from edge.common import command, configuration, machine, run_folder
 from edge.common.configuration import option
 
 #: Interpreter calls before timing starts: the first calls allocate and warm caches.
@@ -49,16 +49,16 @@ CLIENT_READ_BYTES = 65536
 class LoopBenchmarkConfig:
     """What `python benchmarks/camera_loop.py` measures. Sizes in pixels."""
 
-    model: Optional[str] = option(None, "the .tflite file; none uses the camera's default model", "Model")
-    runtime: Optional[Literal["litert", "tflite-runtime"]] = option(None, "TFLite runtime; none picks the first installed", "Model")
-    threads: Optional[int] = option(None, "interpreter threads; none leaves it to the runtime", "Model")
+    model: str | None = option(None, "the .tflite file; none uses the camera's default model", "Model")
+    runtime: Literal["litert", "tflite-runtime"] | None = option(None, "TFLite runtime; none picks the first installed", "Model")
+    threads: int | None = option(None, "interpreter threads; none leaves it to the runtime", "Model")
     frames: int = option(200, "frames in the generated video, and interpreter calls timed alone", "Benchmark")
     rounds: int = option(3, "interleaved rounds of both measurements; the best of each is reported "
                          "(on a shared machine the best is the least disturbed)", "Benchmark")
     width: int = option(640, "video frame width (a typical camera resolution)", "Benchmark")
     height: int = option(480, "video frame height", "Benchmark")
     serve: bool = option(True, "also time the loop with --serve and one client reading /stream.mjpg", "Benchmark")
-    json_out: Optional[str] = option(None, "also write the results to this JSON file", "Benchmark", metavar="FILE")
+    json_out: str | None = option(None, "also write the results to this JSON file", "Benchmark", metavar="FILE")
 
     def __post_init__(self) -> None:
         for name in ("frames", "rounds", "width", "height"):
@@ -148,7 +148,7 @@ def check_frames(summary: dict[str, Any], frames: int) -> None:
 
 def run(options: LoopBenchmarkConfig) -> dict[str, Any]:
     """Measure the loop and the interpreter alone; return the numbers (ms per frame, frames per second)."""
-    model_path = Path(options.model) if options.model else camera.find_default_model()
+    model_path = Path(options.model) if options.model else run_folder.find_default_model(camera.REPOSITORY)
     classifier = runtime.Classifier(model_path, runtime=options.runtime, threads=options.threads)
     with tempfile.TemporaryDirectory(prefix="camera-loop-") as folder:
         video = write_video(Path(folder) / "benchmark.avi", options.frames, options.width, options.height)
@@ -234,12 +234,14 @@ def render(result: dict[str, Any]) -> str:
     ])
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    options = configuration.parse_command_line(
-        LoopBenchmarkConfig, argv, prog="python benchmarks/camera_loop.py",
-        description="Camera loop frame rate next to the interpreter's own rate.")
-    result = configuration.measure_and_print(run, options, render, options.json_out)
-    return errors.EXIT_USAGE if result is None else 0
+COMMAND = command.Command(name="camera_loop", prog="python benchmarks/camera_loop.py",
+                          description="Camera loop frame rate next to the interpreter's own rate.",
+                          config_class=LoopBenchmarkConfig, run=run, render=lambda options, result: render(result),
+                          json_file="json_out")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return command.execute(COMMAND, argv)
 
 
 if __name__ == "__main__":

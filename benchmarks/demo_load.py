@@ -15,7 +15,6 @@ machine both compete for the CPU: state the machine with the numbers.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 import threading
@@ -26,9 +25,8 @@ from typing import Any, Literal
 import numpy as np
 
 from demo import local_server, ui
-from edge.common import configuration, errors
+from edge.common import command, configuration, errors
 from edge.common.configuration import option
-from edge.common.errors import UserError
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -121,24 +119,29 @@ def run(config: LoadConfig) -> dict[str, Any]:
     return result
 
 
+def _summary(config: LoadConfig, result: dict) -> str:
+    lines = [f"/{result['endpoint']}: {result['callers']} callers x {config.requests} requests = {result['requests']}; "
+             f"failed {result['failed']}",
+             f"latency p50 {result['p50_ms']:.1f} ms, p95 {result['p95_ms']:.1f} ms, max {result['max_ms']:.1f} ms; "
+             f"throughput {result['throughput_per_s']:.1f} requests/s over {result['wall_s']:.1f} s "
+             f"({result['cpu_count']} CPUs, load average {result['load_average_1min']:.1f})"]
+    return "\n".join(lines + [f"  failed: {failure}" for failure in result["failures"]])
+
+
+def _did_not_start(error: BaseException, config: LoadConfig) -> int:
+    """The app under test did not start (local_server raises RuntimeError): one line, as for bad input."""
+    print(f"error: {error}", file=sys.stderr)
+    return errors.EXIT_USAGE
+
+
+COMMAND = command.Command(name="demo_load", prog="python benchmarks/demo_load.py",
+                          description=__doc__.split("\n\n")[0], config_class=LoadConfig, run=run, render=_summary,
+                          json_file="json", exit_status=lambda config, result: 1 if result["failed"] else 0,
+                          handlers=((RuntimeError, _did_not_start),))
+
+
 def main(argv: list[str] | None = None) -> int:
-    config = configuration.parse_command_line(LoadConfig, argv, prog="python benchmarks/demo_load.py",
-                                              description=__doc__.split("\n\n")[0])
-    try:
-        result = run(config)
-    except (UserError, RuntimeError) as error:  # RuntimeError: the app under test did not start.
-        print(f"error: {error}", file=sys.stderr)
-        return errors.EXIT_USAGE
-    print(f"/{result['endpoint']}: {result['callers']} callers x {config.requests} requests = {result['requests']}; "
-          f"failed {result['failed']}")
-    print(f"latency p50 {result['p50_ms']:.1f} ms, p95 {result['p95_ms']:.1f} ms, max {result['max_ms']:.1f} ms; "
-          f"throughput {result['throughput_per_s']:.1f} requests/s over {result['wall_s']:.1f} s "
-          f"({result['cpu_count']} CPUs, load average {result['load_average_1min']:.1f})")
-    for failure in result["failures"]:
-        print(f"  failed: {failure}")
-    if config.json:
-        Path(config.json).write_text(json.dumps(result, indent=2) + "\n")
-    return 1 if result["failed"] else 0
+    return command.execute(COMMAND, argv)
 
 
 if __name__ == "__main__":

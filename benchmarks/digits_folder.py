@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-from edge.common import configuration
+from edge.common import command
 from edge.common.configuration import option
 
 #: The digits' grey levels run from 0 to this value.
@@ -50,11 +50,12 @@ def run(config: DigitsConfig) -> dict:
     return {"out": config.out, "images": sum(counts.values()), "classes": len(counts)}
 
 
+COMMAND = command.Command(name="digits_folder", prog="python benchmarks/digits_folder.py", description=__doc__.split("\n")[0],
+                          config_class=DigitsConfig, run=run, render=lambda config, folder: str(folder))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    config = configuration.parse_command_line(DigitsConfig, argv, prog="python benchmarks/digits_folder.py",
-                                              description=__doc__.split("\n")[0])
-    print(run(config))
-    return 0
+    return command.execute(COMMAND, argv)
 
 
 if __name__ == "__main__":

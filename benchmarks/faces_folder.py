@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-from edge.common import configuration
+from edge.common import command
 from edge.common.configuration import option
 
 #: lfw_subset() returns the 100 faces first, then the 100 non-faces.
@@ -46,11 +46,12 @@ def run(config: FacesConfig) -> dict:
     return {"out": config.out, "images": len(images), "classes": 2}
 
 
+COMMAND = command.Command(name="faces_folder", prog="python benchmarks/faces_folder.py", description=__doc__.split("\n")[0],
+                          config_class=FacesConfig, run=run, render=lambda config, folder: str(folder))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    config = configuration.parse_command_line(FacesConfig, argv, prog="python benchmarks/faces_folder.py",
-                                              description=__doc__.split("\n")[0])
-    print(run(config))
-    return 0
+    return command.execute(COMMAND, argv)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ import numpy as np
 from PIL import Image
 
 from demo import live, ui
-from edge.common import configuration, errors, formatting
+from demo.models import load_models
+from edge.common import command, configuration, formatting, run_folder
 from edge.common.configuration import option
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -64,8 +65,8 @@ def run(config: LiveFrameConfig) -> dict[str, Any]:
     """Time the frame function and the interpreter over `frames` frames; milliseconds."""
     if config.frames < 1 or config.warmup < 0 or config.width < 1 or config.height < 1:
         raise configuration.ConfigError("--frames, --width and --height must be at least 1, --warmup at least 0")
-    files = ui.find_model_files(folder=config.run, model=config.model)
-    classifier = ui.load_models(files, threads=config.threads).model
+    files = run_folder.find_model_files(folder=config.run, model=config.model)
+    classifier = load_models(files, threads=config.threads).model
     classify_frame = live.make_classify_frame(classifier, ui.TOP_K)
     frames = camera_frames(config.photo, config.width, config.height, config.warmup + config.frames)
     meter = None
@@ -92,13 +93,14 @@ def run(config: LiveFrameConfig) -> dict[str, Any]:
     }
 
 
+COMMAND = command.Command(name="live_frame", prog="python benchmarks/live_frame.py",
+                          description=__doc__.split("\n\n")[0], config_class=LiveFrameConfig, run=lambda config: run(config),
+                          render=lambda config, result: render(result), json_file="json",
+                          exit_status=lambda config, result: 1 if result["skipped"] else 0)
+
+
 def main(argv: list[str] | None = None) -> int:
-    config = configuration.parse_command_line(LiveFrameConfig, argv, prog="python benchmarks/live_frame.py",
-                                              description=__doc__.split("\n\n")[0])
-    result = configuration.measure_and_print(run, config, render, config.json)
-    if result is None:
-        return errors.EXIT_USAGE
-    return 1 if result["skipped"] else 0
+    return command.execute(COMMAND, argv)
 
 
 def render(result: dict) -> str:

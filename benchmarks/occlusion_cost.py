@@ -27,12 +27,12 @@ import os
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
 from edge import occlusion, preprocess, runtime
-from edge.common import configuration, errors, formatting, machine
+from edge.common import command, configuration, formatting, machine
 from edge.common.configuration import option
 
 #: Untimed maps before timing: the first call at a new batch size allocates and packs weights.
@@ -45,10 +45,10 @@ PHOTO_SIZE = (480, 640)
 class OcclusionBenchmarkConfig:
     """Options of `python benchmarks/occlusion_cost.py`."""
 
-    model: Optional[str] = option(None, "the .tflite file (labels.txt next to it)", "Model", metavar="FILE")
+    model: str | None = option(None, "the .tflite file (labels.txt next to it)", "Model", metavar="FILE")
     threads: list = option([1, 2], "interpreter thread counts to measure, one after the other", "Model")
     runs: int = option(5, "timed maps per thread count", "Timing")
-    json: Optional[str] = option(None, "also write the results here as JSON", "Output", metavar="OUT")
+    json: str | None = option(None, "also write the results here as JSON", "Output", metavar="OUT")
 
     def __post_init__(self) -> None:
         try:  # The command line gives strings; a config file or a caller may give ints.
@@ -150,12 +150,14 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+COMMAND = command.Command(name="occlusion_cost", prog="python benchmarks/occlusion_cost.py",
+                          description="Time one occlusion map (Where it looked) with a .tflite model.",
+                          config_class=OcclusionBenchmarkConfig, run=run,
+                          render=lambda config, result: format_table(result), json_file="json")
+
+
 def main(argv: list[str] | None = None) -> int:
-    config = configuration.parse_command_line(
-        OcclusionBenchmarkConfig, argv, prog="python benchmarks/occlusion_cost.py",
-        description="Time one occlusion map (Where it looked) with a .tflite model.")
-    result = configuration.measure_and_print(run, config, format_table, config.json)
-    return errors.EXIT_USAGE if result is None else 0
+    return command.execute(COMMAND, argv)
 
 
 if __name__ == "__main__":

@@ -21,12 +21,12 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import numpy as np
 
 from edge import preprocess, runtime
-from edge.common import configuration, errors, formatting, machine, run_folder
+from edge.common import command, configuration, formatting, machine, run_folder
 from edge.common.configuration import option
 
 # The decoded photo of the end-to-end timing: the size picamera2's preview and most
@@ -38,20 +38,20 @@ PHOTO_SIZE = (480, 640)  # (height, width)
 class BenchmarkConfig:
     """Options of `python benchmarks/runtime_latency.py`."""
 
-    model: Optional[str] = option(None, "a .tflite file; its sibling variants in the same folder are measured too",
+    model: str | None = option(None, "a .tflite file; its sibling variants in the same folder are measured too",
                                   "Model", metavar="FILE")
     only: bool = option(False, "measure only the given file, not its sibling variants", "Model")
-    runtime: Optional[Literal["litert", "tflite-runtime"]] = option(
+    runtime: Literal["litert", "tflite-runtime"] | None = option(
         None, "runtime to measure; none means every installed one", "Runtime")
-    threads: Optional[int] = option(None, "interpreter threads; none lets the runtime choose", "Runtime")
-    delegate: Optional[str] = option(None, "external delegate library, e.g. libedgetpu.so.1", "Runtime")
+    threads: int | None = option(None, "interpreter threads; none lets the runtime choose", "Runtime")
+    delegate: str | None = option(None, "external delegate library, e.g. libedgetpu.so.1", "Runtime")
     runs: int = option(50, "timed runs per measurement", "Timing")
     warmup: int = option(5, "untimed runs first (XNNPACK packs weights and caches fill on the first call)",
                          "Timing")
-    image: Optional[str] = option(None, "photo for the end-to-end timing; none means a generated 640x480 one",
+    image: str | None = option(None, "photo for the end-to-end timing; none means a generated 640x480 one",
                                   "Timing", metavar="FILE")
     top_k: int = option(5, "labels returned by the end-to-end path", "Timing")
-    json: Optional[str] = option(None, "write the results here as JSON", "Output", metavar="OUT")
+    json: str | None = option(None, "write the results here as JSON", "Output", metavar="OUT")
 
 
 def find_variants(model: Path, only: bool = False) -> dict[str, Path]:
@@ -160,14 +160,15 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+COMMAND = command.Command(
+    name="runtime_latency", prog="python benchmarks/runtime_latency.py",
+    description="Time .tflite variants: interpreter alone and photo to top-k.", config_class=BenchmarkConfig, run=run,
+    render=lambda config, result: format_table(result), json_file="json",
+    exit_status=lambda config, result: 1 if any("error" in row for row in result["results"]) else 0)
+
+
 def main(argv: list[str] | None = None) -> int:
-    config = configuration.parse_command_line(
-        BenchmarkConfig, argv, prog="python benchmarks/runtime_latency.py",
-        description="Time .tflite variants: interpreter alone and photo to top-k.")
-    result = configuration.measure_and_print(run, config, format_table, config.json)
-    if result is None:
-        return errors.EXIT_USAGE
-    return 1 if any("error" in row for row in result["results"]) else 0
+    return command.execute(COMMAND, argv)
 
 
 if __name__ == "__main__":

@@ -21,12 +21,12 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 
-from edge.common import configuration
+from edge.common import command
 from edge.common.configuration import option
 
 #: Classes of the head (CIFAR-100's).
@@ -38,9 +38,9 @@ class ThroughputConfig:
     """What to measure."""
 
     model: str = option("efficientnet_b0", "a --model of train/run.py")
-    weights: Optional[str] = option(None, "backbone weights file (default: random weights, saved and loaded as a "
+    weights: str | None = option(None, "backbone weights file (default: random weights, saved and loaded as a "
                                     "file, so the ImageNet structure and the frozen BatchNorm are the same)")
-    image_size: Optional[int] = option(None, "in-graph image size (default: the model's, 224 for ImageNet backbones)")
+    image_size: int | None = option(None, "in-graph image size (default: the model's, 224 for ImageNet backbones)")
     batch_size: int = option(128, "images per step")
     steps: int = option(20, "timed training steps")
     warmup_steps: int = option(3, "untimed steps first (compilation, autotuning)")
@@ -48,20 +48,17 @@ class ThroughputConfig:
     unfreeze: str = option("all", "which backbone layers train: all, none, or a fraction")
     augment: str = option("basic", "augmentation in the graph, as train/run.py's --augment")
     jit_compile: bool = option(True, "compile the training step with XLA (--no-jit-compile: without)")
-    json: Optional[str] = option(None, "also write the result to this JSON file")
+    json: str | None = option(None, "also write the result to this JSON file")
 
 
 def run(config: ThroughputConfig) -> dict:
     import keras  # Loaded here so --help never pays for it.
 
-    from train import batches, models
-    from train import run as training
+    from train import batches, devices, models, optimization
     from train.config import IMAGENET_MODELS, TrainConfig
 
-    gpus = training.gpu_names()
-    capabilities = training.gpu_compute_capabilities() if gpus and config.precision == "auto" else []
-    precision, _ = training.resolve_precision(config.precision, gpus, capabilities)
-    keras.mixed_precision.set_global_policy(precision)
+    gpus = devices.gpu_names()
+    precision, _ = devices.set_precision(config.precision, gpus)
     with tempfile.TemporaryDirectory() as scratch:
         weights = "none"
         if config.model in IMAGENET_MODELS:
@@ -72,7 +69,8 @@ def run(config: ThroughputConfig) -> dict:
         model, backbone = models.build_model(train_config, NUM_CLASSES, (32, 32, 3))
     models.set_backbone_trainable(backbone, train_config.unfreeze_fraction, pretrained=train_config.pretrained)
     total = config.warmup_steps + config.steps
-    training.compile_for_stage(model, train_config, NUM_CLASSES, 1e-4, total, 1, jit_compile=config.jit_compile)
+    optimization.compile_for_stage(model, train_config, NUM_CLASSES, 1e-4, steps_per_epoch=total, epochs=1,
+                                   jit_compile=config.jit_compile)
     random = np.random.default_rng(0)
 
     def data(steps: int):
@@ -90,7 +88,7 @@ def run(config: ThroughputConfig) -> dict:
         "model": config.model, "weights": config.weights or "random (ImageNet structure, frozen BatchNorm)",
         "image_size": train_config.resolved_image_size, "batch_size": config.batch_size,
         "precision": precision, "jit_compile": bool(model.jit_compile), "augment": config.augment,
-        "backend": keras.backend.backend(), "device": ", ".join(gpus) or training.cpu_name(),
+        "backend": keras.backend.backend(), "device": ", ".join(gpus) or devices.cpu_name(),
         "images_per_second": round(config.batch_size * config.steps / seconds, 1),
         "seconds_per_step": round(seconds / config.steps, 4), "python": platform.python_version(),
         "keras": keras.__version__,
@@ -109,15 +107,13 @@ def _random_weights_file(keras, config: ThroughputConfig, folder: Path) -> str:
     return str(path)
 
 
+COMMAND = command.Command(name="train_throughput", prog="python benchmarks/train_throughput.py",
+                          description=__doc__.split("\n")[0], config_class=ThroughputConfig, run=run,
+                          render=lambda config, result: json.dumps(result, indent=2), json_file="json")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    config = configuration.parse_command_line(ThroughputConfig, argv, prog="python benchmarks/train_throughput.py",
-                                              description=__doc__.split("\n")[0])
-    result = run(config)
-    print(json.dumps(result, indent=2))
-    if config.json:
-        from edge.common.artifacts import write_json  # Only with --json.
-        write_json(config.json, result)
-    return 0
+    return command.execute(COMMAND, argv)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
     python demo/app.py --run runs/NAME          # a finished, exported run
     python demo/app.py --model path/model_int8.tflite [--port 7860] [--share]
 
-The page itself is built by demo/ui.py, which the Hugging Face Space uses too.
+The page itself is built by demo/ui.py, which the Hugging Face Space uses too; the
+files to serve are found by edge/common/run_folder.py and loaded by demo/models.py.
 `demo` is the module-level Gradio app (the Gradio convention, e.g. for
 `gradio demo/app.py`); it is built on first access from the default options.
 No TensorFlow is imported.
@@ -21,10 +22,9 @@ from typing import Any
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from demo import ui  # noqa: E402 - after the variable above
-from edge import runtime
-from edge.common import configuration, errors
+from demo.models import DemoError, DemoModels, load_models
+from edge.common import command, configuration, run_folder
 from edge.common.configuration import option
-from edge.common.errors import UserError
 
 CODE_ROOT = Path(__file__).resolve().parents[1]  # the repository, or the assembled Space folder
 
@@ -53,25 +53,25 @@ def default_model_folder(root: Path | None = None) -> Path:
     `root` defaults to CODE_ROOT: the repository, or the Space folder the app was copied into.
     """
     try:
-        return runtime.find_default_model(root if root is not None else CODE_ROOT).parent
-    except runtime.ModelError as error:
-        raise ui.DemoError(f"no model to serve: {error}; or pass --run / --model") from None
+        return run_folder.find_default_model(root if root is not None else CODE_ROOT).parent
+    except run_folder.ModelFilesError as error:
+        raise DemoError(f"no model to serve: {error}; or pass --run / --model") from None
 
 
-def load(config: DemoConfig) -> ui.DemoModels:
+def load(config: DemoConfig) -> DemoModels:
     """Find and load the models the config names."""
     if config.run is not None and config.model is not None:
         raise configuration.ConfigError("give --run or --model, not both")
     if config.concurrency < 1:
         raise configuration.ConfigError(f"concurrency must be at least 1, got {config.concurrency}")
     if config.model is not None:
-        files = ui.find_model_files(model=config.model)
+        files = run_folder.find_model_files(model=config.model)
     else:
-        files = ui.find_model_files(folder=config.run if config.run is not None else default_model_folder())
-    return ui.load_models(files, threads=config.threads)
+        files = run_folder.find_model_files(folder=config.run if config.run is not None else default_model_folder())
+    return load_models(files, threads=config.threads)
 
 
-def build(config: DemoConfig) -> tuple[Any, ui.DemoModels]:
+def build(config: DemoConfig) -> tuple[Any, DemoModels]:
     """(the Gradio Blocks app, its models), not started."""
     models = load(config)
     report_url = models.metadata.get("report_url")  # set by hf_space/deploy.py when a model repo holds the report
@@ -92,17 +92,16 @@ def run(config: DemoConfig, block: bool = True) -> str:
 
 
 def parse_config(argv: list[str] | None = None) -> DemoConfig:
-    return configuration.parse_command_line(DemoConfig, argv, prog="python demo/app.py",
-                                            description=__doc__.split("\n\n")[0])
+    """DemoConfig from the command line (the harness's parser)."""
+    return command.parse_config(COMMAND, argv)
+
+
+COMMAND = command.Command(name="demo", prog="python demo/app.py", description=__doc__.split("\n\n")[0],
+                          config_class=DemoConfig, run=run)
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        config = parse_config(argv)
-        run(config)
-    except UserError as error:
-        return errors.report(error)
-    return 0
+    return command.execute(COMMAND, argv)
 
 
 def __getattr__(name: str) -> Any:

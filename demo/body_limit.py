@@ -23,7 +23,8 @@ Standard library only, but for `middleware`, which builds Starlette's entry (Sta
 """
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 Scope = dict[str, Any]
 Message = dict[str, Any]

@@ -1,8 +1,9 @@
 """The demo's "Where it looked" panel: the occlusion map of a still photo, drawn over it.
 
-    from demo import explain, ui
-    models = ui.load_models(ui.find_model_files(folder="runs/NAME"))
-    overlay, caption = explain.where_it_looked(models, "photo.jpg")
+    from demo import explain, models
+    from edge.common import run_folder
+    served = models.load_models(run_folder.find_model_files(folder="runs/NAME"))
+    overlay, caption = explain.where_it_looked(served, "photo.jpg")
 
 The map is `edge.occlusion.occlusion_map` computed with the served model (the
 int8 TFLite file, through edge.runtime), so the Space needs no TensorFlow: the
@@ -14,7 +15,8 @@ Imports gradio, numpy, Pillow and edge/ only; not demo/ui.py (which imports this
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gradio as gr
 from PIL import Image
@@ -25,7 +27,7 @@ from edge import occlusion, preprocess
 def where_it_looked(models: Any, source: preprocess.ImageSource) -> tuple[Image.Image, str]:
     """(the heat overlay beside the photo, a one-line caption) for one image.
 
-    `models` is demo/ui.py's DemoModels (its `model` classifier answers);
+    `models` is demo/models.py's DemoModels (its `model` classifier answers);
     `source` is anything `prepare_image` reads, usually a path. Bad images
     raise preprocess.ImageError.
     """

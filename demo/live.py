@@ -37,13 +37,15 @@ from __future__ import annotations
 import collections
 import dataclasses
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gradio as gr
 import numpy as np
 
 from demo import inputs
 from edge import preprocess, runtime
+from edge.frame_rate import FrameRateMeter
 
 # Seconds between two frames the browser captures: at most 10 frames per second per
 # visitor. The int8 EfficientNet-B0 answers in about 6 ms on this project's 2-vCPU
@@ -74,27 +76,32 @@ class FrameMeter:
     """One visitor's live session: frames answered, their arrival times and costs, the last answer.
 
     Kept in that visitor's `gr.State`, so two visitors never share a count or a rate.
+    The rate is the camera's own meter (`edge.frame_rate`), fed the arrival times.
     """
     frames: int = 0  # frames answered
     skipped: int = 0  # frames that could not be read
-    arrivals: collections.deque = dataclasses.field(
-        default_factory=lambda: collections.deque(maxlen=METER_WINDOW_FRAMES))
+    # METER_WINDOW_FRAMES frames span one interval fewer: the meter's window counts intervals.
+    frame_rate: FrameRateMeter = dataclasses.field(
+        default_factory=lambda: FrameRateMeter(METER_WINDOW_FRAMES - 1))
     costs_ms: collections.deque = dataclasses.field(
         default_factory=lambda: collections.deque(maxlen=METER_WINDOW_FRAMES))
     last_answer: dict[str, float] | None = None
 
     def record(self, arrived_at: float, cost_ms: float, answer: dict[str, float]) -> None:
         self.frames += 1
-        self.arrivals.append(arrived_at)
+        self.frame_rate.tick(arrived_at)
         self.costs_ms.append(cost_ms)
         self.last_answer = answer
 
     @property
+    def arrivals(self) -> collections.deque[float]:
+        """The arrival times of the answered frames in the window, oldest first."""
+        return self.frame_rate.times
+
+    @property
     def fps(self) -> float | None:
         """Frames answered per second over the window; None until two frames have been answered."""
-        if len(self.arrivals) < 2 or self.arrivals[-1] <= self.arrivals[0]:
-            return None
-        return (len(self.arrivals) - 1) / (self.arrivals[-1] - self.arrivals[0])
+        return self.frame_rate.fps
 
     @property
     def mean_cost_ms(self) -> float | None:

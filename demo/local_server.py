@@ -13,7 +13,7 @@ Standard library only (gradio_client for the check in `main`).
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import os
 import re
 import signal
@@ -23,6 +23,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from edge.common import command
+from edge.common.configuration import option
 
 BLOCKED_MODULES = ("tensorflow", "keras", "tf_keras")
 PROJECT_PACKAGES = ("demo", "edge")
@@ -75,7 +78,8 @@ class LocalServer:
     folder and the interpreter's installed packages.
     """
 
-    def __init__(self, script: str | Path, arguments: list[str] | None = None, cwd: str | Path | None = None,
+    # The options after the script's arguments are keyword-only: six of them, easy to give in the wrong order.
+    def __init__(self, script: str | Path, arguments: list[str] | None = None, *, cwd: str | Path | None = None,
                  python: str = sys.executable, port: int | None = None, isolated: bool = True,
                  block: tuple[str, ...] = BLOCKED_MODULES, extra_env: dict[str, str] | None = None):
         self.script = Path(script).resolve()
@@ -137,7 +141,7 @@ class LocalServer:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
 
-    def __enter__(self) -> "LocalServer":
+    def __enter__(self) -> LocalServer:
         self.start()
         return self
 
@@ -145,23 +149,36 @@ class LocalServer:
         self.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Start an app.py, classify one example image through /predict, report, stop."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("script", help="the app.py to start (demo/app.py or a Space folder's app.py)")
-    parser.add_argument("image", nargs="?", default=None, help="image to classify (default: the first example)")
-    arguments = parser.parse_args(argv)
+@dataclasses.dataclass
+class ProbeConfig:
+    """The options of `python demo/local_server.py SCRIPT [IMAGE]`."""
+    script: str | None = option(None, "the app.py to start (demo/app.py or a Space folder's app.py)")
+    image: str | None = option(None, "image to classify (default: the first example)")
+
+
+def probe(config: ProbeConfig) -> str:
+    """Start an app.py, classify one example image through /predict, and say what it imported; then stop."""
     from gradio_client import Client, handle_file  # A dev dependency, for the command line only.
-    image = arguments.image or str(next(Path(arguments.script).resolve().parent.glob("demo/examples/**/*.*g"),
-                                        Path(__file__).resolve().parent / "examples" / "rocket.jpg"))
-    with LocalServer(arguments.script) as server:
+    image = config.image or str(next(Path(config.script).resolve().parent.glob("demo/examples/**/*.*g"),
+                                     Path(__file__).resolve().parent / "examples" / "rocket.jpg"))
+    with LocalServer(config.script) as server:
         result = Client(server.url, verbose=False).predict(handle_file(image), api_name="/predict")
-        print(f"{server.url} answered for {image}: {result}")
         outside = {name: path for name, path in server.loaded_modules().items()
-                   if not Path(path).resolve().is_relative_to(Path(arguments.script).resolve().parent)}
-        print("TensorFlow import attempts: " + (", ".join(server.blocked_imports()) or "none"))
-        print("project modules from outside the app's folder: " + (", ".join(outside) or "none"))
-    return 0
+                   if not Path(path).resolve().is_relative_to(Path(config.script).resolve().parent)}
+        return "\n".join([f"{server.url} answered for {image}: {result}",
+                          "TensorFlow import attempts: " + (", ".join(server.blocked_imports()) or "none"),
+                          "project modules from outside the app's folder: " + (", ".join(outside) or "none")])
+
+
+COMMAND = command.Command(
+    name="local_server", prog="python demo/local_server.py", description=__doc__.split("\n\n")[0],
+    config_class=ProbeConfig, run=probe, render=lambda config, text: text,
+    positional=(command.Positional("script", "SCRIPT", "the app.py to start", nargs=None),
+                command.Positional("image", "IMAGE", "image to classify (default: the first example)", nargs="?")))
+
+
+def main(argv: list[str] | None = None) -> int:
+    return command.execute(COMMAND, argv)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
-"""The one Gradio UI of the demo, built from a folder of exported models.
+"""The one Gradio UI of the demo: the page's layout, its request handlers and the server's launch.
 
 `demo/app.py` (local) and the Hugging Face Space's `app.py` both call
-`build_demo(load_models(find_model_files(folder)))`, so the page a visitor sees
-on the Space is the page served locally; nothing is copied by hand.
+`build_demo(models.load_models(run_folder.find_model_files(folder)))`, so the page a
+visitor sees on the Space is the page served locally; nothing is copied by hand.
+Finding the files is edge/common/run_folder.py's, loading them demo/models.py's, and
+the panels' Markdown demo/panels.py's; this module is what needs Gradio.
 
 The page shows, for one photo, the top-5 of the int8 model (the file that also
 runs on the Raspberry Pi), the same photo through the float32 model side by
@@ -19,23 +21,16 @@ never TensorFlow, so the Space starts in seconds.
 """
 from __future__ import annotations
 
-import dataclasses
-import re
 import time
-from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gradio as gr
 
-from demo import body_limit, explain, inputs, live
+from demo import body_limit, explain, inputs, live, panels
+from demo.models import DemoModels
 from edge import preprocess, runtime
-from edge.common import artifacts, formatting, run_folder
-from edge.common.errors import UserError
-
-EXAMPLES_FOLDER = Path(__file__).resolve().parent / "examples"
-EXAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
-# A Markdown image link to a relative path: ![alt](plots/curves.png)
-IMAGE_LINK_PATTERN = re.compile(r"\]\((?!https?://|/)([^)\s]+\.(?:png|jpg|jpeg|svg))\)")
+from edge.common import formatting, run_folder
 
 TOP_K = 5  # labels shown per model: the seeds' top-5.
 
@@ -59,106 +54,6 @@ DELETE_CACHE = (3600, 86400)
 # two locks while holding decoded photos in memory. Measured in docs/demo.md.
 CONCURRENCY_LIMIT = 2
 QUEUE_MAX_SIZE = 64  # requests waiting beyond this get "queue full" rather than minutes of waiting.
-
-
-class DemoError(UserError):
-    """The model folder cannot be served (missing files); the message names the folder and the file."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelFiles:
-    """Where the files of one served model are. Optional ones are None when absent."""
-    model: Path  # the model that answers (int8 by default)
-    reference: Path | None  # the float32 model shown side by side
-    labels: Path
-    metadata: Path | None
-    quantization: Path | None
-    metrics: Path | None
-    report: Path | None
-
-
-def find_model_files(folder: str | Path | None = None, model: str | Path | None = None) -> ModelFiles:
-    """Locate the files to serve from a run folder, its tflite/ folder, a Space's models/ folder, or one .tflite file.
-
-    `folder` may be `runs/NAME` (uses `runs/NAME/tflite`), `runs/NAME/tflite`, or
-    a flat folder holding everything (the Space's `models/`). With `model`, that
-    file answers and a `model_float32.tflite` beside it (if it is another file)
-    is shown side by side. quantization.json, metrics.json and report.md are
-    looked for in the model's folder, then in its parent (the run).
-    """
-    if (folder is None) == (model is None):
-        raise DemoError("give exactly one of a model folder (--run) or a .tflite file (--model)")
-    if model is not None:
-        model_path = Path(model)
-        if not model_path.is_file():
-            raise DemoError(f"{model_path}: model file not found")
-        model_folder = model_path.parent
-    else:
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise DemoError(f"{folder}: folder not found")
-        tflite_folder = folder / run_folder.TFLITE_DIR
-        model_folder = tflite_folder if tflite_folder.is_dir() else folder
-        if not (model_folder / run_folder.INT8_MODEL_FILE).is_file():  # The export always writes int8.
-            raise DemoError(f"{folder}: no {run_folder.INT8_MODEL_FILE} in {model_folder} "
-                            "(export the run first: python train/export.py --run RUN)")
-        # What metadata.json says the check passed to serve; a folder the check has not finished is refused.
-        model_path = run_folder.served_model(model_folder)
-    labels = model_folder / run_folder.LABELS_FILE
-    if not labels.is_file():
-        raise DemoError(f"{model_folder}: no {run_folder.LABELS_FILE} next to {model_path.name}")
-    reference = model_folder / run_folder.FLOAT_MODEL_FILE
-    same_file = reference.is_file() and reference.resolve() == model_path.resolve()
-    return ModelFiles(
-        model=model_path,
-        reference=reference if reference.is_file() and not same_file else None,
-        labels=labels,
-        metadata=_first_file(model_folder, run_folder.METADATA_FILE),
-        quantization=_first_file(model_folder, run_folder.QUANTIZATION_FILE),
-        metrics=_first_file(model_folder, run_folder.METRICS_FILE),
-        report=_first_file(model_folder, run_folder.REPORT_FILE),
-    )
-
-
-def _first_file(model_folder: Path, name: str) -> Path | None:
-    for folder in (model_folder, model_folder.parent):
-        if (folder / name).is_file():
-            return folder / name
-    return None
-
-
-@dataclasses.dataclass
-class DemoModels:
-    """The loaded classifiers and what the page says about them."""
-    files: ModelFiles
-    model: runtime.Classifier
-    reference: runtime.Classifier | None
-    metadata: dict
-    quantization: dict | None
-    metrics: dict | None
-
-
-def load_models(files: ModelFiles, threads: int | None = None) -> DemoModels:
-    """Load the interpreters; a corrupt model or labels file raises runtime.ModelError naming it."""
-    model = runtime.Classifier(files.model, files.labels, threads=threads)
-    reference = runtime.Classifier(files.reference, files.labels, threads=threads) if files.reference else None
-    return DemoModels(
-        files=files, model=model, reference=reference,
-        metadata=_read_optional_json(files.metadata) or {},
-        quantization=_read_optional_json(files.quantization),
-        metrics=_read_optional_json(files.metrics),
-    )
-
-
-def _read_optional_json(path: Path | None) -> dict | None:
-    """A side file that only decorates the page: a malformed one is reported on the page, not fatal."""
-    if path is None:
-        return None
-    try:
-        value = artifacts.read_json(path)
-    except artifacts.ArtifactError as error:
-        return {"error": str(error)}
-    return value if isinstance(value, dict) else {"error": f"{path}: expected a JSON object"}
 
 
 # -- requests -----------------------------------------------------------------------
@@ -235,13 +130,16 @@ def make_compare(models: DemoModels, max_bytes: MaxBytes = inputs.default_max_by
                                 else _prepare(source, name, models.reference.input_size))
             reference_answer, reference_ms = _classify(models.reference, reference_pixels)
         total_ms = (time.perf_counter() - start) * 1000.0
-        return answer, reference_answer, _describe_request(models, answer, reference_answer,
-                                                           prepare_ms, model_ms, reference_ms, total_ms)
+        return answer, reference_answer, _describe_request(models, answer, reference_answer, prepare_ms=prepare_ms,
+                                                           model_ms=model_ms, reference_ms=reference_ms,
+                                                           total_ms=total_ms)
     return compare
 
 
-def _describe_request(models: DemoModels, answer: dict, reference_answer: dict | None, prepare_ms: float,
+def _describe_request(models: DemoModels, answer: dict, reference_answer: dict | None, *, prepare_ms: float,
                       model_ms: float, reference_ms: float | None, total_ms: float) -> str:
+    """The details under the answers: which model answered, the timings (keyword-only, so that four
+    milliseconds cannot be swapped), and how far the two models agree."""
     top = next(iter(answer))
     variant = run_folder.variant_of(models.files.model)
     lines = [f"**Answered by** `{models.files.model.name}` ({_model_summary(models.model)}).",
@@ -267,100 +165,12 @@ def _model_summary(classifier: runtime.Classifier) -> str:
             f"{len(classifier.labels)} classes, {classifier.runtime_name} {classifier.runtime_version or ''}").strip()
 
 
-# -- the static panels ------------------------------------------------------------
-
-
-def quantization_markdown(models: DemoModels) -> str:
-    """The page's float-vs-int8 panel: the test-set table, or why it is missing."""
-    quantization = models.quantization
-    if not quantization:
-        return "_No quantization.json next to this model: the float-vs-int8 test-set numbers are not available._"
-    if "error" in quantization:
-        return f"_quantization.json could not be read: {quantization['error']}_"
-    return "Measured on the test set by `train/export.py`:\n\n" + quantization_table(quantization)
-
-
-def quantization_table(quantization: dict) -> str:
-    """float32 vs int8 (and the other variants) on the test set, from quantization.json's fractions, as Markdown."""
-    variants = quantization.get("variants") or {}
-    rows = ["| model | top-1 | top-5 | top-1 agreement with float | size | latency |",
-            "|---|---|---|---|---|---|"]
-    reference = quantization.get("reference") or {}
-    if reference:
-        rows.append(f"| Keras float (reference) | {formatting.percent(reference.get('top1'))} "
-                    f"| {formatting.percent(reference.get('top5'))} | 100.0% | | |")
-    for name in run_folder.VARIANTS:
-        variant = variants.get(name)
-        if not isinstance(variant, dict):
-            continue
-        size = variant.get("size_bytes")
-        latency = variant.get("latency_ms")
-        rows.append(f"| {name} | {formatting.percent(variant.get('top1'))} | {formatting.percent(variant.get('top5'))} "
-                    f"| {formatting.percent(variant.get('agreement'))} | {formatting.size(size) if size else ''} "
-                    f"| {formatting.milliseconds(latency) if isinstance(latency, (int, float)) else ''} |")
-    gate = quantization.get("max_drop")
-    passed = quantization.get("passed")
-    verdict = ("" if passed is None else
-               f"\n\nThe int8 gate (top-1 at most {gate} points below the float model) "
-               f"{'passed' if passed else 'FAILED'}.")
-    return "\n".join(rows) + verdict
-
-
-def about_markdown(models: DemoModels, report_url: str | None = None) -> str:
-    """Dataset, backbone, test accuracy, model size and the link to the report."""
-    metadata = models.metadata
-    quantization = models.quantization or {}
-    int8_top1 = ((quantization.get("variants") or {}).get(run_folder.variant_of(models.files.model)) or {}).get("top1")
-    float_top1 = (models.metrics or {}).get("top1") or (quantization.get("reference") or {}).get("top1")
-    lines = [
-        f"- **Dataset:** {metadata.get('dataset', 'unknown')} ({len(models.model.labels)} classes)",
-        f"- **Backbone:** {metadata.get('model', 'unknown')}",
-        f"- **Test accuracy (top-1):** {formatting.percent(int8_top1) if int8_top1 is not None else 'not measured'} "
-        f"for {run_folder.variant_of(models.files.model)}"
-        + (f", {formatting.percent(float_top1)} for the float model" if float_top1 is not None else ""),
-        f"- **Model size:** {formatting.size(models.files.model.stat().st_size)} ({models.files.model.name})"
-        + (f", {formatting.size(models.files.reference.stat().st_size)} for float32" if models.files.reference else ""),
-        f"- **Input:** {models.model.input_size[0]}x{models.model.input_size[1]} pixels; "
-        "a photo is centre-cropped and shrunk to that, like the training images.",
-    ]
-    if report_url:
-        lines.append(f"- **Report:** [{report_url}]({report_url})")
-    elif models.files.report:
-        lines.append("- **Report:** the training report is below (\"Full report\").")
-    return "\n".join(lines)
-
-
-def report_markdown(models: DemoModels) -> str | None:
-    """report.md with its relative image links pointed at Gradio's file route (see allowed_paths)."""
-    if models.files.report is None:
-        return None
-    text = models.files.report.read_text(encoding="utf-8", errors="replace")
-    folder = models.files.report.parent.resolve()
-    return IMAGE_LINK_PATTERN.sub(lambda match: f"](/gradio_api/file={folder / match.group(1)})", text)
-
-
-def report_images(report: Path) -> list[Path]:
-    """The image files report.md links to by relative path, inside its folder, that exist."""
-    folder = report.parent.resolve()
-    found = []
-    for link in IMAGE_LINK_PATTERN.findall(report.read_text(encoding="utf-8", errors="replace")):
-        path = (folder / link).resolve()
-        if path.is_file() and path.is_relative_to(folder):
-            found.append(path)
-    return found
+# -- what Gradio may serve --------------------------------------------------------
 
 
 def allowed_paths(models: DemoModels) -> list[str]:
     """What Gradio may serve besides uploads: the report's images, one by one (not the run's other files)."""
-    return [str(path) for path in report_images(models.files.report)] if models.files.report else []
-
-
-def example_images(labels: list[str], folder: Path = EXAMPLES_FOLDER) -> list[Path]:
-    """Example images named after the model's classes (`rocket.jpg` for "rocket"), from folder and its subfolders."""
-    wanted = set(labels)
-    found = sorted(path for path in folder.rglob("*")
-                   if path.suffix.lower() in EXAMPLE_SUFFIXES and path.stem in wanted)
-    return found
+    return [str(path) for path in panels.report_images(models.files.report)] if models.files.report else []
 
 
 # -- the page ---------------------------------------------------------------------
@@ -390,7 +200,7 @@ def build_demo(models: DemoModels, report_url: str | None = None,
                 image = gr.Image(label="Photo", sources=["upload", "webcam", "clipboard"], type="filepath",
                                  image_mode=None, height=320, elem_id="photo")
                 classify_button = gr.Button("Classify", variant="primary", elem_id="classify")
-                examples = example_images(models.model.labels)
+                examples = panels.example_images(models.model.labels)
                 if examples:
                     gr.Examples(examples=[[str(path)] for path in examples], inputs=[image],
                                 label="Examples")
@@ -405,10 +215,10 @@ def build_demo(models: DemoModels, report_url: str | None = None,
         details = gr.Markdown(elem_id="details")
         live.add_live_section(demo, models.model, TOP_K, max_bytes)  # the webcam stream to the served model (demo/live.py)
         with gr.Accordion("Float vs int8 on the test set", open=True):
-            gr.Markdown(quantization_markdown(models))
+            gr.Markdown(panels.quantization_markdown(models))
         with gr.Accordion("About this model", open=False):
-            gr.Markdown(about_markdown(models, report_url))
-        report = report_markdown(models)
+            gr.Markdown(panels.about_markdown(models, report_url))
+        report = panels.report_markdown(models)
         if report:
             with gr.Accordion("Full report", open=False):
                 gr.Markdown(report)

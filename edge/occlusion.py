@@ -24,7 +24,7 @@ numpy and Pillow only (the device side: no TensorFlow, no matplotlib).
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image

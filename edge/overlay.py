@@ -7,7 +7,7 @@ OpenCV, so saving annotated frames works on a machine whose OpenCV has no GUI
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -29,8 +29,8 @@ def format_line(frame_number: int, predictions: Sequence[Prediction], latency_ms
     return f"frame {frame_number}: {labels} | {latency_ms:.1f} ms | {fps:.1f} fps"
 
 
-def annotate(frame: np.ndarray, predictions: Sequence[Prediction], fps: Optional[float],
-             latency_ms: Optional[float] = None) -> Image.Image:
+def annotate(frame: np.ndarray, predictions: Sequence[Prediction], fps: float | None,
+             latency_ms: float | None = None) -> Image.Image:
     """A copy of the RGB `frame` with the top-k labels, probabilities and FPS drawn in its top-left corner."""
     if frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3:
         # A copy made by frombytes: about 0.3 ms for 640x480, where fromarray(...).convert() took 3-5 ms here.

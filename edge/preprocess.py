@@ -14,16 +14,14 @@ the file name; Pillow's own exceptions never escape. Images with more than
 `MAX_IMAGE_PIXELS` pixels are refused from their header, before any pixel is
 decoded, so a decompression bomb cannot exhaust memory.
 
-numpy and Pillow only. Try it:
-    python edge/preprocess.py photo.jpg --size 32
+numpy and Pillow only. Its command line is edge/classify.py, which classifies through it.
 """
 from __future__ import annotations
 
-import argparse
 import io
 import os
 from pathlib import Path
-from typing import Any, BinaryIO, Union
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -51,7 +49,7 @@ REDUCING_GAP = 3.0
 # the final Lanczos still does the antialiasing; it saves most of the decoding.
 DRAFT_MARGIN = 4
 
-ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, Image.Image, np.ndarray]
+ImageSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO | Image.Image | np.ndarray
 
 
 class ImageError(UserError):
@@ -324,21 +322,3 @@ def _too_large_reason(size: tuple[int, int] | None) -> str:
     return (f"image too large to decode safely ({stated}; the limit is {MAX_IMAGE_PIXELS:,} pixels, "
             "a guard against decompression bombs)")
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Print the shape and mean colour of a prepared image (a quick manual check)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("image", help="an image file")
-    parser.add_argument("--size", type=int, default=32, help="output side in pixels (default: 32)")
-    arguments = parser.parse_args(argv)
-    try:
-        array = prepare_image(arguments.image, arguments.size)
-    except ImageError as error:
-        print(f"error: {error}")
-        return 1
-    print(f"{arguments.image}: {array.shape} {array.dtype}, mean RGB {array.reshape(-1, 3).mean(axis=0).round(1).tolist()}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -15,11 +15,10 @@ in float: a uint8 softmax output has steps of 1/256, which rounds every
 probability below 1/512 to zero and so destroys top-5 and breaks ties towards the
 lower class index.
 
-    python edge/runtime.py --model runs/NAME/tflite/model_int8.tflite photo.jpg [--top-k 5]
+Its command line is edge/classify.py (`python edge/classify.py --model MODEL photo.jpg`).
 """
 from __future__ import annotations
 
-import argparse
 import ctypes
 import importlib
 import os
@@ -55,30 +54,6 @@ class ModelError(UserError):
 #: The signature output name that marks a model ending at the logits (train/export.py writes it):
 #: the softmax is then applied here. Any other name means the output already is probabilities.
 LOGITS_OUTPUT = "logits"
-#: Folders under a checkout or bundle where copied model files are looked for, in order.
-MODEL_FOLDERS = ("models", "edge/models")
-
-
-def find_default_model(root: str | Path) -> Path:
-    """The model to serve when none is named: copied ones first, else the newest exported run's.
-
-    Looks for a folder holding model_int8.tflite: `root`/models/ (where a Pi owner copies the files
-    and the Space bundle holds them), then `root`/edge/models/, then the newest `root`/runs/*/tflite/.
-    In that folder it serves what metadata.json names (`run_folder.served_model`); a folder without it,
-    whose export did not finish the float-vs-int8 check, is refused (run_folder.UncheckedModelError).
-    """
-    root = Path(root)
-    for folder in MODEL_FOLDERS:
-        if (root / folder / run_folder.INT8_MODEL_FILE).is_file():
-            return run_folder.served_model(root / folder)
-    exported = sorted((root / "runs").glob(f"*/{run_folder.TFLITE_DIR}/{run_folder.INT8_MODEL_FILE}"),
-                      key=lambda path: path.stat().st_mtime)
-    if exported:
-        return run_folder.served_model(exported[-1].parent)
-    looked = ", ".join(str(root / folder / run_folder.INT8_MODEL_FILE) for folder in MODEL_FOLDERS)
-    raise ModelError(f"no model given and none found ({looked}, {root / 'runs'}/*/tflite/); train and export one "
-                     "(python train/run.py --preset smoke), copy a run's tflite/ files into models/, "
-                     "or name a model file")
 
 
 def available_runtimes() -> list[str]:
@@ -371,36 +346,3 @@ def _quantization(detail: dict, model_path: Path) -> tuple[float, int]:
         raise ModelError(f"{model_path}: per-channel quantization on the input or output tensor "
                          f"{detail.get('name')!r} is not supported")
     return float(scale), int(zero_point)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Classify image files and print the top-k labels."""
-    parser = argparse.ArgumentParser(description="Classify images with a .tflite model (no TensorFlow).")
-    parser.add_argument("images", nargs="+", help="image files")
-    parser.add_argument("--model", required=True, help="the .tflite file; labels.txt is read from its folder")
-    parser.add_argument("--labels", default=None, help="labels file (default: labels.txt next to the model)")
-    parser.add_argument("--runtime", choices=list(RUNTIMES), default=None, help="default: the first installed")
-    parser.add_argument("--threads", type=int, default=None, help="interpreter threads (default: the runtime's)")
-    parser.add_argument("--delegate", default=None, help="external delegate library, e.g. libedgetpu.so.1")
-    parser.add_argument("--top-k", type=int, default=5, help="labels to print per image (default: 5)")
-    arguments = parser.parse_args(argv)
-    try:
-        classifier = Classifier(arguments.model, arguments.labels, arguments.runtime, arguments.threads,
-                                arguments.delegate)
-    except ModelError as error:
-        print(f"error: {error}")
-        return 2
-    status = 0
-    for image in arguments.images:
-        try:
-            predictions = classifier.classify(image, arguments.top_k)
-        except preprocess.ImageError as error:
-            print(f"error: {error}")
-            status = 1
-            continue
-        print(image + ": " + ", ".join(f"{label} {probability:.3f}" for label, probability in predictions))
-    return status
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -6,7 +6,7 @@
 Used by `edge/camera.py` (`--serve [HOST:]PORT`); not a script of its own.
 Three routes, and only these (anything else is 404; no file is ever served):
 
-- `/`: a small page showing the stream and the latest predictions;
+- `/`: a small page showing the stream and the latest predictions (edge/live_view.html, a package data file);
 - `/stream.mjpg`: `multipart/x-mixed-replace`, one JPEG of the annotated frame per part;
 - `/predictions.json`: the latest frame's record, the very object `--json` prints.
 
@@ -22,15 +22,19 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import http
 import http.server
+import importlib.resources
 import io
 import ipaddress
 import json
+import re
 import socket
 import sys
 import threading
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from PIL import Image
 
@@ -55,6 +59,11 @@ CLIENT_JOIN_SECONDS = 2.0
 PAGE_POLL_MILLISECONDS = 500
 
 ROUTES = ("/", "/stream.mjpg", "/predictions.json")
+
+#: The page at /, a data file of this package (setup.cfg's package_data puts it in the wheel).
+PAGE_FILE = "live_view.html"
+#: A placeholder in the page: {{NAME}}, capitals and underscores only, so CSS and JavaScript braces never match.
+PAGE_MARKER = re.compile(r"\{\{([A-Z_]+)\}\}")
 
 
 class ServeError(UserError):
@@ -101,7 +110,7 @@ class LatestFrame:
 
     def __init__(self) -> None:
         self._condition = threading.Condition()
-        self._frame: Optional[Frame] = None
+        self._frame: Frame | None = None
         self._closed = False
         self._jpeg_lock = threading.Lock()  # Separate from the condition: encoding must never hold up `publish`.
         self._jpeg_number = 0
@@ -124,7 +133,7 @@ class LatestFrame:
     def closed(self) -> bool:
         return self._closed
 
-    def wait_newer(self, after: int, timeout: float) -> Optional[Frame]:
+    def wait_newer(self, after: int, timeout: float) -> Frame | None:
         """The newest frame if numbered above `after`, waiting up to `timeout` s; None if none came or closed."""
         with self._condition:
             self._condition.wait_for(
@@ -157,6 +166,7 @@ class LiveServer:
     """
 
     def __init__(self, host: str = DEFAULT_HOST, port: int = 0):
+        live_view_page()  # Read now: a page missing from a broken install fails here, before the camera opens.
         self.latest = LatestFrame()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
@@ -169,7 +179,7 @@ class LiveServer:
             else:
                 reason = error.strerror or str(error)
             raise ServeError(f"cannot serve on {_host_in_url(host)}:{port}: {reason}") from None
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
 
     @property
     def host(self) -> str:
@@ -199,7 +209,7 @@ class LiveServer:
             line += "; reachable from other machines, with no authentication"
         return line
 
-    def start(self) -> "LiveServer":
+    def start(self) -> LiveServer:
         self._thread = threading.Thread(target=self._server.serve_forever, name="live-view-server", daemon=True)
         self._thread.start()
         return self
@@ -214,11 +224,31 @@ class LiveServer:
         self._server.server_close()
         self._server.close_clients()
 
-    def __enter__(self) -> "LiveServer":
+    def __enter__(self) -> LiveServer:
         return self.start()
 
     def __exit__(self, *exception: object) -> None:
         self.close()
+
+
+@functools.cache
+def live_view_page() -> bytes:
+    """The page at / (edge/live_view.html) with its placeholders filled, encoded once."""
+    template = importlib.resources.files(__package__).joinpath(PAGE_FILE).read_text(encoding="utf-8")
+    # An int, written as digits: nothing the page's script could read as code.
+    return fill_page(template, {"PAGE_POLL_MILLISECONDS": str(int(PAGE_POLL_MILLISECONDS))}).encode()
+
+
+def fill_page(template: str, values: dict[str, str]) -> str:
+    """`template` with each {{NAME}} replaced by values[NAME], in one pass (a value is never searched for markers).
+
+    Raises ValueError unless the markers and the names given are the same: a marker left in the page or a
+    value meant for a marker that is gone is a bug in the page or here, never something to serve.
+    """
+    markers = set(PAGE_MARKER.findall(template))
+    if markers != set(values):
+        raise ValueError(f"{PAGE_FILE}: markers {sorted(markers)} but values for {sorted(values)}")
+    return PAGE_MARKER.sub(lambda match: values[match.group(1)], template)
 
 
 def _host_in_url(host: str) -> str:
@@ -296,7 +326,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         path = self.path.partition("?")[0]  # A query string is ignored; the path must match a route exactly.
         try:
             if path == "/":
-                self._send(http.HTTPStatus.OK, "text/html; charset=utf-8", PAGE.encode())
+                self._send(http.HTTPStatus.OK, "text/html; charset=utf-8", live_view_page())
             elif path == "/predictions.json":
                 self._send_predictions()
             elif path == "/stream.mjpg":
@@ -343,61 +373,3 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
                              .encode() + jpeg + b"\r\n")
             self.wfile.flush()
-
-
-PAGE = f"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>cifar-edge camera</title>
-<style>
-  body {{ font-family: system-ui, sans-serif; margin: 1.5rem; background: #111; color: #eee; }}
-  main {{ display: flex; flex-wrap: wrap; gap: 1.5rem; align-items: flex-start; }}
-  img {{ flex: 0 1 480px; min-width: 0; max-width: 100%; background: #222; border-radius: 4px; }}
-  section {{ flex: 1 1 16rem; min-width: 16rem; }}
-  table {{ border-collapse: collapse; width: 100%; }}
-  td {{ padding: 0.25rem 0.5rem; border-bottom: 1px solid #333; }}
-  td.score {{ text-align: right; font-variant-numeric: tabular-nums; }}
-  #status {{ color: #aaa; font-size: 0.9rem; }}
-</style>
-</head>
-<body>
-<h1>cifar-edge camera: live view</h1>
-<main>
-  <img src="/stream.mjpg" alt="the camera's annotated frames">
-  <section>
-    <h2>Latest predictions</h2>
-    <table><tbody id="predictions"><tr><td>waiting for the first frame...</td></tr></tbody></table>
-    <p id="status"></p>
-  </section>
-</main>
-<script>
-async function refresh() {{
-  try {{
-    const response = await fetch("/predictions.json", {{cache: "no-store"}});
-    if (!response.ok) return;
-    const record = await response.json();
-    const rows = record.predictions.map(prediction => {{
-      const row = document.createElement("tr");
-      const label = document.createElement("td");
-      const score = document.createElement("td");
-      label.textContent = prediction.label;
-      score.textContent = (100 * prediction.score).toFixed(1) + "%";
-      score.className = "score";
-      row.append(label, score);
-      return row;
-    }});
-    document.getElementById("predictions").replaceChildren(...rows);
-    document.getElementById("status").textContent = `frame ${{record.frame}} from ${{record.source}}: ` +
-      `${{record.latency_ms.toFixed(1)}} ms, ${{record.fps.toFixed(1)}} fps`;
-  }} catch (error) {{
-    document.getElementById("status").textContent = "the camera is not answering";
-  }}
-}}
-refresh();
-setInterval(refresh, {PAGE_POLL_MILLISECONDS});
-</script>
-</body>
-</html>
-"""

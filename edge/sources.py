@@ -25,8 +25,9 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -57,7 +58,7 @@ class FrameSource(Protocol):
     name: str  # Shown to the user and written in every JSON line.
     live: bool  # True for cameras: stale frames may be dropped and failed reads retried.
 
-    def read(self) -> Optional[np.ndarray]:
+    def read(self) -> np.ndarray | None:
         """The next RGB uint8 frame; None at the end of a file (or a failed read of a live camera)."""
 
     def close(self) -> None:
@@ -92,7 +93,7 @@ class PiCameraSource:
         size = self._camera.camera_config["main"]["size"]  # As libcamera adjusted it.
         self.name = f"picamera2:{index} ({size[0]}x{size[1]})"
 
-    def read(self) -> Optional[np.ndarray]:
+    def read(self) -> np.ndarray | None:
         frame = self._camera.capture_array("main")
         return np.ascontiguousarray(frame[..., 2::-1])  # BGR(X) -> RGB
 
@@ -109,7 +110,7 @@ class PiCameraSource:
 class OpenCVSource:
     """A USB webcam (`device` an index or a /dev path) or a video file through OpenCV."""
 
-    def __init__(self, device: int | str, width: Optional[int] = None, height: Optional[int] = None,
+    def __init__(self, device: int | str, width: int | None = None, height: int | None = None,
                  live: bool = True):
         cv2 = import_opencv()
         self.live = live
@@ -127,7 +128,7 @@ class OpenCVSource:
                 self._capture.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
         self._to_rgb = lambda frame: cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
         # Read one frame now: some devices open but never deliver, and a file may be unreadable.
-        self._first: Optional[np.ndarray] = self._read_raw()
+        self._first: np.ndarray | None = self._read_raw()
         if self._first is None:
             self.close()
             what = f"camera {device}" if live else f"video file {device}"
@@ -136,11 +137,11 @@ class OpenCVSource:
         self.name = (f"opencv:{device} ({width_read}x{height_read})" if live
                      else f"video:{device}")
 
-    def _read_raw(self) -> Optional[np.ndarray]:
+    def _read_raw(self) -> np.ndarray | None:
         ok, frame = self._capture.read()
         return self._to_rgb(frame) if ok and frame is not None else None
 
-    def read(self) -> Optional[np.ndarray]:
+    def read(self) -> np.ndarray | None:
         if self._first is not None:
             frame, self._first = self._first, None
             return frame
@@ -170,7 +171,7 @@ class ImageFilesSource:
             self.name = f"image:{path}"
         self._next = 0
 
-    def read(self) -> Optional[np.ndarray]:
+    def read(self) -> np.ndarray | None:
         while self._next < len(self._files):
             path = self._files[self._next]
             self._next += 1
@@ -262,13 +263,13 @@ class FrameGrabber:
         self.dropped = 0
         self._stop = threading.Event()
         self._condition = threading.Condition()
-        self._latest: Optional[np.ndarray] = None  # Live sources: the newest unread frame.
-        self._error: Optional[BaseException] = None
+        self._latest: np.ndarray | None = None  # Live sources: the newest unread frame.
+        self._error: BaseException | None = None
         self._ended = False
-        self._queue: "queue.Queue[object]" = queue.Queue(maxsize=FILE_QUEUE_FRAMES)
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=FILE_QUEUE_FRAMES)
         self._thread = threading.Thread(target=self._capture, name="frame-capture", daemon=True)
 
-    def start(self) -> "FrameGrabber":
+    def start(self) -> FrameGrabber:
         self._thread.start()
         return self
 
@@ -280,7 +281,7 @@ class FrameGrabber:
         if self._thread.is_alive():
             self._thread.join(STOP_TIMEOUT_SECONDS)
 
-    def next_frame(self) -> Optional[np.ndarray]:
+    def next_frame(self) -> np.ndarray | None:
         """The next frame to classify; None when a file or folder has ended."""
         if self.source.live:
             return self._next_live()
@@ -297,7 +298,7 @@ class FrameGrabber:
                 raise CameraError(f"{self.source.name}: reading failed: {item}")
             return item  # type: ignore[return-value]
 
-    def _next_live(self) -> Optional[np.ndarray]:
+    def _next_live(self) -> np.ndarray | None:
         deadline = time.monotonic() + self.timeout
         with self._condition:
             while self._latest is None:
@@ -358,7 +359,7 @@ class FrameGrabber:
                 continue
         return False
 
-    def _finish_live(self, error: Optional[BaseException]) -> None:
+    def _finish_live(self, error: BaseException | None) -> None:
         with self._condition:
             self._error = error
             self._ended = True

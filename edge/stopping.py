@@ -25,7 +25,7 @@ import signal
 import threading
 import time
 from types import FrameType, TracebackType
-from typing import Any, Optional
+from typing import Any
 
 #: The signals that ask the camera to stop, in the order their handlers are installed.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -61,8 +61,8 @@ class StopRequest:
     """
 
     def __init__(self) -> None:
-        self.signal_number: Optional[int] = None
-        self.signal_name: Optional[str] = None
+        self.signal_number: int | None = None
+        self.signal_name: str | None = None
 
     @property
     def requested(self) -> bool:
@@ -89,7 +89,7 @@ class StopRequest:
         return True
 
     @property
-    def exit_code(self) -> Optional[int]:
+    def exit_code(self) -> int | None:
         """130 or 143 once a stop was requested by SIGINT or SIGTERM, else None."""
         return exit_code_for(self.signal_number) if self.signal_number is not None else None
 
@@ -105,7 +105,7 @@ class StopSignals:
     main thread; elsewhere this installs nothing and `stop` is only set by hand.
     """
 
-    def __init__(self, stop: Optional[StopRequest] = None):
+    def __init__(self, stop: StopRequest | None = None):
         self.stop = stop if stop is not None else StopRequest()
         self._previous: dict[int, Any] = {}
 
@@ -116,14 +116,14 @@ class StopSignals:
                 self._previous[signal_number] = signal.signal(signal_number, self._handle)
         return self.stop
 
-    def __exit__(self, exception_type: Optional[type[BaseException]], exception: Optional[BaseException],
-                 traceback: Optional[TracebackType]) -> None:
+    def __exit__(self, exception_type: type[BaseException] | None, exception: BaseException | None,
+                 traceback: TracebackType | None) -> None:
         previous, self._previous = self._previous, {}
         for signal_number, handler in previous.items():
             # None means the old handler was not installed from Python; the default is the nearest we can restore.
             signal.signal(signal_number, handler if handler is not None else signal.SIG_DFL)
 
-    def _handle(self, signal_number: int, frame: Optional[FrameType]) -> None:
+    def _handle(self, signal_number: int, frame: FrameType | None) -> None:
         if self.stop.requested:
             raise ForcedStop(signal_number)
         self.stop.request(signal_number)

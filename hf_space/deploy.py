@@ -28,8 +28,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
-from demo import ui
-from edge.common import artifacts, configuration, errors, run_folder
+from demo import panels
+from edge.common import artifacts, command, configuration, errors, run_folder
 from edge.common.configuration import option
 from edge.common.errors import UserError
 from edge.common.versions import package_version
@@ -39,7 +39,7 @@ SPACE_TEMPLATE = Path(__file__).resolve().parent
 # Where the Space's code starts; every demo/ and edge/ module they import (transitively) is copied.
 SPACE_ENTRY_POINTS = ("hf_space/app.py", "demo/app.py", "demo/ui.py")
 # What a Raspberry Pi needs from the model repository: the runtime and the camera loop.
-PI_ENTRY_POINTS = ("edge/runtime.py", "edge/camera.py")
+PI_ENTRY_POINTS = ("edge/classify.py", "edge/camera.py")
 PROJECT_PACKAGES = ("demo", "edge")
 # Never shipped: the training side (train/, with the converter and the check) needs TensorFlow
 # and Keras, and nothing on the serving path may import it (docs/architecture.md).
@@ -81,14 +81,14 @@ def check_repo_id(repo_id: str, what: str) -> str:
     return repo_id
 
 
-def find_run_files(run_dir: str | Path) -> ui.ModelFiles:
+def find_run_files(run_dir: str | Path) -> run_folder.ModelFiles:
     """The run's model files; a DeployError naming what is missing and how to make it."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DeployError(f"{run_dir}: run folder not found")
     try:
-        files = ui.find_model_files(folder=run_dir)
-    except ui.DemoError as error:
+        files = run_folder.find_model_files(folder=run_dir)
+    except run_folder.ModelFilesError as error:
         raise DeployError(f"{run_dir} has no TFLite files to deploy ({error})") from None
     if files.reference is None:
         raise DeployError(f"{run_dir}: no {run_folder.FLOAT_MODEL_FILE} beside {files.model}; the Space shows the "
@@ -99,18 +99,27 @@ def find_run_files(run_dir: str | Path) -> ui.ModelFiles:
 # -- what travels ------------------------------------------------------------------------
 
 
-def project_imports(path: Path, root: Path = REPOSITORY) -> set[str]:
-    """The project modules (as paths relative to root) that the file at `path` imports."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+def imported_names(path: Path) -> set[str]:
+    """Every module name an import statement in the file names, at any depth (function bodies and
+    `if TYPE_CHECKING:` too): `from a.b import c` gives a.b and a.b.c, since c may be a module.
+
+    The one import walker: the Space's module closure follows it, and tests/test_architecture.py
+    checks the layout's promises with it.
+    """
     names: set[str] = set()
-    for node in ast.walk(tree):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
             names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def project_imports(path: Path, root: Path = REPOSITORY) -> set[str]:
+    """The project modules (as paths relative to root) that the file at `path` imports."""
     found = set()
-    for name in names:
+    for name in imported_names(path):
         parts = name.split(".")
         if parts[0] not in PROJECT_PACKAGES:
             continue
@@ -168,7 +177,7 @@ def _copy_code(modules: Iterable[str], folder: Path) -> None:
         _copy(REPOSITORY / relative, folder / relative)
 
 
-def _copy_model_files(files: ui.ModelFiles, target: Path) -> list[str]:
+def _copy_model_files(files: run_folder.ModelFiles, target: Path) -> list[str]:
     """The served model (int8 unless metadata.json names a passing fallback), the int8 file always,
     float32, labels, metadata, quantization, metrics, report and its plots."""
     copied = []
@@ -179,7 +188,7 @@ def _copy_model_files(files: ui.ModelFiles, target: Path) -> list[str]:
             _copy(path, target / path.name)
             copied.append(path.name)
     if files.report is not None:
-        for image in ui.report_images(files.report):
+        for image in panels.report_images(files.report):
             relative = image.relative_to(files.report.parent.resolve()).as_posix()
             _copy(image, target / relative)
             copied.append(relative)
@@ -205,7 +214,7 @@ SHORT_DESCRIPTION_LIMIT = 60  # characters: the Hub refuses a longer Space descr
 TRAINING_WORDS = {"imagenet": "fine-tuned from ImageNet weights", "none": "trained from scratch"}
 
 
-def card_facts(files: ui.ModelFiles) -> dict[str, str]:
+def card_facts(files: run_folder.ModelFiles) -> dict[str, str]:
     """What the Space card says about this run, each from the run's own files (metadata, config, quantization)."""
     metadata = artifacts.read_json(files.metadata) if files.metadata else {}
     quantization = artifacts.read_json(files.quantization) if files.quantization else None
@@ -244,7 +253,7 @@ def _measured(quantization: dict, metadata: dict, starter: bool = False) -> str:
                   "labelled with its own answers (int8 top-1 is its agreement with float; over all "
                   f"{photos.get('views')} views it agrees on {100 * float(photos.get('agreement', 0)):.1f}%), "
                   "by `train/pretrained.py`")
-    return f"{source} (latency on the machine that exported the run):\n\n{ui.quantization_table(quantization)}"
+    return f"{source} (latency on the machine that exported the run):\n\n{panels.quantization_table(quantization)}"
 
 
 def _tag(name: str) -> str:
@@ -252,7 +261,7 @@ def _tag(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "model"
 
 
-def _space_card(files: ui.ModelFiles, repo_id: str | None, model_repo: str | None) -> str:
+def _space_card(files: run_folder.ModelFiles, repo_id: str | None, model_repo: str | None) -> str:
     """hf_space/README.md filled in from the run (card_facts), with sdk_version = the installed Gradio
     and the model repository in `models:`."""
     text = string.Template((SPACE_TEMPLATE / "README.md").read_text(encoding="utf-8")).substitute(card_facts(files))
@@ -266,7 +275,7 @@ def _space_card(files: ui.ModelFiles, repo_id: str | None, model_repo: str | Non
     return text
 
 
-def assemble_space(files: ui.ModelFiles, folder: str | Path, repo_id: str | None = None,
+def assemble_space(files: run_folder.ModelFiles, folder: str | Path, repo_id: str | None = None,
                    model_repo: str | None = None) -> dict[str, Any]:
     """Write the self-contained Space folder; returns what went in."""
     folder = Path(folder)
@@ -285,16 +294,16 @@ def assemble_space(files: ui.ModelFiles, folder: str | Path, repo_id: str | None
         metadata["report_url"] = f"https://huggingface.co/spaces/{repo_id}/blob/main/models/{run_folder.REPORT_FILE}"
         artifacts.write_json(folder / "models" / run_folder.METADATA_FILE, metadata)
     labels = artifacts.read_labels(files.labels)
-    examples = ui.example_images(labels)
+    examples = panels.example_images(labels)
     for path in examples:
-        _copy(path, folder / "demo" / "examples" / path.relative_to(ui.EXAMPLES_FOLDER))
+        _copy(path, folder / "demo" / "examples" / path.relative_to(panels.EXAMPLES_FOLDER))
     if examples:
-        _copy(ui.EXAMPLES_FOLDER / "SOURCES.md", folder / "demo" / "examples" / "SOURCES.md")
+        _copy(panels.EXAMPLES_FOLDER / "SOURCES.md", folder / "demo" / "examples" / "SOURCES.md")
     return {"folder": str(folder), "modules": modules, "models": model_files,
-            "examples": [path.relative_to(ui.EXAMPLES_FOLDER).as_posix() for path in examples]}
+            "examples": [path.relative_to(panels.EXAMPLES_FOLDER).as_posix() for path in examples]}
 
 
-def model_card(files: ui.ModelFiles, model_repo: str) -> str:
+def model_card(files: run_folder.ModelFiles, model_repo: str) -> str:
     """README.md of the model repository: what the model is, its metrics, the quantization table, the Pi recipe."""
     metadata = artifacts.read_json(files.metadata) if files.metadata else {}
     quantization = artifacts.read_json(files.quantization) if files.quantization else None
@@ -309,7 +318,7 @@ def model_card(files: ui.ModelFiles, model_repo: str) -> str:
         for name, label in metric_names.items() if isinstance(metrics.get(name), (int, float)))
     if isinstance(metrics.get("samples"), int):
         metric_rows += f"\n| test images | {metrics['samples']} |"
-    quantization_section = (ui.quantization_table(quantization) if quantization
+    quantization_section = (panels.quantization_table(quantization) if quantization
                             else "_No quantization.json in the run: the variants were not measured._")
     return f"""---
 license: apache-2.0
@@ -359,7 +368,7 @@ from the training repository with the model.
 """
 
 
-def assemble_model_repo(files: ui.ModelFiles, folder: str | Path, model_repo: str) -> dict[str, Any]:
+def assemble_model_repo(files: run_folder.ModelFiles, folder: str | Path, model_repo: str) -> dict[str, Any]:
     """The model repository's folder: model files, the runtime for a Pi, the model card."""
     folder = Path(folder)
     modules = module_closure(PI_ENTRY_POINTS)
@@ -461,24 +470,25 @@ def run(config: DeployConfig, api: Any = None) -> dict[str, Any]:
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    config = configuration.parse_command_line(DeployConfig, argv, prog="python hf_space/deploy.py",
-                                              description=__doc__.split("\n\n")[0])
-    try:
-        result = run(config)
-    except UserError as error:
-        return errors.report(error)
+def _summary(config: DeployConfig, result: dict) -> str:
+    """What was assembled, what was uploaded, and how to try a dry run."""
     space = result["space"]
-    print(f"assembled {space['folder']}: {len(space['modules'])} modules, models {', '.join(space['models'])}, "
-          f"{len(space['examples'])} examples")
+    lines = [f"assembled {space['folder']}: {len(space['modules'])} modules, models {', '.join(space['models'])}, "
+             f"{len(space['examples'])} examples"]
     if "model" in result:
-        print(f"assembled {result['model']['folder']} (model repository)")
-    for key in ("model_url", "space_url"):
-        if key in result:
-            print(f"uploaded: {result[key]}")
+        lines.append(f"assembled {result['model']['folder']} (model repository)")
+    lines.extend(f"uploaded: {result[key]}" for key in ("model_url", "space_url") if key in result)
     if config.dry_run:
-        print(f"dry run: nothing uploaded. Try it: cd {space['folder']} && python app.py")
-    return 0
+        lines.append(f"dry run: nothing uploaded. Try it: cd {space['folder']} && python app.py")
+    return "\n".join(lines)
+
+
+COMMAND = command.Command(name="deploy", prog="python hf_space/deploy.py", description=__doc__.split("\n\n")[0],
+                          config_class=DeployConfig, run=run, render=_summary)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return command.execute(COMMAND, argv)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,10 @@ The run is real (train/run.py's `run`): generated smoke data, the `se_cnn` basel
 trains in seconds (about 89% test top-1 here), evaluated and exported to every TFLite variant. Its gate is opened
 wide on purpose (`SMOKE_RUN_MAX_DROP`): with a few dozen test images one image is
 several points, and the gate itself is tested in tests/test_convert.py.
+
+The camera-side tests (test_camera.py, test_serve.py, test_benchmarks.py) share that run's
+int8 model as `tiny_model`, and generated image folders; their other helpers, which are not
+fixtures, are in tests/camera_support.py.
 """
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from camera_support import FOLDER_IMAGES, LONG_FOLDER_IMAGES, _frame
+from PIL import Image
 
 #: Export gate for the fixture run, in points: wide, because this run exists to be read.
 SMOKE_RUN_MAX_DROP = 100.0
@@ -47,6 +53,30 @@ def smoke_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("runs") / "smoke-se-cnn"
     run.run(small_run_config(run_dir))
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_model(smoke_run) -> Path:
+    """The int8 model of the shared smoke run, with its labels.txt beside it: the camera-side tests' real model."""
+    return smoke_run / "tflite" / "model_int8.tflite"
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("images")
+    for index in range(FOLDER_IMAGES):
+        Image.fromarray(_frame(index, 40, 50)).save(folder / f"image_{index:02d}.png")
+    (folder / "notes.txt").write_text("not an image, and not an image suffix: ignored")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def long_image_folder(tmp_path_factory) -> Path:
+    """A folder that takes about a minute at --fps-limit 1, so a stopped run cannot be mistaken for a finished one."""
+    folder = tmp_path_factory.mktemp("long_images")
+    for index in range(LONG_FOLDER_IMAGES):
+        Image.fromarray(_frame(index % 12, 40, 50)).save(folder / f"image_{index:03d}.png")
+    return folder
 
 
 @pytest.fixture(scope="session", autouse=True)

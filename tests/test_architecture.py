@@ -18,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+# The one import walker, the one the Space's module closure follows, so both read imports alike.
+from hf_space.deploy import imported_names
+
 REPOSITORY = Path(__file__).resolve().parents[1]
 PACKAGES = ("edge", "train", "demo", "hf_space")
 #: What the Pi and the Space never have.
@@ -34,21 +37,9 @@ def _modules(package: str) -> list[str]:
                   if path.stem != "__init__" and (path.parent / "__init__.py").is_file())
 
 
-def _imported_names(path: Path) -> set[str]:
-    """Every module name an import statement in the file names, at any depth (function bodies too)."""
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return names
-
-
 def test_no_edge_file_names_the_training_side():
     for path in sorted(REPOSITORY.joinpath(*module.split(".")).with_suffix(".py") for module in _modules("edge")):
-        offending = sorted(name for name in _imported_names(path) if name.split(".")[0] in TRAINING_SIDE)
+        offending = sorted(name for name in imported_names(path) if name.split(".")[0] in TRAINING_SIDE)
         assert not offending, f"{path.relative_to(REPOSITORY)} imports {offending}"
 
 
@@ -81,7 +72,7 @@ def _project_graph() -> dict[str, set[str]]:
     graph = {}
     for module in known:
         path = REPOSITORY.joinpath(*module.split(".")).with_suffix(".py")
-        graph[module] = {name for name in _imported_names(path) if name in known and name != module}
+        graph[module] = {name for name in imported_names(path) if name in known and name != module}
     return graph
 
 
@@ -146,3 +137,23 @@ def test_the_run_folder_list_names_everything_a_run_holds(smoke_run):
     present = {name if name != "plots/" else "plots/*.png" for name in present}
     assert present <= listed, f"not in the list: {sorted(present - listed)}"
     assert "logs/" in listed
+
+
+#: The most positional parameters a function of train/, edge/ or demo/ may take (self and cls not
+#: counted): beyond this a call is a row of values to get in the right order, so the rest are keyword-only.
+MAX_POSITIONAL_PARAMETERS = 6
+
+
+def test_no_function_takes_more_than_six_positional_parameters():
+    offending = []
+    for package in ("train", "edge", "demo"):
+        for module in _modules(package):
+            path = REPOSITORY.joinpath(*module.split(".")).with_suffix(".py")
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    names = [argument.arg for argument in node.args.posonlyargs + node.args.args]
+                    if names[:1] in (["self"], ["cls"]):
+                        names = names[1:]
+                    if len(names) > MAX_POSITIONAL_PARAMETERS:
+                        offending.append(f"{module}.{node.name} (line {node.lineno}): {len(names)}")
+    assert not offending, "more than six positional parameters: " + ", ".join(offending)

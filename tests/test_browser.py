@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from demo import local_server, ui
+from demo import local_server, panels, ui
 from edge.common import artifacts, run_folder
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -55,7 +55,7 @@ def page_url(smoke_run):
 
 def test_upload_shows_the_top5_of_both_models(browser, page_url, smoke_run):
     labels = artifacts.read_labels(smoke_run / "tflite" / "labels.txt")
-    photo = next(iter(ui.example_images(labels)), REPOSITORY / "demo" / "examples" / "rocket.jpg")
+    photo = next(iter(panels.example_images(labels)), REPOSITORY / "demo" / "examples" / "rocket.jpg")
     page = browser.new_page(viewport={"width": 1280, "height": 1400})
     try:
         page.goto(page_url)
@@ -197,7 +197,7 @@ def test_live_mode_streams_the_webcam_and_the_top5_follows(browser, page_url, sm
         other_visitor = _start_live_stream(browser, page_url)
         assert len(_wait_for_live_updates(other_visitor, LIVE_UPDATES)) >= LIVE_UPDATES
         # A still photo on the first page is answered while both streams run (the streams have their own queue).
-        photo = next(iter(ui.example_images(labels)), REPOSITORY / "demo" / "examples" / "rocket.jpg")
+        photo = next(iter(panels.example_images(labels)), REPOSITORY / "demo" / "examples" / "rocket.jpg")
         page.locator("#photo input[type=file]").set_input_files(str(photo))
         page.locator("#details", has_text="Latency").wait_for(timeout=ANSWER_TIMEOUT_MS)
         assert len(_wait_for_live_updates(page, len(seen) + LIVE_UPDATES)) >= len(seen) + LIVE_UPDATES

@@ -125,12 +125,12 @@ def _all_images_and_labels(splits: data.Splits) -> tuple[np.ndarray, np.ndarray]
     """Train and validation together, in a canonical order, to compare with what was written."""
     images = np.concatenate([splits.train_images, splits.val_images])
     labels = np.concatenate([splits.train_labels, splits.val_labels])
-    order = np.lexsort((images.reshape(len(images), -1)[:, :8].T[::-1]))
+    order = np.lexsort(images.reshape(len(images), -1)[:, :8].T[::-1])
     return images[order], labels[order]
 
 
 def _canonical(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    order = np.lexsort((images.reshape(len(images), -1)[:, :8].T[::-1]))
+    order = np.lexsort(images.reshape(len(images), -1)[:, :8].T[::-1])
     return images[order], labels[order]
 
 

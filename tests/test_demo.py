@@ -22,11 +22,12 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pytest
+from conftest import as_upload
 from PIL import Image
 
-from conftest import as_upload
 from demo import app as demo_app
-from demo import body_limit, explain, inputs, live, local_server, ui
+from demo import body_limit, explain, inputs, live, local_server, panels, ui
+from demo import models as demo_models
 from edge import occlusion, runtime
 from edge.common import artifacts, formatting, run_folder
 
@@ -44,8 +45,8 @@ def served_run(smoke_run) -> Path:
 
 
 @pytest.fixture(scope="session")
-def models(served_run) -> ui.DemoModels:
-    return ui.load_models(ui.find_model_files(folder=served_run))
+def models(served_run) -> demo_models.DemoModels:
+    return demo_models.load_models(run_folder.find_model_files(folder=served_run))
 
 
 def _probability_tolerance(model_path: Path) -> float:
@@ -120,9 +121,9 @@ def _data_url(content: bytes, kind: str = "image/jpeg") -> str:
 
 def test_find_model_files_accepts_the_run_its_tflite_folder_and_one_file(served_run):
     for folder in (served_run, served_run / "tflite"):
-        files = ui.find_model_files(folder=folder)
+        files = run_folder.find_model_files(folder=folder)
         assert files.model.name == run_folder.INT8_MODEL_FILE and files.reference.name == run_folder.FLOAT_MODEL_FILE
-    single = ui.find_model_files(model=served_run / "tflite" / run_folder.FLOAT_MODEL_FILE)
+    single = run_folder.find_model_files(model=served_run / "tflite" / run_folder.FLOAT_MODEL_FILE)
     assert single.model.name == run_folder.FLOAT_MODEL_FILE and single.reference is None  # not compared with itself
 
 
@@ -130,19 +131,19 @@ def test_find_model_files_serves_what_metadata_names(served_run, tmp_path):
     folder = tmp_path / "tflite"
     shutil.copytree(served_run / "tflite", folder)
     metadata = artifacts.read_json(folder / "metadata.json")
-    assert metadata["served"] == "int8" and ui.find_model_files(folder=folder).model.name == "model_int8.tflite"
+    assert metadata["served"] == "int8" and run_folder.find_model_files(folder=folder).model.name == "model_int8.tflite"
     artifacts.write_json(folder / "metadata.json", {**metadata, "served": "float32"})  # as when int8 misses the gate
-    files = ui.find_model_files(folder=folder)
+    files = run_folder.find_model_files(folder=folder)
     assert files.model.name == "model_float32.tflite" and files.reference is None
 
 
 def test_find_model_files_names_what_is_missing(tmp_path):
-    with pytest.raises(ui.DemoError, match=run_folder.INT8_MODEL_FILE):
-        ui.find_model_files(folder=tmp_path)
-    with pytest.raises(ui.DemoError, match="not found"):
-        ui.find_model_files(model=tmp_path / "nothing.tflite")
-    with pytest.raises(ui.DemoError, match="exactly one"):
-        ui.find_model_files()
+    with pytest.raises(run_folder.ModelFilesError, match=run_folder.INT8_MODEL_FILE):
+        run_folder.find_model_files(folder=tmp_path)
+    with pytest.raises(run_folder.ModelFilesError, match="not found"):
+        run_folder.find_model_files(model=tmp_path / "nothing.tflite")
+    with pytest.raises(run_folder.ModelFilesError, match="exactly one"):
+        run_folder.find_model_files()
 
 
 def test_predict_and_compare_in_process(models, tmp_path):
@@ -274,30 +275,30 @@ def test_analytics_are_off_and_the_upload_cache_is_cleaned(models):
 
 
 def test_panels_show_the_quantization_numbers_and_the_model(models):
-    about = ui.about_markdown(models)
+    about = panels.about_markdown(models)
     assert models.metadata.get("dataset", "unknown") in about and "KiB" in about
-    table = ui.quantization_table({"reference": {"top1": 0.8, "top5": 0.95},
+    table = panels.quantization_table({"reference": {"top1": 0.8, "top5": 0.95},
                                    "variants": {"float32": {"top1": 0.8, "top5": 0.95, "agreement": 1.0},
                                                 "int8": {"top1": 0.79, "top5": 0.94, "agreement": 0.98,
                                                          "size_bytes": 4_200_000, "latency_ms": 12.5}},
                                    "max_drop": 1.0, "passed": True})
     assert "| int8 | 79.0% | 94.0% | 98.0% | 4.01 MiB | 12.5 ms |" in table and "passed" in table
     if models.quantization is None:
-        assert "No quantization.json" in ui.quantization_markdown(models)
+        assert "No quantization.json" in panels.quantization_markdown(models)
 
 
 def test_examples_are_chosen_among_the_model_classes():
-    assert [path.name for path in ui.example_images(["rocket", "cup", "tiger"])] == ["cup.jpg", "rocket.jpg"]
-    assert ui.example_images(["no_such_class"]) == []
+    assert [path.name for path in panels.example_images(["rocket", "cup", "tiger"])] == ["cup.jpg", "rocket.jpg"]
+    assert panels.example_images(["no_such_class"]) == []
     sources = (REPOSITORY / "demo" / "examples" / "SOURCES.md").read_text()
-    for path in ui.EXAMPLES_FOLDER.rglob("*"):
-        if path.suffix in ui.EXAMPLE_SUFFIXES:
+    for path in panels.EXAMPLES_FOLDER.rglob("*"):
+        if path.suffix in panels.EXAMPLE_SUFFIXES:
             assert path.stat().st_size < 100_000, path
             assert path.name in sources or path.parent.name == "smoke", f"{path.name} has no source in SOURCES.md"
 
 
 def test_default_model_folder_prefers_the_bundle_then_the_newest_run(tmp_path):
-    with pytest.raises(ui.DemoError, match="no model to serve"):
+    with pytest.raises(demo_models.DemoError, match="no model to serve"):
         demo_app.default_model_folder(tmp_path)
     for index, name in enumerate(("older", "newer")):
         model = tmp_path / "runs" / name / "tflite" / run_folder.INT8_MODEL_FILE
@@ -318,13 +319,14 @@ def test_the_demo_refuses_a_folder_the_check_has_not_passed(served_run, tmp_path
     folder = tmp_path / "runs" / "killed" / "tflite"
     shutil.copytree(served_run / "tflite", folder)
     (folder / run_folder.METADATA_FILE).unlink()
-    for found in (lambda: ui.find_model_files(folder=folder.parent), lambda: demo_app.default_model_folder(tmp_path)):
+    for found in (lambda: run_folder.find_model_files(folder=folder.parent),
+                  lambda: demo_app.default_model_folder(tmp_path)):
         with pytest.raises(run_folder.UncheckedModelError, match=f"python train/export.py --run {folder.parent}"):
             found()
     assert demo_app.main(["--run", str(folder.parent)]) == 2
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and "python train/export.py --run" in lines[0]
-    assert ui.find_model_files(model=folder / run_folder.INT8_MODEL_FILE).model.name == run_folder.INT8_MODEL_FILE
+    assert run_folder.find_model_files(model=folder / run_folder.INT8_MODEL_FILE).model.name == run_folder.INT8_MODEL_FILE
 
 
 def test_command_line_options(served_run, capsys):
@@ -337,6 +339,7 @@ def test_command_line_options(served_run, capsys):
 def test_help_gives_each_default_once():
     """A help text that already says its default gets no "(default: None)" after it; the others keep theirs."""
     import argparse
+
     from edge.common import configuration
     parser = argparse.ArgumentParser()
     configuration.add_arguments(parser, demo_app.DemoConfig)
@@ -393,7 +396,7 @@ def _check_label_result(result: dict, labels: list[str], tolerance: float) -> No
 def test_predict_api_on_real_photos(app_server, client, served_run, models):
     from gradio_client import handle_file
     tolerance = _probability_tolerance(models.files.model)
-    examples = PHOTOS + ui.example_images(models.model.labels)
+    examples = PHOTOS + panels.example_images(models.model.labels)
     for path in examples:
         result = client.predict(handle_file(str(path)), api_name="/predict")
         _check_label_result(result, models.model.labels, tolerance)
@@ -621,6 +624,7 @@ LIVE_START_BOUND_S = 30
 def _page_stream_first_answer(url: str, frame: dict) -> tuple[str, dict]:
     """Do what the page does: its load event, then a stream with one frame; (event id, first streamed message)."""
     import uuid
+
     import httpx
     session = uuid.uuid4().hex
     dependencies = httpx.get(url + "config", timeout=60).json()["dependencies"]
@@ -649,6 +653,7 @@ def _page_stream_first_answer(url: str, frame: dict) -> tuple[str, dict]:
 def test_raw_callers_cannot_hold_the_live_slots(app_server, models):
     """More raw POST /call/live_frame callers than live slots, none reading: the page's stream still starts."""
     import time
+
     import httpx
     frame = {"url": _data_url(PHOTOS[0].read_bytes())}
     with httpx.Client(base_url=app_server.url, timeout=120) as http:

@@ -101,6 +101,7 @@ def test_the_reader_takes_the_zip_format(tmp_path, monkeypatch):
     """torch >= 1.6 writes a zip: data.pkl plus one file per storage. Built here by pickling stand-ins
     that carry torch's global names, as torch.save would write them."""
     import types
+
     from train import torch_checkpoint
     fake_utils = types.ModuleType("torch._utils")
     fake_torch = types.ModuleType("torch")

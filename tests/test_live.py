@@ -16,19 +16,20 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pytest
+from conftest import as_upload
 from PIL import Image
 
-from conftest import as_upload
 from demo import inputs, live, ui
-from edge.common import formatting
+from demo import models as demo_models
+from edge.common import formatting, run_folder
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 PHOTO = REPOSITORY / "demo" / "examples" / "rocket.jpg"
 
 
 @pytest.fixture(scope="module")
-def models(smoke_run) -> ui.DemoModels:
-    return ui.load_models(ui.find_model_files(folder=smoke_run))
+def models(smoke_run) -> demo_models.DemoModels:
+    return demo_models.load_models(run_folder.find_model_files(folder=smoke_run))
 
 
 def _jpeg_data_url(pixels: np.ndarray) -> str:

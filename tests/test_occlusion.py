@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_runtime import build_tiny_models, colour_images  # pytest puts tests/ on sys.path
 
 from edge import occlusion, preprocess, runtime
-from test_runtime import build_tiny_models, colour_images  # pytest puts tests/ on sys.path
 
 SIZE = 32
 QUADRANT = SIZE // 2

@@ -9,7 +9,9 @@ import json
 import numpy as np
 import pytest
 
+from edge.common import command
 from train import config as train_config
+from train import run as train_run
 from train.config import PRESETS, PRETRAINED_RECIPE, TrainConfig
 
 #: CIFAR's training images, and what is left after the default 10% validation split.
@@ -55,7 +57,7 @@ def test_batchnorm_momentum_follows_the_protocols_rule():
 
 
 def test_the_quick_preset_is_short_and_is_the_earlier_default():
-    quick = train_config.parse_config(["--preset", "quick"]).with_recipe(CIFAR_TRAIN_AFTER_VALIDATION)
+    quick = command.parse_config(train_run.COMMAND, ["--preset", "quick"]).with_recipe(CIFAR_TRAIN_AFTER_VALIDATION)
     assert quick.head_epochs + quick.epochs <= train_config.QUICK_MAX_EPOCHS == 15
     assert (quick.head_epochs, quick.epochs, quick.batch_size) == (1, 14, 128)
     assert (quick.optimizer, quick.learning_rate, quick.weight_decay) == ("adamw", 3e-4, 0.05)

@@ -101,7 +101,7 @@ def test_read_optional_is_none_without_the_file(tmp_path):
 def test_the_panel_table_is_the_demos(tmp_path):
     """The demo's float-vs-int8 panel draws the same table from the record (PANEL_COLUMNS)."""
     pytest.importorskip("gradio")
-    from demo import ui
-    demo_table = ui.quantization_table(OLDER_QUANTIZATION).split("\n\n")[0]
+    from demo import panels
+    demo_table = panels.quantization_table(OLDER_QUANTIZATION).split("\n\n")[0]
     assert records.variant_table(OLDER_QUANTIZATION, records.PANEL_COLUMNS, known_order=True,
                                  reference_row=False) == demo_table

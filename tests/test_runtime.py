@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge import preprocess, runtime
+from edge import classify, preprocess, runtime
 from edge.common import artifacts, run_folder
 
 pytestmark = pytest.mark.slow  # trains and converts a (tiny) model once per session
@@ -384,14 +384,21 @@ def test_classifying_never_imports_tensorflow(tiny_models, tmp_path):
 
 
 def test_command_line(tiny_models, tmp_path, capsys):
+    """edge/classify.py: a line per image on stdout; an unreadable file named on stderr, exit 1; a bad model, exit 2."""
     image = tmp_path / "white.png"
     image.write_bytes(solid_png(COLOURS["white"]))
-    assert runtime.main([str(image), "--model", str(tiny_models["int8"]), "--top-k", "2"]) == 0
+    assert classify.main([str(image), "--model", str(tiny_models["int8"]), "--top-k", "2"]) == 0
     assert capsys.readouterr().out.startswith(f"{image}: white ")
-    assert runtime.main([str(tmp_path / "missing.png"), "--model", str(tiny_models["int8"])]) == 1
-    assert "cannot read the file" in capsys.readouterr().out
-    assert runtime.main([str(image), "--model", str(tmp_path / "none.tflite")]) == 2
-    assert "model file not found" in capsys.readouterr().out
+    assert classify.main([str(tmp_path / "missing.png"), str(image), "--model", str(tiny_models["int8"])]) == 1
+    captured = capsys.readouterr()
+    assert f"error: {tmp_path / 'missing.png'}: cannot read the file" in captured.err
+    assert captured.out.startswith(f"{image}: white ")  # The readable image is still answered.
+    assert classify.main([str(image), "--model", str(tmp_path / "none.tflite")]) == 2
+    captured = capsys.readouterr()
+    assert "model file not found" in captured.err and captured.out == ""
+    assert classify.main([str(image), "--model", str(tiny_models["int8"]), "--top-k", "1", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["results"][0]["predictions"][0]["label"] == "white" and answer["errors"] == []
 
 
 # -- the benchmark -----------------------------------------------------------------------------

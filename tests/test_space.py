@@ -24,8 +24,8 @@ import huggingface_hub
 import pytest
 import yaml
 
-from demo import local_server, ui
-from edge.common import artifacts
+from demo import local_server, panels, ui
+from edge.common import artifacts, run_folder
 from hf_space import deploy
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -105,7 +105,7 @@ def test_space_card_is_written_from_the_run(assembled, smoke_run):
     classes = len(artifacts.read_labels(smoke_run / "tflite" / "labels.txt"))
     assert f"the se_cnn model, trained from scratch on smoke-test ({classes} classes)," in " ".join(readme.split())
     quantization = artifacts.read_json(smoke_run / "quantization.json")
-    assert ui.quantization_table(quantization) in readme  # the measured test-set numbers, as on the page
+    assert panels.quantization_table(quantization) in readme  # the measured test-set numbers, as on the page
     assert f"On {artifacts.read_json(smoke_run / 'tflite' / 'metadata.json')['test_images']} test images" in readme
 
 
@@ -117,7 +117,7 @@ def test_space_card_names_a_fine_tuned_imagenet_backbone(smoke_run, tmp_path):
     artifacts.write_json(run_dir / "tflite" / "metadata.json", {**metadata, "dataset": "cifar100",
                                                                  "model": "efficientnet_b0"})
     artifacts.write_json(run_dir / "config.json", {"weights": "imagenet"})
-    facts = deploy.card_facts(ui.find_model_files(folder=run_dir))
+    facts = deploy.card_facts(run_folder.find_model_files(folder=run_dir))
     assert facts["title"] == "CIFAR-100 Edge Classifier" and facts["model_tag"] == "efficientnet-b0"
     assert facts["model_sentence"].startswith("the efficientnet_b0 model, fine-tuned from ImageNet weights on CIFAR-100")
     assert facts["measurements"].startswith("_Not measured")  # no quantization.json in this copy

@@ -156,8 +156,13 @@ def test_unfreeze_fraction_trains_the_top_layers_and_keeps_batchnorm_frozen():
 
 
 def test_config_files_and_flags_are_validated(tmp_path, capsys):
+    from edge.common import command
     from edge.common.configuration import ConfigError, build_config, read_config_file
-    from train.config import PRESETS, TrainConfig, parse_config
+    from train import run as train_run
+    from train.config import PRESETS, TrainConfig
+
+    def parse_config(argv):
+        return command.parse_config(train_run.COMMAND, argv)
 
     good = tmp_path / "good.yaml"
     good.write_text("model: cnn\nepochs: 3\nbatch-size: 16\n")
@@ -389,10 +394,10 @@ if os.environ["KERAS_BACKEND"] == "tensorflow":
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from train import run
+from train import devices, run
 from train.config import TrainConfig
-run.gpu_names = lambda: ["simulated GPU 0", "simulated GPU 1"]
-run.mirrored_devices = lambda: ["/device:CPU:0", "/device:CPU:1"]
+devices.gpu_names = lambda: ["simulated GPU 0", "simulated GPU 1"]
+devices.mirrored_devices = lambda: ["/device:CPU:0", "/device:CPU:1"]
 run.run(TrainConfig(**json.loads(sys.argv[1])))
 """
 
@@ -416,14 +421,14 @@ def test_a_run_trains_data_parallel_on_two_devices(tmp_path, make_small_config, 
 
 
 def test_the_batch_is_rounded_down_to_a_multiple_of_the_devices(capsys):
-    from train import run
+    from train import devices
     from train.config import TrainConfig
 
     config = TrainConfig(batch_size=128)
-    assert run.fit_batch_to_replicas(config, 1) is config and run.fit_batch_to_replicas(config, 4) is config
-    assert run.fit_batch_to_replicas(config, 3).batch_size == 126
-    assert run.fit_batch_to_replicas(config, 6).batch_size == 126
-    assert run.fit_batch_to_replicas(TrainConfig(batch_size=5), 8).batch_size == 8  # One image per device at least.
+    assert devices.fit_batch_to_replicas(config, 1) is config and devices.fit_batch_to_replicas(config, 4) is config
+    assert devices.fit_batch_to_replicas(config, 3).batch_size == 126
+    assert devices.fit_batch_to_replicas(config, 6).batch_size == 126
+    assert devices.fit_batch_to_replicas(TrainConfig(batch_size=5), 8).batch_size == 8  # One image per device at least.
     assert "training with 126 (21 per device)" in capsys.readouterr().out
 
 
@@ -557,14 +562,14 @@ def test_the_default_augmentation_compiles_with_xla_under_tensorflow():
     """
     import keras
 
-    from train import models, run
+    from train import devices, models, optimization
     from train.config import TrainConfig
 
     config = TrainConfig(model="se_cnn", weights="none", batch_size=8, epochs=1)
     model, _ = models.build_model(config, 10, (32, 32, 3))
-    assert run.resolve_jit_compile(model, gpus=["a GPU"]) is True
-    assert run.resolve_jit_compile(model, gpus=[]) is False
-    run.compile_for_stage(model, config, 10, 1e-3, steps_per_epoch=2, epochs=1, jit_compile=True)
+    assert devices.resolve_jit_compile(model, gpus=["a GPU"]) is True
+    assert devices.resolve_jit_compile(model, gpus=[]) is False
+    optimization.compile_for_stage(model, config, 10, 1e-3, steps_per_epoch=2, epochs=1, jit_compile=True)
     assert model.jit_compile is True
     images = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
     history = model.fit(images, np.eye(10, dtype="float32")[np.arange(16) % 10], batch_size=8, epochs=1, verbose=0)
@@ -572,7 +577,7 @@ def test_the_default_augmentation_compiles_with_xla_under_tensorflow():
     assert model.train_function is not None and model.jit_compile is True  # Not silently turned off.
     # The Keras layers it replaced are not jit-safe: with RandAugment the step is not compiled.
     randaugment, _ = models.build_model(dataclasses.replace(config, augment="randaugment"), 10, (32, 32, 3))
-    assert run.resolve_jit_compile(randaugment, gpus=["a GPU"]) is False
+    assert devices.resolve_jit_compile(randaugment, gpus=["a GPU"]) is False
     assert keras.backend.backend() == "tensorflow"
 
 
@@ -671,7 +676,7 @@ def test_auto_precision_follows_the_gpus_compute_capability(monkeypatch):
     a CPU, with the TensorFlow device query stubbed as a T4 and an H100 would answer it."""
     import tensorflow as tf
 
-    from train import run
+    from train import devices as training_devices  # `devices` here names TensorFlow's.
 
     answers = {"GPU:0": {"device_name": "Tesla T4", "compute_capability": (7, 5)},
                "GPU:1": {"device_name": "NVIDIA H100 80GB HBM3", "compute_capability": (9, 0)}}
@@ -679,28 +684,28 @@ def test_auto_precision_follows_the_gpus_compute_capability(monkeypatch):
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: devices if kind == "GPU" else [])
     monkeypatch.setattr(tf.config.experimental, "get_device_details",
                         lambda device: answers[device.name.split(":", 1)[1]])
-    assert run.gpu_names() == ["Tesla T4", "NVIDIA H100 80GB HBM3"]
-    assert run.gpu_compute_capabilities() == [(7, 5), (9, 0)]
+    assert training_devices.gpu_names() == ["Tesla T4", "NVIDIA H100 80GB HBM3"]
+    assert training_devices.gpu_compute_capabilities() == [(7, 5), (9, 0)]
 
     t4, h100 = ["Tesla T4"], ["NVIDIA H100 80GB HBM3"]
-    policy, reason = run.resolve_precision("auto", t4, [(7, 5)])
+    policy, reason = training_devices.resolve_precision("auto", t4, [(7, 5)])
     assert policy == "mixed_float16" and "7.5" in reason and "loss scaling" in reason
-    assert run.resolve_precision("auto", ["Tesla P100"], [(6, 0)])[0] == "mixed_float16"
-    policy, reason = run.resolve_precision("auto", h100, [(9, 0)])
+    assert training_devices.resolve_precision("auto", ["Tesla P100"], [(6, 0)])[0] == "mixed_float16"
+    policy, reason = training_devices.resolve_precision("auto", h100, [(9, 0)])
     assert policy == "mixed_bfloat16" and "9.0" in reason
-    assert run.resolve_precision("auto", ["A100"], [(8, 0)])[0] == "mixed_bfloat16"
-    assert run.resolve_precision("auto", t4 + h100, [(7, 5), (9, 0)])[0] == "mixed_float16"  # The slowest decides.
-    assert run.resolve_precision("auto", h100, [None])[0] == "mixed_float16"  # Unknown: float16 runs everywhere.
-    assert run.resolve_precision("auto", [], [])[0] == "float32"
-    assert run.resolve_precision("mixed_bfloat16", t4, [(7, 5)]) == ("mixed_bfloat16", "chosen with --precision")
-    assert run._capability("8.6") == (8, 6) and run._capability(None) is None  # JAX reports a string.
+    assert training_devices.resolve_precision("auto", ["A100"], [(8, 0)])[0] == "mixed_bfloat16"
+    assert training_devices.resolve_precision("auto", t4 + h100, [(7, 5), (9, 0)])[0] == "mixed_float16"  # The slowest decides.
+    assert training_devices.resolve_precision("auto", h100, [None])[0] == "mixed_float16"  # Unknown: float16 runs everywhere.
+    assert training_devices.resolve_precision("auto", [], [])[0] == "float32"
+    assert training_devices.resolve_precision("mixed_bfloat16", t4, [(7, 5)]) == ("mixed_bfloat16", "chosen with --precision")
+    assert training_devices._capability("8.6") == (8, 6) and training_devices._capability(None) is None  # JAX reports a string.
 
 
 def test_mixed_float16_trains_with_loss_scaling():
     """Keras wraps a mixed_float16 model's optimizer in a LossScaleOptimizer at compile (auto_scale_loss)."""
     import keras
 
-    from train import models, run
+    from train import models, optimization
     from train.config import TrainConfig
 
     config = TrainConfig(model="cnn", weights="none", batch_size=8, epochs=1, learning_rate=1e-3)
@@ -709,76 +714,76 @@ def test_mixed_float16_trains_with_loss_scaling():
         model, _ = models.build_model(config, 10, (32, 32, 3))
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    run.compile_for_stage(model, config, 10, 1e-3, steps_per_epoch=2, epochs=1, jit_compile=False)
+    optimization.compile_for_stage(model, config, 10, 1e-3, steps_per_epoch=2, epochs=1, jit_compile=False)
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
 
 
 def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere():
     import io
 
-    from train import run
+    from train import stages
 
     class Terminal(io.StringIO):
         def isatty(self):
             return True
 
-    assert run.progress_verbosity("auto", Terminal()) == 1
-    assert run.progress_verbosity("auto", io.StringIO()) == 0
-    assert run.progress_verbosity("2", io.StringIO()) == 2
+    assert stages.progress_verbosity("auto", Terminal()) == 1
+    assert stages.progress_verbosity("auto", io.StringIO()) == 0
+    assert stages.progress_verbosity("2", io.StringIO()) == 2
 
 
 def test_the_default_recipe_refuses_a_cpu_with_a_clear_message():
     from edge.common.errors import UserError
-    from train import run
+    from train import devices
     from train.config import TrainConfig
 
     with pytest.raises(UserError) as error:
-        run.refuse_cpu_training(TrainConfig(), 45_000, gpus=[])
+        devices.refuse_cpu_training(TrainConfig(), 45_000, gpus=[])
     message = str(error.value)
     assert "no GPU found" in message and ".[gpu]" in message and "--allow-cpu" in message
-    run.refuse_cpu_training(TrainConfig(allow_cpu=True), 45_000, gpus=[])
-    run.refuse_cpu_training(TrainConfig(), 45_000, gpus=["NVIDIA H100"])
-    run.refuse_cpu_training(TrainConfig(), 1_200, gpus=[])  # A small folder trains on a CPU.
-    run.refuse_cpu_training(TrainConfig(image_size=32), 45_000, gpus=[])
-    run.refuse_cpu_training(TrainConfig(model="cnn", weights="none"), 45_000, gpus=[])
+    devices.refuse_cpu_training(TrainConfig(allow_cpu=True), 45_000, gpus=[])
+    devices.refuse_cpu_training(TrainConfig(), 45_000, gpus=["NVIDIA H100"])
+    devices.refuse_cpu_training(TrainConfig(), 1_200, gpus=[])  # A small folder trains on a CPU.
+    devices.refuse_cpu_training(TrainConfig(image_size=32), 45_000, gpus=[])
+    devices.refuse_cpu_training(TrainConfig(model="cnn", weights="none"), 45_000, gpus=[])
 
 
 def test_the_no_gpu_message_says_what_to_install_and_what_tensorflow_saw(monkeypatch):
     """By backend: TensorFlow's GPU build, JAX's; with signs of an NVIDIA GPU, what TensorFlow's
     hidden start-up log said, or that JAX's CUDA plugin is missing (the device probes stubbed)."""
     from edge.common.errors import UserError
-    from train import gpu_setup, run
+    from train import devices
     from train.config import TrainConfig
 
     def message(backend):
         with pytest.raises(UserError) as error:
-            run.refuse_cpu_training(TrainConfig(), 45_000, gpus=[], backend=backend)
+            devices.refuse_cpu_training(TrainConfig(), 45_000, gpus=[], backend=backend)
         return str(error.value)
 
-    monkeypatch.setattr(gpu_setup, "gpu_signs", lambda: [])
+    monkeypatch.setattr(devices, "gpu_signs", lambda: [])
     assert ".[gpu]" in message("tensorflow") and "--allow-cpu" in message("tensorflow")
     jax_message = message("jax")
     assert ".[jax-gpu]" in jax_message and "jax[cuda12]" in jax_message and ".[gpu]'" not in jax_message
 
-    monkeypatch.setattr(gpu_setup, "gpu_signs", lambda: ["CUDA packages installed: nvidia-cudnn-cu12"])
-    monkeypatch.setattr(gpu_setup, "tensorflow_gpu_report", lambda: gpu_setup.describe_tensorflow_probe(
+    monkeypatch.setattr(devices, "gpu_signs", lambda: ["CUDA packages installed: nvidia-cudnn-cu12"])
+    monkeypatch.setattr(devices, "tensorflow_gpu_report", lambda: devices.describe_tensorflow_probe(
         '{"is_cuda_build": true, "cuda_version": "12.5.1", "cudnn_version": "9"}\n',
         "W0000 00:00:1.5 42 gpu_device.cc:2341] Cannot dlopen some GPU libraries. Please make sure the missing "
         "libraries mentioned above are installed properly.\nI0000 00:00:1.6 42 other.cc:1] unrelated\n"))
     tensorflow_message = message("tensorflow")
     assert "nvidia-cudnn-cu12" in tensorflow_message and "built for CUDA 12.5.1 and cuDNN 9" in tensorflow_message
     assert "said: Cannot dlopen some GPU libraries" in tensorflow_message and "unrelated" not in tensorflow_message
-    monkeypatch.setattr(gpu_setup, "_installed", lambda name: False)
+    monkeypatch.setattr(devices, "_installed", lambda name: False)
     assert "JAX's CUDA plugin is not installed" in message("jax") and ".[jax-gpu]" in message("jax")
-    assert gpu_setup.describe_tensorflow_probe('{"is_cuda_build": false}', "").startswith("this TensorFlow is a CPU-only")
+    assert devices.describe_tensorflow_probe('{"is_cuda_build": false}', "").startswith("this TensorFlow is a CPU-only")
 
 
 @pytest.mark.slow
 def test_tensorflow_is_asked_what_it_saw_with_its_full_log():
     """The real probe: a child TensorFlow with TF_CPP_MIN_LOG_LEVEL=0 reports its build and its GPU start-up."""
-    from train import gpu_setup
+    from train import devices
 
-    report = gpu_setup.tensorflow_gpu_report()
+    report = devices.tensorflow_gpu_report()
     assert report.startswith(("this TensorFlow was built for CUDA", "this TensorFlow is a CPU-only build")), report
     assert "GPU start-up said" in report
 
@@ -788,8 +793,8 @@ def test_under_jax_tensorflow_is_kept_off_the_gpus_and_jax_is_not():
     """TensorFlow's own device setting, made before Keras imports it; JAX's devices and the environment stay."""
     pytest.importorskip("jax")
     script = ("import json, os\n"
-              "from train import gpu_setup\n"
-              "hidden = gpu_setup.hide_gpus_from_tensorflow()\n"
+              "from train import devices\n"
+              "hidden = devices.hide_gpus_from_tensorflow()\n"
               "import keras, jax, tensorflow as tf\n"
               "print(json.dumps({'hidden': hidden, 'tensorflow_gpus': tf.config.get_visible_devices('GPU'),\n"
               "                  'jax_devices': len(jax.devices()), 'backend': keras.backend.backend(),\n"
@@ -800,7 +805,7 @@ def test_under_jax_tensorflow_is_kept_off_the_gpus_and_jax_is_not():
     assert seen == {"hidden": True, "tensorflow_gpus": [], "jax_devices": seen["jax_devices"], "backend": "jax",
                     "cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES")}
     assert seen["jax_devices"] >= 1
-    completed = _run_script(["-c", "from train import gpu_setup; print(gpu_setup.hide_gpus_from_tensorflow())"],
+    completed = _run_script(["-c", "from train import devices; print(devices.hide_gpus_from_tensorflow())"],
                             {"KERAS_BACKEND": "tensorflow"})
     assert completed.stdout.strip().splitlines()[-1] == "False"  # TensorFlow trains: its GPUs stay.
 
@@ -818,13 +823,13 @@ def test_the_default_command_refuses_a_cpu_before_downloading(tmp_path):
 
 def test_a_refused_run_creates_no_folder(tmp_path, monkeypatch):
     """The default command on a CPU, with and without --out: refused, and nothing is left behind."""
-    from train import run
+    from train import devices, run
     from train.config import TrainConfig
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(run, "gpu_names", lambda: [])
+    monkeypatch.setattr(devices, "gpu_names", lambda: [])
     for config in (TrainConfig(), TrainConfig(out=str(tmp_path / "chosen"))):
-        with pytest.raises(run.TrainingDeviceError):
+        with pytest.raises(devices.TrainingDeviceError):
             run.run(config)
     assert list(tmp_path.iterdir()) == []
 
@@ -846,8 +851,15 @@ def test_a_from_scratch_model_records_weights_none_and_one_stage(tmp_path, make_
 
 
 def test_each_model_gets_its_recipe_and_small_datasets_enough_steps():
-    from train.config import (FROM_SCRATCH_RECIPE, MIN_RECIPE_BATCH_SIZE, MIN_STEPS_PER_EPOCH, PLAIN_CNN_RECIPE,
-                              PRESETS, PRETRAINED_RECIPE, TrainConfig)
+    from train.config import (
+        FROM_SCRATCH_RECIPE,
+        MIN_RECIPE_BATCH_SIZE,
+        MIN_STEPS_PER_EPOCH,
+        PLAIN_CNN_RECIPE,
+        PRESETS,
+        PRETRAINED_RECIPE,
+        TrainConfig,
+    )
 
     default = TrainConfig().with_recipe(45_000)
     assert (default.head_epochs, default.batch_size, default.learning_rate) == (

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import keras
 
@@ -69,7 +69,7 @@ def backups(directory: Path) -> list[tuple[int, Path]]:
     return sorted(found, reverse=True)
 
 
-def restore(model: keras.Model, directory: Path, stage: str, say: Callable[[str], None] = print) -> Optional[int]:
+def restore(model: keras.Model, directory: Path, stage: str, say: Callable[[str], None] = print) -> int | None:
     """Load the newest readable backup of `stage` into `model` (compiled); return its epoch count, or
     None when there is none to resume from. Damaged files are named and passed over."""
     for epochs_done, path in _candidates(directory, say):
@@ -91,7 +91,7 @@ def restore(model: keras.Model, directory: Path, stage: str, say: Callable[[str]
     return None
 
 
-def unreadable(path: Path) -> Optional[str]:
+def unreadable(path: Path) -> str | None:
     """Why the weights file at `path` cannot be read (what a kill while writing leaves), or None when it can.
 
     Every dataset is read, not only the header: a file cut short can open and still fail later.

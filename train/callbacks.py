@@ -197,3 +197,16 @@ class TrainingRate(keras.callbacks.Callback):
 
     def _wait_for_device(self):
         keras.ops.convert_to_numpy(self.model.optimizer.iterations)
+
+
+#: The stages whose TrainingRate a run reports, the first that has one: the fine-tune stage trains the whole
+#: network, as a GPU's figure should be judged; the head stage's (a frozen backbone, no backward pass through
+#: it) only when there is no other.
+RATE_STAGES = ("finetune", "head")
+
+
+def run_rate(rates: dict[str, float | None]) -> dict:
+    """metadata.json's "images_per_second" (rounded) and "images_per_second_stage" from the TrainingRate of
+    each stage that trained in this session (`rates`, by stage name); None for both when none was measured."""
+    stage = next((name for name in RATE_STAGES if rates.get(name)), None)
+    return {"images_per_second": round(rates[stage], 1) if stage else None, "images_per_second_stage": stage}

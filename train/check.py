@@ -29,7 +29,7 @@ from typing import Any, Literal, Optional, Sequence
 import numpy as np
 
 from edge import runtime
-from edge.common import configuration, errors, formatting, records, run_folder
+from edge.common import command, formatting, records, run_folder
 from edge.common.configuration import option
 from edge.common.errors import UserError
 from edge.common.records import TOP_K, gate_status, passes  # gate_status: the exit printing, shared with export
@@ -60,13 +60,6 @@ class CheckConfig:
     latency_runs: int = option(LATENCY_RUNS, "single-image calls timed per variant", "Check")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    config = configuration.parse_command_line(CheckConfig, argv, prog="python train/check.py",
-                                              description=__doc__.split("\n")[0], required=("run",))
-    try:
-        return gate_status(run(config), config.run)
-    except UserError as error:
-        return errors.report(error)
 
 
 def run(config: CheckConfig) -> dict:
@@ -215,6 +208,16 @@ class Checker:
 def _tensor(dtype: Any, quantization: tuple[float, int], **description: str) -> dict:
     scale, zero_point = quantization
     return {"dtype": str(np.dtype(dtype)), "scale": float(scale), "zero_point": int(zero_point), **description}
+
+
+COMMAND = command.Command(
+    name="check", prog="python train/check.py", description=__doc__.split("\n")[0],
+    config_class=CheckConfig, run=run, required=("run",),
+    exit_status=lambda config, result: gate_status(result, config.run))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return command.execute(COMMAND, argv)
 
 
 if __name__ == "__main__":

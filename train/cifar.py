@@ -273,7 +273,7 @@ def _download_cifar(cifar: CifarFormat, label_mode: str) -> Path:
     return _keras_cache_folder(cifar)
 
 
-def load_cifar(config: "TrainConfig", cifar: CifarFormat) -> splitting.Splits:
+def load_cifar(config: TrainConfig, cifar: CifarFormat) -> splitting.Splits:
     """`cifar` (one of `FORMATS`) from `config.data_dir`, or downloaded when that is empty, as `Splits`."""
     if config.data_dir:
         path = _find_cifar(cifar, Path(config.data_dir).expanduser())
@@ -281,5 +281,5 @@ def load_cifar(config: "TrainConfig", cifar: CifarFormat) -> splitting.Splits:
         path = _download_cifar(cifar, config.label_mode)
     train_images, train_labels, test_images, test_labels, names, superclasses, superclass_of = \
         _load_cifar_files(cifar, path, config.label_mode)
-    return splitting.split_train(config, train_images, train_labels, test_images, test_labels, names, cifar.name,
-                                 superclasses=superclasses, superclass_of=superclass_of)
+    return splitting.split_train(config, train_images, train_labels, test_images, test_labels, labels=names,
+                                 dataset=cifar.name, superclasses=superclasses, superclass_of=superclass_of)

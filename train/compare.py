@@ -13,15 +13,13 @@ are reproduced.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from edge.common import artifacts, configuration, errors, formatting, records, run_folder
+from edge.common import artifacts, command, configuration, formatting, records, run_folder
 from edge.common.configuration import option
-from edge.common.errors import UserError
 from edge.common.formatting import NOT_AVAILABLE
 
 COLUMNS = ("run", "model", "unfreeze", "epochs (head + fine-tune)", "image size", "parameters", "top-1", "top-5",
@@ -34,18 +32,6 @@ class CompareConfig:
 
     runs: list = option([], "run directories to compare, one table row each", "Comparison")
     out: str | None = option(None, "also write the table to this markdown file", "Comparison", metavar="FILE.md")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python train/compare.py", description=__doc__.split("\n")[0])
-    parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
-    config = configuration.parse_command_line(CompareConfig, argv, parser=parser, positional=("runs",))
-    try:
-        result = run(config)
-    except UserError as error:
-        return errors.report(error)
-    print(result["markdown"], end="")
-    return 0
 
 
 def run(config: CompareConfig) -> dict:
@@ -135,6 +121,16 @@ def render_table(rows: Sequence[dict]) -> str:
                  formatting.duration(row["training_seconds"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+COMMAND = command.Command(
+    name="compare", prog="python train/compare.py", description=__doc__.split("\n")[0],
+    config_class=CompareConfig, run=run, render=lambda config, result: result["markdown"].rstrip("\n"),
+    positional=(command.Positional("runs", "RUN", "run directories"),))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return command.execute(COMMAND, argv)
 
 
 if __name__ == "__main__":

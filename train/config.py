@@ -7,7 +7,6 @@ directory, and `TrainConfig.from_run(run_dir)` reads it back.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from pathlib import Path
 from typing import Literal, Optional, Sequence
@@ -297,24 +296,3 @@ PRESETS: dict[str, dict] = {
                                 schedule="plateau", early_stopping=3),
 }
 
-
-def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
-    """Build a `TrainConfig` from the command line: defaults < --preset < --config FILE < flags."""
-    parser = argparse.ArgumentParser(
-        prog="python train/run.py",
-        description="Train a CIFAR classifier (EfficientNet-B0 transfer learning by default) and write a run directory.")
-    parser.add_argument("--preset", choices=sorted(PRESETS), help="start from a named recipe")
-    parser.add_argument("--config", metavar="FILE", help="YAML or JSON file setting any option below")
-    configuration.add_arguments(parser, TrainConfig)
-    arguments = vars(parser.parse_args(argv))
-    preset_name = arguments.pop("preset", None)
-    config_file = arguments.pop("config", None)
-    layers = [PRESETS[preset_name]] if preset_name else []
-    try:
-        if config_file:
-            layers.append(configuration.read_config_file(config_file))
-        layers.append(arguments)
-        return configuration.build_config(TrainConfig, *layers, source=config_file or "the command line")
-    except configuration.ConfigError as error:
-        parser.error(str(error))
-        raise  # parser.error exits; this line only satisfies type checkers.

@@ -40,7 +40,7 @@ __all__ = ["DataError", "Splits", "load_splits", "stratified_split", "stratified
            "SMOKE_CLASSES", "SMOKE_SIZE"]
 
 
-def load_splits(config: "TrainConfig") -> Splits:
+def load_splits(config: TrainConfig) -> Splits:
     """Load `config.dataset` (cifar100, cifar10, smoke, or a folder) into train/val/test `Splits`."""
     dataset = str(config.dataset)
     if config.label_mode == "coarse" and dataset != "cifar100":

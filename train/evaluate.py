@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edge.common import artifacts, configuration, errors, records, run_folder
+from edge.common import artifacts, command, records, run_folder
 from edge.common.configuration import option
 from edge.common.errors import UserError
 from edge.common.records import TOP_K
@@ -48,16 +48,9 @@ class EvaluateConfig:
                                "quantization.json without loading the model", "Evaluation")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    config = configuration.parse_command_line(EvaluateConfig, argv, prog="python train/evaluate.py",
-                                              description=__doc__.split("\n")[0], required=("run",))
-    try:
-        result = run(config)
-    except UserError as error:
-        return errors.report(error)
-    print(f"{Path(config.run) / run_folder.REPORT_FILE}: test top-1 {result['top1']:.2%}, top-5 {result[f'top{TOP_K}']:.2%}, "
-          f"loss {result['loss']:.3f}")
-    return 0
+def _summary(config: EvaluateConfig, result: dict) -> str:
+    return (f"{Path(config.run) / run_folder.REPORT_FILE}: test top-1 {result['top1']:.2%}, "
+            f"top-5 {result[f'top{TOP_K}']:.2%}, loss {result['loss']:.3f}")
 
 
 def run(config: EvaluateConfig) -> dict:
@@ -150,6 +143,15 @@ def write_plots(run_dir: Path, images: np.ndarray, true: np.ndarray, probabiliti
     written["confused_pairs"] = plots.plot_confused_pairs(metrics.confused_pairs[:8], images, true, predicted,
                                                           labels, run_dir / PLOTS["confused_pairs"])
     return written
+
+
+COMMAND = command.Command(
+    name="evaluate", prog="python train/evaluate.py", description=__doc__.split("\n")[0],
+    config_class=EvaluateConfig, run=run, render=_summary, required=("run",))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return command.execute(COMMAND, argv)
 
 
 if __name__ == "__main__":

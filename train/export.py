@@ -51,9 +51,8 @@ from typing import Any, Callable, Literal, Optional, Sequence
 import numpy as np
 
 from edge import runtime
-from edge.common import artifacts, configuration, errors, formatting, records, run_folder, versions
+from edge.common import artifacts, command, configuration, formatting, records, run_folder, versions
 from edge.common.configuration import option
-from edge.common.errors import UserError
 from train import check, data, export_graph, export_search, export_tflite, loaders, models, qat, report
 # The gate (MAX_DROP_POINTS) and the calibration sample's size are the training configuration's defaults
 # too (train/run.py exports after training); they are defined there, once.
@@ -122,15 +121,6 @@ class ExportConfig:
             raise configuration.ConfigError(f"qat_samples must be >= 1, got {self.qat_samples}")
         if self.max_float_layers < 1 or self.debug_samples < 1 or self.latency_runs < 1:
             raise configuration.ConfigError("max_float_layers, debug_samples and latency_runs must be >= 1")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    config = configuration.parse_command_line(ExportConfig, argv, prog="python train/export.py",
-                                              description=__doc__.split("\n")[0], required=("run",))
-    try:
-        return check.gate_status(run(config), config.run)
-    except UserError as error:
-        return errors.report(error)
 
 
 def export_run(run_dir: str | Path, model: Any = None, splits: Any = None, max_drop: float = MAX_DROP_POINTS,
@@ -361,6 +351,16 @@ def _tflite_metadata(run_dir: Path, splits: Any, quantization: records.Quantizat
         reference=quantization.reference, test_images=quantization.test_images,
         max_drop=quantization.max_drop, passed=quantization.passed,
         runtime=quantization.runtime, versions=quantization.versions, created=quantization.created)
+
+
+COMMAND = command.Command(
+    name="export", prog="python train/export.py", description=__doc__.split("\n")[0],
+    config_class=ExportConfig, run=run, required=("run",),
+    exit_status=lambda config, result: check.gate_status(result, config.run))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return command.execute(COMMAND, argv)
 
 
 if __name__ == "__main__":

@@ -11,17 +11,17 @@ Why each setting: docs/quantization.md.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
-import numpy as np
 import keras
+import numpy as np
 import tensorflow as tf
 from tensorflow.lite.python import convert as lite_convert
 
 from edge.common.errors import UserError
 from train import export_graph
-
 
 #: The signature output name of the float variants, which end in the model's softmax.
 PROBABILITIES_OUTPUT = "probabilities"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import collections
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -45,7 +45,7 @@ def _image_files(folder: Path) -> tuple[list[Path], list[Path]]:
     return images, others
 
 
-def _scan_tree(root: Path, class_names: Optional[list[str]] = None) -> tuple[list[str], list[Path], list[int]]:
+def _scan_tree(root: Path, class_names: list[str] | None = None) -> tuple[list[str], list[Path], list[int]]:
     """(class names, image paths, label per path) of one tree of class folders."""
     if not root.is_dir():
         raise splitting.DataError(f"{root} is not a folder")
@@ -111,7 +111,7 @@ def _read_images(paths: list[Path], root: Path, fit: str = "pad") -> np.ndarray:
     return np.stack(decoded).astype(np.uint8)
 
 
-def load_folder(config: "TrainConfig", root: Path) -> splitting.Splits:
+def load_folder(config: TrainConfig, root: Path) -> splitting.Splits:
     """The `Splits` of the image folder `root` (train/ and test/ sub-trees, or one tree of class folders)."""
     if (root / "train").is_dir() and (root / "test").is_dir():
         names, train_paths, train_labels = _scan_tree(root / "train")
@@ -128,5 +128,6 @@ def load_folder(config: "TrainConfig", root: Path) -> splitting.Splits:
     images = _read_images(train_paths + test_paths, root, config.image_fit)
     train_count = len(train_paths)
     return splitting.split_train(config, images[:train_count], np.asarray(train_labels, dtype=np.int64),
-                                 images[train_count:], np.asarray(test_labels, dtype=np.int64), names, str(root))
+                                 images[train_count:], np.asarray(test_labels, dtype=np.int64), labels=names,
+                                 dataset=str(root))
 

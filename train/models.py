@@ -13,8 +13,8 @@ from __future__ import annotations
 import contextlib
 import math
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 from unittest import mock
 
 import keras

@@ -172,7 +172,7 @@ REFERENCE_FILE = run_folder.REFERENCE_LABELS_FILE
 CONFIDENT_PROBABILITY = 0.5
 
 
-def load_splits(config: "TrainConfig", class_names: list[str],
+def load_splits(config: TrainConfig, class_names: list[str],
                 check_images: np.ndarray | None = None) -> splitting.Splits:
     """The starter's `Splits`: `config.calibration_samples` calibration views (train, labels all 0:
     they only calibrate), no validation, and the test views named in `<config.data_dir>/reference_labels.json`.

@@ -9,8 +9,9 @@ report shows the image at full width. Used by `train/evaluate.py`; not a command
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib import colors, ticker
@@ -209,7 +210,7 @@ def plot_samples(images: np.ndarray, true: np.ndarray, probabilities: np.ndarray
 
 
 def plot_confused_pairs(pairs: Sequence[dict], images: np.ndarray, true: np.ndarray, predicted: np.ndarray,
-                        labels: Sequence[str], path: Path, seed: int = 0) -> Path:
+                        labels: Sequence[str], path: Path, *, seed: int = 0) -> Path:
     """One row per confused pair: test images of class A taken for B, then one correctly classified B."""
     generator = np.random.default_rng(seed)
     rows = max(len(pairs), 1)

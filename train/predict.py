@@ -19,24 +19,22 @@ directory, no model, bad options).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import io
-import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from edge import occlusion, preprocess
-from edge.common import artifacts, configuration, errors, run_folder
+from edge.common import artifacts, command, configuration, run_folder
 from edge.common.configuration import option
-from edge.common.errors import UserError
 from train import models
 
 #: Where `--run` looks by default: the newest folder here that holds a model.keras.
-RUNS_FOLDER = "runs"
+RUNS_FOLDER = run_folder.RUNS_DIR
 
 
 @dataclasses.dataclass
@@ -53,19 +51,8 @@ class PredictConfig:
                                  "(an occlusion map of the top class over the photo)", "Prediction", metavar="DIR")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python train/predict.py", description=__doc__.split("\n")[0],
-                                     epilog="exit status: 0 all classified, 1 some files unreadable, 2 nothing ran")
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format Pillow reads)")
-    config = configuration.parse_command_line(PredictConfig, argv, parser=parser, positional=("images",))
-    try:
-        result = run(config)
-    except UserError as error:
-        return errors.report(error)
-    if config.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(format_text(result))
+def _print_failures(config: PredictConfig, result: dict) -> int:
+    """Each unreadable file on stderr; exit 1 when there was one (2, nothing ran, comes from a UserError)."""
     for failure in result["errors"]:
         print(f"error: {failure['file']}: {failure['error']}", file=sys.stderr)
     return 1 if result["errors"] else 0
@@ -73,11 +60,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def newest_run(runs_folder: str | Path = RUNS_FOLDER) -> Path:
     """The most recently modified run directory that holds a model.keras."""
-    candidates = sorted(Path(runs_folder).glob(f"*/{run_folder.MODEL_FILE}"), key=lambda path: path.stat().st_mtime)
-    if not candidates:
-        raise artifacts.ArtifactError(f"no run with a {run_folder.MODEL_FILE} under {Path(runs_folder).resolve()}; train one "
-                                "(python train/run.py --preset smoke) or pass --run DIR")
-    return candidates[-1].parent
+    found = run_folder.newest_run(runs_folder, run_folder.MODEL_FILE)
+    if found is None:
+        raise run_folder.ModelFilesError(f"no run with a {run_folder.MODEL_FILE} under {Path(runs_folder).resolve()}; "
+                                         "train one (python train/run.py --preset smoke) or pass --run DIR")
+    return found
 
 
 def run(config: PredictConfig, model: Any = None) -> dict:
@@ -162,6 +149,18 @@ def format_text(result: dict) -> str:
         if "explanation" in entry:
             lines.append(f"  where it looked: {entry['explanation']['file']}")
     return "\n".join(lines)
+
+
+COMMAND = command.Command(
+    name="predict", prog="python train/predict.py", description=__doc__.split("\n")[0],
+    epilog="exit status: 0 all classified, 1 some files unreadable, 2 nothing ran",
+    config_class=PredictConfig, run=run, render=lambda config, result: format_text(result),
+    exit_status=_print_failures, json_output="json",
+    positional=(command.Positional("images", "IMAGE", "image files (any format Pillow reads)"),))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return command.execute(COMMAND, argv)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from edge.common import artifacts, configuration, errors, formatting, records, run_folder
+from edge.common import artifacts, command, configuration, formatting, records, run_folder
 from edge.common.configuration import option
 from edge.common.errors import UserError
 from edge.common.records import TOP_K
@@ -66,20 +66,15 @@ class PretrainedConfig:
             raise configuration.ConfigError(f"calibration_samples must be >= 1, got {self.calibration_samples}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    config = configuration.parse_command_line(PretrainedConfig, argv, prog="python train/pretrained.py",
-                                              description=__doc__.split("\n")[0])
-    try:
-        result = run(config)
-    except UserError as error:
-        return errors.report(error)
-    print(f"\nstarter run: {result['run_dir']}\n"
-          f"int8 keeps float's top-1 on {formatting.percent(result['photos']['agreement'], 1)} of "
-          f"{result['photos']['views']} check views ({formatting.percent(result['photos']['confident_agreement'], 1)} "
-          f"of the {result['photos']['confident_views']} float is sure of); gate "
-          + ("passed" if result["passed"] else "FAILED")
-          + f"\nserve it: python demo/app.py --run {result['run_dir']}")
-    return 0 if result["passed"] else 1
+def _summary(config: PretrainedConfig, result: dict) -> str:
+    """The starter's closing lines: where it is, how int8 agrees with float, how to serve it."""
+    photos = result["photos"]
+    return (f"\nstarter run: {result['run_dir']}\n"
+            f"int8 keeps float's top-1 on {formatting.percent(photos['agreement'], 1)} of "
+            f"{photos['views']} check views ({formatting.percent(photos['confident_agreement'], 1)} "
+            f"of the {photos['confident_views']} float is sure of); gate "
+            + ("passed" if result["passed"] else "FAILED")
+            + f"\nserve it: python demo/app.py --run {result['run_dir']}")
 
 
 def imagenet_labels() -> list[str]:
@@ -205,6 +200,16 @@ def _write_report(run_dir: Path, quantization: records.Quantization, variant) ->
         "ImageNet labels), so float scores 100% there by construction and int8's top-1 is its agreement.",
         "", report.HEADING, "", report.quantization_section(quantization, run_dir.name).rstrip("\n"), ""])
     artifacts.write_atomic(run_dir / run_folder.REPORT_FILE, text)
+
+
+COMMAND = command.Command(
+    name="pretrained", prog="python train/pretrained.py", description=__doc__.split("\n")[0],
+    config_class=PretrainedConfig, run=run, render=_summary,
+    exit_status=lambda config, result: 0 if result["passed"] else 1)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return command.execute(COMMAND, argv)
 
 
 if __name__ == "__main__":

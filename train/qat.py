@@ -146,7 +146,7 @@ def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return found
 
 
-def fine_tune(model: keras.Model, teacher: keras.Model, images: np.ndarray, epochs: int, batch_size: int = 32,
+def fine_tune(model: keras.Model, teacher: keras.Model, images: np.ndarray, *, epochs: int, batch_size: int = 32,
               learning_rate: float = LEARNING_RATE, seed: int = 0) -> keras.Model:
     """Train the quantization-aware copy briefly to reproduce `teacher`'s probabilities on `images`.
 

@@ -123,11 +123,12 @@ def make_smoke(samples_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarra
     return images[order], labels[order], list(SMOKE_CLASSES)
 
 
-def load_smoke(config: "TrainConfig") -> splitting.Splits:
+def load_smoke(config: TrainConfig) -> splitting.Splits:
     """The smoke `Splits`: a stratified test split of the generated pool, then validation out of the rest."""
     images, labels, names = make_smoke(config.smoke_samples_per_class, config.seed)
     # The smoke set is one generated pool: the test split is carved from it like a single-tree folder.
     kept, test = splitting.stratified_split(labels, config.test_split, config.seed)
     if len(test) == 0:
         raise splitting.DataError("the smoke dataset needs test_split > 0 to have a test split")
-    return splitting.split_train(config, images[kept], labels[kept], images[test], labels[test], names, "smoke")
+    return splitting.split_train(config, images[kept], labels[kept], images[test], labels[test], labels=names,
+                                 dataset="smoke")

@@ -9,7 +9,8 @@ assembles a loader's arrays into `Splits`. Import these through `train.data`, wh
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Optional
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -37,9 +38,9 @@ class Splits:
     test_labels: np.ndarray
     labels: list[str]
     """Class names in the model's output order (what `labels.txt` holds)."""
-    superclasses: Optional[list[str]] = None
+    superclasses: list[str] | None = None
     """CIFAR-100 fine labels only: the 20 superclass names."""
-    superclass_of: Optional[np.ndarray] = None
+    superclass_of: np.ndarray | None = None
     """CIFAR-100 fine labels only: int64 array, fine class index -> superclass index."""
     dataset: str = ""
 
@@ -124,8 +125,9 @@ def _sorted_indices(parts: list[np.ndarray]) -> np.ndarray:
     return np.sort(np.concatenate(parts)).astype(np.int64)
 
 
-def split_train(config: "TrainConfig", train_images, train_labels, test_images, test_labels, labels, dataset,
-                superclasses=None, superclass_of=None) -> Splits:
+def split_train(config: TrainConfig, train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndarray,
+                test_labels: np.ndarray, *, labels: Sequence[str], dataset: str, superclasses: list[str] | None = None,
+                superclass_of: np.ndarray | None = None) -> Splits:
     """Carve the stratified validation split out of the training set and assemble the `Splits`."""
     kept, held = stratified_split(train_labels, config.val_split, config.seed)
     return Splits(train_images=train_images[kept], train_labels=train_labels[kept].astype(np.int64),

@@ -12,11 +12,11 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from edge.common.errors import UserError
-
 
 #: The name every temporary file of `atomic_path` starts with: hidden from listings, and what
 #: `remove_partial_files` looks for when a killed writer left one behind.

@@ -2,10 +2,11 @@
 
 Each stage (training, export, camera, demo) keeps its options in a dataclass
 whose fields carry `metadata={"help": ..., "group": ...}`. This module derives
-the argparse parser from it, reads YAML or JSON config files, and rejects
+the argparse flags from it, reads YAML or JSON config files, and rejects
 unknown keys and wrong types with a message that names them, so options are
-never listed twice. Precedence, lowest first: the dataclass defaults, a preset,
-a config file, flags given on the command line.
+never listed twice. The command harness (edge.common.command) puts these
+together: precedence, lowest first, is the dataclass defaults, a preset, a
+config file, flags given on the command line.
 
 Standard library only (PyYAML is imported when a YAML file is read).
 """
@@ -16,10 +17,10 @@ import dataclasses
 import json
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Optional, Sequence, TypeVar
+from typing import Any, Literal, TypeVar
 
-from edge.common import artifacts, errors
 from edge.common.errors import UserError
 
 ConfigT = TypeVar("ConfigT")
@@ -81,29 +82,6 @@ def add_arguments(parser: argparse.ArgumentParser, config_class: type, skip: Seq
             extra.setdefault("nargs", "+")
         group.add_argument(flag, default=argparse.SUPPRESS, help=help_text,
                            choices=choices, type=_parser_for(kind, optional), **extra)
-
-
-def parse_command_line(config_class: type[ConfigT], argv: Sequence[str] | None = None, *,
-                       prog: str | None = None, description: str | None = None,
-                       parser: argparse.ArgumentParser | None = None, positional: Sequence[str] = (),
-                       required: Sequence[str] = ()) -> ConfigT:
-    """`main()`'s first line: flags from `config_class`, parsed into a config.
-
-    Pass `parser` to add positional arguments first (their values become config fields of the same
-    name), and name those fields in `positional` so that they get no flag of their own. A wrong value or a missing `required` field ends with argparse's one-line usage
-    error (exit status 2), never a traceback.
-    """
-    parser = parser or argparse.ArgumentParser(prog=prog, description=description)
-    add_arguments(parser, config_class, skip=positional)
-    values = vars(parser.parse_args(argv))
-    try:
-        config = build_config(config_class, values, source="the command line")
-    except ConfigError as error:
-        parser.error(str(error))
-    for name in required:
-        if not getattr(config, name):
-            parser.error(f"--{name.replace('_', '-')} is required")
-    return config
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -214,19 +192,3 @@ def _parser_for(kind: type, optional: bool):
         return text
     return parse
 
-
-def measure_and_print(run: Callable[[ConfigT], dict], config: ConfigT, render: Callable[[dict], str],
-                      json_path: Optional[str] = None) -> Optional[dict]:
-    """A benchmark's `main()` after parsing: `run(config)`, print `render(result)`, and write the
-    result as JSON to `json_path` when one is given. Bad input is reported in one line (see
-    edge.common.errors) and gives None, for which `main()` returns `errors.EXIT_USAGE`."""
-    try:
-        result = run(config)
-    except UserError as error:
-        errors.report(error)
-        return None
-    print(render(result))
-    if json_path:
-        artifacts.write_json(json_path, result)
-        print(f"wrote {json_path}")
-    return result

@@ -18,12 +18,15 @@
       reference_labels.json  the ImageNet starter only: its check views and float's answers (train/pretrained.py)
 
 The training side writes these names and the device side (the demo, the Space, the
-camera) reads them; both import them from here, so a name is spelled once. Standard
-library only.
+camera) reads them; both import them from here, so a name is spelled once. Which model
+to serve when none is named, and which files go with it, is decided here too
+(`find_default_model`, `find_model_files`), for the demo, the Space's deploy, the camera
+and train/predict.py alike. Standard library only.
 """
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -121,3 +124,108 @@ def read_history(path: str | os.PathLike) -> list[dict[str, str]]:
         return []
     with open(path, newline="", encoding="utf-8") as stream:
         return list(csv.DictReader(stream))
+
+
+# -- discovery: which model to serve, and the files that go with it ---------------------------
+
+#: Where runs are written, under a checkout (train/run.py's default output folder).
+RUNS_DIR = "runs"
+#: Folders under a checkout or bundle where copied model files are looked for, in order.
+MODEL_FOLDERS = ("models", "edge/models")
+
+
+class ModelFilesError(artifacts.ArtifactError):
+    """No model to serve where one was looked for, or a file that must go with it is missing;
+    the message names the folder or file and how to make it."""
+
+
+def newest_run(runs_folder: str | os.PathLike, holding: str = MODEL_FILE) -> Path | None:
+    """The run folder under `runs_folder` whose `holding` file (a path inside the run, such as
+    model.keras or tflite/model_int8.tflite) was modified last; None when no run holds one."""
+    found = sorted(Path(runs_folder).glob(f"*/{holding}"), key=lambda path: path.stat().st_mtime)
+    # The file sits len(parts) levels below its run: model.keras directly, tflite/... one deeper.
+    return found[-1].parents[len(Path(holding).parts) - 1] if found else None
+
+
+def find_default_model(root: str | os.PathLike) -> Path:
+    """The model to serve when none is named: copied ones first, else the newest exported run's.
+
+    Looks for a folder holding model_int8.tflite: `root`/models/ (where a Pi owner copies the files
+    and the Space bundle holds them), then `root`/edge/models/, then the newest `root`/runs/*/tflite/.
+    In that folder it serves what metadata.json names (`served_model`); a folder without it, whose
+    export did not finish the float-vs-int8 check, is refused (UncheckedModelError).
+    """
+    root = Path(root)
+    for folder in MODEL_FOLDERS:
+        if (root / folder / INT8_MODEL_FILE).is_file():
+            return served_model(root / folder)
+    exported = newest_run(root / RUNS_DIR, f"{TFLITE_DIR}/{INT8_MODEL_FILE}")
+    if exported is not None:
+        return served_model(exported / TFLITE_DIR)
+    looked = ", ".join(str(root / folder / INT8_MODEL_FILE) for folder in MODEL_FOLDERS)
+    raise ModelFilesError(f"no model given and none found ({looked}, {root / RUNS_DIR}/*/tflite/); train and export "
+                          "one (python train/run.py --preset smoke), copy a run's tflite/ files into models/, "
+                          "or name a model file")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFiles:
+    """Where the files of one served model are. Optional ones are None when absent."""
+    model: Path  # the model that answers (int8 by default)
+    reference: Path | None  # the float32 model shown side by side
+    labels: Path
+    metadata: Path | None
+    quantization: Path | None
+    metrics: Path | None
+    report: Path | None
+
+
+def find_model_files(folder: str | os.PathLike | None = None, model: str | os.PathLike | None = None) -> ModelFiles:
+    """Locate the files to serve from a run folder, its tflite/ folder, a Space's models/ folder, or one .tflite file.
+
+    `folder` may be `runs/NAME` (uses `runs/NAME/tflite`), `runs/NAME/tflite`, or
+    a flat folder holding everything (the Space's `models/`). With `model`, that
+    file answers and a `model_float32.tflite` beside it (if it is another file)
+    is shown side by side. quantization.json, metrics.json and report.md are
+    looked for in the model's folder, then in its parent (the run).
+    """
+    if (folder is None) == (model is None):
+        raise ModelFilesError("give exactly one of a model folder (--run) or a .tflite file (--model)")
+    if model is not None:
+        model_path = Path(model)
+        if not model_path.is_file():
+            raise ModelFilesError(f"{model_path}: model file not found")
+        model_folder = model_path.parent
+    else:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise ModelFilesError(f"{folder}: folder not found")
+        tflite_folder = folder / TFLITE_DIR
+        model_folder = tflite_folder if tflite_folder.is_dir() else folder
+        if not (model_folder / INT8_MODEL_FILE).is_file():  # The export always writes int8.
+            raise ModelFilesError(f"{folder}: no {INT8_MODEL_FILE} in {model_folder} "
+                                  "(export the run first: python train/export.py --run RUN)")
+        # What metadata.json says the check passed to serve; a folder the check has not finished is refused.
+        model_path = served_model(model_folder)
+    labels = model_folder / LABELS_FILE
+    if not labels.is_file():
+        raise ModelFilesError(f"{model_folder}: no {LABELS_FILE} next to {model_path.name}")
+    reference = model_folder / FLOAT_MODEL_FILE
+    same_file = reference.is_file() and reference.resolve() == model_path.resolve()
+    return ModelFiles(
+        model=model_path,
+        reference=reference if reference.is_file() and not same_file else None,
+        labels=labels,
+        metadata=_first_file(model_folder, METADATA_FILE),
+        quantization=_first_file(model_folder, QUANTIZATION_FILE),
+        metrics=_first_file(model_folder, METRICS_FILE),
+        report=_first_file(model_folder, REPORT_FILE),
+    )
+
+
+def _first_file(model_folder: Path, name: str) -> Path | None:
+    """`name` in the model's folder, else in its parent (a run's tflite/ beside the run's own files)."""
+    for folder in (model_folder, model_folder.parent):
+        if (folder / name).is_file():
+            return folder / name
+    return None
