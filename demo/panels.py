@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge.common import formatting, run_folder
+from edge.common import formatting, records, run_folder
 
 if TYPE_CHECKING:  # Only for annotations: loading models (a TFLite runtime) is not needed to write text.
     from demo.models import DemoModels
@@ -29,41 +29,31 @@ def quantization_markdown(models: DemoModels) -> str:
         return "_No quantization.json next to this model: the float-vs-int8 test-set numbers are not available._"
     if "error" in quantization:
         return f"_quantization.json could not be read: {quantization['error']}_"
-    return "Measured on the test set by `train/export.py`:\n\n" + quantization_table(quantization)
+    try:
+        table = quantization_table(quantization)
+    except records.RecordError as error:  # A side file that only decorates the page: reported, not fatal.
+        return f"_quantization.json could not be read: {error}_"
+    return "Measured on the test set by `train/export.py`:\n\n" + table
 
 
-def quantization_table(quantization: dict) -> str:
-    """float32 vs int8 (and the other variants) on the test set, from quantization.json's fractions, as Markdown."""
-    variants = quantization.get("variants") or {}
-    rows = ["| model | top-1 | top-5 | top-1 agreement with float | size | latency |",
-            "|---|---|---|---|---|---|"]
-    reference = quantization.get("reference") or {}
-    if reference:
-        rows.append(f"| Keras float (reference) | {formatting.percent(reference.get('top1'))} "
-                    f"| {formatting.percent(reference.get('top5'))} | 100.0% | | |")
-    for name in run_folder.VARIANTS:
-        variant = variants.get(name)
-        if not isinstance(variant, dict):
-            continue
-        size = variant.get("size_bytes")
-        latency = variant.get("latency_ms")
-        rows.append(f"| {name} | {formatting.percent(variant.get('top1'))} | {formatting.percent(variant.get('top5'))} "
-                    f"| {formatting.percent(variant.get('agreement'))} | {formatting.size(size) if size else ''} "
-                    f"| {formatting.milliseconds(latency) if isinstance(latency, (int, float)) else ''} |")
-    gate = quantization.get("max_drop")
-    passed = quantization.get("passed")
+def quantization_table(quantization: records.Quantization | dict) -> str:
+    """float32 vs int8 (and the other variants) on the test set, from quantization.json's fractions, as Markdown:
+    the record's table (edge/common/records.py, PANEL_COLUMNS) and the gate's verdict."""
+    quantization = records.Quantization.coerce(quantization)
+    passed = quantization.passed
     verdict = ("" if passed is None else
-               f"\n\nThe int8 gate (top-1 at most {gate} points below the float model) "
+               f"\n\nThe int8 gate (top-1 at most {quantization.max_drop} points below the float model) "
                f"{'passed' if passed else 'FAILED'}.")
-    return "\n".join(rows) + verdict
+    return records.variant_table(quantization, records.PANEL_COLUMNS, known_order=True, reference_row=False) + verdict
 
 
 def about_markdown(models: DemoModels, report_url: str | None = None) -> str:
     """Dataset, backbone, test accuracy, model size and the link to the report."""
     metadata = models.metadata
-    quantization = models.quantization or {}
-    int8_top1 = ((quantization.get("variants") or {}).get(run_folder.variant_of(models.files.model)) or {}).get("top1")
-    float_top1 = (models.metrics or {}).get("top1") or (quantization.get("reference") or {}).get("top1")
+    quantization = _record(records.Quantization, models.quantization)
+    served = quantization.variants.get(run_folder.variant_of(models.files.model))
+    int8_top1 = served.top1 if served is not None else None
+    float_top1 = _record(records.Metrics, models.metrics).top1 or quantization.reference.top1
     lines = [
         f"- **Dataset:** {metadata.get('dataset', 'unknown')} ({len(models.model.labels)} classes)",
         f"- **Backbone:** {metadata.get('model', 'unknown')}",
@@ -80,6 +70,14 @@ def about_markdown(models: DemoModels, report_url: str | None = None) -> str:
     elif models.files.report:
         lines.append("- **Report:** the training report is below (\"Full report\").")
     return "\n".join(lines)
+
+
+def _record(record_type: type, values: dict | None) -> records.Record:
+    """The record of a side file the page only shows; an empty one when it is missing or malformed."""
+    try:
+        return record_type.coerce(values or {})
+    except records.RecordError:
+        return record_type()
 
 
 def report_markdown(models: DemoModels) -> str | None:
