@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from demo import panels
-from edge.common import artifacts, command, configuration, errors, run_folder
+from edge.common import artifacts, command, configuration, errors, records, run_folder
 from edge.common.configuration import option
 from edge.common.errors import UserError
 from edge.common.versions import package_version
@@ -216,17 +216,17 @@ TRAINING_WORDS = {"imagenet": "fine-tuned from ImageNet weights", "none": "train
 
 def card_facts(files: run_folder.ModelFiles) -> dict[str, str]:
     """What the Space card says about this run, each from the run's own files (metadata, config, quantization)."""
-    metadata = artifacts.read_json(files.metadata) if files.metadata else {}
-    quantization = artifacts.read_json(files.quantization) if files.quantization else None
+    metadata = records.read(records.ModelMetadata, files.metadata) if files.metadata else records.ModelMetadata()
+    quantization = records.read(records.Quantization, files.quantization) if files.quantization else None
     config_path = files.labels.parent.parent / run_folder.CONFIG_FILE  # runs/NAME/config.json, when deployed from a run
     config = artifacts.read_json(config_path) if config_path.is_file() else {}
-    dataset = str(metadata.get("dataset") or config.get("dataset") or "unknown")
-    backbone = str(metadata.get("model") or config.get("model") or "unknown")
+    dataset = str(metadata.dataset or config.get("dataset") or "unknown")
+    backbone = str(metadata.model or config.get("model") or "unknown")
     title_dataset = DATASET_TITLES.get(dataset, Path(dataset).name)
     training = TRAINING_WORDS.get(str(config.get("weights")), "trained")
     starter = dataset == run_folder.STARTER_DATASET
     class_count = len(artifacts.read_labels(files.labels))
-    height, width = (metadata.get("input_size") or ["?", "?"])[:2]
+    height, width = (metadata.input_size or ["?", "?"])[:2]
     short = f"{backbone} on {title_dataset}, int8 TFLite vs float32"
     return {
         "title": f"{title_dataset} Edge Classifier",
@@ -238,16 +238,16 @@ def card_facts(files: run_folder.ModelFiles) -> dict[str, str]:
                            f"the {backbone} model, {training} on {title_dataset} ({class_count} classes),"),
         "class_count": str(class_count),
         "input_size": f"{height} x {width}",
-        "measurements": (_measured(quantization, metadata, starter) if quantization
+        "measurements": (_measured(quantization, metadata, starter) if quantization and quantization.to_dict()
                          else "_Not measured: the run has no quantization.json._"),
     }
 
 
-def _measured(quantization: dict, metadata: dict, starter: bool = False) -> str:
+def _measured(quantization: records.Quantization, metadata: records.ModelMetadata, starter: bool = False) -> str:
     """The float-vs-int8 table of quantization.json, with how many test images it was measured on."""
-    images = metadata.get("test_images")
+    images = metadata.test_images
     source = f"On {images} test images, by `train/export.py`" if isinstance(images, int) else "By `train/export.py`"
-    photos = quantization.get("photos")
+    photos = quantization.photos
     if starter and isinstance(photos, dict):  # Photos without ImageNet labels: float's sure answers are the labels.
         source = (f"On the {photos.get('confident_views')} views of real photos that the float model is sure of, "
                   "labelled with its own answers (int8 top-1 is its agreement with float; over all "
@@ -305,20 +305,20 @@ def assemble_space(files: run_folder.ModelFiles, folder: str | Path, repo_id: st
 
 def model_card(files: run_folder.ModelFiles, model_repo: str) -> str:
     """README.md of the model repository: what the model is, its metrics, the quantization table, the Pi recipe."""
-    metadata = artifacts.read_json(files.metadata) if files.metadata else {}
-    quantization = artifacts.read_json(files.quantization) if files.quantization else None
-    metrics = artifacts.read_json(files.metrics) if files.metrics else {}
+    metadata = records.read(records.ModelMetadata, files.metadata) if files.metadata else records.ModelMetadata()
+    quantization = records.read(records.Quantization, files.quantization) if files.quantization else None
+    metrics = records.read(records.Metrics, files.metrics) if files.metrics else records.Metrics()
     labels = artifacts.read_labels(files.labels)
-    dataset = metadata.get("dataset", "unknown")
-    backbone = metadata.get("model", "unknown")
-    height, width = (metadata.get("input_size") or ["?", "?"])[:2]
+    dataset = metadata.dataset or "unknown"
+    backbone = metadata.model or "unknown"
+    height, width = (metadata.input_size or ["?", "?"])[:2]
     metric_names = {"top1": "top-1 accuracy", "top5": "top-5 accuracy", "loss": "cross-entropy loss"}
     metric_rows = "\n".join(
-        f"| {label} | {metrics[name] * 100:.2f}% |" if name != "loss" else f"| {label} | {metrics[name]:.4f} |"
-        for name, label in metric_names.items() if isinstance(metrics.get(name), (int, float)))
-    if isinstance(metrics.get("samples"), int):
-        metric_rows += f"\n| test images | {metrics['samples']} |"
-    quantization_section = (panels.quantization_table(quantization) if quantization
+        f"| {label} | {getattr(metrics, name) * 100:.2f}% |" if name != "loss" else f"| {label} | {metrics.loss:.4f} |"
+        for name, label in metric_names.items() if isinstance(getattr(metrics, name), (int, float)))
+    if isinstance(metrics.samples, int):
+        metric_rows += f"\n| test images | {metrics.samples} |"
+    quantization_section = (panels.quantization_table(quantization) if quantization and quantization.to_dict()
                             else "_No quantization.json in the run: the variants were not measured._")
     return f"""---
 license: apache-2.0
