@@ -23,8 +23,9 @@ import dataclasses
 import hashlib
 import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -53,10 +54,10 @@ class CheckConfig:
     """Options of `python train/check.py`."""
 
     run: str = option("", "the run directory, with tflite/ written by train/export.py", "Check", metavar="DIR")
-    max_drop: Optional[float] = option(None, "gate in points; none: the one quantization.json recorded", "Check")
-    runtime: Optional[Literal["litert", "tflite-runtime"]] = option(
+    max_drop: float | None = option(None, "gate in points; none: the one quantization.json recorded", "Check")
+    runtime: Literal["litert", "tflite-runtime"] | None = option(
         None, "TFLite runtime; none: the first installed", "Check")
-    threads: Optional[int] = option(None, "interpreter threads; none: the runtime's choice", "Check")
+    threads: int | None = option(None, "interpreter threads; none: the runtime's choice", "Check")
     latency_runs: int = option(LATENCY_RUNS, "single-image calls timed per variant", "Check")
 
 

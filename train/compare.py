@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from edge.common import artifacts, command, configuration, formatting, records, run_folder
 from edge.common.configuration import option

@@ -14,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -45,8 +45,9 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -54,9 +55,7 @@ from edge import runtime
 from edge.common import artifacts, command, configuration, formatting, records, run_folder, versions
 from edge.common.configuration import option
 from train import check, data, export_graph, export_search, export_tflite, loaders, models, qat, report
-# The gate (MAX_DROP_POINTS) and the calibration sample's size are the training configuration's defaults
-# too (train/run.py exports after training); they are defined there, once.
-from train.config import CALIBRATION_SAMPLES, MAX_DROP_POINTS
+from train.config import CALIBRATION_SAMPLES, MAX_DROP_POINTS  # The training's export defaults too: defined once.
 from train.export_tflite import ExportError
 
 #: Images the quantization debugger runs to rank tensors by their error; the ranking is stable
@@ -93,19 +92,18 @@ class ExportConfig:
     max_drop: float = option(MAX_DROP_POINTS, "gate: the largest int8 top-1 drop below the Keras model, "
                              "in points; the command exits 1 beyond it", "Gate")
     selective: bool = option(True, "when plain int8 misses the gate, keep the worst tensors in float", "Gate")
-    max_float_layers: int = option(MAX_FLOAT_TENSORS, "selective quantization: the most parts of the network kept in float "
-                                   "(tensors, without a validation split)",
-                                   "Gate")
+    max_float_layers: int = option(MAX_FLOAT_TENSORS, "selective quantization: the most parts of the network kept "
+                                   "in float (tensors, without a validation split)", "Gate")
     try_16x8: bool = option(True, "when int8 misses the gate, try int16 activations with int8 weights", "Gate")
     debug_samples: int = option(DEBUG_SAMPLES, "images the quantization debugger ranks tensors on", "Gate")
-    qat: Optional[int] = option(None, "quantization-aware fine-tuning epochs: always run with this many; none: "
-                                f"{QAT_EPOCHS} epochs only when plain int8 misses the gate; 0: never", "Gate")
+    qat: int | None = option(None, "quantization-aware fine-tuning epochs: always run with this many; none: "
+                             f"{QAT_EPOCHS} epochs only when plain int8 misses the gate; 0: never", "Gate")
     qat_samples: int = option(QAT_SAMPLES, "stratified training images the quantization-aware fine-tune "
                               "distils the float model on", "Gate")
 
-    runtime: Optional[Literal["litert", "tflite-runtime"]] = option(
+    runtime: Literal["litert", "tflite-runtime"] | None = option(
         None, "TFLite runtime of the check; none: the first installed", "Check")
-    threads: Optional[int] = option(None, "interpreter threads in the check; none: the runtime's choice", "Check")
+    threads: int | None = option(None, "interpreter threads in the check; none: the runtime's choice", "Check")
     latency_runs: int = option(check.LATENCY_RUNS, "single-image calls timed per variant", "Check")
 
     def __post_init__(self) -> None:

@@ -17,7 +17,8 @@ model: `compare_to_reference`); not a command.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

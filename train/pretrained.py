@@ -24,8 +24,9 @@ import datetime
 import importlib.util
 import platform
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 
