@@ -30,9 +30,9 @@ import gradio as gr
 from demo import body_limit, explain, inputs, live, panels
 from demo.models import DemoModels
 from edge import preprocess, runtime
-from edge.common import formatting, run_folder
+from edge.common import formatting, records, run_folder
 
-TOP_K = 5  # labels shown per model: the seeds' top-5.
+TOP_K = records.TOP_K  # labels shown per model: the top-k every record and report uses
 
 # Uploads above this are refused by Gradio before any decoding: a phone photo
 # fits, and the model sees 32 x 32 pixels, so a larger file adds nothing.

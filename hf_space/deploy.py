@@ -25,11 +25,12 @@ import re
 import shutil
 import string
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from demo import panels
-from edge.common import artifacts, command, configuration, errors, records, run_folder
+from edge.common import artifacts, command, records, run_folder
 from edge.common.configuration import option
 from edge.common.errors import UserError
 from edge.common.versions import package_version

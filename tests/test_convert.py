@@ -503,8 +503,8 @@ def test_every_training_model_converts(model_name, toy, tmp_path):
 
 def test_integer_input_keeps_the_outputs(toy, tmp_path):
     _, model, splits = toy
-    from tensorflow.lite.python import convert as lite_convert
     import tensorflow as tf
+    from tensorflow.lite.python import convert as lite_convert
     saved_model = export_tflite.export_saved_model(model, tmp_path / "saved_model", tmp_path)
     calibrated = export_tflite.calibrate(saved_model, splits.train_images[:50])
     with_cast = lite_convert.mlir_quantize(calibrated, input_data_type=tf.uint8, output_data_type=tf.uint8)

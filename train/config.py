@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Literal, Optional, Sequence
+from typing import Literal
 
 from edge.common import artifacts, configuration, run_folder
 from edge.common.configuration import option
@@ -91,7 +91,7 @@ class TrainConfig:
     # Data
     dataset: str = option("cifar100", "cifar100, cifar10, smoke (generated, offline), or a folder of "
                           "images with one sub-folder per class", "Data")
-    data_dir: Optional[str] = option(None, "offline CIFAR: the official python-version archive "
+    data_dir: str | None = option(None, "offline CIFAR: the official python-version archive "
                                      "(cifar-100-python.tar.gz) or its extracted folder", "Data")
     label_mode: Literal["fine", "coarse"] = option("fine", "CIFAR-100 labels: 100 fine classes or 20 superclasses", "Data")
     val_split: float = option(0.1, "fraction of the training set held out, stratified, for validation", "Data")
@@ -107,7 +107,7 @@ class TrainConfig:
     weights: str = option("imagenet", "backbone weights: imagenet, none, or a path to a weights file "
                           "saved by the same architecture (for efficientnet_lite0 also its PyTorch .pth "
                           "checkpoint)", "Model")
-    image_size: Optional[int] = option(None, "side the images are resized to inside the graph; default "
+    image_size: int | None = option(None, "side the images are resized to inside the graph; default "
                                        "224 for ImageNet backbones, the native size for the CNNs", "Model")
     dropout: float = option(0.2, "dropout rate before the classification layer", "Model")
     augment: Literal["none", "basic", "randaugment"] = option(
@@ -117,37 +117,37 @@ class TrainConfig:
     mix: Literal["none", "mixup", "cutmix"] = option("none", "batch mixing augmentation", "Model")
 
     # Training
-    head_epochs: Optional[int] = option(None, "stage 1: epochs training the new head with the backbone frozen; "
+    head_epochs: int | None = option(None, "stage 1: epochs training the new head with the backbone frozen; "
                                         "default 0 (the protocol fine-tunes the whole network from the start)",
                                         "Training")
-    epochs: Optional[int] = option(None, "stage 2: epochs fine-tuning the unfrozen part of the backbone; default "
+    epochs: int | None = option(None, "stage 2: epochs fine-tuning the unfrozen part of the backbone; default "
                                    "100 for a pretrained backbone (about 20,000 steps at batch 256, Kornblith et al. "
                                    "2019), 14 from scratch", "Training")
     unfreeze: str = option("all", "stage 2: all, none (feature extraction), or a fraction of the "
                            "backbone's layers counted from the top, such as 0.2", "Training")
-    batch_size: Optional[int] = option(None, "images per step (over all devices); default 256 for a pretrained "
+    batch_size: int | None = option(None, "images per step (over all devices); default 256 for a pretrained "
                                        f"backbone, 64 from scratch, less on small datasets (at least "
                                        f"{MIN_STEPS_PER_EPOCH} steps an epoch)", "Training")
-    optimizer: Optional[Literal["adamw", "adam", "sgd"]] = option(
+    optimizer: Literal["adamw", "adam", "sgd"] | None = option(
         None, "optimizer (sgd uses Nesterov momentum 0.9); default sgd for a pretrained backbone (the protocol), "
         "adamw from scratch", "Training")
     head_learning_rate: float = option(1e-3, "stage 1 peak learning rate", "Training")
-    learning_rate: Optional[float] = option(None, "stage 2 (or the only stage) peak learning rate; default 0.01 "
+    learning_rate: float | None = option(None, "stage 2 (or the only stage) peak learning rate; default 0.01 "
                                             "fine-tuning a pretrained backbone (sweep it: docs/training.md), 3e-3 "
                                             "from scratch (2e-3 for the cnn, which has no BatchNorm)", "Training")
-    weight_decay: Optional[float] = option(None, "decoupled weight decay (adamw, sgd), scaled by the scheduled "
+    weight_decay: float | None = option(None, "decoupled weight decay (adamw, sgd), scaled by the scheduled "
                                            "rate; default 1e-4 fine-tuning, 0.05 from scratch", "Training")
     schedule: Literal["cosine", "plateau", "constant"] = option(
         "cosine", "learning-rate schedule: linear warm-up then cosine decay, or ReduceLROnPlateau on "
         "validation loss (the seeds' choice), or constant", "Training")
-    warmup_epochs: Optional[float] = option(None, "cosine schedule: epochs of linear warm-up per stage; default 0 "
+    warmup_epochs: float | None = option(None, "cosine schedule: epochs of linear warm-up per stage; default 0 "
                                             "fine-tuning (the protocol has none), 1 from scratch", "Training")
-    label_smoothing: Optional[float] = option(None, "label smoothing of the cross-entropy loss; default 0 "
+    label_smoothing: float | None = option(None, "label smoothing of the cross-entropy loss; default 0 "
                                               "fine-tuning (the protocol has none), 0.1 from scratch", "Training")
-    batchnorm: Optional[Literal["frozen", "train"]] = option(
+    batchnorm: Literal["frozen", "train"] | None = option(
         None, "pretrained BatchNorm layers: train (statistics updated, the protocol's default) or frozen "
         "(inference mode, the Keras fine-tuning guide's advice); from scratch they always train", "Training")
-    early_stopping: Optional[int] = option(None, "stop when validation loss has not improved for this "
+    early_stopping: int | None = option(None, "stop when validation loss has not improved for this "
                                            "many epochs and restore the best weights (off by default)", "Training")
     precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = option(
         "auto", "auto: mixed_bfloat16 on a GPU of compute capability 8.0 or more, mixed_float16 "
@@ -157,13 +157,13 @@ class TrainConfig:
     steps_per_execution: int = option(1, "training steps fused into one call; larger helps small models on GPUs", "Training")
 
     # Output
-    out: Optional[str] = option(None, "the run directory (default runs/<dataset>-<model>-<timestamp>)", "Output")
+    out: str | None = option(None, "the run directory (default runs/<dataset>-<model>-<timestamp>)", "Output")
     resume: bool = option(False, "continue the interrupted run in --out from its last checkpoint", "Output")
     export: bool = option(True, "after training, export TFLite models and run the float-vs-int8 check", "Output")
     max_drop: float = option(MAX_DROP_POINTS, "export gate: the largest int8 top-1 drop below the float model, in points", "Output")
     calibration_samples: int = option(CALIBRATION_SAMPLES, "export: stratified training images used to calibrate int8", "Output")
     tensorboard: bool = option(True, "write TensorBoard logs to <run>/logs", "Output")
-    wandb: Optional[str] = option(None, "Weights & Biases project to log to (skipped with a note if "
+    wandb: str | None = option(None, "Weights & Biases project to log to (skipped with a note if "
                                   "wandb is not installed)", "Output")
     verbose: Literal["auto", "0", "1", "2"] = option("auto", "Keras progress output: auto, 0 silent, 1 bar, 2 a line per epoch", "Output")
 
@@ -209,7 +209,7 @@ class TrainConfig:
             return PRETRAINED_RECIPE
         return PLAIN_CNN_RECIPE if self.model == "cnn" else FROM_SCRATCH_RECIPE
 
-    def with_recipe(self, train_images: int | None = None) -> "TrainConfig":
+    def with_recipe(self, train_images: int | None = None) -> TrainConfig:
         """This configuration with every unset option (None) taken from the model's recipe.
 
         A recipe batch size is lowered on a small dataset (`train_images`, when known) so an epoch has
@@ -228,14 +228,14 @@ class TrainConfig:
         return max(1.0 - BATCHNORM_MOMENTUM_STEPS / max(steps_per_epoch, 1), MIN_BATCHNORM_MOMENTUM)
 
     @property
-    def resolved_image_size(self) -> Optional[int]:
+    def resolved_image_size(self) -> int | None:
         """The in-graph image size; None means the dataset's native size."""
         if self.image_size is not None:
             return self.image_size
         return IMAGENET_IMAGE_SIZE if self.model in IMAGENET_MODELS else None
 
     @classmethod
-    def from_run(cls, run_dir: str | Path) -> "TrainConfig":
+    def from_run(cls, run_dir: str | Path) -> TrainConfig:
         """The configuration a run was made with, read from its `config.json`."""
         path = Path(run_dir) / run_folder.CONFIG_FILE
         values = artifacts.read_json(path)

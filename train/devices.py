@@ -33,8 +33,8 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from edge.common import machine
 from edge.common.errors import UserError
