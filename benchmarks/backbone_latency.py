@@ -17,7 +17,6 @@ import dataclasses
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -92,8 +91,7 @@ COMMAND = command.Command(name="backbone_latency", prog="python benchmarks/backb
                           description=__doc__.split("\n")[0], config_class=BackboneConfig, run=run, render=_table)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return command.execute(COMMAND, argv)
+main = command.entry_point(COMMAND)
 
 
 if __name__ == "__main__":

@@ -240,8 +240,7 @@ COMMAND = command.Command(name="camera_loop", prog="python benchmarks/camera_loo
                           json_file="json_out")
 
 
-def main(argv: list[str] | None = None) -> int:
-    return command.execute(COMMAND, argv)
+main = command.entry_point(COMMAND)
 
 
 if __name__ == "__main__":

@@ -140,8 +140,7 @@ COMMAND = command.Command(name="demo_load", prog="python benchmarks/demo_load.py
                           handlers=((RuntimeError, _did_not_start),))
 
 
-def main(argv: list[str] | None = None) -> int:
-    return command.execute(COMMAND, argv)
+main = command.entry_point(COMMAND)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -54,8 +53,7 @@ COMMAND = command.Command(name="digits_folder", prog="python benchmarks/digits_f
                           config_class=DigitsConfig, run=run, render=lambda config, folder: str(folder))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return command.execute(COMMAND, argv)
+main = command.entry_point(COMMAND)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -50,8 +49,7 @@ COMMAND = command.Command(name="faces_folder", prog="python benchmarks/faces_fol
                           config_class=FacesConfig, run=run, render=lambda config, folder: str(folder))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return command.execute(COMMAND, argv)
+main = command.entry_point(COMMAND)
 
 
 if __name__ == "__main__":

@@ -99,8 +99,7 @@ COMMAND = command.Command(name="live_frame", prog="python benchmarks/live_frame.
                           exit_status=lambda config, result: 1 if result["skipped"] else 0)
 
 
-def main(argv: list[str] | None = None) -> int:
-    return command.execute(COMMAND, argv)
+main = command.entry_point(COMMAND)
 
 
 def render(result: dict) -> str:

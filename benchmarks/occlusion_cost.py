@@ -156,8 +156,7 @@ COMMAND = command.Command(name="occlusion_cost", prog="python benchmarks/occlusi
                           render=lambda config, result: format_table(result), json_file="json")
 
 
-def main(argv: list[str] | None = None) -> int:
-    return command.execute(COMMAND, argv)
+main = command.entry_point(COMMAND)
 
 
 if __name__ == "__main__":

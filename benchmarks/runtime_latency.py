@@ -167,8 +167,7 @@ COMMAND = command.Command(
     exit_status=lambda config, result: 1 if any("error" in row for row in result["results"]) else 0)
 
 
-def main(argv: list[str] | None = None) -> int:
-    return command.execute(COMMAND, argv)
+main = command.entry_point(COMMAND)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -112,8 +111,7 @@ COMMAND = command.Command(name="train_throughput", prog="python benchmarks/train
                           render=lambda config, result: json.dumps(result, indent=2), json_file="json")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return command.execute(COMMAND, argv)
+main = command.entry_point(COMMAND)
 
 
 if __name__ == "__main__":

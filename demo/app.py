@@ -100,8 +100,7 @@ COMMAND = command.Command(name="demo", prog="python demo/app.py", description=__
                           config_class=DemoConfig, run=run)
 
 
-def main(argv: list[str] | None = None) -> int:
-    return command.execute(COMMAND, argv)
+main = command.entry_point(COMMAND)
 
 
 def __getattr__(name: str) -> Any:

@@ -177,8 +177,7 @@ COMMAND = command.Command(
                 command.Positional("image", "IMAGE", "image to classify (default: the first example)", nargs="?")))
 
 
-def main(argv: list[str] | None = None) -> int:
-    return command.execute(COMMAND, argv)
+main = command.entry_point(COMMAND)
 
 
 if __name__ == "__main__":

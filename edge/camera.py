@@ -386,9 +386,7 @@ COMMAND = command.Command(
               (BrokenPipeError, _broken_pipe), (OSError, _unwritable)))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The command line: run the loop with SIGINT and SIGTERM handled, print the summary, return the exit status."""
-    return command.execute(COMMAND, argv)
+main = command.entry_point(COMMAND)
 
 
 if __name__ == "__main__":

@@ -81,8 +81,7 @@ COMMAND = command.Command(
     positional=(command.Positional("images", "IMAGE", "image files (any format Pillow reads)"),))
 
 
-def main(argv: list[str] | None = None) -> int:
-    return command.execute(COMMAND, argv)
+main = command.entry_point(COMMAND)
 
 
 if __name__ == "__main__":

@@ -488,8 +488,7 @@ COMMAND = command.Command(name="deploy", prog="python hf_space/deploy.py", descr
                           config_class=DeployConfig, run=run, render=_summary)
 
 
-def main(argv: list[str] | None = None) -> int:
-    return command.execute(COMMAND, argv)
+main = command.entry_point(COMMAND)
 
 
 if __name__ == "__main__":

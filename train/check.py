@@ -23,7 +23,6 @@ import dataclasses
 import hashlib
 import statistics
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -217,8 +216,7 @@ COMMAND = command.Command(
     exit_status=lambda config, result: gate_status(result, config.run))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return command.execute(COMMAND, argv)
+main = command.entry_point(COMMAND)
 
 
 if __name__ == "__main__":

@@ -130,8 +130,7 @@ COMMAND = command.Command(
     positional=(command.Positional("runs", "RUN", "run directories"),))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return command.execute(COMMAND, argv)
+main = command.entry_point(COMMAND)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -151,8 +150,7 @@ COMMAND = command.Command(
     config_class=EvaluateConfig, run=run, render=_summary, required=("run",))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return command.execute(COMMAND, argv)
+main = command.entry_point(COMMAND)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -159,8 +158,7 @@ COMMAND = command.Command(
     positional=(command.Positional("images", "IMAGE", "image files (any format Pillow reads)"),))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return command.execute(COMMAND, argv)
+main = command.entry_point(COMMAND)
 
 
 if __name__ == "__main__":

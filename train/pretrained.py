@@ -24,7 +24,6 @@ import datetime
 import importlib.util
 import platform
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -209,8 +208,7 @@ COMMAND = command.Command(
     exit_status=lambda config, result: 0 if result["passed"] else 1)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return command.execute(COMMAND, argv)
+main = command.entry_point(COMMAND)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -256,10 +255,9 @@ COMMAND = command.Command(
     presets=train_config.PRESETS, handlers=((KeyboardInterrupt, _stopped),))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    # TensorFlow 2.21 still prints a few start-up lines (oneDNN, no CUDA) before its logger reads the
-    # level the harness sets (edge.common.command.quiet_tensorflow, also run by train/__init__.py).
-    return command.execute(COMMAND, argv)
+# TensorFlow 2.21 still prints a few start-up lines (oneDNN, no CUDA) before its logger reads the
+# level the harness sets (edge.common.command.quiet_tensorflow, also run by train/__init__.py).
+main = command.entry_point(COMMAND)
 
 
 if __name__ == "__main__":

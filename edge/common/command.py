@@ -1,10 +1,8 @@
-"""The one command harness: every command's `main()` is `command.execute(COMMAND, argv)`.
+"""The one command harness: every command's `main` is `command.entry_point(COMMAND)`.
 
     COMMAND = command.Command(name="evaluate", prog="python train/evaluate.py", description=...,
                               config_class=EvaluateConfig, run=run, render=format_result)
-
-    def main(argv=None) -> int:
-        return command.execute(COMMAND, argv)
+    main = command.entry_point(COMMAND)
 
 A command registers its config dataclass and its `run(config)`; the harness owns the rest, so
 that no command wires it again:
@@ -169,6 +167,16 @@ def execute(command: Command, argv: Sequence[str] | None = None) -> int:
         artifacts.write_json(json_file, command.to_json(result))
         print(f"wrote {json_file}")
     return command.exit_status(config, result)
+
+
+def entry_point(registered: Command) -> Callable[[Sequence[str] | None], int]:
+    """The `main(argv=None) -> int` of a registered command: what its console script, `python FILE`
+    and `python -m MODULE` call. It carries the command as `main.command`."""
+    def main(argv: Sequence[str] | None = None) -> int:
+        return execute(registered, argv)
+    main.__doc__ = f"{registered.prog}: {registered.description}"
+    main.command = registered  # type: ignore[attr-defined]
+    return main
 
 
 #: `cifar-edge MODE`: each mode's module, which holds its `COMMAND`. Imported only when asked for.
