@@ -11,6 +11,7 @@ pair; accuracy is not measured by this script. Prints one row per file and threa
 and 90th percentile of `interpreter.invoke()` on a prepared input, in milliseconds. Needs TensorFlow
 (the converter) and the lite extra (the photos).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,12 +42,14 @@ class BackboneConfig:
 def convert(name: str, workspace: Path, calibration: np.ndarray) -> dict[str, Path]:
     from train import export_tflite, models
     from train.config import TrainConfig
+
     config = TrainConfig(model=name, weights="none", augment="none", image_size=SIZE)
     model, _ = models.build_model(config, 1000, (SIZE, SIZE, 3))
     logits = models.logits_model(model)
     saved = export_tflite.export_saved_model(model, workspace / f"{name}_float", workspace)
-    saved_logits = export_tflite.export_saved_model(logits, workspace / f"{name}_logits", workspace,
-                                                    output_name=runtime.LOGITS_OUTPUT)
+    saved_logits = export_tflite.export_saved_model(
+        logits, workspace / f"{name}_logits", workspace, output_name=runtime.LOGITS_OUTPUT
+    )
     paths = {"float32": workspace / f"{name}_float32.tflite", "int8": workspace / f"{name}_int8.tflite"}
     paths["float32"].write_bytes(export_tflite.convert_float(saved, "float32"))
     paths["int8"].write_bytes(export_tflite.quantize(export_tflite.calibrate(saved_logits, calibration)))
@@ -67,6 +70,7 @@ def time_invoke(path: Path, threads: int, runs: int, image: np.ndarray) -> tuple
 
 def run(config: BackboneConfig) -> list[dict]:
     from train import photos
+
     calibration = photos.calibration_views(SIZE, config.calibration)
     rows = []
     with tempfile.TemporaryDirectory(prefix="backbones-") as workspace:
@@ -75,20 +79,38 @@ def run(config: BackboneConfig) -> list[dict]:
             for variant, path in convert(name, Path(workspace), calibration).items():
                 for threads in config.threads:
                     median, p90 = time_invoke(path, int(threads), config.runs, calibration[0])
-                    rows.append({"network": name, "variant": variant, "threads": int(threads),
-                                 "size": formatting.size(path.stat().st_size), "median_ms": round(median, 2),
-                                 "p90_ms": round(p90, 2)})
+                    rows.append(
+                        {
+                            "network": name,
+                            "variant": variant,
+                            "threads": int(threads),
+                            "size": formatting.size(path.stat().st_size),
+                            "median_ms": round(median, 2),
+                            "p90_ms": round(p90, 2),
+                        }
+                    )
     return rows
 
 
 def _table(config: BackboneConfig, rows: list[dict]) -> str:
-    return "\n".join([f"{machine.processor_name()}, TFLite runtime: {runtime.available_runtimes()}"] + [
-        f"{row['network']:18} {row['variant']:8} {row['threads']} thread(s)  {row['size']:>10}  "
-        f"median {row['median_ms']:.2f} ms  p90 {row['p90_ms']:.2f} ms" for row in rows])
+    return "\n".join(
+        [f"{machine.processor_name()}, TFLite runtime: {runtime.available_runtimes()}"]
+        + [
+            f"{row['network']:18} {row['variant']:8} {row['threads']} thread(s)  {row['size']:>10}  "
+            f"median {row['median_ms']:.2f} ms  p90 {row['p90_ms']:.2f} ms"
+            for row in rows
+        ]
+    )
 
 
-COMMAND = command.Command(name="backbone_latency", prog="python benchmarks/backbone_latency.py",
-                          description=__doc__.split("\n")[0], config_class=BackboneConfig, run=run, render=_table)
+COMMAND = command.Command(
+    name="backbone_latency",
+    prog="python benchmarks/backbone_latency.py",
+    description=__doc__.split("\n")[0],
+    config_class=BackboneConfig,
+    run=run,
+    render=_table,
+)
 
 
 main = command.entry_point(COMMAND)

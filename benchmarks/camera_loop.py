@@ -18,6 +18,7 @@ JPEG-encoding each frame, and of sending it, on the same CPUs.
 A benchmark, not a test: numbers depend on the machine and on what else runs
 on it. Needs OpenCV (to write and read the video) and a TFLite runtime.
 """
+
 import dataclasses
 import os
 import platform
@@ -50,11 +51,17 @@ class LoopBenchmarkConfig:
     """What `python benchmarks/camera_loop.py` measures. Sizes in pixels."""
 
     model: str | None = option(None, "the .tflite file; none uses the camera's default model", "Model")
-    runtime: Literal["litert", "tflite-runtime"] | None = option(None, "TFLite runtime; none picks the first installed", "Model")
+    runtime: Literal["litert", "tflite-runtime"] | None = option(
+        None, "TFLite runtime; none picks the first installed", "Model"
+    )
     threads: int | None = option(None, "interpreter threads; none leaves it to the runtime", "Model")
     frames: int = option(200, "frames in the generated video, and interpreter calls timed alone", "Benchmark")
-    rounds: int = option(3, "interleaved rounds of both measurements; the best of each is reported "
-                         "(on a shared machine the best is the least disturbed)", "Benchmark")
+    rounds: int = option(
+        3,
+        "interleaved rounds of both measurements; the best of each is reported "
+        "(on a shared machine the best is the least disturbed)",
+        "Benchmark",
+    )
     width: int = option(640, "video frame width (a typical camera resolution)", "Benchmark")
     height: int = option(480, "video frame height", "Benchmark")
     serve: bool = option(True, "also time the loop with --serve and one client reading /stream.mjpg", "Benchmark")
@@ -73,14 +80,15 @@ def write_video(path: Path, frames: int, width: int, height: int) -> Path:
     if not writer.isOpened():
         raise sources.CameraError(f"OpenCV cannot write an MJPG video to {path}")
     rows, columns = np.mgrid[0:height, 0:width]
-    base = np.stack([columns * 255 // max(1, width - 1), rows * 255 // max(1, height - 1),
-                     np.full_like(rows, 96)], axis=-1).astype(np.uint8)
+    base = np.stack(
+        [columns * 255 // max(1, width - 1), rows * 255 // max(1, height - 1), np.full_like(rows, 96)], axis=-1
+    ).astype(np.uint8)
     side = min(width, height) // 4
     for index in range(frames):
         frame = base.copy()
         left = (index * 7) % max(1, width - side)
         top = (index * 5) % max(1, height - side)
-        frame[top:top + side, left:left + side] = (255 - 3 * index % 256, 40, 200)
+        frame[top : top + side, left : left + side] = (255 - 3 * index % 256, 40, 200)
         writer.write(frame)
     writer.release()
     return path
@@ -118,7 +126,7 @@ class StreamClient:
                 self.bytes += len(chunk)
                 # Count boundary lines, including one split across two reads (the tail carries it over).
                 self.parts += (tail + chunk).count(marker)
-                tail = chunk[-(len(marker) - 1):]
+                tail = chunk[-(len(marker) - 1) :]
         except OSError:  # The server shut the connection as the loop ended.
             pass
 
@@ -136,14 +144,16 @@ def run_served(loop_options: camera.CameraConfig, classifier: runtime.Classifier
             summary = camera.run(loop_options, classifier=classifier, stream=discard, server=server)
     finally:
         client.close()  # run() closed the server, so the client's read has ended.
-    return dict(summary, stream_parts=client.parts, stream_bytes=client.bytes,
-                encoded_frames=server.latest.encoded_frames)
+    return dict(
+        summary, stream_parts=client.parts, stream_bytes=client.bytes, encoded_frames=server.latest.encoded_frames
+    )
 
 
 def check_frames(summary: dict[str, Any], frames: int) -> None:
     if summary["frames"] != frames:
-        raise RuntimeError(f"the loop classified {summary['frames']} of {frames} frames "
-                           f"(stopped: {summary['stopped']})")
+        raise RuntimeError(
+            f"the loop classified {summary['frames']} of {frames} frames (stopped: {summary['stopped']})"
+        )
 
 
 def run(options: LoopBenchmarkConfig) -> dict[str, Any]:
@@ -157,8 +167,9 @@ def run(options: LoopBenchmarkConfig) -> dict[str, Any]:
             image = preprocess.prepare_image(first_frame.read(), classifier.input_size)
         finally:
             first_frame.close()
-        loop_options = camera.CameraConfig(source=str(video), headless=True, threads=options.threads,
-                                            runtime=options.runtime)
+        loop_options = camera.CameraConfig(
+            source=str(video), headless=True, threads=options.threads, runtime=options.runtime
+        )
         alone, summary, served = None, None, None
         for _ in range(options.rounds):
             seconds = time_interpreter(classifier, image, options.frames)
@@ -176,13 +187,19 @@ def run(options: LoopBenchmarkConfig) -> dict[str, Any]:
                     served = candidate
     loop_ms = 1000 / summary["fps"]
     return {
-        "model": str(model_path), "runtime": classifier.runtime_name,
-        "runtime_version": classifier.runtime_version, "threads": options.threads,
-        "input_size": list(classifier.input_size), "frames": options.frames, "rounds": options.rounds,
+        "model": str(model_path),
+        "runtime": classifier.runtime_name,
+        "runtime_version": classifier.runtime_version,
+        "threads": options.threads,
+        "input_size": list(classifier.input_size),
+        "frames": options.frames,
+        "rounds": options.rounds,
         "frame_size": [options.width, options.height],
-        "interpreter_ms": 1000 * alone.mean(), "interpreter_median_ms": 1000 * float(np.median(alone)),
+        "interpreter_ms": 1000 * alone.mean(),
+        "interpreter_median_ms": 1000 * float(np.median(alone)),
         "interpreter_fps": 1 / alone.mean(),
-        "loop_ms": loop_ms, "loop_fps": summary["fps"],
+        "loop_ms": loop_ms,
+        "loop_fps": summary["fps"],
         "loop_inference_ms": summary["mean_inference_ms"],
         "preprocess_ms": summary["mean_latency_ms"] - summary["mean_inference_ms"],
         "rest_ms": loop_ms - summary["mean_latency_ms"],
@@ -190,8 +207,9 @@ def run(options: LoopBenchmarkConfig) -> dict[str, Any]:
         "serve_loop_fps": served["fps"] if served else None,
         "serve_loop_ms": 1000 / served["fps"] if served else None,
         "serve_stream_parts": served["stream_parts"] if served else None,
-        "serve_stream_kib_per_part": (served["stream_bytes"] / 1024 / served["stream_parts"]
-                                      if served and served["stream_parts"] else None),
+        "serve_stream_kib_per_part": (
+            served["stream_bytes"] / 1024 / served["stream_parts"] if served and served["stream_parts"] else None
+        ),
         "serve_encoded_frames": served["encoded_frames"] if served else None,
         "machine": f"{machine.processor_name()} ({platform.machine()}), {os.cpu_count()} CPUs visible",
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
@@ -210,34 +228,44 @@ def render(result: dict[str, Any]) -> str:
         ]
     notes = []
     if result["serve_stream_parts"] is not None:
-        notes = ["", f"with --serve: the client received {result['serve_stream_parts']} of {result['frames']} frames "
-                 f"(a slow client skips frames), {result['serve_stream_kib_per_part'] or 0:.1f} KiB per JPEG; "
-                 f"{result['serve_encoded_frames']} frames encoded"]
-    return "\n".join([
-        f"model {result['model']} ({result['runtime']} {result['runtime_version']}, threads {threads}, "
-        f"input {result['input_size'][0]}x{result['input_size'][1]}); {result['frames']} frames of "
-        f"{result['frame_size'][0]}x{result['frame_size'][1]}, best of {result['rounds']} rounds",
-        "",
-        "| measured (means, best round) | ms per frame | frames per second |",
-        "| --- | ---: | ---: |",
-        f"| interpreter alone (Classifier.predict; median {result['interpreter_median_ms']:.2f} ms) "
-        f"| {result['interpreter_ms']:.2f} | {result['interpreter_fps']:.1f} |",
-        f"| camera loop (video file, --headless) | {result['loop_ms']:.2f} | {result['loop_fps']:.1f} |",
-        f"| - the interpreter, inside the loop | {result['loop_inference_ms']:.2f} | |",
-        f"| - preprocessing (centre crop + resize of the frame) | {result['preprocess_ms']:.2f} | |",
-        f"| - the rest (waiting for the frame, output line, thread hand-off) | {result['rest_ms']:.2f} | |",
-        f"| loop overhead outside the interpreter (loop - interpreter inside it) | {result['overhead_ms']:.2f} | |",
-        *served,
-        *notes,
-        "",
-        f"machine: {result['machine']}; load average {result['load_average']}",
-    ])
+        notes = [
+            "",
+            f"with --serve: the client received {result['serve_stream_parts']} of {result['frames']} frames "
+            f"(a slow client skips frames), {result['serve_stream_kib_per_part'] or 0:.1f} KiB per JPEG; "
+            f"{result['serve_encoded_frames']} frames encoded",
+        ]
+    return "\n".join(
+        [
+            f"model {result['model']} ({result['runtime']} {result['runtime_version']}, threads {threads}, "
+            f"input {result['input_size'][0]}x{result['input_size'][1]}); {result['frames']} frames of "
+            f"{result['frame_size'][0]}x{result['frame_size'][1]}, best of {result['rounds']} rounds",
+            "",
+            "| measured (means, best round) | ms per frame | frames per second |",
+            "| --- | ---: | ---: |",
+            f"| interpreter alone (Classifier.predict; median {result['interpreter_median_ms']:.2f} ms) "
+            f"| {result['interpreter_ms']:.2f} | {result['interpreter_fps']:.1f} |",
+            f"| camera loop (video file, --headless) | {result['loop_ms']:.2f} | {result['loop_fps']:.1f} |",
+            f"| - the interpreter, inside the loop | {result['loop_inference_ms']:.2f} | |",
+            f"| - preprocessing (centre crop + resize of the frame) | {result['preprocess_ms']:.2f} | |",
+            f"| - the rest (waiting for the frame, output line, thread hand-off) | {result['rest_ms']:.2f} | |",
+            f"| loop overhead outside the interpreter (loop - interpreter inside it) | {result['overhead_ms']:.2f} | |",
+            *served,
+            *notes,
+            "",
+            f"machine: {result['machine']}; load average {result['load_average']}",
+        ]
+    )
 
 
-COMMAND = command.Command(name="camera_loop", prog="python benchmarks/camera_loop.py",
-                          description="Camera loop frame rate next to the interpreter's own rate.",
-                          config_class=LoopBenchmarkConfig, run=run, render=lambda options, result: render(result),
-                          json_file="json_out")
+COMMAND = command.Command(
+    name="camera_loop",
+    prog="python benchmarks/camera_loop.py",
+    description="Camera loop frame rate next to the interpreter's own rate.",
+    config_class=LoopBenchmarkConfig,
+    run=run,
+    render=lambda options, result: render(result),
+    json_file="json_out",
+)
 
 
 main = command.entry_point(COMMAND)

@@ -12,6 +12,7 @@ whole run; `--json FILE` writes them too. Any failed request makes the exit
 status 1. The client runs on the same machine as the server, so on a small
 machine both compete for the CPU: state the machine with the numbers.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,13 +37,13 @@ class LoadConfig:
     """Options of the demo load test."""
 
     url: str | None = option(None, "the app to load (default: start demo/app.py here with --run/--model)", "Target")
-    run: str | None = option(None, "run folder to serve when starting the app here (default: demo/app.py's)",
-                             "Target")
+    run: str | None = option(None, "run folder to serve when starting the app here (default: demo/app.py's)", "Target")
     model: str | None = option(None, "one .tflite file to serve when starting the app here", "Target")
     concurrency: int = option(ui.CONCURRENCY_LIMIT, "the app's concurrency when started here", "Target")
     threads: int | None = option(None, "interpreter threads when starting the app here", "Target")
-    endpoint: Literal["predict", "compare"] = option("predict", "the API endpoint: predict (int8 only) or compare "
-                                                     "(int8 and float32, what the page calls)", "Load")
+    endpoint: Literal["predict", "compare"] = option(
+        "predict", "the API endpoint: predict (int8 only) or compare (int8 and float32, what the page calls)", "Load"
+    )
     callers: int = option(8, "concurrent callers, each with its own client", "Load")
     requests: int = option(25, "requests per caller", "Load")
     warmup: int = option(3, "requests per caller before timing starts (not counted)", "Load")
@@ -50,9 +51,18 @@ class LoadConfig:
     json: str | None = option(None, "also write the results to this JSON file", "Output")
 
 
-def _caller(url: str, endpoint: str, images: list[str], count: int, warmup: int, start_barrier: threading.Barrier,
-            latencies: list[float], failures: list[str]) -> None:
+def _caller(
+    url: str,
+    endpoint: str,
+    images: list[str],
+    count: int,
+    warmup: int,
+    start_barrier: threading.Barrier,
+    latencies: list[float],
+    failures: list[str],
+) -> None:
     from gradio_client import Client, handle_file  # A dev dependency; imported where callers start.
+
     try:
         client = Client(url, verbose=False)
         for index in range(warmup):
@@ -81,9 +91,14 @@ def measure(url: str, config: LoadConfig) -> dict[str, Any]:
     latencies: list[float] = []
     failures: list[str] = []
     barrier = threading.Barrier(config.callers + 1)
-    threads = [threading.Thread(target=_caller, args=(url, config.endpoint, images, config.requests, config.warmup,
-                                                      barrier, latencies, failures), daemon=True)
-               for _ in range(config.callers)]
+    threads = [
+        threading.Thread(
+            target=_caller,
+            args=(url, config.endpoint, images, config.requests, config.warmup, barrier, latencies, failures),
+            daemon=True,
+        )
+        for _ in range(config.callers)
+    ]
     for thread in threads:
         thread.start()
     barrier.wait()  # every caller is connected and warmed up
@@ -93,12 +108,19 @@ def measure(url: str, config: LoadConfig) -> dict[str, Any]:
     wall_s = time.perf_counter() - started
     values = np.array(latencies) if latencies else np.array([np.nan])
     return {
-        "endpoint": config.endpoint, "callers": config.callers, "requests": config.callers * config.requests,
-        "succeeded": len(latencies), "failed": len(failures), "failures": failures[:10],
-        "p50_ms": float(np.percentile(values, 50)), "p95_ms": float(np.percentile(values, 95)),
-        "max_ms": float(np.max(values)), "wall_s": wall_s,
+        "endpoint": config.endpoint,
+        "callers": config.callers,
+        "requests": config.callers * config.requests,
+        "succeeded": len(latencies),
+        "failed": len(failures),
+        "failures": failures[:10],
+        "p50_ms": float(np.percentile(values, 50)),
+        "p95_ms": float(np.percentile(values, 95)),
+        "max_ms": float(np.max(values)),
+        "wall_s": wall_s,
         "throughput_per_s": len(latencies) / wall_s if wall_s > 0 else float("nan"),
-        "images": [Path(image).name for image in images], "cpu_count": os.cpu_count(),
+        "images": [Path(image).name for image in images],
+        "cpu_count": os.cpu_count(),
         "load_average_1min": os.getloadavg()[0],
     }
 
@@ -120,11 +142,13 @@ def run(config: LoadConfig) -> dict[str, Any]:
 
 
 def _summary(config: LoadConfig, result: dict) -> str:
-    lines = [f"/{result['endpoint']}: {result['callers']} callers x {config.requests} requests = {result['requests']}; "
-             f"failed {result['failed']}",
-             f"latency p50 {result['p50_ms']:.1f} ms, p95 {result['p95_ms']:.1f} ms, max {result['max_ms']:.1f} ms; "
-             f"throughput {result['throughput_per_s']:.1f} requests/s over {result['wall_s']:.1f} s "
-             f"({result['cpu_count']} CPUs, load average {result['load_average_1min']:.1f})"]
+    lines = [
+        f"/{result['endpoint']}: {result['callers']} callers x {config.requests} requests = {result['requests']}; "
+        f"failed {result['failed']}",
+        f"latency p50 {result['p50_ms']:.1f} ms, p95 {result['p95_ms']:.1f} ms, max {result['max_ms']:.1f} ms; "
+        f"throughput {result['throughput_per_s']:.1f} requests/s over {result['wall_s']:.1f} s "
+        f"({result['cpu_count']} CPUs, load average {result['load_average_1min']:.1f})",
+    ]
     return "\n".join(lines + [f"  failed: {failure}" for failure in result["failures"]])
 
 
@@ -134,10 +158,17 @@ def _did_not_start(error: BaseException, config: LoadConfig) -> int:
     return errors.EXIT_USAGE
 
 
-COMMAND = command.Command(name="demo_load", prog="python benchmarks/demo_load.py",
-                          description=__doc__.split("\n\n")[0], config_class=LoadConfig, run=run, render=_summary,
-                          json_file="json", exit_status=lambda config, result: 1 if result["failed"] else 0,
-                          handlers=((RuntimeError, _did_not_start),))
+COMMAND = command.Command(
+    name="demo_load",
+    prog="python benchmarks/demo_load.py",
+    description=__doc__.split("\n\n")[0],
+    config_class=LoadConfig,
+    run=run,
+    render=_summary,
+    json_file="json",
+    exit_status=lambda config, result: 1 if result["failed"] else 0,
+    handlers=((RuntimeError, _did_not_start),),
+)
 
 
 main = command.entry_point(COMMAND)

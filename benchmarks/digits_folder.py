@@ -7,6 +7,7 @@ The digits (UCI optdigits, 8x8 grey levels 0-16) ship inside scikit-learn, so th
 They are scaled to 0-255, upsampled to 32x32 (bicubic) and stored as RGB, `--per-class` of each
 digit in file order: the small-real-folder case of the from-scratch recipe (README, Training).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,6 +35,7 @@ class DigitsConfig:
 
 def run(config: DigitsConfig) -> dict:
     from sklearn.datasets import load_digits  # Only this script needs scikit-learn.
+
     digits = load_digits()
     counts: dict[int, int] = {}
     for image, label in zip(digits.images, digits.target):
@@ -49,8 +51,14 @@ def run(config: DigitsConfig) -> dict:
     return {"out": config.out, "images": sum(counts.values()), "classes": len(counts)}
 
 
-COMMAND = command.Command(name="digits_folder", prog="python benchmarks/digits_folder.py", description=__doc__.split("\n")[0],
-                          config_class=DigitsConfig, run=run, render=lambda config, folder: str(folder))
+COMMAND = command.Command(
+    name="digits_folder",
+    prog="python benchmarks/digits_folder.py",
+    description=__doc__.split("\n")[0],
+    config_class=DigitsConfig,
+    run=run,
+    render=lambda config, folder: str(folder),
+)
 
 
 main = command.entry_point(COMMAND)

@@ -10,6 +10,7 @@ project made them. They are written as RGB PNGs at their own size; the model ups
 graph. The transfer-on-real-features case of docs/quantization.md: an ImageNet backbone against a
 network trained from scratch, on photos.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,6 +36,7 @@ class FacesConfig:
 
 def run(config: FacesConfig) -> dict:
     from skimage.data import lfw_subset  # Only this script and train/photos.py need scikit-image.
+
     images = lfw_subset()
     for index, image in enumerate(images):
         label = "face" if index < FACES else "not_face"
@@ -45,8 +47,14 @@ def run(config: FacesConfig) -> dict:
     return {"out": config.out, "images": len(images), "classes": 2}
 
 
-COMMAND = command.Command(name="faces_folder", prog="python benchmarks/faces_folder.py", description=__doc__.split("\n")[0],
-                          config_class=FacesConfig, run=run, render=lambda config, folder: str(folder))
+COMMAND = command.Command(
+    name="faces_folder",
+    prog="python benchmarks/faces_folder.py",
+    description=__doc__.split("\n")[0],
+    config_class=FacesConfig,
+    run=run,
+    render=lambda config, folder: str(folder),
+)
 
 
 main = command.entry_point(COMMAND)

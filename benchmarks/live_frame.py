@@ -12,6 +12,7 @@ call alone, and prints p50/p95. Gradio's own transport (upload of the frame,
 the event stream back) is not included: it depends on the network and the
 browser. The fps a visitor sees is shown on the page itself.
 """
+
 from __future__ import annotations
 
 import base64
@@ -84,19 +85,32 @@ def run(config: LiveFrameConfig) -> dict[str, Any]:
             model_ms.append(model_elapsed)
     frame_values, model_values = np.array(frame_ms), np.array(model_ms)
     return {
-        "model": str(files.model), "size_bytes": files.model.stat().st_size, "runtime": classifier.runtime_name,
-        "frames": config.frames, "frame_size": [config.width, config.height],
+        "model": str(files.model),
+        "size_bytes": files.model.stat().st_size,
+        "runtime": classifier.runtime_name,
+        "frames": config.frames,
+        "frame_size": [config.width, config.height],
         "frame_bytes_median": int(np.median([len(frame["url"]) for frame in frames])),
-        "frame_p50_ms": float(np.percentile(frame_values, 50)), "frame_p95_ms": float(np.percentile(frame_values, 95)),
-        "model_p50_ms": float(np.percentile(model_values, 50)), "model_p95_ms": float(np.percentile(model_values, 95)),
-        "skipped": meter.skipped, "cpu_count": os.cpu_count(), "load_average_1min": os.getloadavg()[0],
+        "frame_p50_ms": float(np.percentile(frame_values, 50)),
+        "frame_p95_ms": float(np.percentile(frame_values, 95)),
+        "model_p50_ms": float(np.percentile(model_values, 50)),
+        "model_p95_ms": float(np.percentile(model_values, 95)),
+        "skipped": meter.skipped,
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": os.getloadavg()[0],
     }
 
 
-COMMAND = command.Command(name="live_frame", prog="python benchmarks/live_frame.py",
-                          description=__doc__.split("\n\n")[0], config_class=LiveFrameConfig, run=lambda config: run(config),
-                          render=lambda config, result: render(result), json_file="json",
-                          exit_status=lambda config, result: 1 if result["skipped"] else 0)
+COMMAND = command.Command(
+    name="live_frame",
+    prog="python benchmarks/live_frame.py",
+    description=__doc__.split("\n\n")[0],
+    config_class=LiveFrameConfig,
+    run=lambda config: run(config),
+    render=lambda config, result: render(result),
+    json_file="json",
+    exit_status=lambda config, result: 1 if result["skipped"] else 0,
+)
 
 
 main = command.entry_point(COMMAND)
@@ -105,12 +119,14 @@ main = command.entry_point(COMMAND)
 def render(result: dict) -> str:
     """Two lines: the model and the frames, then the frame function's and the interpreter's times."""
     width, height = result["frame_size"]
-    return (f"{Path(result['model']).name} ({formatting.size(result['size_bytes'])}, {result['runtime']}), "
-            f"{result['frames']} frames of {width}x{height} "
-            f"(data URL {formatting.size(result['frame_bytes_median'])} median), {result['skipped']} skipped\n"
-            f"frame function p50 {result['frame_p50_ms']:.1f} ms, p95 {result['frame_p95_ms']:.1f} ms; "
-            f"interpreter alone p50 {result['model_p50_ms']:.1f} ms, p95 {result['model_p95_ms']:.1f} ms "
-            f"({result['cpu_count']} CPUs, load average {result['load_average_1min']:.1f})")
+    return (
+        f"{Path(result['model']).name} ({formatting.size(result['size_bytes'])}, {result['runtime']}), "
+        f"{result['frames']} frames of {width}x{height} "
+        f"(data URL {formatting.size(result['frame_bytes_median'])} median), {result['skipped']} skipped\n"
+        f"frame function p50 {result['frame_p50_ms']:.1f} ms, p95 {result['frame_p95_ms']:.1f} ms; "
+        f"interpreter alone p50 {result['model_p50_ms']:.1f} ms, p95 {result['model_p95_ms']:.1f} ms "
+        f"({result['cpu_count']} CPUs, load average {result['load_average_1min']:.1f})"
+    )
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ trust the numbers.
 A benchmark, not a test: numbers depend on the machine and on what else runs
 on it. TensorFlow is not needed.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -56,8 +57,9 @@ class OcclusionBenchmarkConfig:
         except (TypeError, ValueError):
             raise configuration.ConfigError(f"--threads takes whole numbers, got {self.threads!r}") from None
         if not self.threads or min(self.threads) < 1 or self.runs < 1:
-            raise configuration.ConfigError(f"--threads values and --runs must be at least 1, got "
-                                            f"{self.threads} and {self.runs}")
+            raise configuration.ConfigError(
+                f"--threads values and --runs must be at least 1, got {self.threads} and {self.runs}"
+            )
 
 
 def generated_photo(seed: int = 0) -> np.ndarray:
@@ -106,11 +108,16 @@ def measure(classifier: runtime.Classifier, photo: np.ndarray, runs: int) -> dic
             single_ms.append((time.perf_counter() - start) * 1000.0)
     finally:
         classifier.interpreter.invoke = original_invoke
-    return {"threads": classifier.num_threads, "map_ms": statistics.median(map_ms),
-            "single_image_ms": statistics.median(single_ms), "unbatched_map_ms": statistics.median(unbatched_ms),
-            "images_per_map": result.images,
-            "invocations_per_map": max(invocations_per_map), "grid": [occlusion.GRID, occlusion.GRID],
-            "input_size": list(classifier.input_size)}
+    return {
+        "threads": classifier.num_threads,
+        "map_ms": statistics.median(map_ms),
+        "single_image_ms": statistics.median(single_ms),
+        "unbatched_map_ms": statistics.median(unbatched_ms),
+        "images_per_map": result.images,
+        "invocations_per_map": max(invocations_per_map),
+        "grid": [occlusion.GRID, occlusion.GRID],
+        "input_size": list(classifier.input_size),
+    }
 
 
 def run(config: OcclusionBenchmarkConfig) -> dict[str, Any]:
@@ -122,10 +129,15 @@ def run(config: OcclusionBenchmarkConfig) -> dict[str, Any]:
         raise runtime.ModelError(f"{model}: model file not found")
     photo = generated_photo()
     load_before = _load_average()
-    results = [measure(runtime.Classifier(model, threads=threads), photo, config.runs)
-               for threads in config.threads]
-    return {"machine": machine.describe(), "model": str(model), "size_bytes": model.stat().st_size,
-            "runs": config.runs, "load_average": [load_before, _load_average()], "results": results}
+    results = [measure(runtime.Classifier(model, threads=threads), photo, config.runs) for threads in config.threads]
+    return {
+        "machine": machine.describe(),
+        "model": str(model),
+        "size_bytes": model.stat().st_size,
+        "runs": config.runs,
+        "load_average": [load_before, _load_average()],
+        "results": results,
+    }
 
 
 def _load_average() -> float | None:
@@ -139,21 +151,31 @@ def _load_average() -> float | None:
 def format_table(result: dict[str, Any]) -> str:
     """The results as a Markdown table."""
     before, after = result["load_average"]
-    rows = [f"{result['model']} ({formatting.size(result['size_bytes'])}), median of {result['runs']} maps; "
-            f"{result['machine']['cpu_count']} CPUs, load average {before} before, {after} after",
-            "", "| threads | one map (ms) | images per map | interpreter invocations | "
-            "the map, one image per invocation (ms) | one image alone (ms) |",
-            "|---|---|---|---|---|---|"]
+    rows = [
+        f"{result['model']} ({formatting.size(result['size_bytes'])}), median of {result['runs']} maps; "
+        f"{result['machine']['cpu_count']} CPUs, load average {before} before, {after} after",
+        "",
+        "| threads | one map (ms) | images per map | interpreter invocations | "
+        "the map, one image per invocation (ms) | one image alone (ms) |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in result["results"]:
-        rows.append(f"| {row['threads']} | {row['map_ms']:.0f} | {row['images_per_map']} "
-                    f"| {row['invocations_per_map']} | {row['unbatched_map_ms']:.0f} | {row['single_image_ms']:.1f} |")
+        rows.append(
+            f"| {row['threads']} | {row['map_ms']:.0f} | {row['images_per_map']} "
+            f"| {row['invocations_per_map']} | {row['unbatched_map_ms']:.0f} | {row['single_image_ms']:.1f} |"
+        )
     return "\n".join(rows)
 
 
-COMMAND = command.Command(name="occlusion_cost", prog="python benchmarks/occlusion_cost.py",
-                          description="Time one occlusion map (Where it looked) with a .tflite model.",
-                          config_class=OcclusionBenchmarkConfig, run=run,
-                          render=lambda config, result: format_table(result), json_file="json")
+COMMAND = command.Command(
+    name="occlusion_cost",
+    prog="python benchmarks/occlusion_cost.py",
+    description="Time one occlusion map (Where it looked) with a .tflite model.",
+    config_class=OcclusionBenchmarkConfig,
+    run=run,
+    render=lambda config, result: format_table(result),
+    json_file="json",
+)
 
 
 main = command.entry_point(COMMAND)

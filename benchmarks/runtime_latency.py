@@ -16,6 +16,7 @@ JSON with `--json`. A variant that a runtime cannot load gets a row saying why
     python benchmarks/runtime_latency.py --model runs/NAME/tflite/model_int8.tflite [--runtime litert]
         [--threads 4] [--runs 100] [--json benchmarks/this_machine.json]
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,18 +39,20 @@ PHOTO_SIZE = (480, 640)  # (height, width)
 class BenchmarkConfig:
     """Options of `python benchmarks/runtime_latency.py`."""
 
-    model: str | None = option(None, "a .tflite file; its sibling variants in the same folder are measured too",
-                                  "Model", metavar="FILE")
+    model: str | None = option(
+        None, "a .tflite file; its sibling variants in the same folder are measured too", "Model", metavar="FILE"
+    )
     only: bool = option(False, "measure only the given file, not its sibling variants", "Model")
     runtime: Literal["litert", "tflite-runtime"] | None = option(
-        None, "runtime to measure; none means every installed one", "Runtime")
+        None, "runtime to measure; none means every installed one", "Runtime"
+    )
     threads: int | None = option(None, "interpreter threads; none lets the runtime choose", "Runtime")
     delegate: str | None = option(None, "external delegate library, e.g. libedgetpu.so.1", "Runtime")
     runs: int = option(50, "timed runs per measurement", "Timing")
-    warmup: int = option(5, "untimed runs first (XNNPACK packs weights and caches fill on the first call)",
-                         "Timing")
-    image: str | None = option(None, "photo for the end-to-end timing; none means a generated 640x480 one",
-                                  "Timing", metavar="FILE")
+    warmup: int = option(5, "untimed runs first (XNNPACK packs weights and caches fill on the first call)", "Timing")
+    image: str | None = option(
+        None, "photo for the end-to-end timing; none means a generated 640x480 one", "Timing", metavar="FILE"
+    )
     top_k: int = option(5, "labels returned by the end-to-end path", "Timing")
     json: str | None = option(None, "write the results here as JSON", "Output", metavar="OUT")
 
@@ -69,8 +72,9 @@ def generated_photo(seed: int = 0) -> np.ndarray:
     height, width = PHOTO_SIZE
     rng = np.random.default_rng(seed)
     rows, columns = np.mgrid[0:height, 0:width].astype(np.float32)
-    channels = [127 + 100 * np.sin(rows / (40 + 30 * index) + columns / (70 + 20 * index) + index)
-                for index in range(3)]
+    channels = [
+        127 + 100 * np.sin(rows / (40 + 30 * index) + columns / (70 + 20 * index) + index) for index in range(3)
+    ]
     photo = np.stack(channels, axis=-1) + rng.normal(0, 8, (height, width, 3))
     return np.clip(photo, 0, 255).astype(np.uint8)
 
@@ -121,50 +125,78 @@ def run(config: BenchmarkConfig) -> dict[str, Any]:
     results = []
     for variant, path in variants.items():
         for runtime_name in runtimes:
-            row = {"variant": variant, "file": str(path), "size_bytes": path.stat().st_size,
-                   "runtime": runtime_name, "runtime_version": runtime.runtime_version(runtime_name),
-                   "threads": config.threads}
+            row = {
+                "variant": variant,
+                "file": str(path),
+                "size_bytes": path.stat().st_size,
+                "runtime": runtime_name,
+                "runtime_version": runtime.runtime_version(runtime_name),
+                "threads": config.threads,
+            }
             try:
-                classifier = runtime.Classifier(path, runtime=runtime_name, threads=config.threads,
-                                                delegate=config.delegate)
+                classifier = runtime.Classifier(
+                    path, runtime=runtime_name, threads=config.threads, delegate=config.delegate
+                )
             except runtime.ModelError as error:
                 # One variant a runtime cannot load (an op version newer than the runtime, say) is a
                 # finding for the table, not a reason to drop the other measurements.
                 results.append({**row, "error": str(error)})
                 continue
             timings = measure(classifier, photo, config.runs, config.warmup, config.top_k)
-            results.append({**row, "input_size": list(classifier.input_size),
-                            "input_dtype": str(classifier.input_dtype), **timings})
-    return {"machine": machine_description(), "config": configuration.to_dict(config),
-            "photo_size": list(photo.shape[:2]), "results": results}
+            results.append(
+                {
+                    **row,
+                    "input_size": list(classifier.input_size),
+                    "input_dtype": str(classifier.input_dtype),
+                    **timings,
+                }
+            )
+    return {
+        "machine": machine_description(),
+        "config": configuration.to_dict(config),
+        "photo_size": list(photo.shape[:2]),
+        "results": results,
+    }
 
 
 def format_table(result: dict[str, Any]) -> str:
     """A Markdown table of `run`'s result, with the machine it was measured on."""
     machine = result["machine"]
-    lines = [f"{machine['processor']} ({machine['machine']}, {machine['cpu_count']} CPUs), "
-             f"Python {machine['python']}, threads: {result['config']['threads'] or 'runtime default'}, "
-             f"runs: {result['config']['runs']}, photo {result['photo_size'][1]}x{result['photo_size'][0]}",
-             "",
-             "| variant | runtime | size | invoke median (ms) | invoke p90 (ms) | photo to top-k median (ms) | p90 (ms) |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"{machine['processor']} ({machine['machine']}, {machine['cpu_count']} CPUs), "
+        f"Python {machine['python']}, threads: {result['config']['threads'] or 'runtime default'}, "
+        f"runs: {result['config']['runs']}, photo {result['photo_size'][1]}x{result['photo_size'][0]}",
+        "",
+        "| variant | runtime | size | invoke median (ms) | invoke p90 (ms) | photo to top-k median (ms) | p90 (ms) |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for row in result["results"]:
         if "error" in row:
             reason = row["error"].splitlines()[0].replace("|", "/")
-            lines.append(f"| {row['variant']} | {row['runtime']} {row['runtime_version'] or ''} | "
-                         f"{formatting.size(row['size_bytes'])} | cannot load: {reason} | | | |")
+            lines.append(
+                f"| {row['variant']} | {row['runtime']} {row['runtime_version'] or ''} | "
+                f"{formatting.size(row['size_bytes'])} | cannot load: {reason} | | | |"
+            )
             continue
-        lines.append(f"| {row['variant']} | {row['runtime']} {row['runtime_version'] or ''} | "
-                     f"{formatting.size(row['size_bytes'])} | {row['invoke_ms']['median']:.2f} | {row['invoke_ms']['p90']:.2f} | "
-                     f"{row['end_to_end_ms']['median']:.2f} | {row['end_to_end_ms']['p90']:.2f} |")
+        lines.append(
+            f"| {row['variant']} | {row['runtime']} {row['runtime_version'] or ''} | "
+            f"{formatting.size(row['size_bytes'])} | "
+            f"{row['invoke_ms']['median']:.2f} | {row['invoke_ms']['p90']:.2f} | "
+            f"{row['end_to_end_ms']['median']:.2f} | {row['end_to_end_ms']['p90']:.2f} |"
+        )
     return "\n".join(lines)
 
 
 COMMAND = command.Command(
-    name="runtime_latency", prog="python benchmarks/runtime_latency.py",
-    description="Time .tflite variants: interpreter alone and photo to top-k.", config_class=BenchmarkConfig, run=run,
-    render=lambda config, result: format_table(result), json_file="json",
-    exit_status=lambda config, result: 1 if any("error" in row for row in result["results"]) else 0)
+    name="runtime_latency",
+    prog="python benchmarks/runtime_latency.py",
+    description="Time .tflite variants: interpreter alone and photo to top-k.",
+    config_class=BenchmarkConfig,
+    run=run,
+    render=lambda config, result: format_table(result),
+    json_file="json",
+    exit_status=lambda config, result: 1 if any("error" in row for row in result["results"]) else 0,
+)
 
 
 main = command.entry_point(COMMAND)

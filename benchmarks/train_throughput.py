@@ -13,6 +13,7 @@ loaded the same way), its BatchNorm frozen, drop-connect on, the run's compile s
 step) through the in-graph augmentation and resize. The first `--warmup-steps` (compilation)
 are left out of the timing.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,8 +38,11 @@ class ThroughputConfig:
     """What to measure."""
 
     model: str = option("efficientnet_b0", "a --model of train/run.py")
-    weights: str | None = option(None, "backbone weights file (default: random weights, saved and loaded as a "
-                                    "file, so the ImageNet structure and the frozen BatchNorm are the same)")
+    weights: str | None = option(
+        None,
+        "backbone weights file (default: random weights, saved and loaded as a "
+        "file, so the ImageNet structure and the frozen BatchNorm are the same)",
+    )
     image_size: int | None = option(None, "in-graph image size (default: the model's, 224 for ImageNet backbones)")
     batch_size: int = option(128, "images per step")
     steps: int = option(20, "timed training steps")
@@ -62,14 +66,22 @@ def run(config: ThroughputConfig) -> dict:
         weights = "none"
         if config.model in IMAGENET_MODELS:
             weights = config.weights or _random_weights_file(keras, config, Path(scratch))
-        train_config = TrainConfig(model=config.model, weights=weights, image_size=config.image_size,
-                                   batch_size=config.batch_size, precision=config.precision,
-                                   unfreeze=config.unfreeze, augment=config.augment, learning_rate=1e-4)
+        train_config = TrainConfig(
+            model=config.model,
+            weights=weights,
+            image_size=config.image_size,
+            batch_size=config.batch_size,
+            precision=config.precision,
+            unfreeze=config.unfreeze,
+            augment=config.augment,
+            learning_rate=1e-4,
+        )
         model, backbone = models.build_model(train_config, NUM_CLASSES, (32, 32, 3))
     models.set_backbone_trainable(backbone, train_config.unfreeze_fraction, pretrained=train_config.pretrained)
     total = config.warmup_steps + config.steps
-    optimization.compile_for_stage(model, train_config, NUM_CLASSES, 1e-4, steps_per_epoch=total, epochs=1,
-                                   jit_compile=config.jit_compile)
+    optimization.compile_for_stage(
+        model, train_config, NUM_CLASSES, 1e-4, steps_per_epoch=total, epochs=1, jit_compile=config.jit_compile
+    )
     random = np.random.default_rng(0)
 
     def data(steps: int):
@@ -84,12 +96,18 @@ def run(config: ThroughputConfig) -> dict:
     float(history.history["loss"][-1])  # The loss of the last step: every step has finished.
     seconds = time.perf_counter() - started
     return {
-        "model": config.model, "weights": config.weights or "random (ImageNet structure, frozen BatchNorm)",
-        "image_size": train_config.resolved_image_size, "batch_size": config.batch_size,
-        "precision": precision, "jit_compile": bool(model.jit_compile), "augment": config.augment,
-        "backend": keras.backend.backend(), "device": ", ".join(gpus) or devices.cpu_name(),
+        "model": config.model,
+        "weights": config.weights or "random (ImageNet structure, frozen BatchNorm)",
+        "image_size": train_config.resolved_image_size,
+        "batch_size": config.batch_size,
+        "precision": precision,
+        "jit_compile": bool(model.jit_compile),
+        "augment": config.augment,
+        "backend": keras.backend.backend(),
+        "device": ", ".join(gpus) or devices.cpu_name(),
         "images_per_second": round(config.batch_size * config.steps / seconds, 1),
-        "seconds_per_step": round(seconds / config.steps, 4), "python": platform.python_version(),
+        "seconds_per_step": round(seconds / config.steps, 4),
+        "python": platform.python_version(),
         "keras": keras.__version__,
     }
 
@@ -98,17 +116,25 @@ def _random_weights_file(keras, config: ThroughputConfig, folder: Path) -> str:
     """Random weights of the backbone, saved as a file: loaded like a pretrained file, frozen BatchNorm and all."""
     from train import models
     from train.config import TrainConfig
+
     size = TrainConfig(model=config.model, image_size=config.image_size).resolved_image_size
-    _, backbone = models.build_model(TrainConfig(model=config.model, weights="none", image_size=size,
-                                                 augment="none"), NUM_CLASSES, (32, 32, 3))
+    _, backbone = models.build_model(
+        TrainConfig(model=config.model, weights="none", image_size=size, augment="none"), NUM_CLASSES, (32, 32, 3)
+    )
     path = folder / f"{config.model}_random.weights.h5"
     backbone.save_weights(path)
     return str(path)
 
 
-COMMAND = command.Command(name="train_throughput", prog="python benchmarks/train_throughput.py",
-                          description=__doc__.split("\n")[0], config_class=ThroughputConfig, run=run,
-                          render=lambda config, result: json.dumps(result, indent=2), json_file="json")
+COMMAND = command.Command(
+    name="train_throughput",
+    prog="python benchmarks/train_throughput.py",
+    description=__doc__.split("\n")[0],
+    config_class=ThroughputConfig,
+    run=run,
+    render=lambda config, result: json.dumps(result, indent=2),
+    json_file="json",
+)
 
 
 main = command.entry_point(COMMAND)

@@ -10,6 +10,7 @@ files to serve are found by edge/common/run_folder.py and loaded by demo/models.
 `gradio demo/app.py`); it is built on first access from the default options.
 No TensorFlow is imported.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,17 +34,25 @@ CODE_ROOT = Path(__file__).resolve().parents[1]  # the repository, or the assemb
 class DemoConfig:
     """Options of the demo server. Flags: `python demo/app.py --help`."""
 
-    run: str | None = option(None, "run folder (its tflite/ is served), or a folder holding model_int8.tflite; "
-                                   "default: models/ next to the app, else the newest runs/*/tflite", "Model")
-    model: str | None = option(None, "one .tflite file to serve instead of --run (labels.txt beside it; "
-                                     "a model_float32.tflite beside it is shown side by side)", "Model")
+    run: str | None = option(
+        None,
+        "run folder (its tflite/ is served), or a folder holding model_int8.tflite; "
+        "default: models/ next to the app, else the newest runs/*/tflite",
+        "Model",
+    )
+    model: str | None = option(
+        None,
+        "one .tflite file to serve instead of --run (labels.txt beside it; "
+        "a model_float32.tflite beside it is shown side by side)",
+        "Model",
+    )
     threads: int | None = option(None, "interpreter threads per model; none: the runtime chooses", "Model")
     port: int | None = option(None, "port to listen on (default: $GRADIO_SERVER_PORT, else 7860)", "Server")
-    host: str | None = option(None, "address to listen on (default: $GRADIO_SERVER_NAME, else 127.0.0.1; "
-                                    "0.0.0.0 for the network)", "Server")
+    host: str | None = option(
+        None, "address to listen on (default: $GRADIO_SERVER_NAME, else 127.0.0.1; 0.0.0.0 for the network)", "Server"
+    )
     share: bool = option(False, "also open a temporary public gradio.live link", "Server")
-    concurrency: int = option(ui.CONCURRENCY_LIMIT, "requests processed at once (see demo/ui.py for why 2)",
-                              "Server")
+    concurrency: int = option(ui.CONCURRENCY_LIMIT, "requests processed at once (see demo/ui.py for why 2)", "Server")
     max_file_size: str = option(ui.MAX_FILE_SIZE, "largest accepted upload, e.g. 10mb", "Server")
 
 
@@ -75,17 +84,21 @@ def build(config: DemoConfig) -> tuple[Any, DemoModels]:
     """(the Gradio Blocks app, its models), not started."""
     models = load(config)
     report_url = models.metadata.get("report_url")  # set by hf_space/deploy.py when a model repo holds the report
-    return ui.build_demo(models, report_url=report_url, concurrency_limit=config.concurrency,
-                         max_file_size=config.max_file_size), models
+    return ui.build_demo(
+        models, report_url=report_url, concurrency_limit=config.concurrency, max_file_size=config.max_file_size
+    ), models
 
 
 def run(config: DemoConfig, block: bool = True) -> str:
     """Build and start the server; returns the local URL (after the server stops, when `block`)."""
     app, models = build(config)
-    print(f"serving {models.files.model}" + (f" and {models.files.reference}" if models.files.reference else ""),
-          flush=True)
-    _, local_url, _ = ui.launch(app, models, server_port=config.port, server_name=config.host, share=config.share,
-                                prevent_thread_lock=True)
+    print(
+        f"serving {models.files.model}" + (f" and {models.files.reference}" if models.files.reference else ""),
+        flush=True,
+    )
+    _, local_url, _ = ui.launch(
+        app, models, server_port=config.port, server_name=config.host, share=config.share, prevent_thread_lock=True
+    )
     if block:
         app.block_thread()
     return local_url
@@ -96,8 +109,9 @@ def parse_config(argv: list[str] | None = None) -> DemoConfig:
     return command.parse_config(COMMAND, argv)
 
 
-COMMAND = command.Command(name="demo", prog="python demo/app.py", description=__doc__.split("\n\n")[0],
-                          config_class=DemoConfig, run=run)
+COMMAND = command.Command(
+    name="demo", prog="python demo/app.py", description=__doc__.split("\n\n")[0], config_class=DemoConfig, run=run
+)
 
 
 main = command.entry_point(COMMAND)

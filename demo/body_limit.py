@@ -21,6 +21,7 @@ rather than exempted: one file at the cap fits under it.
 
 Standard library only, but for `middleware`, which builds Starlette's entry (Starlette comes with Gradio).
 """
+
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
@@ -66,10 +67,17 @@ def declared_length(scope: Scope) -> int | None:
 
 async def refuse(send: Send) -> None:
     """Answer 413 with REFUSAL and close the connection (the unread body is not worth reading)."""
-    await send({"type": "http.response.start", "status": STATUS_TOO_LARGE,
-                "headers": [(b"content-type", b"text/plain; charset=utf-8"),
-                            (b"content-length", str(len(REFUSAL)).encode("ascii")),
-                            (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": STATUS_TOO_LARGE,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(REFUSAL)).encode("ascii")),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": REFUSAL})
 
 
@@ -129,4 +137,5 @@ class BodyLimit:
 def middleware(max_file_size: int) -> Any:
     """A Starlette `Middleware` entry for FastAPI(middleware=[...]) (Gradio's `launch(app_kwargs=...)`)."""
     from starlette.middleware import Middleware  # Gradio's dependency; imported only by a server
+
     return Middleware(BodyLimit, max_body_bytes=body_bound(max_file_size))

@@ -12,6 +12,7 @@ demo/ui.py runs it after the answer is shown, so the top-5 never waits for it.
 
 Imports gradio, numpy, Pillow and edge/ only; not demo/ui.py (which imports this).
 """
+
 from __future__ import annotations
 
 import time
@@ -45,10 +46,12 @@ def where_it_looked(models: Any, source: preprocess.ImageSource) -> tuple[Image.
 def caption(result: occlusion.OcclusionMap, label: str, elapsed_ms: float) -> str:
     """One line: the class, how much greying the hottest window costs it, and what the map cost."""
     height, width = result.input_size
-    return (f"Bright = greying that part lowers **{label}** ({result.base_probability:.1%}) the most: "
-            f"by up to {result.max_drop * 100:.1f} points. {occlusion.GRID}x{occlusion.GRID} windows of "
-            f"{result.window[0]}x{result.window[1]} pixels on the {height}x{width} input, {result.images} images "
-            f"in {result.calls} model call{'s' if result.calls != 1 else ''}, {elapsed_ms:.0f} ms.")
+    return (
+        f"Bright = greying that part lowers **{label}** ({result.base_probability:.1%}) the most: "
+        f"by up to {result.max_drop * 100:.1f} points. {occlusion.GRID}x{occlusion.GRID} windows of "
+        f"{result.window[0]}x{result.window[1]} pixels on the {height}x{width} input, {result.images} images "
+        f"in {result.calls} model call{'s' if result.calls != 1 else ''}, {elapsed_ms:.0f} ms."
+    )
 
 
 def make_explain(models: Any, read_payload: Callable[[Any], tuple[Any, str]]):
@@ -57,6 +60,7 @@ def make_explain(models: Any, read_payload: Callable[[Any], tuple[Any, str]]):
     `read_payload` turns the payload into (image source, name to show): demo/ui.py's `_image_source`,
     passed in so that this module does not import ui (ui imports this one).
     """
+
     def explain(image):
         if image is None:
             return None, ""
@@ -65,4 +69,5 @@ def make_explain(models: Any, read_payload: Callable[[Any], tuple[Any, str]]):
             return where_it_looked(models, source)
         except preprocess.ImageError as error:
             raise gr.Error(f"{name}: {error.reason}", title="Cannot read this image", print_exception=False) from None
+
     return explain

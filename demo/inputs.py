@@ -18,6 +18,7 @@ upload, measured from the text's length before anything is decoded.
 
 Gradio and edge/ only.
 """
+
 from __future__ import annotations
 
 import base64
@@ -35,8 +36,10 @@ from edge.common.errors import UserError
 MAX_FILE_SIZE = "10mb"
 
 # One sentence for every path the demo will not open (see the module docstring).
-REFUSED = ("This image was not uploaded to this page: upload the file (or drop, paste or capture it), "
-           "or send it inline as a data:image/...;base64 URL.")
+REFUSED = (
+    "This image was not uploaded to this page: upload the file (or drop, paste or capture it), "
+    "or send it inline as a data:image/...;base64 URL."
+)
 
 
 class RefusedInput(UserError):
@@ -107,7 +110,6 @@ def image_source(payload: Any, max_bytes: int | None) -> tuple[str | bytes, str]
         source = uploaded_file(payload)
         return source, Path(source).name
     raise RefusedInput(f"unsupported input of type {type(payload).__name__}")
-
 
 
 @functools.cache

@@ -32,6 +32,7 @@ interpreter itself is shared and serialised by `edge.runtime.Classifier`'s lock.
 
 Gradio, numpy, Pillow and a TFLite runtime (through edge.runtime); never TensorFlow.
 """
+
 from __future__ import annotations
 
 import collections
@@ -78,13 +79,14 @@ class FrameMeter:
     Kept in that visitor's `gr.State`, so two visitors never share a count or a rate.
     The rate is the camera's own meter (`edge.frame_rate`), fed the arrival times.
     """
+
     frames: int = 0  # frames answered
     skipped: int = 0  # frames that could not be read
     # METER_WINDOW_FRAMES frames span one interval fewer: the meter's window counts intervals.
-    frame_rate: FrameRateMeter = dataclasses.field(
-        default_factory=lambda: FrameRateMeter(METER_WINDOW_FRAMES - 1))
+    frame_rate: FrameRateMeter = dataclasses.field(default_factory=lambda: FrameRateMeter(METER_WINDOW_FRAMES - 1))
     costs_ms: collections.deque = dataclasses.field(
-        default_factory=lambda: collections.deque(maxlen=METER_WINDOW_FRAMES))
+        default_factory=lambda: collections.deque(maxlen=METER_WINDOW_FRAMES)
+    )
     last_answer: dict[str, float] | None = None
 
     def record(self, arrived_at: float, cost_ms: float, answer: dict[str, float]) -> None:
@@ -134,13 +136,15 @@ def frame_source(frame: Any, max_bytes: int | None = None) -> preprocess.ImageSo
         raise preprocess.ImageError(str(error)) from None
 
 
-def make_classify_frame(classifier: runtime.Classifier, top_k: int,
-                        max_bytes: Callable[[], int | None] = inputs.default_max_bytes):
+def make_classify_frame(
+    classifier: runtime.Classifier, top_k: int, max_bytes: Callable[[], int | None] = inputs.default_max_bytes
+):
     """The per-frame function: (frame, this visitor's meter) -> (top-k {label: probability}, status line, meter).
 
     A frame that cannot be read is skipped: the status line says why and the last
     answer stays on the page; the stream goes on (an exception would end it).
     """
+
     def classify_frame(frame: Any, meter: FrameMeter | None):
         meter = meter if meter is not None else FrameMeter()
         if frame is None:
@@ -156,6 +160,7 @@ def make_classify_frame(classifier: runtime.Classifier, top_k: int,
         answer = dict(classifier.top_k(probabilities, top_k))
         meter.record(time.monotonic(), (time.perf_counter() - start) * 1000.0, answer)
         return answer, meter.status(), meter
+
     return classify_frame
 
 
@@ -169,28 +174,43 @@ def page_only(classify_frame: Callable):
 
     Raising ends the stream, so a refused caller holds its live slot only for this call.
     """
+
     def classify_page_frame(frame: Any, meter: FrameMeter | None, opened_by_page: bool):
         if not opened_by_page:
             raise gr.Error(NOT_FROM_THE_PAGE, title="Not the page", print_exception=False)
         return classify_frame(frame, meter)
+
     return classify_page_frame
 
 
-def add_live_section(page: gr.Blocks, classifier: runtime.Classifier, top_k: int,
-                     max_bytes: Callable[[], int | None] = inputs.default_max_bytes) -> None:
+def add_live_section(
+    page: gr.Blocks,
+    classifier: runtime.Classifier,
+    top_k: int,
+    max_bytes: Callable[[], int | None] = inputs.default_max_bytes,
+) -> None:
     """The "Live camera" section, inside `page` (the caller's gr.Blocks): webcam stream in, top-k and status out."""
     with gr.Accordion("Live camera", open=False, elem_id="live"):
-        gr.Markdown(f"Point your webcam at something: each frame goes to `{classifier.model_path.name}` "
-                    f"and the top {top_k} follows. Up to {1 / STREAM_EVERY_S:.0f} frames per second; "
-                    "when the server is busy it answers the newest frame and drops the ones in between. "
-                    f"A stream stops after {TIME_LIMIT_S} s: press record again.")
+        gr.Markdown(
+            f"Point your webcam at something: each frame goes to `{classifier.model_path.name}` "
+            f"and the top {top_k} follows. Up to {1 / STREAM_EVERY_S:.0f} frames per second; "
+            "when the server is busy it answers the newest frame and drops the ones in between. "
+            f"A stream stops after {TIME_LIMIT_S} s: press record again."
+        )
         with gr.Row():
             with gr.Column(scale=1):
-                camera = gr.Image(label="Webcam", sources=["webcam"], streaming=True, type="filepath",
-                                  height=320, elem_id="live-camera")
+                camera = gr.Image(
+                    label="Webcam",
+                    sources=["webcam"],
+                    streaming=True,
+                    type="filepath",
+                    height=320,
+                    elem_id="live-camera",
+                )
             with gr.Column(scale=1):
-                answer = gr.Label(label=f"{classifier.model_path.name}: top {top_k}", num_top_classes=top_k,
-                                  elem_id="live-answer")
+                answer = gr.Label(
+                    label=f"{classifier.model_path.name}: top {top_k}", num_top_classes=top_k, elem_id="live-answer"
+                )
                 status = gr.Markdown(elem_id="live-status")
         meter = gr.State(None)
         opened_by_page = gr.State(False)  # set by the page's load event, never by a request's data
@@ -199,8 +219,16 @@ def add_live_section(page: gr.Blocks, classifier: runtime.Classifier, top_k: int
         # api_visibility="private": the stream is the page's, not an API. gradio_client cannot
         # drive a stream (it fails on the "process_streaming" message, then waits), so listing it
         # only invited callers that hold a live slot without sending frames.
-        camera.stream(page_only(make_classify_frame(classifier, top_k, max_bytes)),
-                      inputs=[camera, meter, opened_by_page],
-                      outputs=[answer, status, meter], stream_every=STREAM_EVERY_S, time_limit=TIME_LIMIT_S,
-                      concurrency_limit=LIVE_CONCURRENCY_LIMIT, concurrency_id=LIVE_CONCURRENCY_ID,
-                      preprocess=False, show_progress="hidden", api_name="live_frame", api_visibility="private")
+        camera.stream(
+            page_only(make_classify_frame(classifier, top_k, max_bytes)),
+            inputs=[camera, meter, opened_by_page],
+            outputs=[answer, status, meter],
+            stream_every=STREAM_EVERY_S,
+            time_limit=TIME_LIMIT_S,
+            concurrency_limit=LIVE_CONCURRENCY_LIMIT,
+            concurrency_id=LIVE_CONCURRENCY_ID,
+            preprocess=False,
+            show_progress="hidden",
+            api_name="live_frame",
+            api_visibility="private",
+        )

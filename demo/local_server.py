@@ -11,6 +11,7 @@ installed) and reports where every `demo`/`edge` module was loaded from, so a
 caller can check that an assembled folder uses only its own copies.
 Standard library only (gradio_client for the check in `main`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -79,9 +80,18 @@ class LocalServer:
     """
 
     # The options after the script's arguments are keyword-only: six of them, easy to give in the wrong order.
-    def __init__(self, script: str | Path, arguments: list[str] | None = None, *, cwd: str | Path | None = None,
-                 python: str = sys.executable, port: int | None = None, isolated: bool = True,
-                 block: tuple[str, ...] = BLOCKED_MODULES, extra_env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        script: str | Path,
+        arguments: list[str] | None = None,
+        *,
+        cwd: str | Path | None = None,
+        python: str = sys.executable,
+        port: int | None = None,
+        isolated: bool = True,
+        block: tuple[str, ...] = BLOCKED_MODULES,
+        extra_env: dict[str, str] | None = None,
+    ):
         self.script = Path(script).resolve()
         self.port = port or free_port()
         self.cwd = Path(cwd) if cwd else self.script.parent
@@ -92,9 +102,15 @@ class LocalServer:
         flags = ["-u"] + (["-s", "-E"] if isolated else [])
         self.command = [python, *flags, "-c", BOOTSTRAP, str(self.script), *(arguments or [])]
         self.env = {key: value for key, value in os.environ.items() if not key.startswith("PYTHON")}
-        self.env.update({"GRADIO_SERVER_PORT": str(self.port), "GRADIO_SERVER_NAME": "127.0.0.1",
-                         "GRADIO_ANALYTICS_ENABLED": "False", "DEMO_BLOCKED_IMPORTS": ",".join(block),
-                         "DEMO_PROJECT_PACKAGES": ",".join(PROJECT_PACKAGES)})
+        self.env.update(
+            {
+                "GRADIO_SERVER_PORT": str(self.port),
+                "GRADIO_SERVER_NAME": "127.0.0.1",
+                "GRADIO_ANALYTICS_ENABLED": "False",
+                "DEMO_BLOCKED_IMPORTS": ",".join(block),
+                "DEMO_PROJECT_PACKAGES": ",".join(PROJECT_PACKAGES),
+            }
+        )
         self.env.update(extra_env or {})
         self.process: subprocess.Popen | None = None
         self.url: str | None = None
@@ -102,8 +118,9 @@ class LocalServer:
     def start(self, timeout_s: float = START_TIMEOUT_S) -> str:
         """Start the app and return its URL once it says it is running; RuntimeError with the log otherwise."""
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(self.command, cwd=self.cwd, env=self.env, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(
+                self.command, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             match = URL_PATTERN.search(self.log())
@@ -152,6 +169,7 @@ class LocalServer:
 @dataclasses.dataclass
 class ProbeConfig:
     """The options of `python demo/local_server.py SCRIPT [IMAGE]`."""
+
     script: str | None = option(None, "the app.py to start (demo/app.py or a Space folder's app.py)")
     image: str | None = option(None, "image to classify (default: the first example)")
 
@@ -159,22 +177,41 @@ class ProbeConfig:
 def probe(config: ProbeConfig) -> str:
     """Start an app.py, classify one example image through /predict, and say what it imported; then stop."""
     from gradio_client import Client, handle_file  # A dev dependency, for the command line only.
-    image = config.image or str(next(Path(config.script).resolve().parent.glob("demo/examples/**/*.*g"),
-                                     Path(__file__).resolve().parent / "examples" / "rocket.jpg"))
+
+    image = config.image or str(
+        next(
+            Path(config.script).resolve().parent.glob("demo/examples/**/*.*g"),
+            Path(__file__).resolve().parent / "examples" / "rocket.jpg",
+        )
+    )
     with LocalServer(config.script) as server:
         result = Client(server.url, verbose=False).predict(handle_file(image), api_name="/predict")
-        outside = {name: path for name, path in server.loaded_modules().items()
-                   if not Path(path).resolve().is_relative_to(Path(config.script).resolve().parent)}
-        return "\n".join([f"{server.url} answered for {image}: {result}",
-                          "TensorFlow import attempts: " + (", ".join(server.blocked_imports()) or "none"),
-                          "project modules from outside the app's folder: " + (", ".join(outside) or "none")])
+        outside = {
+            name: path
+            for name, path in server.loaded_modules().items()
+            if not Path(path).resolve().is_relative_to(Path(config.script).resolve().parent)
+        }
+        return "\n".join(
+            [
+                f"{server.url} answered for {image}: {result}",
+                "TensorFlow import attempts: " + (", ".join(server.blocked_imports()) or "none"),
+                "project modules from outside the app's folder: " + (", ".join(outside) or "none"),
+            ]
+        )
 
 
 COMMAND = command.Command(
-    name="local_server", prog="python demo/local_server.py", description=__doc__.split("\n\n")[0],
-    config_class=ProbeConfig, run=probe, render=lambda config, text: text,
-    positional=(command.Positional("script", "SCRIPT", "the app.py to start", nargs=None),
-                command.Positional("image", "IMAGE", "image to classify (default: the first example)", nargs="?")))
+    name="local_server",
+    prog="python demo/local_server.py",
+    description=__doc__.split("\n\n")[0],
+    config_class=ProbeConfig,
+    run=probe,
+    render=lambda config, text: text,
+    positional=(
+        command.Positional("script", "SCRIPT", "the app.py to start", nargs=None),
+        command.Positional("image", "IMAGE", "image to classify (default: the first example)", nargs="?"),
+    ),
+)
 
 
 main = command.entry_point(COMMAND)

@@ -10,6 +10,7 @@ No Gradio import: hf_space/deploy.py, the benchmarks and the tests load models
 without building a page. Imports numpy and a TFLite runtime (through edge.runtime);
 never TensorFlow.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,6 +28,7 @@ class DemoError(UserError):
 @dataclasses.dataclass
 class DemoModels:
     """The loaded classifiers and what the page says about them."""
+
     files: run_folder.ModelFiles
     model: runtime.Classifier
     reference: runtime.Classifier | None
@@ -40,7 +42,9 @@ def load_models(files: run_folder.ModelFiles, threads: int | None = None) -> Dem
     model = runtime.Classifier(files.model, files.labels, threads=threads)
     reference = runtime.Classifier(files.reference, files.labels, threads=threads) if files.reference else None
     return DemoModels(
-        files=files, model=model, reference=reference,
+        files=files,
+        model=model,
+        reference=reference,
         metadata=_read_optional_json(files.metadata) or {},
         quantization=_read_optional_json(files.quantization),
         metrics=_read_optional_json(files.metrics),

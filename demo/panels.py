@@ -5,6 +5,7 @@ quantization table in the Space and model cards and copies the same report
 images and examples into the Space, so it needs no Gradio to do so.
 Standard library and edge/common only.
 """
+
 from __future__ import annotations
 
 import re
@@ -41,9 +42,12 @@ def quantization_table(quantization: records.Quantization | dict) -> str:
     the record's table (edge/common/records.py, PANEL_COLUMNS) and the gate's verdict."""
     quantization = records.Quantization.coerce(quantization)
     passed = quantization.passed
-    verdict = ("" if passed is None else
-               f"\n\nThe int8 gate (top-1 at most {quantization.max_drop} points below the float model) "
-               f"{'passed' if passed else 'FAILED'}.")
+    verdict = (
+        ""
+        if passed is None
+        else f"\n\nThe int8 gate (top-1 at most {quantization.max_drop} points below the float model) "
+        f"{'passed' if passed else 'FAILED'}."
+    )
     return records.variant_table(quantization, records.PANEL_COLUMNS, known_order=True, reference_row=False) + verdict
 
 
@@ -68,7 +72,7 @@ def about_markdown(models: DemoModels, report_url: str | None = None) -> str:
     if report_url:
         lines.append(f"- **Report:** [{report_url}]({report_url})")
     elif models.files.report:
-        lines.append("- **Report:** the training report is below (\"Full report\").")
+        lines.append('- **Report:** the training report is below ("Full report").')
     return "\n".join(lines)
 
 
@@ -103,6 +107,7 @@ def report_images(report: Path) -> list[Path]:
 def example_images(labels: list[str], folder: Path = EXAMPLES_FOLDER) -> list[Path]:
     """Example images named after the model's classes (`rocket.jpg` for "rocket"), from folder and its subfolders."""
     wanted = set(labels)
-    found = sorted(path for path in folder.rglob("*")
-                   if path.suffix.lower() in EXAMPLE_SUFFIXES and path.stem in wanted)
+    found = sorted(
+        path for path in folder.rglob("*") if path.suffix.lower() in EXAMPLE_SUFFIXES and path.stem in wanted
+    )
     return found

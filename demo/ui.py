@@ -19,6 +19,7 @@ model" panel. The int8 prediction is also an API endpoint:
 Imports gradio, numpy, Pillow and a TFLite runtime (through edge.runtime);
 never TensorFlow, so the Space starts in seconds.
 """
+
 from __future__ import annotations
 
 import time
@@ -108,14 +109,17 @@ MaxBytes = Callable[[], "int | None"]  # the byte cap of inline images, read at 
 
 def make_predict(models: DemoModels, max_bytes: MaxBytes = inputs.default_max_bytes):
     """The /predict endpoint: an image file in, {label: probability} of the int8 model's top 5 out."""
+
     def predict(image):
         source, name = _image_source(image, max_bytes())
         return _classify(models.model, _prepare(source, name, models.model.input_size))[0]
+
     return predict
 
 
 def make_compare(models: DemoModels, max_bytes: MaxBytes = inputs.default_max_bytes):
     """The page's handler: both models on one photo, the latency, which model answered."""
+
     def compare(image):
         if image is None:  # The visitor cleared the picture: clear the answers, no error.
             return None, None, ""
@@ -126,43 +130,74 @@ def make_compare(models: DemoModels, max_bytes: MaxBytes = inputs.default_max_by
         answer, model_ms = _classify(models.model, pixels)
         reference_answer, reference_ms = None, None
         if models.reference is not None:
-            reference_pixels = (pixels if models.reference.input_size == models.model.input_size
-                                else _prepare(source, name, models.reference.input_size))
+            reference_pixels = (
+                pixels
+                if models.reference.input_size == models.model.input_size
+                else _prepare(source, name, models.reference.input_size)
+            )
             reference_answer, reference_ms = _classify(models.reference, reference_pixels)
         total_ms = (time.perf_counter() - start) * 1000.0
-        return answer, reference_answer, _describe_request(models, answer, reference_answer, prepare_ms=prepare_ms,
-                                                           model_ms=model_ms, reference_ms=reference_ms,
-                                                           total_ms=total_ms)
+        return (
+            answer,
+            reference_answer,
+            _describe_request(
+                models,
+                answer,
+                reference_answer,
+                prepare_ms=prepare_ms,
+                model_ms=model_ms,
+                reference_ms=reference_ms,
+                total_ms=total_ms,
+            ),
+        )
+
     return compare
 
 
-def _describe_request(models: DemoModels, answer: dict, reference_answer: dict | None, *, prepare_ms: float,
-                      model_ms: float, reference_ms: float | None, total_ms: float) -> str:
+def _describe_request(
+    models: DemoModels,
+    answer: dict,
+    reference_answer: dict | None,
+    *,
+    prepare_ms: float,
+    model_ms: float,
+    reference_ms: float | None,
+    total_ms: float,
+) -> str:
     """The details under the answers: which model answered, the timings (keyword-only, so that four
     milliseconds cannot be swapped), and how far the two models agree."""
     top = next(iter(answer))
     variant = run_folder.variant_of(models.files.model)
-    lines = [f"**Answered by** `{models.files.model.name}` ({_model_summary(models.model)}).",
-             f"**Latency:** {model_ms:.1f} ms in the {variant} model"
-             + (f", {reference_ms:.1f} ms in float32" if reference_ms is not None else "")
-             + f"; {total_ms:.1f} ms for the whole request on the server, of which {prepare_ms:.1f} ms "
-             "decoding and shrinking the photo."]
+    lines = [
+        f"**Answered by** `{models.files.model.name}` ({_model_summary(models.model)}).",
+        f"**Latency:** {model_ms:.1f} ms in the {variant} model"
+        + (f", {reference_ms:.1f} ms in float32" if reference_ms is not None else "")
+        + f"; {total_ms:.1f} ms for the whole request on the server, of which {prepare_ms:.1f} ms "
+        "decoding and shrinking the photo.",
+    ]
     if reference_answer is not None:
         reference_top = next(iter(reference_answer))
         shared = [label for label in answer if label in reference_answer]
-        agreement = (f"Both models say **{top}**" if top == reference_top
-                     else f"They disagree: {variant} says **{top}**, float32 says **{reference_top}**")
+        agreement = (
+            f"Both models say **{top}**"
+            if top == reference_top
+            else f"They disagree: {variant} says **{top}**, float32 says **{reference_top}**"
+        )
         gap = abs(answer[top] - reference_answer.get(top, 0.0))
-        lines.append(f"{agreement}; {len(shared)} of the top {TOP_K} labels are shared; "
-                     f"the probability of **{top}** differs by {gap * 100:.1f} points.")
+        lines.append(
+            f"{agreement}; {len(shared)} of the top {TOP_K} labels are shared; "
+            f"the probability of **{top}** differs by {gap * 100:.1f} points."
+        )
     return "\n\n".join(lines)
 
 
 def _model_summary(classifier: runtime.Classifier) -> str:
     height, width = classifier.input_size
     size = classifier.model_path.stat().st_size
-    return (f"{formatting.size(size)}, {classifier.input_dtype} input {height}x{width}, "
-            f"{len(classifier.labels)} classes, {classifier.runtime_name} {classifier.runtime_version or ''}").strip()
+    return (
+        f"{formatting.size(size)}, {classifier.input_dtype} input {height}x{width}, "
+        f"{len(classifier.labels)} classes, {classifier.runtime_name} {classifier.runtime_version or ''}"
+    ).strip()
 
 
 # -- what Gradio may serve --------------------------------------------------------
@@ -176,8 +211,12 @@ def allowed_paths(models: DemoModels) -> list[str]:
 # -- the page ---------------------------------------------------------------------
 
 
-def build_demo(models: DemoModels, report_url: str | None = None,
-               concurrency_limit: int = CONCURRENCY_LIMIT, max_file_size: str | int = MAX_FILE_SIZE) -> gr.Blocks:
+def build_demo(
+    models: DemoModels,
+    report_url: str | None = None,
+    concurrency_limit: int = CONCURRENCY_LIMIT,
+    max_file_size: str | int = MAX_FILE_SIZE,
+) -> gr.Blocks:
     """The Blocks app: one page, the /predict and /compare endpoints, the queue configured.
 
     `max_file_size` caps uploads and inline images alike; `launch` hands it to Gradio
@@ -192,28 +231,42 @@ def build_demo(models: DemoModels, report_url: str | None = None,
 
     # No telemetry from the demo or the Space: a visitor's request reaches this server only.
     with gr.Blocks(title=title, delete_cache=DELETE_CACHE, analytics_enabled=False) as demo:
-        gr.Markdown(f"# {title}\n"
-                    f"Drop in a photo: the {variant} model that also runs on a Raspberry Pi answers, "
-                    "and the float32 model answers the same photo beside it, so you see what quantization costs.")
+        gr.Markdown(
+            f"# {title}\n"
+            f"Drop in a photo: the {variant} model that also runs on a Raspberry Pi answers, "
+            "and the float32 model answers the same photo beside it, so you see what quantization costs."
+        )
         with gr.Row():
             with gr.Column(scale=1):
-                image = gr.Image(label="Photo", sources=["upload", "webcam", "clipboard"], type="filepath",
-                                 image_mode=None, height=320, elem_id="photo")
+                image = gr.Image(
+                    label="Photo",
+                    sources=["upload", "webcam", "clipboard"],
+                    type="filepath",
+                    image_mode=None,
+                    height=320,
+                    elem_id="photo",
+                )
                 classify_button = gr.Button("Classify", variant="primary", elem_id="classify")
                 examples = panels.example_images(models.model.labels)
                 if examples:
-                    gr.Examples(examples=[[str(path)] for path in examples], inputs=[image],
-                                label="Examples")
+                    gr.Examples(examples=[[str(path)] for path in examples], inputs=[image], label="Examples")
             with gr.Column(scale=1):
-                answer = gr.Label(label=f"{variant} (served model): top {TOP_K}", num_top_classes=TOP_K,
-                                  elem_id="answer")
-                reference_answer = gr.Label(label=f"float32: top {TOP_K}", num_top_classes=TOP_K,
-                                            visible=models.reference is not None, elem_id="reference-answer")
+                answer = gr.Label(
+                    label=f"{variant} (served model): top {TOP_K}", num_top_classes=TOP_K, elem_id="answer"
+                )
+                reference_answer = gr.Label(
+                    label=f"float32: top {TOP_K}",
+                    num_top_classes=TOP_K,
+                    visible=models.reference is not None,
+                    elem_id="reference-answer",
+                )
             with gr.Column(scale=1):  # "Where it looked": the occlusion map, filled in after the answer.
                 where = gr.Image(label="Where it looked", type="pil", interactive=False, height=320, elem_id="where")
                 where_caption = gr.Markdown(elem_id="where-caption")
         details = gr.Markdown(elem_id="details")
-        live.add_live_section(demo, models.model, TOP_K, max_bytes)  # the webcam stream to the served model (demo/live.py)
+        live.add_live_section(
+            demo, models.model, TOP_K, max_bytes
+        )  # the webcam stream to the served model (demo/live.py)
         with gr.Accordion("Float vs int8 on the test set", open=True):
             gr.Markdown(panels.quantization_markdown(models))
         with gr.Accordion("About this model", open=False):
@@ -224,23 +277,49 @@ def build_demo(models: DemoModels, report_url: str | None = None,
                 gr.Markdown(report)
 
         # preprocess=False: the handlers decode the upload themselves (see _image_source).
-        gr.on(triggers=[classify_button.click, image.change], fn=make_compare(models, max_bytes), inputs=[image],
-              outputs=[answer, reference_answer, details], api_name="compare", preprocess=False,
-              concurrency_limit=concurrency_limit, concurrency_id="models").success(
-            explain.make_explain(models, lambda payload: _image_source(payload, max_bytes())), inputs=[image],
+        gr.on(
+            triggers=[classify_button.click, image.change],
+            fn=make_compare(models, max_bytes),
+            inputs=[image],
+            outputs=[answer, reference_answer, details],
+            api_name="compare",
+            preprocess=False,
+            concurrency_limit=concurrency_limit,
+            concurrency_id="models",
+        ).success(
+            explain.make_explain(models, lambda payload: _image_source(payload, max_bytes())),
+            inputs=[image],
             outputs=[where, where_caption],
-            api_name="explain", preprocess=False, concurrency_limit=concurrency_limit, concurrency_id="models")
+            api_name="explain",
+            preprocess=False,
+            concurrency_limit=concurrency_limit,
+            concurrency_id="models",
+        )
         # The API endpoint has no trigger on the page: clients call it by name.
-        gr.on(triggers=[], fn=make_predict(models, max_bytes), inputs=[image], outputs=[answer], api_name="predict",
-              preprocess=False, concurrency_limit=concurrency_limit, concurrency_id="models",
-              show_progress="hidden")
+        gr.on(
+            triggers=[],
+            fn=make_predict(models, max_bytes),
+            inputs=[image],
+            outputs=[answer],
+            api_name="predict",
+            preprocess=False,
+            concurrency_limit=concurrency_limit,
+            concurrency_id="models",
+            show_progress="hidden",
+        )
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=concurrency_limit)
     demo.max_file_size = byte_limit
     return demo
 
 
-def launch(demo: gr.Blocks, models: DemoModels, server_port: int | None = None, server_name: str | None = None,
-           share: bool = False, prevent_thread_lock: bool = False):
+def launch(
+    demo: gr.Blocks,
+    models: DemoModels,
+    server_port: int | None = None,
+    server_name: str | None = None,
+    share: bool = False,
+    prevent_thread_lock: bool = False,
+):
     """Start the server. server_port/server_name None: Gradio reads GRADIO_SERVER_PORT/NAME, else 7860/127.0.0.1.
 
     The upload cap is build_demo's, the one the handlers hold inline images to.
@@ -252,8 +331,15 @@ def launch(demo: gr.Blocks, models: DemoModels, server_port: int | None = None, 
     refused with 413 before Gradio reads it.
     """
     middleware = [body_limit.middleware(demo.max_file_size)] if demo.max_file_size is not None else []
-    return demo.launch(server_port=server_port, server_name=server_name, share=share,
-                       app_kwargs={"middleware": middleware},
-                       max_file_size=demo.max_file_size, allowed_paths=allowed_paths(models),
-                       prevent_thread_lock=prevent_thread_lock, show_error=False, ssr_mode=False,
-                       theme=gr.themes.Soft())
+    return demo.launch(
+        server_port=server_port,
+        server_name=server_name,
+        share=share,
+        app_kwargs={"middleware": middleware},
+        max_file_size=demo.max_file_size,
+        allowed_paths=allowed_paths(models),
+        prevent_thread_lock=prevent_thread_lock,
+        show_error=False,
+        ssr_mode=False,
+        theme=gr.themes.Soft(),
+    )

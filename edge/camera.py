@@ -36,6 +36,7 @@ could not be written, 2 nothing could start (no camera, bad model or labels,
 no display for the preview, the --serve port in use), 130 stopped by SIGINT
 (Ctrl-C), 143 stopped by SIGTERM; never a traceback for these.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -71,37 +72,61 @@ class CameraConfig:
     """Everything `python edge/camera.py` can be told. Sizes are in pixels, rates in frames per second."""
 
     # Source
-    source: str = option("auto", "auto (picamera2, else OpenCV camera 0), picamera2[:N], opencv:N, "
-                         "a video file, an image file or a folder of images", "Source")
+    source: str = option(
+        "auto",
+        "auto (picamera2, else OpenCV camera 0), picamera2[:N], opencv:N, "
+        "a video file, an image file or a folder of images",
+        "Source",
+    )
     width: int = option(640, "camera capture width", "Source")
     height: int = option(480, "camera capture height", "Source")
-    frames: int | None = option(None, "stop after this many frames; none runs until the source "
-                                   "ends or Ctrl-C", "Source", metavar="N")
-    fps_limit: float | None = option(None, "classify at most this many frames per second; none runs "
-                                        "as fast as the model does", "Source")
+    frames: int | None = option(
+        None, "stop after this many frames; none runs until the source ends or Ctrl-C", "Source", metavar="N"
+    )
+    fps_limit: float | None = option(
+        None, "classify at most this many frames per second; none runs as fast as the model does", "Source"
+    )
 
     # Model
-    model: str | None = option(None, f"the .tflite file; none looks for {DEFAULT_MODEL_FILE} in models/ "
-                                  "or edge/models/ of this repository, else in the newest runs/*/tflite/", "Model")
+    model: str | None = option(
+        None,
+        f"the .tflite file; none looks for {DEFAULT_MODEL_FILE} in models/ "
+        "or edge/models/ of this repository, else in the newest runs/*/tflite/",
+        "Model",
+    )
     labels: str | None = option(None, "the labels file; none reads labels.txt next to the model", "Model")
     runtime: Literal["litert", "tflite-runtime"] | None = option(
-        None, "TFLite runtime; none picks ai-edge-litert if installed, else tflite-runtime", "Model")
-    threads: int | None = option(None, "interpreter threads; none leaves it to the runtime (4 suits a Pi 4 or 5)", "Model")
-    delegate: str | None = option(None, "a delegate library to load, e.g. libedgetpu.so.1 for a "
-                                     "Coral Edge TPU (needs a model compiled for it)", "Model")
+        None, "TFLite runtime; none picks ai-edge-litert if installed, else tflite-runtime", "Model"
+    )
+    threads: int | None = option(
+        None, "interpreter threads; none leaves it to the runtime (4 suits a Pi 4 or 5)", "Model"
+    )
+    delegate: str | None = option(
+        None,
+        "a delegate library to load, e.g. libedgetpu.so.1 for a Coral Edge TPU (needs a model compiled for it)",
+        "Model",
+    )
     top_k: int = option(3, "labels shown per frame", "Model")
     threshold: float = option(0.0, "hide labels whose probability is below this (0-1)", "Model")
 
     # Output
     headless: bool = option(False, "no preview window: print one line per frame", "Output")
-    json: bool = option(False, "no preview window: print one JSON object per frame (frame, source, "
-                        "predictions, latency_ms, inference_ms, fps)", "Output")
-    save: str | None = option(None, "write each annotated frame as a JPEG into this folder", "Output",
-                                 metavar="DIR")
-    serve: str | None = option(None, "serve the live view over HTTP: a page at /, MJPEG at /stream.mjpg, "
-                                  "the latest --json record at /predictions.json; binds to 127.0.0.1 unless "
-                                  "HOST is given (0.0.0.0: the whole network, no authentication); no preview "
-                                  "window", "Output", metavar="[HOST:]PORT")
+    json: bool = option(
+        False,
+        "no preview window: print one JSON object per frame (frame, source, "
+        "predictions, latency_ms, inference_ms, fps)",
+        "Output",
+    )
+    save: str | None = option(None, "write each annotated frame as a JPEG into this folder", "Output", metavar="DIR")
+    serve: str | None = option(
+        None,
+        "serve the live view over HTTP: a page at /, MJPEG at /stream.mjpg, "
+        "the latest --json record at /predictions.json; binds to 127.0.0.1 unless "
+        "HOST is given (0.0.0.0: the whole network, no authentication); no preview "
+        "window",
+        "Output",
+        metavar="[HOST:]PORT",
+    )
 
     def __post_init__(self) -> None:
         for name in ("width", "height", "top_k"):
@@ -124,9 +149,14 @@ class CameraConfig:
         return not (self.headless or self.json or self.serve)
 
 
-def run(options: CameraConfig, source: sources.FrameSource | None = None,
-        classifier: runtime.Classifier | None = None, stream: TextIO | None = None,
-        stop: stopping.StopRequest | None = None, server: serve.LiveServer | None = None) -> dict[str, Any]:
+def run(
+    options: CameraConfig,
+    source: sources.FrameSource | None = None,
+    classifier: runtime.Classifier | None = None,
+    stream: TextIO | None = None,
+    stop: stopping.StopRequest | None = None,
+    server: serve.LiveServer | None = None,
+) -> dict[str, Any]:
     """Classify frames until the frame limit, the end of the source, a lost camera, a stop request or Ctrl-C.
 
     `source`, `classifier`, `stream` (stdout by default) and `server` (a bound
@@ -143,11 +173,18 @@ def run(options: CameraConfig, source: sources.FrameSource | None = None,
     source", ...) and whose "exit_code" is the script's exit status for that.
     """
     stop = stop if stop is not None else stopping.StopRequest()
-    outputs, classifier, source = open_parts(options, stream=stream if stream is not None else sys.stdout,
-                                             server=server, classifier=classifier, source=source)
-    print(f"camera: source {source.name}; model {classifier.model_path} "
-          f"({classifier.runtime_name}, input {classifier.input_size[0]}x{classifier.input_size[1]})",
-          file=sys.stderr)
+    outputs, classifier, source = open_parts(
+        options,
+        stream=stream if stream is not None else sys.stdout,
+        server=server,
+        classifier=classifier,
+        source=source,
+    )
+    print(
+        f"camera: source {source.name}; model {classifier.model_path} "
+        f"({classifier.runtime_name}, input {classifier.input_size[0]}x{classifier.input_size[1]})",
+        file=sys.stderr,
+    )
     grabber = sources.FrameGrabber(source)
     tally = LoopTally()
     started = time.perf_counter()
@@ -167,9 +204,17 @@ def run(options: CameraConfig, source: sources.FrameSource | None = None,
                 predictions, latency_ms, inference_ms = classify(classifier, frame, options)
                 tally.count(latency_ms, inference_ms)
                 fps = pacer.frame_done()
-                reason = outputs.handle(sinks.FrameResult(
-                    number=tally.frames, source_name=source.name, frame=frame, predictions=predictions,
-                    latency_ms=latency_ms, inference_ms=inference_ms, fps=fps))
+                reason = outputs.handle(
+                    sinks.FrameResult(
+                        number=tally.frames,
+                        source_name=source.name,
+                        frame=frame,
+                        predictions=predictions,
+                        latency_ms=latency_ms,
+                        inference_ms=inference_ms,
+                        fps=fps,
+                    )
+                )
                 if reason is not None:  # The preview window was closed.
                     tally.end(reason)
                     break
@@ -178,13 +223,19 @@ def run(options: CameraConfig, source: sources.FrameSource | None = None,
         outputs.close()
         grabber.stop()
         source.close()
-    return tally.summary(seconds=time.perf_counter() - started, options=options, source=source,
-                         classifier=classifier, grabber=grabber)
+    return tally.summary(
+        seconds=time.perf_counter() - started, options=options, source=source, classifier=classifier, grabber=grabber
+    )
 
 
-def open_parts(options: CameraConfig, *, stream: TextIO, server: serve.LiveServer | None,
-               classifier: runtime.Classifier | None,
-               source: sources.FrameSource | None) -> tuple[sinks.SinkGroup, runtime.Classifier, sources.FrameSource]:
+def open_parts(
+    options: CameraConfig,
+    *,
+    stream: TextIO,
+    server: serve.LiveServer | None,
+    classifier: runtime.Classifier | None,
+    source: sources.FrameSource | None,
+) -> tuple[sinks.SinkGroup, runtime.Classifier, sources.FrameSource]:
     """(the outputs, the classifier, the source) of a run, each opened unless given; all released if one fails."""
     outputs = sinks.SinkGroup([])
     try:
@@ -202,8 +253,7 @@ def open_parts(options: CameraConfig, *, stream: TextIO, server: serve.LiveServe
     return outputs, classifier, source
 
 
-def output_sinks(options: CameraConfig, *, stream: TextIO,
-                 server: serve.LiveServer | None = None) -> sinks.SinkGroup:
+def output_sinks(options: CameraConfig, *, stream: TextIO, server: serve.LiveServer | None = None) -> sinks.SinkGroup:
     """The outputs `options` asks for, in the order each frame goes through them, opened now.
 
     A text output (`--json` wins over `--headless`), the live view (`server`
@@ -233,8 +283,9 @@ def output_sinks(options: CameraConfig, *, stream: TextIO,
     return sinks.SinkGroup(opened)
 
 
-def classify(classifier: runtime.Classifier, frame: np.ndarray,
-             options: CameraConfig) -> tuple[list[tuple[str, float]], float, float]:
+def classify(
+    classifier: runtime.Classifier, frame: np.ndarray, options: CameraConfig
+) -> tuple[list[tuple[str, float]], float, float]:
     """(the top labels at or above the threshold, latency in ms, interpreter time in ms) of one frame.
 
     The latency counts the preprocessing and the interpreter; the interpreter time only the latter.
@@ -244,8 +295,9 @@ def classify(classifier: runtime.Classifier, frame: np.ndarray,
     model_began = time.perf_counter()
     probabilities = classifier.predict(image[np.newaxis])[0]
     finished = time.perf_counter()
-    predictions = [(label, score) for label, score in classifier.top_k(probabilities, options.top_k)
-                   if score >= options.threshold]
+    predictions = [
+        (label, score) for label, score in classifier.top_k(probabilities, options.top_k) if score >= options.threshold
+    ]
     return predictions, 1000 * (finished - began), 1000 * (finished - model_began)
 
 
@@ -301,34 +353,54 @@ class LoopTally:
         except KeyboardInterrupt:  # Only where no handler of ours is installed (run() from a library or a test).
             self.end("interrupted", EXIT_INTERRUPTED)
 
-    def summary(self, *, seconds: float, options: CameraConfig, source: sources.FrameSource,
-                classifier: runtime.Classifier, grabber: sources.FrameGrabber) -> dict[str, Any]:
+    def summary(
+        self,
+        *,
+        seconds: float,
+        options: CameraConfig,
+        source: sources.FrameSource,
+        classifier: runtime.Classifier,
+        grabber: sources.FrameGrabber,
+    ) -> dict[str, Any]:
         """run()'s return value: what `describe` prints, and the exit status."""
         frames = self.frames
         return {
-            "frames": frames, "source": source.name, "model": str(classifier.model_path),
-            "runtime": classifier.runtime_name, "threads": options.threads, "seconds": seconds,
+            "frames": frames,
+            "source": source.name,
+            "model": str(classifier.model_path),
+            "runtime": classifier.runtime_name,
+            "threads": options.threads,
+            "seconds": seconds,
             "fps": frames / seconds if seconds > 0 else 0.0,
             "mean_latency_ms": self.latency_total_ms / frames if frames else None,
             "mean_inference_ms": self.inference_total_ms / frames if frames else None,
-            "captured_frames": grabber.captured, "dropped_frames": grabber.dropped,
-            "stopped": self.stopped, "message": self.message, "exit_code": self.exit_code,
+            "captured_frames": grabber.captured,
+            "dropped_frames": grabber.dropped,
+            "stopped": self.stopped,
+            "message": self.message,
+            "exit_code": self.exit_code,
         }
 
 
 def load_classifier(options: CameraConfig) -> runtime.Classifier:
     """The classifier for `options.model`, or for the default model when none is given."""
     model_path = Path(options.model) if options.model else run_folder.find_default_model(REPOSITORY)
-    return runtime.Classifier(model_path, labels_path=options.labels, runtime=options.runtime,
-                              threads=options.threads, delegate=options.delegate)
+    return runtime.Classifier(
+        model_path,
+        labels_path=options.labels,
+        runtime=options.runtime,
+        threads=options.threads,
+        delegate=options.delegate,
+    )
 
 
 def describe(summary: dict[str, Any]) -> str:
     """The one line printed when the loop ends."""
-    line = (f"camera: {summary['frames']} frames in {summary['seconds']:.1f} s, {summary['fps']:.1f} fps")
+    line = f"camera: {summary['frames']} frames in {summary['seconds']:.1f} s, {summary['fps']:.1f} fps"
     if summary["mean_latency_ms"] is not None:
-        line += (f", mean latency {summary['mean_latency_ms']:.1f} ms "
-                 f"(interpreter {summary['mean_inference_ms']:.1f} ms)")
+        line += (
+            f", mean latency {summary['mean_latency_ms']:.1f} ms (interpreter {summary['mean_inference_ms']:.1f} ms)"
+        )
     if summary["dropped_frames"]:
         line += f", {summary['dropped_frames']} stale camera frames dropped"
     line += f"; stopped: {summary['stopped']}"
@@ -378,12 +450,20 @@ def _unwritable(error: BaseException, options: CameraConfig) -> int:
 
 # A bad model or labels file, no camera, no display, a port in use: a UserError, "camera: error: ...", exit 2.
 COMMAND = command.Command(
-    name="camera", prog="python edge/camera.py",
+    name="camera",
+    prog="python edge/camera.py",
     description="Classify camera frames (or a video file, or a folder of images) with the int8 TFLite model.",
-    config_class=CameraConfig, run=run_with_stop_signals, exit_status=lambda options, summary: summary["exit_code"],
+    config_class=CameraConfig,
+    run=run_with_stop_signals,
+    exit_status=lambda options, summary: summary["exit_code"],
     error_prefix="camera",
-    handlers=((stopping.ForcedStop, _forced_stop), (KeyboardInterrupt, _interrupted),
-              (BrokenPipeError, _broken_pipe), (OSError, _unwritable)))
+    handlers=(
+        (stopping.ForcedStop, _forced_stop),
+        (KeyboardInterrupt, _interrupted),
+        (BrokenPipeError, _broken_pipe),
+        (OSError, _unwritable),
+    ),
+)
 
 
 main = command.entry_point(COMMAND)

@@ -8,6 +8,7 @@ One line per image, "FILE: label probability, ...". Exit status, as `train/predi
 (a bad model, labels or flag). The model goes through `edge.runtime.Classifier`, and the images
 through `edge.preprocess.prepare_image`, the one preprocessing function.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,11 +23,13 @@ from edge.common.configuration import option
 @dataclasses.dataclass
 class ClassifyConfig:
     """The options of `python edge/classify.py`; the image files are its positional arguments."""
+
     images: list = option([], "image files")
     model: str | None = option(None, "the .tflite file; labels.txt is read from its folder", "Model")
     labels: str | None = option(None, "labels file (default: labels.txt next to the model)", "Model")
     runtime: Literal["litert", "tflite-runtime"] | None = option(
-        None, "the TFLite runtime (default: the first installed)", "Model")
+        None, "the TFLite runtime (default: the first installed)", "Model"
+    )
     threads: int | None = option(None, "interpreter threads (default: the runtime's)", "Model")
     delegate: str | None = option(None, "external delegate library, e.g. libedgetpu.so.1", "Model")
     top_k: int = option(5, "labels to print per image", "Output")
@@ -36,6 +39,7 @@ class ClassifyConfig:
 @dataclasses.dataclass(frozen=True)
 class Classified:
     """The answers of one command: each readable image's top-k, and each unreadable one's reason."""
+
     model: str
     results: list[dict]  # {"file", "predictions": [{"label", "probability"}]}
     errors: list[dict]  # {"file", "error"}
@@ -45,8 +49,13 @@ def run(config: ClassifyConfig) -> Classified:
     """Load the model once, classify every image; an unreadable image is recorded, not raised."""
     if config.top_k < 1:
         raise configuration.ConfigError(f"--top-k must be at least 1, got {config.top_k}")
-    classifier = runtime.Classifier(config.model, labels_path=config.labels, runtime=config.runtime,
-                                    threads=config.threads, delegate=config.delegate)
+    classifier = runtime.Classifier(
+        config.model,
+        labels_path=config.labels,
+        runtime=config.runtime,
+        threads=config.threads,
+        delegate=config.delegate,
+    )
     results, failures = [], []
     for image in config.images:
         try:
@@ -54,16 +63,23 @@ def run(config: ClassifyConfig) -> Classified:
         except preprocess.ImageError as error:
             failures.append({"file": str(image), "error": error.reason})
             continue
-        results.append({"file": str(image), "predictions": [
-            {"label": label, "probability": probability} for label, probability in predictions]})
+        results.append(
+            {
+                "file": str(image),
+                "predictions": [{"label": label, "probability": probability} for label, probability in predictions],
+            }
+        )
     return Classified(model=str(classifier.model_path), results=results, errors=failures)
 
 
 def format_text(config: ClassifyConfig, result: Classified) -> str:
     """One line per classified image: "FILE: label 0.912, label 0.051, ..."."""
-    return "\n".join(entry["file"] + ": " + ", ".join(f"{prediction['label']} {prediction['probability']:.3f}"
-                                                     for prediction in entry["predictions"])
-                     for entry in result.results)
+    return "\n".join(
+        entry["file"]
+        + ": "
+        + ", ".join(f"{prediction['label']} {prediction['probability']:.3f}" for prediction in entry["predictions"])
+        for entry in result.results
+    )
 
 
 def report_failures(config: ClassifyConfig, result: Classified) -> int:
@@ -74,11 +90,18 @@ def report_failures(config: ClassifyConfig, result: Classified) -> int:
 
 
 COMMAND = command.Command(
-    name="classify", prog="python edge/classify.py", description=__doc__.split("\n")[0],
+    name="classify",
+    prog="python edge/classify.py",
+    description=__doc__.split("\n")[0],
     epilog="exit status: 0 all classified, 1 some files unreadable, 2 nothing ran",
-    config_class=ClassifyConfig, run=run, render=format_text, exit_status=report_failures,
-    json_output="json", required=("model",),
-    positional=(command.Positional("images", "IMAGE", "image files (any format Pillow reads)"),))
+    config_class=ClassifyConfig,
+    run=run,
+    render=format_text,
+    exit_status=report_failures,
+    json_output="json",
+    required=("model",),
+    positional=(command.Positional("images", "IMAGE", "image files (any format Pillow reads)"),),
+)
 
 
 main = command.entry_point(COMMAND)

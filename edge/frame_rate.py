@@ -10,6 +10,7 @@
 Both keep the times themselves, so the rate is the number of intervals over
 the time they span. Standard library only.
 """
+
 from __future__ import annotations
 
 import collections

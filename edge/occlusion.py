@@ -21,6 +21,7 @@ included (train/predict.py --explain). The same inputs give the same map.
 
 numpy and Pillow only (the device side: no TensorFlow, no matplotlib).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -67,8 +68,7 @@ MINIMUM_SIDE = 8
 
 # A built-in heat colormap (anchors of matplotlib's "inferno", linearly interpolated):
 # black where greying changes nothing, through purple and red, to yellow where it matters most.
-_COLORMAP_ANCHORS = np.array([(0, 0, 4), (87, 16, 110), (188, 55, 84), (249, 142, 9), (252, 255, 164)],
-                             np.float32)
+_COLORMAP_ANCHORS = np.array([(0, 0, 4), (87, 16, 110), (188, 55, 84), (249, 142, 9), (252, 255, 164)], np.float32)
 
 PredictFunction = Callable[[np.ndarray], np.ndarray]
 
@@ -108,8 +108,8 @@ class OcclusionMap:
         window_height, window_width = self.window
         for i, top in enumerate(self.row_starts):
             for j, left in enumerate(self.column_starts):
-                total[top:top + window_height, left:left + window_width] += self.drops[i, j]
-                count[top:top + window_height, left:left + window_width] += 1
+                total[top : top + window_height, left : left + window_width] += self.drops[i, j]
+                count[top : top + window_height, left : left + window_width] += 1
         return (total / np.maximum(count, 1)).astype(np.float32)
 
     def overlay(self, background: np.ndarray | Image.Image | None = None, size: int = DISPLAY_SIZE) -> Image.Image:
@@ -165,12 +165,17 @@ def occluded_copies(image: np.ndarray, grid: int = GRID) -> tuple[np.ndarray, tu
     fill = np.asarray(FILL, np.uint8)
     for i, top in enumerate(row_starts):
         for j, left in enumerate(column_starts):
-            copies[i * grid + j, top:top + window_height, left:left + window_width] = fill
+            copies[i * grid + j, top : top + window_height, left : left + window_width] = fill
     return copies, (window_height, window_width), row_starts, column_starts
 
 
-def occlusion_map(image: np.ndarray, predict: PredictFunction, target: int | None = None,
-                  grid: int = GRID, batch_size: int = BATCH_SIZE) -> OcclusionMap:
+def occlusion_map(
+    image: np.ndarray,
+    predict: PredictFunction,
+    target: int | None = None,
+    grid: int = GRID,
+    batch_size: int = BATCH_SIZE,
+) -> OcclusionMap:
     """How much class `target`'s probability falls when each window of `image` is greyed out.
 
     `image` is the model's uint8 input (h, w, 3), from `preprocess.prepare_image`.
@@ -186,18 +191,28 @@ def occlusion_map(image: np.ndarray, predict: PredictFunction, target: int | Non
         raise ValueError(f"grid and batch_size must be positive, got {grid} and {batch_size}")
     copies, window, row_starts, column_starts = occluded_copies(image, grid)
     batch = np.concatenate([image[np.newaxis], copies])
-    outputs = [np.asarray(predict(batch[start:start + batch_size]), np.float64)
-               for start in range(0, len(batch), batch_size)]
+    outputs = [
+        np.asarray(predict(batch[start : start + batch_size]), np.float64) for start in range(0, len(batch), batch_size)
+    ]
     probabilities = np.concatenate(outputs)
     if probabilities.ndim != 2 or len(probabilities) != len(batch):
-        raise ValueError(f"predict returned shape {probabilities.shape} for {len(batch)} images; "
-                         "expected (images, classes)")
+        raise ValueError(
+            f"predict returned shape {probabilities.shape} for {len(batch)} images; expected (images, classes)"
+        )
     base = probabilities[0]
     if target is None:
         target = int(np.argmax(base))
     if not 0 <= target < len(base):
         raise ValueError(f"target class {target} is outside the model's {len(base)} classes")
     drops = (base[target] - probabilities[1:, target]).reshape(grid, grid).astype(np.float32)
-    return OcclusionMap(target=int(target), base_probability=float(base[target]), drops=drops,
-                        input_size=(image.shape[0], image.shape[1]), window=window, row_starts=row_starts,
-                        column_starts=column_starts, images=len(batch), calls=len(outputs))
+    return OcclusionMap(
+        target=int(target),
+        base_probability=float(base[target]),
+        drops=drops,
+        input_size=(image.shape[0], image.shape[1]),
+        window=window,
+        row_starts=row_starts,
+        column_starts=column_starts,
+        images=len(batch),
+        calls=len(outputs),
+    )

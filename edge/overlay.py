@@ -5,6 +5,7 @@ window and `--save DIR`. Frames are annotated with Pillow's ImageDraw, not
 OpenCV, so saving annotated frames works on a machine whose OpenCV has no GUI
 (opencv-python-headless) or no OpenCV at all.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -22,15 +23,15 @@ BOX_OPACITY = 160
 Prediction = tuple[str, float]
 
 
-def format_line(frame_number: int, predictions: Sequence[Prediction], latency_ms: float,
-                fps: float) -> str:
+def format_line(frame_number: int, predictions: Sequence[Prediction], latency_ms: float, fps: float) -> str:
     """One `--headless` line: frame number, top labels with probabilities, latency, frame rate."""
     labels = ", ".join(f"{label} {score:.3f}" for label, score in predictions) or "(none above threshold)"
     return f"frame {frame_number}: {labels} | {latency_ms:.1f} ms | {fps:.1f} fps"
 
 
-def annotate(frame: np.ndarray, predictions: Sequence[Prediction], fps: float | None,
-             latency_ms: float | None = None) -> Image.Image:
+def annotate(
+    frame: np.ndarray, predictions: Sequence[Prediction], fps: float | None, latency_ms: float | None = None
+) -> Image.Image:
     """A copy of the RGB `frame` with the top-k labels, probabilities and FPS drawn in its top-left corner."""
     if frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3:
         # A copy made by frombytes: about 0.3 ms for 640x480, where fromarray(...).convert() took 3-5 ms here.

@@ -16,6 +16,7 @@ decoded, so a decompression bomb cannot exhaust memory.
 
 numpy and Pillow only. Its command line is edge/classify.py, which classifies through it.
 """
+
 from __future__ import annotations
 
 import io
@@ -90,8 +91,14 @@ def prepare_image(source: ImageSource, size: int | tuple[int, int]) -> np.ndarra
 
 def _is_plain_rgb_frame(source: ImageSource) -> bool:
     """A uint8 (H, W, 3) array: what a camera delivers every frame, and needs no conversion."""
-    return (isinstance(source, np.ndarray) and source.dtype == np.uint8 and source.ndim == 3
-            and source.shape[2] == 3 and source.shape[0] > 0 and source.shape[1] > 0)
+    return (
+        isinstance(source, np.ndarray)
+        and source.dtype == np.uint8
+        and source.ndim == 3
+        and source.shape[2] == 3
+        and source.shape[0] > 0
+        and source.shape[1] > 0
+    )
 
 
 def _crop_rgb_frame(frame: np.ndarray, target_size: tuple[int, int]) -> Image.Image:
@@ -319,6 +326,7 @@ def _too_large_reason(size: tuple[int, int] | None) -> str:
         stated = f"{size[0]} x {size[1]} = {size[0] * size[1]:,} pixels"
     else:  # Pillow refused in Image.open, before the size was available to us.
         stated = f"over {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels by its header"
-    return (f"image too large to decode safely ({stated}; the limit is {MAX_IMAGE_PIXELS:,} pixels, "
-            "a guard against decompression bombs)")
-
+    return (
+        f"image too large to decode safely ({stated}; the limit is {MAX_IMAGE_PIXELS:,} pixels, "
+        "a guard against decompression bombs)"
+    )

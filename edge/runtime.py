@@ -17,6 +17,7 @@ lower class index.
 
 Its command line is edge/classify.py (`python edge/classify.py --model MODEL photo.jpg`).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -111,11 +112,18 @@ class Classifier:
     serialised with a lock (the Gradio demo serves requests from a thread pool).
     """
 
-    def __init__(self, model_path: str | os.PathLike, labels_path: str | os.PathLike | None = None,
-                 runtime: str | None = None, threads: int | None = None,
-                 delegate: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        labels_path: str | os.PathLike | None = None,
+        runtime: str | None = None,
+        threads: int | None = None,
+        delegate: str | os.PathLike | None = None,
+    ):
         self.model_path = Path(model_path)
-        self.labels_path = Path(labels_path) if labels_path is not None else self.model_path.parent / run_folder.LABELS_FILE
+        self.labels_path = (
+            Path(labels_path) if labels_path is not None else self.model_path.parent / run_folder.LABELS_FILE
+        )
         if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
             raise ValueError(f"threads must be a positive int or None, got {threads!r}")
         self.num_threads = threads
@@ -128,8 +136,9 @@ class Classifier:
         delegates = [self._load_delegate(module)] if self.delegate_path is not None else None
         try:
             # By path, so the runtime memory-maps the file rather than copying it onto the heap.
-            self.interpreter = module.Interpreter(model_path=str(self.model_path), num_threads=threads,
-                                                  experimental_delegates=delegates)
+            self.interpreter = module.Interpreter(
+                model_path=str(self.model_path), num_threads=threads, experimental_delegates=delegates
+            )
             self.interpreter.allocate_tensors()
         except Exception as error:  # The runtimes raise ValueError/RuntimeError with the reason.
             raise ModelError(f"{self.model_path}: not a valid TFLite model for {self.runtime_name} ({error})") from None
@@ -156,8 +165,10 @@ class Classifier:
         # A FlatBuffer TFLite model carries "TFL3" at bytes 4..8; checking it first gives a
         # clearer message than the runtime's, and stops it from parsing arbitrary bytes.
         if len(header) < 8 or header[4:8] != b"TFL3":
-            raise ModelError(f"{self.model_path}: not a TFLite model (no 'TFL3' identifier; "
-                             f"{size} bytes, truncated or another format)")
+            raise ModelError(
+                f"{self.model_path}: not a TFLite model (no 'TFL3' identifier; "
+                f"{size} bytes, truncated or another format)"
+            )
 
     def _load_delegate(self, module: Any) -> Any:
         # Load the library with ctypes first: when it is missing, the runtimes' Delegate fails
@@ -168,8 +179,10 @@ class Classifier:
         except OSError as error:
             raise ModelError(f"{self.delegate_path}: cannot load the delegate library ({error})") from None
         if not hasattr(library, "tflite_plugin_create_delegate"):
-            raise ModelError(f"{self.delegate_path}: not a TFLite external delegate "
-                             "(it has no tflite_plugin_create_delegate function)")
+            raise ModelError(
+                f"{self.delegate_path}: not a TFLite external delegate "
+                "(it has no tflite_plugin_create_delegate function)"
+            )
         try:
             return module.load_delegate(str(self.delegate_path))
         except Exception as error:  # Not a delegate, or it refused to start (no device attached).
@@ -184,15 +197,18 @@ class Classifier:
         # RGB only: prepare_image always yields (h, w, 3), and every model of this project takes
         # RGB (docs/architecture.md). A grayscale or non-image input is a different contract.
         if len(shape) != 4 or shape[3] != 3 or shape[1] < 1 or shape[2] < 1:
-            raise ModelError(f"{self.model_path}: the input is not an RGB image batch: shape {list(shape)}, "
-                             "expected [batch, height, width, 3]")
+            raise ModelError(
+                f"{self.model_path}: the input is not an RGB image batch: shape {list(shape)}, "
+                "expected [batch, height, width, 3]"
+            )
         dtype = np.dtype(detail["dtype"])
         if dtype not in (np.uint8, np.int8, np.float32):
             raise ModelError(f"{self.model_path}: unsupported input type {dtype} (expected uint8, int8 or float32)")
         scale, zero_point = _quantization(detail, self.model_path)
         if dtype == np.int8 and scale == 0:
-            raise ModelError(f"{self.model_path}: int8 input without quantization parameters; "
-                             "cannot map 0..255 pixels onto it")
+            raise ModelError(
+                f"{self.model_path}: int8 input without quantization parameters; cannot map 0..255 pixels onto it"
+            )
         self._input = detail
         self.input_size = (shape[1], shape[2])
         self.input_dtype = dtype
@@ -221,8 +237,9 @@ class Classifier:
         except artifacts.ArtifactError as error:
             raise ModelError(str(error)) from None
         if len(labels) != self.num_classes:
-            raise ModelError(f"{self.labels_path}: {len(labels)} labels, but {self.model_path} outputs "
-                             f"{self.num_classes} classes")
+            raise ModelError(
+                f"{self.labels_path}: {len(labels)} labels, but {self.model_path} outputs {self.num_classes} classes"
+            )
         return labels
 
     # -- inference ----------------------------------------------------------------
@@ -234,14 +251,15 @@ class Classifier:
             images = images[np.newaxis]
         height, width = self.input_size
         if images.ndim != 4 or images.shape[1:] != (height, width, 3):
-            raise ValueError(f"expected uint8 images shaped (N, {height}, {width}, 3), got {images.shape}; "
-                             "use classify() or edge.preprocess.prepare_image for other sizes")
+            raise ValueError(
+                f"expected uint8 images shaped (N, {height}, {width}, 3), got {images.shape}; "
+                "use classify() or edge.preprocess.prepare_image for other sizes"
+            )
         if images.dtype != np.uint8:
             raise ValueError(f"expected uint8 images, got {images.dtype}")
         if len(images) == 0:
             return np.zeros((0, self.num_classes), np.float32)
-        results = [self._predict_chunk(images[start:start + MAX_BATCH])
-                   for start in range(0, len(images), MAX_BATCH)]
+        results = [self._predict_chunk(images[start : start + MAX_BATCH]) for start in range(0, len(images), MAX_BATCH)]
         return np.concatenate(results)
 
     def classify(self, source: preprocess.ImageSource, top_k: int = 5) -> list[tuple[str, float]]:
@@ -251,7 +269,9 @@ class Classifier:
         """
         return self.classify_batch([source], top_k)[0]
 
-    def classify_batch(self, sources: Iterable[preprocess.ImageSource], top_k: int = 5) -> list[list[tuple[str, float]]]:
+    def classify_batch(
+        self, sources: Iterable[preprocess.ImageSource], top_k: int = 5
+    ) -> list[list[tuple[str, float]]]:
         """`classify` for several images, run through the interpreter as one batch."""
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be a positive int, got {top_k!r}")
@@ -264,7 +284,7 @@ class Classifier:
     def top_k(self, probabilities: Sequence[float] | np.ndarray, k: int = 5) -> list[tuple[str, float]]:
         """The k highest (label, probability) pairs of one output row, highest first; ties keep label order."""
         row = np.asarray(probabilities, dtype=np.float32)
-        order = np.argsort(-row, kind="stable")[:min(k, len(row))]
+        order = np.argsort(-row, kind="stable")[: min(k, len(row))]
         return [(self.labels[index], float(row[index])) for index in order]
 
     def _predict_chunk(self, images: np.ndarray) -> np.ndarray:
@@ -315,12 +335,19 @@ class Classifier:
 
     def describe(self) -> dict[str, Any]:
         """What a benchmark table or a startup log line needs to know about this classifier."""
-        return {"model": str(self.model_path), "runtime": self.runtime_name, "runtime_version": self.runtime_version,
-                "input_size": list(self.input_size), "input_dtype": str(self.input_dtype),
-                "input_quantization": list(self.input_quantization),
-                "output_quantization": list(self.output_quantization), "classes": self.num_classes,
-                "output": "logits, softmax on the host" if self.output_is_logits else "probabilities",
-                "threads": self.num_threads, "delegate": str(self.delegate_path) if self.delegate_path else None}
+        return {
+            "model": str(self.model_path),
+            "runtime": self.runtime_name,
+            "runtime_version": self.runtime_version,
+            "input_size": list(self.input_size),
+            "input_dtype": str(self.input_dtype),
+            "input_quantization": list(self.input_quantization),
+            "output_quantization": list(self.output_quantization),
+            "classes": self.num_classes,
+            "output": "logits, softmax on the host" if self.output_is_logits else "probabilities",
+            "threads": self.num_threads,
+            "delegate": str(self.delegate_path) if self.delegate_path else None,
+        }
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -344,6 +371,8 @@ def _quantization(detail: dict, model_path: Path) -> tuple[float, int]:
     parameters = detail.get("quantization_parameters") or {}
     scales = np.asarray(parameters.get("scales", []))
     if len(scales) > 1:  # Per-channel quantization is for weights; an input or output never has it.
-        raise ModelError(f"{model_path}: per-channel quantization on the input or output tensor "
-                         f"{detail.get('name')!r} is not supported")
+        raise ModelError(
+            f"{model_path}: per-channel quantization on the input or output tensor "
+            f"{detail.get('name')!r} is not supported"
+        )
     return float(scale), int(zero_point)

@@ -18,6 +18,7 @@ its own thread. A frame is annotated and JPEG-encoded at most once, lazily, by
 the first stream client that wants it; with nobody watching, nothing is
 encoded. Standard library only (`http.server`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -137,7 +138,8 @@ class LatestFrame:
         """The newest frame if numbered above `after`, waiting up to `timeout` s; None if none came or closed."""
         with self._condition:
             self._condition.wait_for(
-                lambda: self._closed or (self._frame is not None and self._frame.number > after), timeout)
+                lambda: self._closed or (self._frame is not None and self._frame.number > after), timeout
+            )
             if self._closed or self._frame is None or self._frame.number <= after:
                 return None
             return self._frame
@@ -332,8 +334,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             elif path == "/stream.mjpg":
                 self._send_stream()
             else:
-                self.send_error(http.HTTPStatus.NOT_FOUND, "Not found",
-                                f"only {', '.join(ROUTES)} are served")
+                self.send_error(http.HTTPStatus.NOT_FOUND, "Not found", f"only {', '.join(ROUTES)} are served")
         except CLIENT_GONE:
             self.close_connection = True
 
@@ -370,6 +371,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if frame is None:
                 continue
             sent, jpeg = latest.jpeg(frame)  # The newest: frames that came while this client was slow are skipped.
-            self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
-                             .encode() + jpeg + b"\r\n")
+            self.wfile.write(
+                f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
+                + jpeg
+                + b"\r\n"
+            )
             self.wfile.flush()

@@ -18,6 +18,7 @@ A sink that can fail to open (no display, a port in use) fails when it is
 made, so the camera can make them before it loads the model and opens the
 camera. numpy, Pillow and the standard library; OpenCV only inside the preview.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -58,14 +59,16 @@ class FrameResult:
     # The annotated frame is drawn at most once, by the loop (--save, the preview) or by the first live-view
     # client that wants it (another thread), whichever comes first: the lock makes it one drawing.
     _annotated: Image.Image | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
-    _annotate_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, init=False, repr=False,
-                                                       compare=False)
+    _annotate_lock: threading.Lock = dataclasses.field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
 
     @functools.cached_property
     def record(self) -> dict[str, Any]:
         """The frame as `--json` prints it and /predictions.json serves it: one object, shared by both."""
-        return frame_record(self.number, self.source_name, self.predictions, self.latency_ms, self.inference_ms,
-                            self.fps)
+        return frame_record(
+            self.number, self.source_name, self.predictions, self.latency_ms, self.inference_ms, self.fps
+        )
 
     def annotated(self) -> Image.Image:
         """The frame with its labels and rate drawn on (`edge.overlay.annotate`), drawn on the first call only."""
@@ -75,12 +78,23 @@ class FrameResult:
             return self._annotated
 
 
-def frame_record(number: int, source_name: str, predictions: list[tuple[str, float]], latency_ms: float,
-                 inference_ms: float, fps: float) -> dict[str, Any]:
+def frame_record(
+    number: int,
+    source_name: str,
+    predictions: list[tuple[str, float]],
+    latency_ms: float,
+    inference_ms: float,
+    fps: float,
+) -> dict[str, Any]:
     """One frame as `--json` prints it and /predictions.json serves it."""
-    return {"frame": number, "source": source_name,
-            "predictions": [{"label": label, "score": round(score, 6)} for label, score in predictions],
-            "latency_ms": round(latency_ms, 3), "inference_ms": round(inference_ms, 3), "fps": round(fps, 3)}
+    return {
+        "frame": number,
+        "source": source_name,
+        "predictions": [{"label": label, "score": round(score, 6)} for label, score in predictions],
+        "latency_ms": round(latency_ms, 3),
+        "inference_ms": round(inference_ms, 3),
+        "fps": round(fps, 3),
+    }
 
 
 class Sink:
@@ -114,8 +128,11 @@ class TextLines(Sink):
         self._stream = stream
 
     def handle(self, result: FrameResult) -> None:
-        print(overlay.format_line(result.number, result.predictions, result.latency_ms, result.fps),
-              file=self._stream, flush=True)
+        print(
+            overlay.format_line(result.number, result.predictions, result.latency_ms, result.fps),
+            file=self._stream,
+            flush=True,
+        )
 
 
 class SaveFrames(Sink):
@@ -170,8 +187,10 @@ class PreviewWindow(Sink):
         try:
             cv2.namedWindow(WINDOW_TITLE, cv2.WINDOW_AUTOSIZE)
         except cv2.error:
-            raise PreviewError("this OpenCV has no GUI support (opencv-python-headless?); on a Pi use apt's "
-                               f"python3-opencv, elsewhere pip's opencv-python; or {hint}") from None
+            raise PreviewError(
+                "this OpenCV has no GUI support (opencv-python-headless?); on a Pi use apt's "
+                f"python3-opencv, elsewhere pip's opencv-python; or {hint}"
+            ) from None
         self._cv2 = cv2
 
     def handle(self, result: FrameResult) -> str | None:

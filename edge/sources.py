@@ -18,6 +18,7 @@ folder is queued instead, so that every frame is classified, in order.
 
 OpenCV and picamera2 are imported only when a source needs them.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -74,17 +75,22 @@ class PiCameraSource:
         try:
             from picamera2 import Picamera2  # Optional: only a Pi camera needs it (from apt).
         except ImportError as error:
-            raise CameraError(f"picamera2 is not importable ({error}); on Raspberry Pi OS: "
-                              "sudo apt install python3-picamera2, and make the venv with "
-                              "--system-site-packages") from None
+            raise CameraError(
+                f"picamera2 is not importable ({error}); on Raspberry Pi OS: "
+                "sudo apt install python3-picamera2, and make the venv with "
+                "--system-site-packages"
+            ) from None
         if index >= len(Picamera2.global_camera_info()):
-            raise CameraError(f"picamera2 finds no camera {index} (is the ribbon cable seated? "
-                              "does `rpicam-hello --list-cameras` list it?)")
+            raise CameraError(
+                f"picamera2 finds no camera {index} (is the ribbon cable seated? "
+                "does `rpicam-hello --list-cameras` list it?)"
+            )
         try:
             self._camera = Picamera2(index)
             # libcamera's "RGB888" is laid out B, G, R in memory (OpenCV's order); `read` flips it.
             configuration = self._camera.create_preview_configuration(
-                main={"format": "RGB888", "size": (width, height)}, buffer_count=4)
+                main={"format": "RGB888", "size": (width, height)}, buffer_count=4
+            )
             self._camera.configure(configuration)
             self._camera.start()
         except Exception as error:  # picamera2 raises bare RuntimeErrors (camera busy, bad size).
@@ -110,8 +116,7 @@ class PiCameraSource:
 class OpenCVSource:
     """A USB webcam (`device` an index or a /dev path) or a video file through OpenCV."""
 
-    def __init__(self, device: int | str, width: int | None = None, height: int | None = None,
-                 live: bool = True):
+    def __init__(self, device: int | str, width: int | None = None, height: int | None = None, live: bool = True):
         cv2 = import_opencv()
         self.live = live
         with quiet_opencv(cv2):  # OpenCV prints its own warnings when a device is missing.
@@ -134,8 +139,7 @@ class OpenCVSource:
             what = f"camera {device}" if live else f"video file {device}"
             raise CameraError(f"OpenCV opened {what} but read no frame from it")
         height_read, width_read = self._first.shape[:2]
-        self.name = (f"opencv:{device} ({width_read}x{height_read})" if live
-                     else f"video:{device}")
+        self.name = f"opencv:{device} ({width_read}x{height_read})" if live else f"video:{device}"
 
     def _read_raw(self) -> np.ndarray | None:
         ok, frame = self._capture.read()
@@ -161,8 +165,9 @@ class ImageFilesSource:
 
     def __init__(self, path: Path):
         if path.is_dir():
-            self._files = sorted(item for item in path.iterdir()
-                                 if item.is_file() and item.suffix.lower() in IMAGE_SUFFIXES)
+            self._files = sorted(
+                item for item in path.iterdir() if item.is_file() and item.suffix.lower() in IMAGE_SUFFIXES
+            )
             if not self._files:
                 raise CameraError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
             self.name = f"folder:{path}"
@@ -194,8 +199,11 @@ def open_source(spec: str, width: int = 640, height: int = 480) -> FrameSource:
                 return open_source(candidate, width, height)
             except CameraError as error:
                 reasons.append(str(error))
-        raise CameraError("no camera found: " + "; ".join(reasons)
-                          + ". Use --source VIDEO_FILE or --source IMAGE_FOLDER to run without one")
+        raise CameraError(
+            "no camera found: "
+            + "; ".join(reasons)
+            + ". Use --source VIDEO_FILE or --source IMAGE_FOLDER to run without one"
+        )
     kind, _, argument = spec.partition(":")
     if kind == "picamera2":
         return PiCameraSource(_device_index(spec, argument or "0"), width, height)
@@ -215,8 +223,9 @@ def import_opencv():
     try:
         import cv2  # Optional: only video files and USB cameras need OpenCV.
     except ImportError as error:
-        raise CameraError(f"OpenCV is not importable ({error}); install python3-opencv (apt) "
-                          "or opencv-python (pip)") from None
+        raise CameraError(
+            f"OpenCV is not importable ({error}); install python3-opencv (apt) or opencv-python (pip)"
+        ) from None
     return cv2
 
 
@@ -253,8 +262,13 @@ class FrameGrabber:
     Files and folders: every frame is queued, in order, and none is dropped.
     """
 
-    def __init__(self, source: FrameSource, max_failures: int = MAX_CONSECUTIVE_READ_FAILURES,
-                 retry_delay: float = READ_RETRY_DELAY_SECONDS, timeout: float = CAMERA_TIMEOUT_SECONDS):
+    def __init__(
+        self,
+        source: FrameSource,
+        max_failures: int = MAX_CONSECUTIVE_READ_FAILURES,
+        retry_delay: float = READ_RETRY_DELAY_SECONDS,
+        timeout: float = CAMERA_TIMEOUT_SECONDS,
+    ):
         self.source = source
         self.max_failures = max_failures
         self.retry_delay = retry_delay
@@ -308,8 +322,7 @@ class FrameGrabber:
                     return None
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise CameraError(f"camera lost: no frame from {self.source.name} "
-                                      f"for {self.timeout:g} s")
+                    raise CameraError(f"camera lost: no frame from {self.source.name} for {self.timeout:g} s")
                 self._condition.wait(min(remaining, 0.1))
             frame, self._latest = self._latest, None
             return frame
@@ -333,8 +346,9 @@ class FrameGrabber:
                 failures += 1
                 if failures >= self.max_failures:
                     reason = f": {last_error}" if last_error else ""
-                    self._finish_live(error=RuntimeError(
-                        f"{self.source.name} failed {failures} reads in a row{reason}"))
+                    self._finish_live(
+                        error=RuntimeError(f"{self.source.name} failed {failures} reads in a row{reason}")
+                    )
                     return
                 time.sleep(self.retry_delay)
                 continue

@@ -19,6 +19,7 @@ who will not wait (e.g. the model is still loading), raises `ForcedStop`.
 The exit status follows the shell's convention, 128 + the signal's number:
 130 for SIGINT, 143 for SIGTERM.
 """
+
 from __future__ import annotations
 
 import signal
@@ -116,8 +117,12 @@ class StopSignals:
                 self._previous[signal_number] = signal.signal(signal_number, self._handle)
         return self.stop
 
-    def __exit__(self, exception_type: type[BaseException] | None, exception: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exception_type: type[BaseException] | None,
+        exception: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         previous, self._previous = self._previous, {}
         for signal_number, handler in previous.items():
             # None means the old handler was not installed from Python; the default is the nearest we can restore.

@@ -6,6 +6,7 @@ Inside an assembled Space folder (`python hf_space/deploy.py --dry-run --out FOL
 
 From the repository, `python hf_space/app.py` serves the newest runs/*/tflite the same way.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -16,6 +16,7 @@ example images among the model's classes.
 The token comes from $HF_TOKEN or the login cache (`hf auth login`), through
 huggingface_hub.get_token(); it is never printed or logged.
 """
+
 from __future__ import annotations
 
 import ast
@@ -62,12 +63,17 @@ class DeployConfig:
     run: str | None = option(None, "the exported run folder (runs/NAME, with tflite/model_int8.tflite)", "Input")
     repo: str | None = option(None, "the Space to create or update, USER/NAME (needed unless --dry-run)", "Hub")
     private: bool = option(False, "create the Space (and model repository) private", "Hub")
-    model_repo: str | None = option(None, "also push the model files and a model card to this model "
-                                          "repository, USER/NAME", "Hub")
+    model_repo: str | None = option(
+        None, "also push the model files and a model card to this model repository, USER/NAME", "Hub"
+    )
     dry_run: bool = option(False, "assemble the folder(s) only; upload nothing", "Output")
-    out: str | None = option(None, "folder to assemble the Space in (required with --dry-run; default: a "
-                                   "temporary folder, removed after the upload); the model repository goes "
-                                   "to OUT-model", "Output")
+    out: str | None = option(
+        None,
+        "folder to assemble the Space in (required with --dry-run; default: a "
+        "temporary folder, removed after the upload); the model repository goes "
+        "to OUT-model",
+        "Output",
+    )
 
 
 # -- checks ---------------------------------------------------------------------------
@@ -75,10 +81,17 @@ class DeployConfig:
 
 def check_repo_id(repo_id: str, what: str) -> str:
     """`repo_id` if it is a valid user/name; a DeployError saying what is wrong otherwise."""
-    if (not REPO_ID_PATTERN.match(repo_id) or "--" in repo_id or ".." in repo_id
-            or len(repo_id) > MAX_REPO_ID_LENGTH or repo_id.endswith(".git")):
-        raise DeployError(f"{what} {repo_id!r} is not a Hugging Face repository id: expected USER/NAME "
-                          f"(letters, digits, '-', '_', '.'; at most {MAX_REPO_ID_LENGTH} characters)")
+    if (
+        not REPO_ID_PATTERN.match(repo_id)
+        or "--" in repo_id
+        or ".." in repo_id
+        or len(repo_id) > MAX_REPO_ID_LENGTH
+        or repo_id.endswith(".git")
+    ):
+        raise DeployError(
+            f"{what} {repo_id!r} is not a Hugging Face repository id: expected USER/NAME "
+            f"(letters, digits, '-', '_', '.'; at most {MAX_REPO_ID_LENGTH} characters)"
+        )
     return repo_id
 
 
@@ -92,8 +105,10 @@ def find_run_files(run_dir: str | Path) -> run_folder.ModelFiles:
     except run_folder.ModelFilesError as error:
         raise DeployError(f"{run_dir} has no TFLite files to deploy ({error})") from None
     if files.reference is None:
-        raise DeployError(f"{run_dir}: no {run_folder.FLOAT_MODEL_FILE} beside {files.model}; the Space shows the "
-                          f"float model next to int8 (python train/export.py --run {run_dir})")
+        raise DeployError(
+            f"{run_dir}: no {run_folder.FLOAT_MODEL_FILE} beside {files.model}; the Space shows the "
+            f"float model next to int8 (python train/export.py --run {run_dir})"
+        )
     return files
 
 
@@ -148,12 +163,19 @@ def check_no_tensorflow(modules: Iterable[str], root: Path = REPOSITORY) -> None
     """Refuse to ship the converter or any module that imports TensorFlow or Keras."""
     for relative in modules:
         if relative.split("/")[0] in NEVER_SHIPPED_PACKAGES:
-            raise DeployError(f"{relative} would be shipped, but it is training-side code that imports TensorFlow; "
-                              "the serving code must not import it")
+            raise DeployError(
+                f"{relative} would be shipped, but it is training-side code that imports TensorFlow; "
+                "the serving code must not import it"
+            )
         tree = ast.parse((root / relative).read_text(encoding="utf-8"))
         for node in ast.walk(tree):
-            imported = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
-                        else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            imported = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             if any(name.split(".")[0] in ("tensorflow", "keras", "tf_keras") for name in imported):
                 raise DeployError(f"{relative} imports {imported[0]}; the Space must run without TensorFlow")
 
@@ -183,8 +205,16 @@ def _copy_model_files(files: run_folder.ModelFiles, target: Path) -> list[str]:
     float32, labels, metadata, quantization, metrics, report and its plots."""
     copied = []
     int8 = files.model.parent / run_folder.INT8_MODEL_FILE
-    for path in (files.model, int8 if int8.is_file() and int8 != files.model else None, files.reference,
-                 files.labels, files.metadata, files.quantization, files.metrics, files.report):
+    for path in (
+        files.model,
+        int8 if int8.is_file() and int8 != files.model else None,
+        files.reference,
+        files.labels,
+        files.metadata,
+        files.quantization,
+        files.metrics,
+        files.report,
+    ):
         if path is not None:
             _copy(path, target / path.name)
             copied.append(path.name)
@@ -203,14 +233,17 @@ def _requirements() -> str:
     for distribution in ("gradio", "ai-edge-litert"):
         version = package_version(distribution)
         if version:
-            text = re.sub(rf"^{re.escape(distribution)}==\S+$", f"{distribution}=={version}", text,
-                          flags=re.MULTILINE)
+            text = re.sub(rf"^{re.escape(distribution)}==\S+$", f"{distribution}=={version}", text, flags=re.MULTILINE)
     return text
 
 
 # How the card names the datasets the project knows; any other (a folder of images) goes by its own name.
-DATASET_TITLES = {"cifar100": "CIFAR-100", "cifar10": "CIFAR-10", "smoke": "smoke-test",
-                  run_folder.STARTER_DATASET: "ImageNet"}
+DATASET_TITLES = {
+    "cifar100": "CIFAR-100",
+    "cifar10": "CIFAR-10",
+    "smoke": "smoke-test",
+    run_folder.STARTER_DATASET: "ImageNet",
+}
 SHORT_DESCRIPTION_LIMIT = 60  # characters: the Hub refuses a longer Space description
 TRAINING_WORDS = {"imagenet": "fine-tuned from ImageNet weights", "none": "trained from scratch"}
 
@@ -231,16 +264,24 @@ def card_facts(files: run_folder.ModelFiles) -> dict[str, str]:
     short = f"{backbone} on {title_dataset}, int8 TFLite vs float32"
     return {
         "title": f"{title_dataset} Edge Classifier",
-        "short_description": short if len(short) <= SHORT_DESCRIPTION_LIMIT else short[:SHORT_DESCRIPTION_LIMIT - 3] + "...",
+        "short_description": short
+        if len(short) <= SHORT_DESCRIPTION_LIMIT
+        else short[: SHORT_DESCRIPTION_LIMIT - 3] + "...",
         "dataset_tag": _tag(title_dataset),
         "model_tag": _tag(backbone),
-        "model_sentence": (f"the ImageNet-trained {backbone} with its own {class_count}-class head (published "
-                           "weights, not trained by this project)," if starter else
-                           f"the {backbone} model, {training} on {title_dataset} ({class_count} classes),"),
+        "model_sentence": (
+            f"the ImageNet-trained {backbone} with its own {class_count}-class head (published "
+            "weights, not trained by this project),"
+            if starter
+            else f"the {backbone} model, {training} on {title_dataset} ({class_count} classes),"
+        ),
         "class_count": str(class_count),
         "input_size": f"{height} x {width}",
-        "measurements": (_measured(quantization, metadata, starter) if quantization and quantization.to_dict()
-                         else "_Not measured: the run has no quantization.json._"),
+        "measurements": (
+            _measured(quantization, metadata, starter)
+            if quantization and quantization.to_dict()
+            else "_Not measured: the run has no quantization.json._"
+        ),
     }
 
 
@@ -250,10 +291,12 @@ def _measured(quantization: records.Quantization, metadata: records.ModelMetadat
     source = f"On {images} test images, by `train/export.py`" if isinstance(images, int) else "By `train/export.py`"
     photos = quantization.photos
     if starter and isinstance(photos, dict):  # Photos without ImageNet labels: float's sure answers are the labels.
-        source = (f"On the {photos.get('confident_views')} views of real photos that the float model is sure of, "
-                  "labelled with its own answers (int8 top-1 is its agreement with float; over all "
-                  f"{photos.get('views')} views it agrees on {100 * float(photos.get('agreement', 0)):.1f}%), "
-                  "by `train/pretrained.py`")
+        source = (
+            f"On the {photos.get('confident_views')} views of real photos that the float model is sure of, "
+            "labelled with its own answers (int8 top-1 is its agreement with float; over all "
+            f"{photos.get('views')} views it agrees on {100 * float(photos.get('agreement', 0)):.1f}%), "
+            "by `train/pretrained.py`"
+        )
     return f"{source} (latency on the machine that exported the run):\n\n{panels.quantization_table(quantization)}"
 
 
@@ -276,8 +319,9 @@ def _space_card(files: run_folder.ModelFiles, repo_id: str | None, model_repo: s
     return text
 
 
-def assemble_space(files: run_folder.ModelFiles, folder: str | Path, repo_id: str | None = None,
-                   model_repo: str | None = None) -> dict[str, Any]:
+def assemble_space(
+    files: run_folder.ModelFiles, folder: str | Path, repo_id: str | None = None, model_repo: str | None = None
+) -> dict[str, Any]:
     """Write the self-contained Space folder; returns what went in."""
     folder = Path(folder)
     modules = module_closure(SPACE_ENTRY_POINTS)
@@ -300,8 +344,12 @@ def assemble_space(files: run_folder.ModelFiles, folder: str | Path, repo_id: st
         _copy(path, folder / "demo" / "examples" / path.relative_to(panels.EXAMPLES_FOLDER))
     if examples:
         _copy(panels.EXAMPLES_FOLDER / "SOURCES.md", folder / "demo" / "examples" / "SOURCES.md")
-    return {"folder": str(folder), "modules": modules, "models": model_files,
-            "examples": [path.relative_to(panels.EXAMPLES_FOLDER).as_posix() for path in examples]}
+    return {
+        "folder": str(folder),
+        "modules": modules,
+        "models": model_files,
+        "examples": [path.relative_to(panels.EXAMPLES_FOLDER).as_posix() for path in examples],
+    }
 
 
 def model_card(files: run_folder.ModelFiles, model_repo: str) -> str:
@@ -316,11 +364,16 @@ def model_card(files: run_folder.ModelFiles, model_repo: str) -> str:
     metric_names = {"top1": "top-1 accuracy", "top5": "top-5 accuracy", "loss": "cross-entropy loss"}
     metric_rows = "\n".join(
         f"| {label} | {getattr(metrics, name) * 100:.2f}% |" if name != "loss" else f"| {label} | {metrics.loss:.4f} |"
-        for name, label in metric_names.items() if isinstance(getattr(metrics, name), (int, float)))
+        for name, label in metric_names.items()
+        if isinstance(getattr(metrics, name), (int, float))
+    )
     if isinstance(metrics.samples, int):
         metric_rows += f"\n| test images | {metrics.samples} |"
-    quantization_section = (panels.quantization_table(quantization) if quantization and quantization.to_dict()
-                            else "_No quantization.json in the run: the variants were not measured._")
+    quantization_section = (
+        panels.quantization_table(quantization)
+        if quantization and quantization.to_dict()
+        else "_No quantization.json in the run: the variants were not measured._"
+    )
     return f"""---
 license: apache-2.0
 library_name: tflite
@@ -333,7 +386,7 @@ tags:
   - {dataset}
 ---
 
-# {model_repo.split('/')[1]}: {backbone} on {dataset}, int8 TFLite
+# {model_repo.split("/")[1]}: {backbone} on {dataset}, int8 TFLite
 
 An image classifier for the {len(labels)} classes of `{dataset}` ({backbone} backbone), exported to
 TensorFlow Lite. `model_int8.tflite` is fully integer (uint8 input, {height}x{width} RGB pixels, no
@@ -345,7 +398,7 @@ size and provenance in `metadata.json`.
 
 | metric | value |
 |---|---|
-{metric_rows or '| (none recorded) | |'}
+{metric_rows or "| (none recorded) | |"}
 
 ## Float vs int8 (`quantization.json`)
 
@@ -387,6 +440,7 @@ def assemble_model_repo(files: run_folder.ModelFiles, folder: str | Path, model_
 def get_token() -> str:
     """The Hugging Face token from $HF_TOKEN or the login cache; a DeployError when there is none."""
     import huggingface_hub  # Only an upload needs it (the hub extra); --dry-run does not.
+
     token = huggingface_hub.get_token()
     if not token:
         raise DeployError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (a token with write access)")
@@ -397,29 +451,44 @@ def upload(folder: Path, repo_id: str, repo_type: str, private: bool, token: str
     """Create the repository if needed and upload the folder; the repository's URL."""
     import huggingface_hub  # Only an upload needs it (the hub extra); --dry-run does not.
     from huggingface_hub import errors as hub_errors
+
     api = api or huggingface_hub.HfApi(token=token)
     space_options = {"space_sdk": "gradio"} if repo_type == "space" else {}
     try:
-        url = api.create_repo(repo_id, repo_type=repo_type, exist_ok=True, private=private, token=token,
-                              **space_options)
-        api.upload_folder(repo_id=repo_id, repo_type=repo_type, folder_path=str(folder), token=token,
-                          commit_message="Deploy from hf_space/deploy.py", ignore_patterns=[MARKER_FILE])
+        url = api.create_repo(
+            repo_id, repo_type=repo_type, exist_ok=True, private=private, token=token, **space_options
+        )
+        api.upload_folder(
+            repo_id=repo_id,
+            repo_type=repo_type,
+            folder_path=str(folder),
+            token=token,
+            commit_message="Deploy from hf_space/deploy.py",
+            ignore_patterns=[MARKER_FILE],
+        )
     except hub_errors.HfHubHTTPError as error:
         status = error.response.status_code if getattr(error, "response", None) is not None else None
         if status == 401:
-            raise DeployError(f"Hugging Face refused the token (401 Unauthorized) for {repo_id}: it is invalid or "
-                              "expired; make a new one with write access") from None
+            raise DeployError(
+                f"Hugging Face refused the token (401 Unauthorized) for {repo_id}: it is invalid or "
+                "expired; make a new one with write access"
+            ) from None
         if status == 403:
-            raise DeployError(f"no permission to write to {repo_id} (403 Forbidden): the token needs write access, "
-                              f"and {repo_id.split('/')[0]!r} must be your user name or an organization you can "
-                              "write to") from None
+            raise DeployError(
+                f"no permission to write to {repo_id} (403 Forbidden): the token needs write access, "
+                f"and {repo_id.split('/')[0]!r} must be your user name or an organization you can "
+                "write to"
+            ) from None
         detail = getattr(error, "server_message", None) or type(error).__name__
         raise DeployError(f"upload of {folder} to {repo_id} failed (HTTP {status}): {detail}") from None
     except network_errors() as error:
         reason = (str(error).strip().splitlines() or [""])[0]
-        raise DeployError(f"cannot reach the Hugging Face Hub to upload {repo_id} ({type(error).__name__}"
-                          + (f": {reason}" if reason else "") + "); check the network connection, "
-                          "or assemble the folder alone with --dry-run --out FOLDER") from None
+        raise DeployError(
+            f"cannot reach the Hugging Face Hub to upload {repo_id} ({type(error).__name__}"
+            + (f": {reason}" if reason else "")
+            + "); check the network connection, "
+            "or assemble the folder alone with --dry-run --out FOLDER"
+        ) from None
     return str(url)
 
 
@@ -432,9 +501,12 @@ def network_errors() -> tuple[type[BaseException], ...]:
     not among them: that is HfHubHTTPError, handled above.
     """
     found: list[type[BaseException]] = [ConnectionError, TimeoutError]  # raw socket failures
-    for module_name, names in (("httpx2", ("TransportError",)), ("httpx", ("TransportError",)),
-                               ("requests", ("ConnectionError", "Timeout")),
-                               ("huggingface_hub.errors", ("OfflineModeIsEnabled",))):
+    for module_name, names in (
+        ("httpx2", ("TransportError",)),
+        ("httpx", ("TransportError",)),
+        ("requests", ("ConnectionError", "Timeout")),
+        ("huggingface_hub.errors", ("OfflineModeIsEnabled",)),
+    ):
         try:
             module = importlib.import_module(module_name)
         except ImportError:
@@ -474,8 +546,10 @@ def run(config: DeployConfig, api: Any = None) -> dict[str, Any]:
 def _summary(config: DeployConfig, result: dict) -> str:
     """What was assembled, what was uploaded, and how to try a dry run."""
     space = result["space"]
-    lines = [f"assembled {space['folder']}: {len(space['modules'])} modules, models {', '.join(space['models'])}, "
-             f"{len(space['examples'])} examples"]
+    lines = [
+        f"assembled {space['folder']}: {len(space['modules'])} modules, models {', '.join(space['models'])}, "
+        f"{len(space['examples'])} examples"
+    ]
     if "model" in result:
         lines.append(f"assembled {result['model']['folder']} (model repository)")
     lines.extend(f"uploaded: {result[key]}" for key in ("model_url", "space_url") if key in result)
@@ -484,8 +558,14 @@ def _summary(config: DeployConfig, result: dict) -> str:
     return "\n".join(lines)
 
 
-COMMAND = command.Command(name="deploy", prog="python hf_space/deploy.py", description=__doc__.split("\n\n")[0],
-                          config_class=DeployConfig, run=run, render=_summary)
+COMMAND = command.Command(
+    name="deploy",
+    prog="python hf_space/deploy.py",
+    description=__doc__.split("\n\n")[0],
+    config_class=DeployConfig,
+    run=run,
+    render=_summary,
+)
 
 
 main = command.entry_point(COMMAND)

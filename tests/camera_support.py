@@ -3,6 +3,7 @@
 Used by tests/test_camera.py, test_serve.py, test_sources.py and test_stopping.py,
 and by tests/conftest.py's image-folder fixtures. Not a test file itself.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -30,13 +31,19 @@ def _frame(index: int, height: int = 48, width: int = 64) -> np.ndarray:
     """A frame that changes with `index` (a moving bright block on a tinted background)."""
     frame = np.zeros((height, width, 3), np.uint8)
     frame[:, :, index % 3] = 20 * index
-    frame[10:30, 4 * index:4 * index + 10] = 255
+    frame[10:30, 4 * index : 4 * index + 10] = 255
     return frame
 
 
 def run_script(*arguments: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *arguments], capture_output=True, text=True,
-                          cwd=REPOSITORY, timeout=SUBPROCESS_TIMEOUT, env=env)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *arguments],
+        capture_output=True,
+        text=True,
+        cwd=REPOSITORY,
+        timeout=SUBPROCESS_TIMEOUT,
+        env=env,
+    )
 
 
 def no_traceback(result: subprocess.CompletedProcess) -> None:

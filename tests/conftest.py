@@ -9,6 +9,7 @@ The camera-side tests (test_camera.py, test_serve.py, test_benchmarks.py) share 
 int8 model as `tiny_model`, and generated image folders; their other helpers, which are not
 fixtures, are in tests/camera_support.py.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -32,10 +33,25 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def small_run_config(out: Path, **changes):
     """A fast smoke-data training config; `changes` override any field."""
     from train.config import TrainConfig
-    values = dict(dataset="smoke", model="se_cnn", weights="none", smoke_samples_per_class=120,
-                  head_epochs=0, epochs=4, batch_size=32, learning_rate=3e-3, warmup_epochs=0.5,
-                  label_smoothing=0.0, augment="none", calibration_samples=40,
-                  max_drop=SMOKE_RUN_MAX_DROP, tensorboard=False, verbose="0", out=str(out))
+
+    values = dict(
+        dataset="smoke",
+        model="se_cnn",
+        weights="none",
+        smoke_samples_per_class=120,
+        head_epochs=0,
+        epochs=4,
+        batch_size=32,
+        learning_rate=3e-3,
+        warmup_epochs=0.5,
+        label_smoothing=0.0,
+        augment="none",
+        calibration_samples=40,
+        max_drop=SMOKE_RUN_MAX_DROP,
+        tensorboard=False,
+        verbose="0",
+        out=str(out),
+    )
     values.update(changes)
     return TrainConfig(**values)
 
@@ -50,6 +66,7 @@ def make_small_config():
 def smoke_run(tmp_path_factory) -> Path:
     """Path of a finished run directory: trained, evaluated, exported (tflite/ and quantization.json)."""
     from train import run
+
     run_dir = tmp_path_factory.mktemp("runs") / "smoke-se-cnn"
     run.run(small_run_config(run_dir))
     return run_dir
@@ -111,6 +128,7 @@ def load_benchmark():
     The folder holds scripts, not an installed package. The module is registered in
     sys.modules first, because dataclasses look their module up there while the file runs.
     """
+
     def load(name: str):
         path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
         spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
@@ -118,6 +136,7 @@ def load_benchmark():
         sys.modules[spec.name] = module
         spec.loader.exec_module(module)
         return module
+
     return load
 
 
@@ -129,12 +148,14 @@ def interrupt_head_then_resume(monkeypatch):
 
     def interrupt_and_resume(config, make_config) -> tuple[list, list]:
         from train import callbacks, run
+
         original_end, original_begin = callbacks.RunRecorder.on_epoch_end, callbacks.RunRecorder.on_epoch_begin
 
         def interrupt_after_first_head_epoch(self, epoch, logs=None):
             original_end(self, epoch, logs)
             if self.stage == "head" and epoch == 0:
                 raise KeyboardInterrupt
+
         monkeypatch.setattr(callbacks.RunRecorder, "on_epoch_end", interrupt_after_first_head_epoch)
         with pytest.raises(KeyboardInterrupt):
             run.run(config)
@@ -144,9 +165,11 @@ def interrupt_head_then_resume(monkeypatch):
         def count(self, epoch, logs=None):
             trained.append((self.stage, epoch))
             original_begin(self, epoch, logs)
+
         monkeypatch.setattr(callbacks.RunRecorder, "on_epoch_begin", count)
         run.run(make_config(Path(config.out), resume=True))
         with open(Path(config.out) / "history.csv", newline="") as stream:
             rows = [(row["stage"], int(row["epoch"])) for row in csv.DictReader(stream)]
         return trained, rows
+
     return interrupt_and_resume

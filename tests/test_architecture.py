@@ -7,6 +7,7 @@
 - No import cycle between the project's files.
 - No file points outside the repository.
 """
+
 from __future__ import annotations
 
 import ast
@@ -32,9 +33,11 @@ OUTSIDE = "../" + "shared"
 def _modules(package: str) -> list[str]:
     """Every module of the package, its subpackages' (edge.common.run_folder) included; scripts in plain
     folders (demo/examples/make_smoke_examples.py) are not modules of it."""
-    return sorted(".".join(path.relative_to(REPOSITORY).with_suffix("").parts)
-                  for path in (REPOSITORY / package).rglob("*.py")
-                  if path.stem != "__init__" and (path.parent / "__init__.py").is_file())
+    return sorted(
+        ".".join(path.relative_to(REPOSITORY).with_suffix("").parts)
+        for path in (REPOSITORY / package).rglob("*.py")
+        if path.stem != "__init__" and (path.parent / "__init__.py").is_file()
+    )
 
 
 def test_no_edge_file_names_the_training_side():
@@ -60,8 +63,9 @@ loaded = sorted(name for name in sys.modules if name.split(".")[0] in BLOCKED)
 assert not loaded, loaded
 print("imported", len({_modules("edge")!r}))
 """
-    completed = subprocess.run([sys.executable, "-c", code], cwd=REPOSITORY, capture_output=True, text=True,
-                               timeout=300)
+    completed = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPOSITORY, capture_output=True, text=True, timeout=300
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert f"imported {len(_modules('edge'))}" in completed.stdout
 
@@ -84,7 +88,7 @@ def test_no_import_cycle_between_files():
         state[module] = "open"
         for imported in sorted(graph[module]):
             if state.get(imported) == "open":
-                cycle = trail[trail.index(imported):] + [imported] if imported in trail else [module, imported]
+                cycle = trail[trail.index(imported) :] + [imported] if imported in trail else [module, imported]
                 pytest.fail("import cycle: " + " -> ".join(cycle))
             if imported not in state:
                 visit(imported, trail + [imported])

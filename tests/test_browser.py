@@ -8,6 +8,7 @@ both models, opens the panels, checks that the report's plots load, streams
 Chromium's fake camera in live mode, and saves screenshots under
 test-artifacts/ (ignored by git).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -22,8 +23,16 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = REPOSITORY / "test-artifacts"
 # Flags for a sandbox-less container with no GPU and no network beyond localhost.
-CHROMIUM_ARGUMENTS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                      "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGUMENTS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 # A fake camera (Chromium's test pattern: a moving pie on green) that pages get without a permission prompt.
 FAKE_CAMERA_ARGUMENTS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 # Top-5 probabilities shown on the page may sum above 1 by rounding: each dequantized uint8
@@ -40,16 +49,16 @@ def browser():
     if not CHROMIUM.is_file():
         pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium)")
     with sync_api.sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=str(CHROMIUM),
-                                              args=CHROMIUM_ARGUMENTS + FAKE_CAMERA_ARGUMENTS)
+        instance = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGUMENTS + FAKE_CAMERA_ARGUMENTS
+        )
         yield instance
         instance.close()
 
 
 @pytest.fixture(scope="module")
 def page_url(smoke_run):
-    with local_server.LocalServer(REPOSITORY / "demo" / "app.py", ["--run", str(smoke_run)],
-                                  cwd=REPOSITORY) as server:
+    with local_server.LocalServer(REPOSITORY / "demo" / "app.py", ["--run", str(smoke_run)], cwd=REPOSITORY) as server:
         yield server.url
 
 
@@ -67,7 +76,8 @@ def test_upload_shows_the_top5_of_both_models(browser, page_url, smoke_run):
         for output in ("#answer", "#reference-answer"):
             # Each row of gr.Label is a <meter> carrying the label and the probability.
             rows = page.locator(f"{output} meter").evaluate_all(
-                "meters => meters.map(meter => [meter.getAttribute('aria-label'), meter.value])")
+                "meters => meters.map(meter => [meter.getAttribute('aria-label'), meter.value])"
+            )
             assert len(rows) == expected_rows and {label for label, _ in rows} <= set(labels), (output, rows)
             assert sum(value for _, value in rows) <= 1 + PROBABILITY_SUM_TOLERANCE, (output, rows)
         details = page.locator("#details").inner_text()
@@ -89,7 +99,9 @@ def test_upload_shows_the_top5_of_both_models(browser, page_url, smoke_run):
         plots.first.wait_for(timeout=ANSWER_TIMEOUT_MS)
         page.wait_for_function(
             "() => [...document.querySelectorAll(\"img[src*='plots/']\")]"
-            ".every(image => image.complete && image.naturalWidth > 0)", timeout=ANSWER_TIMEOUT_MS)
+            ".every(image => image.complete && image.naturalWidth > 0)",
+            timeout=ANSWER_TIMEOUT_MS,
+        )
         loaded = plots.evaluate_all("images => images.map(image => image.complete && image.naturalWidth > 0)")
         assert loaded and all(loaded), loaded
         page.screenshot(path=str(SCREENSHOTS / "demo_panels.png"), full_page=True)
@@ -144,13 +156,18 @@ def _open_section(page, name: str) -> None:
         if "open" not in (header.get_attribute("class", timeout=ANSWER_TIMEOUT_MS) or "").split():
             header.click(timeout=ANSWER_TIMEOUT_MS)
         try:
-            page.wait_for_function("header => header.classList.contains('open')",
-                                   arg=header.element_handle(timeout=ANSWER_TIMEOUT_MS), timeout=OPEN_WAIT_MS)
+            page.wait_for_function(
+                "header => header.classList.contains('open')",
+                arg=header.element_handle(timeout=ANSWER_TIMEOUT_MS),
+                timeout=OPEN_WAIT_MS,
+            )
             return
         except sync_api.TimeoutError:
             continue
-    raise AssertionError(f"section {name!r} did not open after {OPEN_ATTEMPTS} clicks; "
-                         f"its header: {header.evaluate('header => header.outerHTML')}")
+    raise AssertionError(
+        f"section {name!r} did not open after {OPEN_ATTEMPTS} clicks; "
+        f"its header: {header.evaluate('header => header.outerHTML')}"
+    )
 
 
 def _start_live_stream(browser, url: str):
@@ -184,7 +201,8 @@ def test_live_mode_streams_the_webcam_and_the_top5_follows(browser, page_url, sm
         seen = _wait_for_live_updates(page, LIVE_UPDATES)
         assert len(seen) >= LIVE_UPDATES and seen == sorted(seen), seen  # each update a newer frame
         rows = page.locator("#live-answer meter").evaluate_all(
-            "meters => meters.map(meter => [meter.getAttribute('aria-label'), meter.value])")
+            "meters => meters.map(meter => [meter.getAttribute('aria-label'), meter.value])"
+        )
         assert 0 < len(rows) <= min(ui.TOP_K, len(labels)) and {label for label, _ in rows} <= set(labels), rows
         assert sum(value for _, value in rows) <= 1 + PROBABILITY_SUM_TOLERANCE, rows
         status = _live_status(page)

@@ -14,6 +14,7 @@ own state made them flaky), and wait for the first frame line before signalling
 rather than sleeping. The stop flag and the handlers themselves are tested in
 tests/test_stopping.py; the sources in test_sources.py; `--serve` in test_serve.py.
 """
+
 from __future__ import annotations
 
 import io
@@ -53,6 +54,7 @@ VIDEO_FRAMES = 12
 
 # -- fixtures -------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="session")
 def model_labels(tiny_model) -> list[str]:
     return [line.strip() for line in (tiny_model.parent / "labels.txt").read_text().splitlines() if line.strip()]
@@ -72,6 +74,7 @@ def video_file(tmp_path_factory) -> Path:
 
 # -- end to end: the script on files --------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_headless_on_a_video_prints_one_line_per_frame(tiny_model, model_labels, video_file):
     result = run_script("--model", str(tiny_model), "--source", str(video_file), "--headless", "--frames", "5")
@@ -90,8 +93,17 @@ def test_headless_on_a_video_prints_one_line_per_frame(tiny_model, model_labels,
 @pytest.mark.slow
 def test_json_on_a_folder_gives_sorted_predictions(tiny_model, model_labels, image_folder):
     top_k = 3
-    result = run_script("--model", str(tiny_model), "--source", str(image_folder), "--json",
-                        "--frames", str(FOLDER_IMAGES - 1), "--top-k", str(top_k))
+    result = run_script(
+        "--model",
+        str(tiny_model),
+        "--source",
+        str(image_folder),
+        "--json",
+        "--frames",
+        str(FOLDER_IMAGES - 1),
+        "--top-k",
+        str(top_k),
+    )
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [record["frame"] for record in records] == list(range(1, FOLDER_IMAGES))
@@ -121,8 +133,19 @@ def test_save_writes_annotated_frames_and_threshold_filters(tiny_model, image_fo
     saved = tmp_path / "annotated"
     # Above 1/5: the top five probabilities sum to at most 1, so they cannot all reach it.
     threshold = 0.21
-    result = run_script("--model", str(tiny_model), "--source", str(image_folder), "--json",
-                        "--threshold", str(threshold), "--top-k", "5", "--save", str(saved))
+    result = run_script(
+        "--model",
+        str(tiny_model),
+        "--source",
+        str(image_folder),
+        "--json",
+        "--threshold",
+        str(threshold),
+        "--top-k",
+        "5",
+        "--save",
+        str(saved),
+    )
     assert result.returncode == 0, result.stderr
     files = sorted(saved.glob("*.jpg"))
     assert [path.name for path in files] == [f"frame_{number:06d}.jpg" for number in range(1, FOLDER_IMAGES + 1)]
@@ -136,26 +159,51 @@ def test_save_writes_annotated_frames_and_threshold_filters(tiny_model, image_fo
 
 @pytest.mark.slow
 def test_no_tensorflow_is_imported(tiny_model, video_file):
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from edge import camera; "
-            "status = camera.main(['--model', sys.argv[2], '--source', sys.argv[3], '--headless', '--frames', '2']); "
-            "heavy = sorted(name for name in sys.modules if name.split('.')[0] in ('tensorflow', 'keras')); "
-            "print('HEAVY', heavy, file=sys.stderr); sys.exit(status or (1 if heavy else 0))")
-    result = subprocess.run([sys.executable, "-c", code, str(REPOSITORY), str(tiny_model), str(video_file)],
-                            capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from edge import camera; "
+        "status = camera.main(['--model', sys.argv[2], '--source', sys.argv[3], '--headless', '--frames', '2']); "
+        "heavy = sorted(name for name in sys.modules if name.split('.')[0] in ('tensorflow', 'keras')); "
+        "print('HEAVY', heavy, file=sys.stderr); sys.exit(status or (1 if heavy else 0))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(REPOSITORY), str(tiny_model), str(video_file)],
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+    )
     assert result.returncode == 0, result.stderr
     assert "HEAVY []" in result.stderr
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("TFLITE_RUNTIME_PYTHON"),
-                    reason="set TFLITE_RUNTIME_PYTHON to a venv with tflite-runtime and numpy<2 "
-                           "(see tests/test_tflite_runtime_compat.py)")
+@pytest.mark.skipif(
+    not os.environ.get("TFLITE_RUNTIME_PYTHON"),
+    reason="set TFLITE_RUNTIME_PYTHON to a venv with tflite-runtime and numpy<2 "
+    "(see tests/test_tflite_runtime_compat.py)",
+)
 def test_tflite_runtime_and_numpy_1(tiny_model, image_folder):
     # The Pi's other runtime, in an environment like Bookworm's (numpy 1.x).
     # `-m` with the checkout as the working folder: that venv has the runtime, not this project installed.
-    result = subprocess.run([os.environ["TFLITE_RUNTIME_PYTHON"], "-m", "edge.camera", "--runtime", "tflite-runtime",
-                             "--model", str(tiny_model), "--source", str(image_folder), "--json", "--frames", "3"],
-                            capture_output=True, text=True, cwd=REPOSITORY, timeout=SUBPROCESS_TIMEOUT)
+    result = subprocess.run(
+        [
+            os.environ["TFLITE_RUNTIME_PYTHON"],
+            "-m",
+            "edge.camera",
+            "--runtime",
+            "tflite-runtime",
+            "--model",
+            str(tiny_model),
+            "--source",
+            str(image_folder),
+            "--json",
+            "--frames",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPOSITORY,
+        timeout=SUBPROCESS_TIMEOUT,
+    )
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [record["frame"] for record in records] == [1, 2, 3]
@@ -177,16 +225,22 @@ def test_a_bad_model_file_is_one_line_and_exit_2(tmp_path, image_folder):
 def test_an_unwritable_save_folder_is_one_line_and_exit_1(tiny_model, image_folder, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("a file where the folder's parent should be")
-    result = run_script("--model", str(tiny_model), "--source", str(image_folder), "--headless",
-                        "--save", str(blocker / "annotated"))
+    result = run_script(
+        "--model", str(tiny_model), "--source", str(image_folder), "--headless", "--save", str(blocker / "annotated")
+    )
     assert result.returncode == camera.EXIT_FAILURE
     assert result.stderr.strip().splitlines()[-1] == f"camera: error: {blocker / 'annotated'}: Not a directory"
     no_traceback(result)
 
 
-def run_and_stop_with_signal(model: Path, folder: Path, stop_signal: signal.Signals,
-                             sigint_at_start: signal.Handlers, output_folder: Path,
-                             arguments: tuple[str, ...] = ()) -> tuple[int, list[str], str]:
+def run_and_stop_with_signal(
+    model: Path,
+    folder: Path,
+    stop_signal: signal.Signals,
+    sigint_at_start: signal.Handlers,
+    output_folder: Path,
+    arguments: tuple[str, ...] = (),
+) -> tuple[int, list[str], str]:
     """Start the script at --fps-limit 1, send `stop_signal` once it has printed its first frame, and wait.
 
     `sigint_at_start` (SIG_IGN or SIG_DFL) is SIGINT's disposition when the
@@ -196,15 +250,31 @@ def run_and_stop_with_signal(model: Path, folder: Path, stop_signal: signal.Sign
     exit status, the frame lines and stderr.
     Output goes to files, so that no pipe can fill up while the test waits.
     """
+
     def set_start_signals() -> None:  # Runs in the child, between fork and exec.
         signal.signal(signal.SIGINT, sigint_at_start)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     stdout_path, stderr_path = output_folder / "stdout.txt", output_folder / "stderr.txt"
     with open(stdout_path, "w") as stdout, open(stderr_path, "w") as stderr:
-        process = subprocess.Popen([sys.executable, str(SCRIPT), *arguments, "--model", str(model),
-                                    "--source", str(folder), "--headless", "--fps-limit", "1"],
-                                   cwd=REPOSITORY, stdout=stdout, stderr=stderr, preexec_fn=set_start_signals)
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                str(SCRIPT),
+                *arguments,
+                "--model",
+                str(model),
+                "--source",
+                str(folder),
+                "--headless",
+                "--fps-limit",
+                "1",
+            ],
+            cwd=REPOSITORY,
+            stdout=stdout,
+            stderr=stderr,
+            preexec_fn=set_start_signals,
+        )
     try:
         # Signal only once the loop is running: after a whole first line, not after a guessed delay.
         deadline = time.monotonic() + SUBPROCESS_TIMEOUT
@@ -222,17 +292,19 @@ def run_and_stop_with_signal(model: Path, folder: Path, stop_signal: signal.Sign
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sigint_at_start", [signal.SIG_IGN, signal.SIG_DFL],
-                         ids=["sigint-ignored-at-start", "sigint-default-at-start"])
-@pytest.mark.parametrize("stop_signal, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
-                         ids=["ctrl-c", "sigterm"])
-def test_a_stop_signal_stops_cleanly(tiny_model, long_image_folder, tmp_path, sigint_at_start, stop_signal,
-                                     exit_code):
+@pytest.mark.parametrize(
+    "sigint_at_start", [signal.SIG_IGN, signal.SIG_DFL], ids=["sigint-ignored-at-start", "sigint-default-at-start"]
+)
+@pytest.mark.parametrize(
+    "stop_signal, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"]
+)
+def test_a_stop_signal_stops_cleanly(tiny_model, long_image_folder, tmp_path, sigint_at_start, stop_signal, exit_code):
     # SIGINT ignored at start is the case that lost Ctrl-C: Python installs no KeyboardInterrupt handler
     # then. SIGTERM is what `kill` and `systemctl stop` send: without a handler the loop would die
     # without its summary.
-    returncode, lines, error = run_and_stop_with_signal(tiny_model, long_image_folder, stop_signal,
-                                                        sigint_at_start, tmp_path)
+    returncode, lines, error = run_and_stop_with_signal(
+        tiny_model, long_image_folder, stop_signal, sigint_at_start, tmp_path
+    )
     assert returncode == stopping.exit_code_for(stop_signal) == exit_code, error
     assert exit_code == (camera.EXIT_INTERRUPTED if stop_signal == signal.SIGINT else camera.EXIT_TERMINATED)
     assert_stopped_cleanly(lines, error, stop_signal.name)
@@ -277,8 +349,9 @@ def test_the_service_runs_the_camera_with_options_its_parser_accepts():
 def test_sigterm_stops_the_service_command_cleanly(tiny_model, long_image_folder, tmp_path):
     """What `systemctl stop` does: SIGTERM to a camera started with the unit's options, serving on a free port."""
     arguments = (*service_camera_arguments(), "--serve", "127.0.0.1:0")  # the last --serve wins: no fixed port
-    returncode, lines, error = run_and_stop_with_signal(tiny_model, long_image_folder, signal.SIGTERM,
-                                                        signal.SIG_DFL, tmp_path, arguments)
+    returncode, lines, error = run_and_stop_with_signal(
+        tiny_model, long_image_folder, signal.SIGTERM, signal.SIG_DFL, tmp_path, arguments
+    )
     assert returncode == camera.EXIT_TERMINATED == 143, error
     assert "camera: serving http://127.0.0.1:" in error
     assert_stopped_cleanly(lines, error, "SIGTERM")
@@ -286,13 +359,15 @@ def test_sigterm_stops_the_service_command_cleanly(tiny_model, long_image_folder
 
 # -- end to end: failures that need no model -------------------------------------------------------
 
+
 def test_preview_without_a_display_is_one_line_and_exit_2(image_folder):
     environment = {key: value for key, value in os.environ.items() if key not in ("DISPLAY", "WAYLAND_DISPLAY")}
     result = run_script("--source", str(image_folder), env=environment)
     assert result.returncode == errors.EXIT_USAGE
     assert result.stderr.strip().splitlines() == [
         "camera: error: no display for the preview window (DISPLAY and WAYLAND_DISPLAY are unset); "
-        "run with --headless or --json (and --save DIR to keep annotated frames)"]
+        "run with --headless or --json (and --save DIR to keep annotated frames)"
+    ]
 
 
 @pytest.mark.slow
@@ -305,6 +380,7 @@ def test_no_camera_from_the_script(tiny_model):
 
 
 # -- unit: run() with a fake camera and a fake classifier ---------------------------------------------
+
 
 def _options(**changes) -> camera.CameraConfig:
     return camera.CameraConfig(headless=True, **changes)
@@ -327,8 +403,9 @@ def test_a_camera_lost_mid_run_ends_cleanly(failure, capsys):
 
 def test_keyboard_interrupt_releases_the_camera():
     fake_camera = FakeCamera(good_frames=1000)
-    summary = camera.run(_options(), source=fake_camera, classifier=FakeClassifier(interrupt_after=2),
-                         stream=open(os.devnull, "w"))
+    summary = camera.run(
+        _options(), source=fake_camera, classifier=FakeClassifier(interrupt_after=2), stream=open(os.devnull, "w")
+    )
     assert summary["stopped"] == "interrupted"
     assert summary["exit_code"] == camera.EXIT_INTERRUPTED
     assert summary["frames"] == 2
@@ -349,13 +426,13 @@ class StoppingClassifier(FakeClassifier):
         return probabilities
 
 
-@pytest.mark.parametrize("stop_signal, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
-                         ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    "stop_signal, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"]
+)
 def test_a_stop_request_ends_the_loop_and_releases_the_camera(stop_signal, exit_code, capsys):
     fake_camera = FakeCamera(good_frames=1000)
     stop = stopping.StopRequest()
-    summary = camera.run(_options(), source=fake_camera, classifier=StoppingClassifier(stop, 2, stop_signal),
-                         stop=stop)
+    summary = camera.run(_options(), source=fake_camera, classifier=StoppingClassifier(stop, 2, stop_signal), stop=stop)
     # The frame being classified when the stop came is finished and printed; no further frame is read.
     assert summary["frames"] == 2
     assert summary["stopped"] == stop_signal.name
@@ -368,8 +445,13 @@ def test_a_stop_request_ends_the_loop_and_releases_the_camera(stop_signal, exit_
 def test_a_stop_request_cuts_the_frame_rate_pause_short():
     # At 0.01 frames/s the pause after the first frame is 100 s; the stop must end it at once.
     stop = stopping.StopRequest()
-    summary = camera.run(_options(fps_limit=0.01), source=FakeCamera(good_frames=1000),
-                         classifier=StoppingClassifier(stop, 1), stream=io.StringIO(), stop=stop)
+    summary = camera.run(
+        _options(fps_limit=0.01),
+        source=FakeCamera(good_frames=1000),
+        classifier=StoppingClassifier(stop, 1),
+        stream=io.StringIO(),
+        stop=stop,
+    )
     assert summary["frames"] == 1 and summary["stopped"] == "SIGTERM"
     assert summary["seconds"] < 50
 
@@ -377,8 +459,9 @@ def test_a_stop_request_cuts_the_frame_rate_pause_short():
 def test_run_installs_no_signal_handlers():
     # A library or test calling run() keeps its own handlers; only main() installs the camera's.
     before = _signal_handlers()
-    summary = camera.run(_options(frames=2), source=FakeCamera(good_frames=1000), classifier=FakeClassifier(),
-                         stream=io.StringIO())
+    summary = camera.run(
+        _options(frames=2), source=FakeCamera(good_frames=1000), classifier=FakeClassifier(), stream=io.StringIO()
+    )
     assert summary["stopped"] == "frame limit"
     assert _signal_handlers() == before
 
@@ -392,6 +475,7 @@ def test_main_puts_the_signal_handlers_back(tmp_path, image_folder, capsys):
 
 
 # -- the default model and the options -------------------------------------------------------------
+
 
 def test_default_model_is_models_folder_else_newest_run(tmp_path):
     with pytest.raises(run_folder.ModelFilesError, match="no model given"):
@@ -428,8 +512,12 @@ def test_an_unchecked_default_model_is_refused_in_one_line(tmp_path, tiny_model,
     assert errors.report(refused.value, command="camera") == 2
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and f"python train/export.py --run {folder.parent}" in lines[0]
-    assert camera.main(["--model", str(folder / tiny_model.name), "--source", str(image_folder), "--frames", "1",
-                        "--headless"]) == 0
+    assert (
+        camera.main(
+            ["--model", str(folder / tiny_model.name), "--source", str(image_folder), "--frames", "1", "--headless"]
+        )
+        == 0
+    )
 
 
 def test_options_reject_bad_values():
@@ -441,8 +529,9 @@ def test_options_reject_bad_values():
     assert options.json and not options.preview and options.frames == 3 and options.source == "opencv:1"
 
 
-@pytest.mark.parametrize("text", ["", "http", "80x", "-1", "65536", ":8000", "0.0.0.0:", "::1:8000", "a b:80",
-                                  "host/path:80"])
+@pytest.mark.parametrize(
+    "text", ["", "http", "80x", "-1", "65536", ":8000", "0.0.0.0:", "::1:8000", "a b:80", "host/path:80"]
+)
 def test_a_bad_serve_address_is_a_config_error(text):
     with pytest.raises(configuration.ConfigError, match="serve: "):
         camera.CameraConfig(serve=text)

@@ -1,4 +1,5 @@
 """Tests for edge/common/command.py: the one command harness and the `cifar-edge MODE` umbrella."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,6 +22,7 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 @dataclasses.dataclass
 class ToyConfig:
     """A command's options, as every command keeps them."""
+
     names: list = option([], "names to greet")
     greeting: str = option("hello", "what to say")
     shout: bool = option(False, "upper case")
@@ -45,12 +47,19 @@ def toy_run(config: ToyConfig) -> dict:
 
 
 TOY = command.Command(
-    name="toy", prog="python toy.py", description="Greet.", config_class=ToyConfig, run=toy_run,
-    render=lambda config, result: result["text"], json_output="json", json_file="keep",
+    name="toy",
+    prog="python toy.py",
+    description="Greet.",
+    config_class=ToyConfig,
+    run=toy_run,
+    render=lambda config, result: result["text"],
+    json_output="json",
+    json_file="keep",
     exit_status=lambda config, result: 1 if result["mood"] == "loud" else 0,
     positional=(command.Positional("names", "NAME", "names"),),
     presets={"loud": {"mood": "loud", "shout": True}},
-    handlers=((KeyboardInterrupt, lambda error, config: 130),))
+    handlers=((KeyboardInterrupt, lambda error, config: 130),),
+)
 
 
 def test_runs_renders_and_returns_the_command_s_status(capsys):
@@ -76,9 +85,11 @@ def test_a_user_error_is_one_line_on_stderr_and_exit_2(capsys):
 
 
 def test_bad_flags_and_files_end_with_argparse_s_usage_error(tmp_path, capsys):
-    for arguments, message in ((["ada", "--mood", "sad"], "invalid choice"),
-                               (["ada", "--config", str(tmp_path / "missing.json")], "cannot read config file"),
-                               ([], "the following arguments are required")):
+    for arguments, message in (
+        (["ada", "--mood", "sad"], "invalid choice"),
+        (["ada", "--config", str(tmp_path / "missing.json")], "cannot read config file"),
+        ([], "the following arguments are required"),
+    ):
         with pytest.raises(SystemExit) as exit_info:
             command.execute(TOY, arguments)
         assert exit_info.value.code == 2
@@ -116,6 +127,7 @@ def test_tensorflow_is_quieted_unless_the_user_chose(monkeypatch):
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
     command.quiet_tensorflow()
     import os
+
     assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == command.QUIET_TENSORFLOW_LOG_LEVEL
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
     command.quiet_tensorflow()
@@ -123,6 +135,7 @@ def test_tensorflow_is_quieted_unless_the_user_chose(monkeypatch):
 
 
 # -- every command goes through the harness ------------------------------------------------------
+
 
 @pytest.mark.parametrize("mode", sorted(command.COMMANDS))
 def test_every_mode_registers_its_command_and_main_is_the_harness(mode):
@@ -159,13 +172,19 @@ def test_the_umbrella_dispatches_and_refuses_in_one_line(tmp_path, capsys):
 def test_a_mode_whose_side_is_not_installed_names_what_to_install(monkeypatch, capsys):
     monkeypatch.setitem(command.COMMANDS, "train", "train.no_such_module_here")
     assert command.umbrella(["train"]) == 2
-    assert 'cifar-edge: error: cifar-edge train needs the training side: pip install -e ".[train]"' \
+    assert (
+        'cifar-edge: error: cifar-edge train needs the training side: pip install -e ".[train]"'
         in capsys.readouterr().err
+    )
 
 
 def test_the_umbrella_runs_as_a_module():
-    completed = subprocess.run([sys.executable, "-m", "edge.common.command", "camera", "--help"],
-                               cwd=REPOSITORY, capture_output=True, text=True, timeout=120)
+    completed = subprocess.run(
+        [sys.executable, "-m", "edge.common.command", "camera", "--help"],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert completed.returncode == 0, completed.stderr
     assert "usage: cifar-edge camera" in completed.stdout and "--source" in completed.stdout
-

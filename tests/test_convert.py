@@ -10,6 +10,7 @@ whose weights are scaled up by OUTLIER_SCALE and whose outgoing weights are scal
 down by the same factor: the same function in float, but its per-tensor int8 scale
 drowns the other units, which is how EfficientNet's wide activations break int8.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,12 +50,12 @@ FAST = dict(calibration_samples=100, latency_runs=3, debug_samples=32)
 
 
 def _config() -> TrainConfig:
-    return TrainConfig(dataset="smoke", smoke_samples_per_class=SAMPLES_PER_CLASS, model="cnn", weights="none",
-                       seed=0)
+    return TrainConfig(dataset="smoke", smoke_samples_per_class=SAMPLES_PER_CLASS, model="cnn", weights="none", seed=0)
 
 
 def _tiny_model(splits, seed=0):
     import keras
+
     keras.utils.set_random_seed(seed)
     inputs = keras.Input(splits.input_shape, dtype="uint8", name="image")
     x = keras.layers.Rescaling(1 / 255, name="rescale")(inputs)
@@ -87,8 +88,10 @@ def _write_run(run_dir: Path, model, splits, config) -> Path:
     model.save(run_dir / "model.keras")
     artifacts.write_json(run_dir / "config.json", configuration.to_dict(config))
     artifacts.write_labels(run_dir / "labels.txt", splits.labels)
-    artifacts.write_json(run_dir / "metadata.json", {"model": "tiny", "input_size": list(splits.input_shape[:2]),
-                                                     "input_dtype": "uint8", "label_mode": "fine"})
+    artifacts.write_json(
+        run_dir / "metadata.json",
+        {"model": "tiny", "input_size": list(splits.input_shape[:2]), "input_dtype": "uint8", "label_mode": "fine"},
+    )
     return run_dir
 
 
@@ -120,6 +123,7 @@ def easy_run(tmp_path_factory):
     smoke data, int8 flipping one borderline image the lucky way could pass it.
     """
     from PIL import Image
+
     root = tmp_path_factory.mktemp("colours") / "images"
     generator = np.random.default_rng(0)
     for name, colour in (("red", (200, 40, 40)), ("green", (40, 200, 40)), ("blue", (40, 40, 200))):
@@ -137,6 +141,7 @@ def easy_run(tmp_path_factory):
 def _direct_predictions(path: Path, images: np.ndarray) -> np.ndarray:
     """Probabilities straight from the LiteRT interpreter, one image per call, no project code."""
     from ai_edge_litert.interpreter import Interpreter
+
     interpreter = Interpreter(model_path=str(path))
     interpreter.allocate_tensors()
     source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
@@ -269,8 +274,9 @@ def test_compare_on_hand_made_probabilities():
     result = metrics.compare_to_reference(reference, candidate, labels, ["a", "b", "c"])
     assert result["top1"] == pytest.approx(1 / 3) and result["agreement"] == pytest.approx(2 / 3)
     assert result["drop_points"] == pytest.approx(100 / 3)
-    expected_kl = np.mean([sum(p * np.log(p / q) for p, q in zip(row_p, row_q))
-                           for row_p, row_q in zip(reference, candidate)])
+    expected_kl = np.mean(
+        [sum(p * np.log(p / q) for p, q in zip(row_p, row_q)) for row_p, row_q in zip(reference, candidate)]
+    )
     assert result["kl_divergence"] == pytest.approx(expected_kl)
     assert result["top5"] == 1.0  # Three classes: everything is in the top five.
     # Image 1: right under the reference, wrong under the candidate; none the other way.
@@ -282,8 +288,22 @@ def test_compare_on_hand_made_probabilities():
 def test_gate_trips_when_forced_through_main(easy_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(easy_run, run_dir)
-    status = export.main(["--run", str(run_dir), "--max-drop", "-1", "--variants", "int8", "--no-selective",
-                           "--no-try-16x8", "--calibration-samples", "50", "--latency-runs", "2"])
+    status = export.main(
+        [
+            "--run",
+            str(run_dir),
+            "--max-drop",
+            "-1",
+            "--variants",
+            "int8",
+            "--no-selective",
+            "--no-try-16x8",
+            "--calibration-samples",
+            "50",
+            "--latency-runs",
+            "2",
+        ]
+    )
     assert status == 1
     quantization = artifacts.read_json(run_dir / "quantization.json")
     assert quantization["passed"] is False and quantization["max_drop"] == -1.0
@@ -293,8 +313,13 @@ def test_gate_trips_when_forced_through_main(easy_run, tmp_path):
 def test_gate_trips_on_the_command_line(easy_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(easy_run, run_dir)
-    completed = subprocess.run([sys.executable, "train/export.py", "--run", str(run_dir), "--max-drop", "-1"],
-                               cwd=REPOSITORY, capture_output=True, text=True, timeout=900)
+    completed = subprocess.run(
+        [sys.executable, "train/export.py", "--run", str(run_dir), "--max-drop", "-1"],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert completed.returncode == 1, completed.stderr[-3000:]
     assert "no int8 model is within -1.0 points" in completed.stderr and "misses the gate" in completed.stderr
     quantization = artifacts.read_json(run_dir / "quantization.json")
@@ -310,15 +335,18 @@ def test_selective_quantization_keeps_the_drowned_tensor_in_float(toy, tmp_path)
     name, shipped only when it is faster than float32, and served only when it passed and is fastest."""
     source, model, splits = toy
     import keras
+
     outlier = keras.models.clone_model(model)
     outlier.set_weights(model.get_weights())
     _add_outlier(outlier)
-    np.testing.assert_allclose(outlier.predict(splits.test_images[:8], verbose=0),
-                               model.predict(splits.test_images[:8], verbose=0), atol=1e-4)
+    np.testing.assert_allclose(
+        outlier.predict(splits.test_images[:8], verbose=0), model.predict(splits.test_images[:8], verbose=0), atol=1e-4
+    )
     run_dir = tmp_path / "run"
     shutil.copytree(source, run_dir)
-    quantization = export.export_run(run_dir, model=outlier, splits=splits, max_drop=TOY_MAX_DROP,
-                                      variants=["int8"], qat=0, **FAST)
+    quantization = export.export_run(
+        run_dir, model=outlier, splits=splits, max_drop=TOY_MAX_DROP, variants=["int8"], qat=0, **FAST
+    )
     attempts = quantization["int8_search"]["attempts"]
     assert attempts[0]["scheme"] == "int8" and not attempts[0]["passed"], "plain int8 should miss the gate"
     assert not quantization["passed"], "the full-integer model missed the gate: the export must say so"
@@ -355,14 +383,23 @@ def test_qat_improves_agreement_on_the_outlier_model(toy, tmp_path):
     full-integer (it replaces model_int8.tflite only because it does better)."""
     source, model, splits = toy
     import keras
+
     outlier = keras.models.clone_model(model)
     outlier.set_weights(model.get_weights())
     _add_outlier(outlier)
     run_dir = tmp_path / "run"
     shutil.copytree(source, run_dir)
-    quantization = export.export_run(run_dir, model=outlier, splits=splits, max_drop=TOY_MAX_DROP,
-                                      variants=["int8"], selective=False, try_16x8=False, qat=export.QAT_EPOCHS,
-                                      **FAST)
+    quantization = export.export_run(
+        run_dir,
+        model=outlier,
+        splits=splits,
+        max_drop=TOY_MAX_DROP,
+        variants=["int8"],
+        selective=False,
+        try_16x8=False,
+        qat=export.QAT_EPOCHS,
+        **FAST,
+    )
     attempts = {attempt["scheme"]: attempt for attempt in quantization["int8_search"]["attempts"]}
     assert list(attempts) == ["int8", "int8-qat"]
     assert attempts["int8-qat"]["agreement"] >= attempts["int8"]["agreement"] + QAT_AGREEMENT_GAIN
@@ -370,7 +407,8 @@ def test_qat_improves_agreement_on_the_outlier_model(toy, tmp_path):
     assert int8["scheme"] == "int8-qat" and int8["agreement"] == attempts["int8-qat"]["agreement"]
     int8_bytes = (run_dir / "tflite" / "model_int8.tflite").read_bytes()
     assert export_graph.float_layers(int8_bytes) == [] and "CAST" not in {
-        operation["op"] for operation in export_graph.graph_ops(int8_bytes)}
+        operation["op"] for operation in export_graph.graph_ops(int8_bytes)
+    }
     assert quantization["int8_search"]["qat"]["epochs"] == export.QAT_EPOCHS
     assert "quantization-aware" in (run_dir / "report.md").read_text()
 
@@ -385,8 +423,16 @@ def test_parts_of_the_network_are_named_for_the_search():
 def test_served_variant_is_the_fastest_within_the_gate():
     def measured(drop, latency):
         return {"drop_points": drop, "latency_ms": latency}
-    quantization = {"max_drop": 1.0, "variants": {"float32": measured(0.0, 12.0), "dynamic": measured(0.5, 9.0),
-                                                  "int8": measured(3.0, 5.0), "int8_mixed": measured(0.8, 10.0)}}
+
+    quantization = {
+        "max_drop": 1.0,
+        "variants": {
+            "float32": measured(0.0, 12.0),
+            "dynamic": measured(0.5, 9.0),
+            "int8": measured(3.0, 5.0),
+            "int8_mixed": measured(0.8, 10.0),
+        },
+    }
     assert records.served_variant(quantization) == "dynamic"  # int8 is fastest but misses the gate
     quantization["variants"]["int8"].update(drop_points=1.0, latency_ms=50.0)
     assert records.served_variant(quantization) == "int8"  # within the gate, int8 is served even when slower
@@ -435,8 +481,9 @@ def test_the_export_prints_each_step_with_its_time(toy, tmp_path, capsys):
     for variant in ("float32", "float16", "dynamic"):
         assert any(line.startswith(f"export: model_{variant}.tflite (") and timed.match(line) for line in lines), lines
     assert any(line.startswith("export: model_int8.tflite (") for line in lines), lines
-    assert any(line.startswith("int8 search: calibrated on 100 training images") and timed.match(line)
-               for line in lines), lines
+    assert any(
+        line.startswith("int8 search: calibrated on 100 training images") and timed.match(line) for line in lines
+    ), lines
     assert any(line.startswith("int8 search: int8 with 0 float tensors") and timed.match(line) for line in lines)
     for variant in export.VARIANTS:
         assert any(line.startswith(f"check: {variant} on ") and timed.match(line) for line in lines), lines
@@ -448,8 +495,10 @@ def test_served_model_follows_metadata_and_refuses_an_unchecked_folder(tmp_path)
     for variant in ("int8", "float32", "int8_mixed"):
         (folder / run_folder.variant_file(variant)).write_bytes(b"x")
     # No metadata.json: the export did not finish its check (killed after model_int8.tflite, say).
-    with pytest.raises(run_folder.UncheckedModelError, match=r"no metadata\.json.*python train/export\.py --run "
-                                                              + re.escape(str(tmp_path / "run"))):
+    with pytest.raises(
+        run_folder.UncheckedModelError,
+        match=r"no metadata\.json.*python train/export\.py --run " + re.escape(str(tmp_path / "run")),
+    ):
         run_folder.served_model(folder)
     artifacts.write_json(folder / "metadata.json", {"served": "int8_mixed"})
     assert run_folder.served_model(folder).name == "model_int8_mixed.tflite"
@@ -475,6 +524,7 @@ def test_an_export_killed_after_the_int8_file_leaves_nothing_served(exported, tm
 
     def killed(*arguments, **keywords):
         raise Killed()
+
     monkeypatch.setattr(export, "_judge_fallback", killed)  # the step right after model_int8.tflite is written
     with pytest.raises(Killed):
         export.export_run(run_dir, model=model, splits=splits, max_drop=TOY_MAX_DROP, **FAST)
@@ -490,12 +540,22 @@ def test_every_training_model_converts(model_name, toy, tmp_path):
     untrained, at 32 px to keep VGG16 and ResNet50 small), exports to an integer-only int8 file."""
     _, _, splits = toy
     from train import models
+
     config = TrainConfig(dataset="smoke", model=model_name, weights="none", image_size=32)
     model, _ = models.build_model(config, splits.num_classes, splits.input_shape)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    quantization = export.export_run(run_dir, model=model, splits=splits, max_drop=100.0, variants=["float32"],
-                                      selective=False, try_16x8=False, calibration_samples=16, latency_runs=1)
+    quantization = export.export_run(
+        run_dir,
+        model=model,
+        splits=splits,
+        max_drop=100.0,
+        variants=["float32"],
+        selective=False,
+        try_16x8=False,
+        calibration_samples=16,
+        latency_runs=1,
+    )
     assert quantization["variants"]["float32"]["agreement"] == 1.0
     int8 = quantization["variants"]["int8"]
     assert int8["input"] == {"dtype": "uint8", "scale": 1.0, "zero_point": 0} and int8["float_layers"] == []
@@ -505,6 +565,7 @@ def test_integer_input_keeps_the_outputs(toy, tmp_path):
     _, model, splits = toy
     import tensorflow as tf
     from tensorflow.lite.python import convert as lite_convert
+
     saved_model = export_tflite.export_saved_model(model, tmp_path / "saved_model", tmp_path)
     calibrated = export_tflite.calibrate(saved_model, splits.train_images[:50])
     with_cast = lite_convert.mlir_quantize(calibrated, input_data_type=tf.uint8, output_data_type=tf.uint8)
@@ -515,8 +576,10 @@ def test_integer_input_keeps_the_outputs(toy, tmp_path):
     for name, content in (("cast", with_cast), ("integer", without_cast)):
         paths[name] = tmp_path / f"{name}.tflite"
         paths[name].write_bytes(content)
-    np.testing.assert_array_equal(_direct_predictions(paths["cast"], splits.test_images[:20]),
-                                  _direct_predictions(paths["integer"], splits.test_images[:20]))
+    np.testing.assert_array_equal(
+        _direct_predictions(paths["cast"], splits.test_images[:20]),
+        _direct_predictions(paths["integer"], splits.test_images[:20]),
+    )
 
 
 def test_check_command_measures_existing_files_again(exported, tmp_path):
@@ -547,8 +610,11 @@ def test_missing_run_gives_a_clear_error(tmp_path, capsys):
 def test_a_damaged_model_file_is_named_as_damaged(smoke_run, tmp_path, capsys):
     """A model.keras cut short (a kill, a full disk) or overwritten: one line saying so, exit 2, no traceback."""
     whole = (smoke_run / run_folder.MODEL_FILE).read_bytes()
-    for kind, content in {"truncated": whole[: len(whole) // 2], "empty": b"",
-                          "a bad byte": whole[:200] + bytes([whole[200] ^ 0xFF]) + whole[201:]}.items():
+    for kind, content in {
+        "truncated": whole[: len(whole) // 2],
+        "empty": b"",
+        "a bad byte": whole[:200] + bytes([whole[200] ^ 0xFF]) + whole[201:],
+    }.items():
         run_dir = tmp_path / kind.replace(" ", "-")
         shutil.copytree(smoke_run, run_dir, ignore=shutil.ignore_patterns("tflite", "checkpoints", "logs"))
         (run_dir / run_folder.MODEL_FILE).write_bytes(content)
@@ -567,12 +633,25 @@ def test_the_default_gate_is_the_named_tolerance():
 
 
 def _quantization(passed=True) -> dict:
-    variant = {"top1": 0.5, "top5": 0.9, "top1_change": -0.01, "drop_points": 1.0, "agreement": 0.97,
-               "kl_divergence": 0.01, "size_bytes": 123456, "latency_ms": 1.5,
-               "worst_classes": [{"label": "cat", "reference_top1": 0.6, "top1": 0.5, "images": 10}]}
-    return {"reference": {"top1": 0.51, "top5": 0.9}, "test_images": 1000, "max_drop": 1.0, "passed": passed,
-            "runtime": {"name": "litert", "version": "2.3.0", "threads": None, "latency_runs": 50},
-            "variants": {"float32": dict(variant), "int8": dict(variant, scheme="int8", float_layers=[])}}
+    variant = {
+        "top1": 0.5,
+        "top5": 0.9,
+        "top1_change": -0.01,
+        "drop_points": 1.0,
+        "agreement": 0.97,
+        "kl_divergence": 0.01,
+        "size_bytes": 123456,
+        "latency_ms": 1.5,
+        "worst_classes": [{"label": "cat", "reference_top1": 0.6, "top1": 0.5, "images": 10}],
+    }
+    return {
+        "reference": {"top1": 0.51, "top5": 0.9},
+        "test_images": 1000,
+        "max_drop": 1.0,
+        "passed": passed,
+        "runtime": {"name": "litert", "version": "2.3.0", "threads": None, "latency_runs": 50},
+        "variants": {"float32": dict(variant), "int8": dict(variant, scheme="int8", float_layers=[])},
+    }
 
 
 def test_render_markdown_lists_every_variant_and_the_verdict():
@@ -610,20 +689,35 @@ def test_a_mixed_bfloat16_model_exports_a_float_free_int8_file(toy, tmp_path):
     import keras
 
     from train import models
+
     _, _, splits = toy
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
         config = TrainConfig(dataset="smoke", model="cnn", weights="none", augment="basic")
         model, _ = models.build_model(config, splits.num_classes, splits.input_shape)
         model.compile("adam", "categorical_crossentropy")
-        model.fit(splits.train_images[:64], np.eye(splits.num_classes, dtype="float32")[splits.train_labels[:64]],
-                  epochs=1, batch_size=32, verbose=0)
+        model.fit(
+            splits.train_images[:64],
+            np.eye(splits.num_classes, dtype="float32")[splits.train_labels[:64]],
+            epochs=1,
+            batch_size=32,
+            verbose=0,
+        )
     finally:
         keras.mixed_precision.set_global_policy("float32")
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    quantization = export.export_run(run_dir, model=model, splits=splits, max_drop=100.0, variants=["float32"],
-                                      selective=False, try_16x8=False, calibration_samples=16, latency_runs=1)
+    quantization = export.export_run(
+        run_dir,
+        model=model,
+        splits=splits,
+        max_drop=100.0,
+        variants=["float32"],
+        selective=False,
+        try_16x8=False,
+        calibration_samples=16,
+        latency_runs=1,
+    )
     int8_bytes = (run_dir / "tflite" / "model_int8.tflite").read_bytes()
     operations = export_graph.graph_ops(int8_bytes)
     assert "CAST" not in {operation["op"] for operation in operations}

@@ -4,6 +4,7 @@ files in the real python-pickle layout, image folders (train/image_folders.py), 
 
     .venv/bin/pytest tests/test_data.py -x -q
 """
+
 from __future__ import annotations
 
 import io
@@ -62,8 +63,12 @@ def _cifar_batch(labels: dict[bytes, list[int]], seed: int) -> tuple[dict, np.nd
     count = len(next(iter(labels.values())))
     images = np.random.default_rng(seed).integers(0, 256, size=(count, 32, 32, 3), dtype=np.uint8)
     rows = images.transpose(0, 3, 1, 2).reshape(count, 3072)  # R plane, G plane, B plane, row-major
-    content = {b"batch_label": b"testing batch", b"data": rows,
-               b"filenames": [f"image_{index}.png".encode() for index in range(count)], **labels}
+    content = {
+        b"batch_label": b"testing batch",
+        b"data": rows,
+        b"filenames": [f"image_{index}.png".encode() for index in range(count)],
+        **labels,
+    }
     return content, images
 
 
@@ -71,12 +76,16 @@ def _cifar100_files(seed: int = 0) -> tuple[dict[str, bytes], dict]:
     fine_train = np.repeat(np.arange(len(CIFAR100_FINE)), TRAIN_PER_CLASS)
     fine_test = np.repeat(np.arange(len(CIFAR100_FINE)), TEST_PER_CLASS)
     coarse = np.asarray(CIFAR100_SUPERCLASS_OF)
-    train, train_images = _cifar_batch({b"fine_labels": fine_train.tolist(),
-                                        b"coarse_labels": coarse[fine_train].tolist()}, seed)
-    test, test_images = _cifar_batch({b"fine_labels": fine_test.tolist(),
-                                      b"coarse_labels": coarse[fine_test].tolist()}, seed + 1)
-    meta = {b"fine_label_names": [name.encode() for name in CIFAR100_FINE],
-            b"coarse_label_names": [name.encode() for name in CIFAR100_COARSE]}
+    train, train_images = _cifar_batch(
+        {b"fine_labels": fine_train.tolist(), b"coarse_labels": coarse[fine_train].tolist()}, seed
+    )
+    test, test_images = _cifar_batch(
+        {b"fine_labels": fine_test.tolist(), b"coarse_labels": coarse[fine_test].tolist()}, seed + 1
+    )
+    meta = {
+        b"fine_label_names": [name.encode() for name in CIFAR100_FINE],
+        b"coarse_label_names": [name.encode() for name in CIFAR100_COARSE],
+    }
     files = {"train": _pickle(train), "test": _pickle(test), "meta": _pickle(meta)}
     truth = dict(train_images=train_images, train_fine=fine_train, test_images=test_images, test_fine=fine_test)
     return files, truth
@@ -93,10 +102,15 @@ def _cifar10_files(seed: int = 0) -> tuple[dict[str, bytes], dict]:
     test_labels = np.arange(len(CIFAR10_NAMES))
     test, test_images = _cifar_batch({b"labels": test_labels.tolist()}, seed + 10)
     files["test_batch"] = _pickle(test)
-    files["batches.meta"] = _pickle({b"label_names": [name.encode() for name in CIFAR10_NAMES],
-                                     b"num_cases_per_batch": 8, b"num_vis": 3072})
-    truth = dict(train_images=np.concatenate(train_images), train_labels=np.concatenate(train_labels),
-                 test_images=test_images, test_labels=test_labels)
+    files["batches.meta"] = _pickle(
+        {b"label_names": [name.encode() for name in CIFAR10_NAMES], b"num_cases_per_batch": 8, b"num_vis": 3072}
+    )
+    truth = dict(
+        train_images=np.concatenate(train_images),
+        train_labels=np.concatenate(train_labels),
+        test_images=test_images,
+        test_labels=test_labels,
+    )
     return files, truth
 
 
@@ -155,8 +169,11 @@ def test_cifar100_loads_from_data_dir(tmp_path, layout):
     assert splits.superclass_of.tolist() == CIFAR100_SUPERCLASS_OF
     assert splits.dataset == "cifar100"
     assert splits.input_shape == (32, 32, 3) and splits.num_classes == len(CIFAR100_FINE)
-    for images, labels in [(splits.train_images, splits.train_labels), (splits.val_images, splits.val_labels),
-                           (splits.test_images, splits.test_labels)]:
+    for images, labels in [
+        (splits.train_images, splits.train_labels),
+        (splits.val_images, splits.val_labels),
+        (splits.test_images, splits.test_labels),
+    ]:
         assert images.dtype == np.uint8 and labels.dtype == np.int64 and images.shape[1:] == (32, 32, 3)
     # Pixels arrive NHWC exactly as written (the pickle rows are channel planes).
     np.testing.assert_array_equal(splits.test_images, truth["test_images"])
@@ -213,8 +230,11 @@ def test_corrupt_archive_is_named(tmp_path):
 
 def test_foreign_archive_is_named(tmp_path):
     other = _write_archive(tmp_path / "photos.tar.gz", "holiday", {"beach.jpg": b"not really"})
-    with pytest.raises(data.DataError, match=r"photos\.tar\.gz is not the CIFAR-100 python-version archive.*"
-                                             r"lacks cifar-100-python/train.*holiday/beach\.jpg"):
+    with pytest.raises(
+        data.DataError,
+        match=r"photos\.tar\.gz is not the CIFAR-100 python-version archive.*"
+        r"lacks cifar-100-python/train.*holiday/beach\.jpg",
+    ):
         data.load_splits(_config(dataset="cifar100", data_dir=str(other)))
     files, _ = _cifar10_files()
     cifar10 = _write_archive(tmp_path / "cifar-10-python.tar.gz", "cifar-10-batches-py", files)
@@ -250,6 +270,7 @@ def keras_cache(tmp_path, monkeypatch):
     keras = pytest.importorskip("keras")
     from keras.src.backend import config as keras_config
     from keras.src.utils import file_utils
+
     home = tmp_path / "keras-home"
     home.mkdir()
     monkeypatch.setattr(keras_config, "_KERAS_DIR", str(home))

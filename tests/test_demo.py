@@ -7,6 +7,7 @@ The model is tests/conftest.py's `smoke_run` (trained and exported once per sess
 The server runs in a subprocess under demo/local_server.py's bootstrap, which
 makes TensorFlow and Keras unimportable: the demo must work without them.
 """
+
 from __future__ import annotations
 
 import base64
@@ -61,11 +62,17 @@ def _probability_tolerance(model_path: Path) -> float:
 
 def _png_declaring(width: int, height: int) -> bytes:
     """A small PNG whose header claims width x height pixels: a decompression bomb in 100 bytes."""
+
     def chunk(kind: bytes, payload: bytes) -> bytes:
         return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def bad_files(folder: Path) -> dict[str, Path]:
@@ -229,6 +236,7 @@ def test_inline_images_are_capped_before_decoding(models, monkeypatch):
 
     def no_decoding(*arguments, **options):
         raise AssertionError("decoded before the size check")
+
     with monkeypatch.context() as patched:
         patched.setattr(inputs.base64, "b64decode", no_decoding)
         for payload in (_data_url(photo), {"url": _data_url(photo)}):
@@ -252,8 +260,12 @@ def test_module_level_demo_is_built_on_first_access(served_run, tmp_path, monkey
 
 def test_bad_images_raise_readable_gradio_errors(models, tmp_path):
     predict = ui.make_predict(models)
-    expected_words = {"not an image": "not an image", "truncated": "truncated", "too large": "too large",
-                      "empty": "empty"}
+    expected_words = {
+        "not an image": "not an image",
+        "truncated": "truncated",
+        "too large": "too large",
+        "empty": "empty",
+    }
     for reason, path in bad_files(tmp_path).items():
         with pytest.raises(gr.Error) as raised:
             predict(_payload(path))
@@ -269,19 +281,31 @@ def test_analytics_are_off_and_the_upload_cache_is_cleaned(models):
     blocks = ui.build_demo(models)
     assert blocks.analytics_enabled is False and blocks.delete_cache == ui.DELETE_CACHE
     environment = {key: value for key, value in os.environ.items() if key != "GRADIO_ANALYTICS_ENABLED"}
-    result = subprocess.run([sys.executable, "-c", "import os, demo.app; print(os.environ['GRADIO_ANALYTICS_ENABLED'])"],
-                            cwd=REPOSITORY, env=environment, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", "import os, demo.app; print(os.environ['GRADIO_ANALYTICS_ENABLED'])"],
+        cwd=REPOSITORY,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr
 
 
 def test_panels_show_the_quantization_numbers_and_the_model(models):
     about = panels.about_markdown(models)
     assert models.metadata.get("dataset", "unknown") in about and "KiB" in about
-    table = panels.quantization_table({"reference": {"top1": 0.8, "top5": 0.95},
-                                   "variants": {"float32": {"top1": 0.8, "top5": 0.95, "agreement": 1.0},
-                                                "int8": {"top1": 0.79, "top5": 0.94, "agreement": 0.98,
-                                                         "size_bytes": 4_200_000, "latency_ms": 12.5}},
-                                   "max_drop": 1.0, "passed": True})
+    table = panels.quantization_table(
+        {
+            "reference": {"top1": 0.8, "top5": 0.95},
+            "variants": {
+                "float32": {"top1": 0.8, "top5": 0.95, "agreement": 1.0},
+                "int8": {"top1": 0.79, "top5": 0.94, "agreement": 0.98, "size_bytes": 4_200_000, "latency_ms": 12.5},
+            },
+            "max_drop": 1.0,
+            "passed": True,
+        }
+    )
     assert "| int8 | 79.0% | 94.0% | 98.0% | 4.01 MiB | 12.5 ms |" in table and "passed" in table
     if models.quantization is None:
         assert "No quantization.json" in panels.quantization_markdown(models)
@@ -319,14 +343,18 @@ def test_the_demo_refuses_a_folder_the_check_has_not_passed(served_run, tmp_path
     folder = tmp_path / "runs" / "killed" / "tflite"
     shutil.copytree(served_run / "tflite", folder)
     (folder / run_folder.METADATA_FILE).unlink()
-    for found in (lambda: run_folder.find_model_files(folder=folder.parent),
-                  lambda: demo_app.default_model_folder(tmp_path)):
+    for found in (
+        lambda: run_folder.find_model_files(folder=folder.parent),
+        lambda: demo_app.default_model_folder(tmp_path),
+    ):
         with pytest.raises(run_folder.UncheckedModelError, match=f"python train/export.py --run {folder.parent}"):
             found()
     assert demo_app.main(["--run", str(folder.parent)]) == 2
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and "python train/export.py --run" in lines[0]
-    assert run_folder.find_model_files(model=folder / run_folder.INT8_MODEL_FILE).model.name == run_folder.INT8_MODEL_FILE
+    assert (
+        run_folder.find_model_files(model=folder / run_folder.INT8_MODEL_FILE).model.name == run_folder.INT8_MODEL_FILE
+    )
 
 
 def test_command_line_options(served_run, capsys):
@@ -341,6 +369,7 @@ def test_help_gives_each_default_once():
     import argparse
 
     from edge.common import configuration
+
     parser = argparse.ArgumentParser()
     configuration.add_arguments(parser, demo_app.DemoConfig)
     helps = {action.dest: action.help for action in parser._actions if action.help}
@@ -351,12 +380,13 @@ def test_help_gives_each_default_once():
 
 def test_the_demo_modules_do_not_import_tensorflow(served_run):
     """Build the page and classify in a fresh interpreter, then look at sys.modules."""
-    code = ("import sys; from demo import app, ui; "
-            f"blocks, models = app.build(app.DemoConfig(run={str(served_run)!r})); "
-            f"ui.make_predict(models)({_data_url(PHOTOS[0].read_bytes())!r}); "
-            "print(sorted(name for name in sys.modules if name.split('.')[0] in ('tensorflow', 'keras')))")
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPOSITORY, capture_output=True, text=True,
-                            timeout=300)
+    code = (
+        "import sys; from demo import app, ui; "
+        f"blocks, models = app.build(app.DemoConfig(run={str(served_run)!r})); "
+        f"ui.make_predict(models)({_data_url(PHOTOS[0].read_bytes())!r}); "
+        "print(sorted(name for name in sys.modules if name.split('.')[0] in ('tensorflow', 'keras')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPOSITORY, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
@@ -368,9 +398,9 @@ UPLOAD_LIMIT = "200kb"  # small, so the test can exceed it cheaply
 
 @pytest.fixture(scope="module")
 def app_server(served_run):
-    server = local_server.LocalServer(REPOSITORY / "demo" / "app.py",
-                                      ["--run", str(served_run), "--max-file-size", UPLOAD_LIMIT],
-                                      cwd=REPOSITORY)
+    server = local_server.LocalServer(
+        REPOSITORY / "demo" / "app.py", ["--run", str(served_run), "--max-file-size", UPLOAD_LIMIT], cwd=REPOSITORY
+    )
     server.start()
     yield server
     server.stop()
@@ -379,6 +409,7 @@ def app_server(served_run):
 @pytest.fixture(scope="module")
 def client(app_server):
     from gradio_client import Client
+
     return Client(app_server.url, verbose=False)
 
 
@@ -395,6 +426,7 @@ def _check_label_result(result: dict, labels: list[str], tolerance: float) -> No
 @pytest.mark.slow
 def test_predict_api_on_real_photos(app_server, client, served_run, models):
     from gradio_client import handle_file
+
     tolerance = _probability_tolerance(models.files.model)
     examples = PHOTOS + panels.example_images(models.model.labels)
     for path in examples:
@@ -419,6 +451,7 @@ def test_predict_api_on_real_photos(app_server, client, served_run, models):
 def test_bad_inputs_get_errors_and_the_server_keeps_serving(app_server, client, models, tmp_path):
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
+
     tolerance = _probability_tolerance(models.files.model)
     big = tmp_path / "big.png"
     big.write_bytes(os.urandom(300_000))  # over UPLOAD_LIMIT
@@ -431,14 +464,14 @@ def test_bad_inputs_get_errors_and_the_server_keeps_serving(app_server, client, 
         result = client.predict(handle_file(str(PHOTOS[0])), api_name="/predict")
         _check_label_result(result, models.model.labels, tolerance)
     for path in odd_images(tmp_path):
-        _check_label_result(client.predict(handle_file(str(path)), api_name="/predict"), models.model.labels,
-                            tolerance)
+        _check_label_result(client.predict(handle_file(str(path)), api_name="/predict"), models.model.labels, tolerance)
     assert app_server.alive()
 
 
 def _raw_call(url: str, api_name: str, data: list) -> tuple[str, object]:
     """POST /gradio_api/call/<api_name> as any HTTP client can, then read its result: ("complete"|"error", data)."""
     import httpx
+
     with httpx.Client(base_url=url, timeout=120) as http:
         started = http.post(f"gradio_api/call/{api_name}", json={"data": data})
         started.raise_for_status()
@@ -462,6 +495,7 @@ def _error_text(result: tuple[str, object]) -> str:
 def test_the_server_reads_no_file_a_caller_names(app_server, client, models, tmp_path):
     """Security, over HTTP: /predict, /compare and /explain refuse every server path alike, and serve uploads."""
     from gradio_client import handle_file
+
     for kind, payload in _server_files(tmp_path).items():
         for api_name in ("predict", "compare", "explain"):
             result = _raw_call(app_server.url, api_name, [payload])
@@ -492,8 +526,18 @@ def test_inline_images_over_the_upload_cap_are_refused_over_http(app_server, mod
 def test_the_body_bound_holds_an_image_at_the_cap_and_little_more():
     """The request-body bound fits one inline image (or upload) at the cap and its envelope, and not much more."""
     cap = inputs.byte_count(UPLOAD_LIMIT)
-    at_cap = json.dumps({"data": [{"url": _data_url(os.urandom(cap), "image/png"), "orig_name": "x" * 255,
-                                   "meta": {"_type": "gradio.FileData"}}], "session_hash": "s" * 32}).encode()
+    at_cap = json.dumps(
+        {
+            "data": [
+                {
+                    "url": _data_url(os.urandom(cap), "image/png"),
+                    "orig_name": "x" * 255,
+                    "meta": {"_type": "gradio.FileData"},
+                }
+            ],
+            "session_hash": "s" * 32,
+        }
+    ).encode()
     bound = body_limit.body_bound(cap)
     assert len(at_cap) <= bound <= cap * 4 // 3 + body_limit.BODY_OVERHEAD_BYTES + 4
 
@@ -526,6 +570,7 @@ def _post_raw(url: str, path: str, headers: dict[str, str], body_parts: list[byt
     """
     import socket
     from urllib.parse import urlsplit
+
     address = urlsplit(url)
     lines = [f"POST {path} HTTP/1.1", f"Host: {address.netloc}", *(f"{key}: {value}" for key, value in headers.items())]
     with socket.create_connection((address.hostname, address.port), timeout=120) as connection:
@@ -556,8 +601,10 @@ def _oversized_json(size: int) -> bytes:
 
 def _chunked(body: bytes, chunk_bytes: int = 16 * 1024) -> list[bytes]:
     """`body` in HTTP/1.1 chunked framing, without the final empty chunk."""
-    return [b"%x\r\n%s\r\n" % (len(body[start:start + chunk_bytes]), body[start:start + chunk_bytes])
-            for start in range(0, len(body), chunk_bytes)]
+    return [
+        b"%x\r\n%s\r\n" % (len(body[start : start + chunk_bytes]), body[start : start + chunk_bytes])
+        for start in range(0, len(body), chunk_bytes)
+    ]
 
 
 @pytest.mark.slow
@@ -570,13 +617,21 @@ def test_oversized_request_bodies_are_refused_before_they_are_read(app_server, m
     assert _status_of(answer) == body_limit.STATUS_TOO_LARGE and answer.endswith(body_limit.REFUSAL), answer[:300]
     # Chunked, no length: refused once the count passes the bound. Exactly one byte past it is sent,
     # all of which the server must read to know, so the answer is never lost to a reset.
-    answer = _post_raw(app_server.url, "/gradio_api/call/predict", {**json_type, "Transfer-Encoding": "chunked"},
-                       _chunked(_oversized_json(bound + 1)))
+    answer = _post_raw(
+        app_server.url,
+        "/gradio_api/call/predict",
+        {**json_type, "Transfer-Encoding": "chunked"},
+        _chunked(_oversized_json(bound + 1)),
+    )
     assert _status_of(answer) == body_limit.STATUS_TOO_LARGE and answer.endswith(body_limit.REFUSAL), answer[:300]
     # The same route still serves a normal call, sent chunked too.
     photo = json.dumps({"data": [{"url": _data_url(PHOTOS[0].read_bytes())}]}).encode()
-    answer = _post_raw(app_server.url, "/gradio_api/call/predict", {**json_type, "Transfer-Encoding": "chunked"},
-                       _chunked(photo) + [b"0\r\n\r\n"])
+    answer = _post_raw(
+        app_server.url,
+        "/gradio_api/call/predict",
+        {**json_type, "Transfer-Encoding": "chunked"},
+        _chunked(photo) + [b"0\r\n\r\n"],
+    )
     assert _status_of(answer) == 200 and b"event_id" in answer, answer[:300]
     kind, data = _raw_call(app_server.url, "predict", [{"url": _data_url(PHOTOS[0].read_bytes())}])
     assert kind == "complete" and data[0]["label"] == next(iter(models.model.classify(PHOTOS[0], 1)))[0], data
@@ -590,12 +645,11 @@ def test_oversized_request_bodies_leave_the_server_memory_where_it_was(app_serve
     expected = next(iter(models.model.classify(PHOTOS[0], 1)))[0]
     body = _oversized_json(OVERSIZED_BODY_BYTES)
     headers = {"Content-Type": "application/json", "Content-Length": str(len(body))}
-    parts = [body[start:start + 2**20] for start in range(0, len(body), 2**20)]
+    parts = [body[start : start + 2**20] for start in range(0, len(body), 2**20)]
     _post_raw(app_server.url, "/gradio_api/call/predict", headers, parts)  # the refusal path, warmed up
     assert _raw_call(app_server.url, "predict", photo)[1][0]["label"] == expected
     before = _resident_mib(pid)
-    answers = [_post_raw(app_server.url, "/gradio_api/call/predict", headers, parts)
-               for _ in range(OVERSIZED_REQUESTS)]
+    answers = [_post_raw(app_server.url, "/gradio_api/call/predict", headers, parts) for _ in range(OVERSIZED_REQUESTS)]
     after = _resident_mib(pid)
     print(f"server resident memory {before:.0f} -> {after:.0f} MiB over {OVERSIZED_REQUESTS} refused bodies")
     assert all(_status_of(answer) in (body_limit.STATUS_TOO_LARGE, None) for answer in answers), answers
@@ -607,6 +661,7 @@ def test_oversized_request_bodies_leave_the_server_memory_where_it_was(app_serve
 def test_the_live_stream_is_not_an_api(app_server, client):
     """/live_frame is the page's stream, not an endpoint: gradio_client cannot find it (it used to hang on it)."""
     import httpx
+
     named = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
     assert named == {"/predict", "/compare", "/explain"}
     info = httpx.get(app_server.url + "gradio_api/info", timeout=60).json()
@@ -626,24 +681,36 @@ def _page_stream_first_answer(url: str, frame: dict) -> tuple[str, dict]:
     import uuid
 
     import httpx
+
     session = uuid.uuid4().hex
     dependencies = httpx.get(url + "config", timeout=60).json()["dependencies"]
     mark = next(item for item in dependencies if any(event == "load" for _, event in item["targets"]))
     stream = next(item for item in dependencies if item.get("api_name") == "live_frame")
     with httpx.Client(base_url=url, timeout=120) as http:
+
         def join(dependency: dict, data: list) -> str:
-            answer = http.post("gradio_api/queue/join", json={
-                "data": data, "event_data": None, "fn_index": dependency["id"],
-                "trigger_id": dependency["targets"][0][0], "session_hash": session})
+            answer = http.post(
+                "gradio_api/queue/join",
+                json={
+                    "data": data,
+                    "event_data": None,
+                    "fn_index": dependency["id"],
+                    "trigger_id": dependency["targets"][0][0],
+                    "session_hash": session,
+                },
+            )
             answer.raise_for_status()
             return answer.json()["event_id"]
+
         join(mark, [])
         event_id = join(stream, [frame, None, None])
         with http.stream("GET", "gradio_api/queue/data", params={"session_hash": session}) as events:
             for line in events.iter_lines():
                 message = json.loads(line.removeprefix("data: ")) if line.startswith("data: ") else {}
-                if message.get("event_id") == event_id and message.get("msg") in ("process_streaming",
-                                                                                  "process_completed"):
+                if message.get("event_id") == event_id and message.get("msg") in (
+                    "process_streaming",
+                    "process_completed",
+                ):
                     http.post(f"gradio_api/stream/{event_id}/close")  # end the stream, as the stop button does
                     return event_id, message
     raise AssertionError("the page's stream gave no answer")
@@ -655,10 +722,13 @@ def test_raw_callers_cannot_hold_the_live_slots(app_server, models):
     import time
 
     import httpx
+
     frame = {"url": _data_url(PHOTOS[0].read_bytes())}
     with httpx.Client(base_url=app_server.url, timeout=120) as http:
-        raw_events = [http.post("gradio_api/call/live_frame", json={"data": [frame]}).json()["event_id"]
-                      for _ in range(live.LIVE_CONCURRENCY_LIMIT + 2)]
+        raw_events = [
+            http.post("gradio_api/call/live_frame", json={"data": [frame]}).json()["event_id"]
+            for _ in range(live.LIVE_CONCURRENCY_LIMIT + 2)
+        ]
     start = time.monotonic()
     _, message = _page_stream_first_answer(app_server.url, frame)
     elapsed_s = time.monotonic() - start
@@ -678,9 +748,24 @@ def test_raw_callers_cannot_hold_the_live_slots(app_server, models):
 @pytest.mark.slow
 def test_load_benchmark_runs_against_the_app(app_server):
     """benchmarks/demo_load.py against the running app: concurrent callers, no failed request."""
-    result = subprocess.run([sys.executable, str(REPOSITORY / "benchmarks" / "demo_load.py"), "--url", app_server.url,
-                             "--callers", "3", "--requests", "2", "--warmup", "1"],
-                            cwd=REPOSITORY, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPOSITORY / "benchmarks" / "demo_load.py"),
+            "--url",
+            app_server.url,
+            "--callers",
+            "3",
+            "--requests",
+            "2",
+            "--warmup",
+            "1",
+        ],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "failed 0" in result.stdout and "p95" in result.stdout and "requests/s" in result.stdout
     assert app_server.alive()

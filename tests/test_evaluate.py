@@ -8,6 +8,7 @@ input (the model contract), its labels, metadata, config and history, and a
 scattered as in CIFAR, where a superclass's fine classes are not neighbours);
 one is the real smoke dataset, so `evaluate.py --run` can load its data itself.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,12 @@ from train.config import PRESETS, TrainConfig
 from train.data import Splits, load_splits
 
 HISTORY_HEADER = "stage,epoch,loss,accuracy,top5,val_loss,val_accuracy,val_top5,learning_rate,seconds\n"
-HISTORY_ROWS = ["head,0,2.0,0.3,0.6,2.1,0.28,0.55,0.001,1.0", "head,1,1.6,0.45,0.7,1.7,0.4,0.68,0.0005,1.0",
-                "finetune,2,1.2,0.6,0.85,1.4,0.52,0.8,0.0003,1.5", "finetune,3,0.9,0.7,0.9,1.3,0.55,0.82,0.0001,1.5"]
+HISTORY_ROWS = [
+    "head,0,2.0,0.3,0.6,2.1,0.28,0.55,0.001,1.0",
+    "head,1,1.6,0.45,0.7,1.7,0.4,0.68,0.0005,1.0",
+    "finetune,2,1.2,0.6,0.85,1.4,0.52,0.8,0.0003,1.5",
+    "finetune,3,0.9,0.7,0.9,1.3,0.55,0.82,0.0001,1.5",
+]
 EXACT = 1e-12  # numbers computed two ways from the same float64 values
 
 
@@ -42,11 +47,13 @@ def _expected_pixels(inches) -> tuple[int, int]:
 
 def _tiny_model(input_shape, num_classes, seed):
     import keras
+
     keras.utils.set_random_seed(seed)
     inputs = keras.Input(input_shape, dtype="uint8")
     features = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
-    outputs = keras.layers.Dense(num_classes, activation="softmax",
-                                 kernel_initializer=keras.initializers.RandomNormal(stddev=0.3, seed=seed))(features)
+    outputs = keras.layers.Dense(
+        num_classes, activation="softmax", kernel_initializer=keras.initializers.RandomNormal(stddev=0.3, seed=seed)
+    )(features)
     return keras.Model(inputs, outputs)
 
 
@@ -57,11 +64,19 @@ def _write_run(run_dir, splits, config: TrainConfig, seed=0, parameters=True):
     model.save(run_dir / "model.keras")
     artifacts.write_labels(run_dir / "labels.txt", splits.labels)
     artifacts.write_json(run_dir / "config.json", configuration.to_dict(config))
-    metadata = {"input_size": list(splits.input_shape[:2]), "input_dtype": "uint8", "image_size": splits.input_shape[0],
-                "model": config.model, "dataset": splits.dataset, "label_mode": config.label_mode,
-                "num_classes": splits.num_classes, "superclasses": splits.superclasses, "unfreeze": config.unfreeze,
-                "superclass_of": None if splits.superclass_of is None else splits.superclass_of.tolist(),
-                "epochs": {"head": config.head_epochs, "finetune": config.epochs}}
+    metadata = {
+        "input_size": list(splits.input_shape[:2]),
+        "input_dtype": "uint8",
+        "image_size": splits.input_shape[0],
+        "model": config.model,
+        "dataset": splits.dataset,
+        "label_mode": config.label_mode,
+        "num_classes": splits.num_classes,
+        "superclasses": splits.superclasses,
+        "unfreeze": config.unfreeze,
+        "superclass_of": None if splits.superclass_of is None else splits.superclass_of.tolist(),
+        "epochs": {"head": config.head_epochs, "finetune": config.epochs},
+    }
     if parameters:
         metadata.update(parameters=int(model.count_params()), training_seconds=75.0, images_per_second=640.0)
     artifacts.write_json(run_dir / "metadata.json", metadata)
@@ -82,11 +97,18 @@ def cifar_like_run(tmp_path_factory):
     per_class = 3
     test_labels = np.repeat(np.arange(100), per_class).astype(np.int64)
     images = generator.integers(0, 256, (len(test_labels), 8, 8, 3), dtype=np.uint8)
-    splits = Splits(train_images=images[:0], train_labels=test_labels[:0], val_images=images[:0],
-                    val_labels=test_labels[:0], test_images=images, test_labels=test_labels,
-                    labels=[f"class_{index:02d}" for index in range(100)],
-                    superclasses=[f"group_{index:02d}" for index in range(20)],
-                    superclass_of=_cifar_like_grouping(), dataset="cifar100")
+    splits = Splits(
+        train_images=images[:0],
+        train_labels=test_labels[:0],
+        val_images=images[:0],
+        val_labels=test_labels[:0],
+        test_images=images,
+        test_labels=test_labels,
+        labels=[f"class_{index:02d}" for index in range(100)],
+        superclasses=[f"group_{index:02d}" for index in range(20)],
+        superclass_of=_cifar_like_grouping(),
+        dataset="cifar100",
+    )
     run_dir = tmp_path_factory.mktemp("runs") / "cifar-like"
     config = TrainConfig(dataset="cifar100", model="cnn", weights="none", head_epochs=2, epochs=2)
     model = _write_run(run_dir, splits, config)
@@ -165,8 +187,18 @@ def test_superclass_scores_follow_the_twenty_groups():
 def test_evaluate_run_writes_metrics_plots_and_report(cifar_like_run):
     run_dir, model, splits, result = cifar_like_run
     written = artifacts.read_json(run_dir / "metrics.json")
-    for key in ("top1", "top5", "loss", "macro", "per_class", "superclass", "calibration", "confused_pairs",
-                "confusion_matrix", "samples"):
+    for key in (
+        "top1",
+        "top5",
+        "loss",
+        "macro",
+        "per_class",
+        "superclass",
+        "calibration",
+        "confused_pairs",
+        "confusion_matrix",
+        "samples",
+    ):
         assert key in written, key
     assert written["top1"] == pytest.approx(result["top1"])
     probabilities = model.predict(splits.test_images, verbose=0).astype(np.float64)
@@ -180,7 +212,9 @@ def test_evaluate_run_writes_metrics_plots_and_report(cifar_like_run):
         assert written["per_class"][label]["superclass"] == splits.superclasses[splits.superclass_of[index]]
     same = splits.superclass_of[true] == splits.superclass_of[predicted]
     assert written["superclass"]["accuracy"] == pytest.approx(np.mean(same), abs=EXACT)
-    assert written["superclass"]["errors_within_superclass"] == pytest.approx(np.mean(same[predicted != true]), abs=EXACT)
+    assert written["superclass"]["errors_within_superclass"] == pytest.approx(
+        np.mean(same[predicted != true]), abs=EXACT
+    )
     assert _pixels(run_dir / "plots/curves.png") == _expected_pixels(plots.CURVES_INCHES)
     assert _pixels(run_dir / "plots/confusion.png") == _expected_pixels(plots.CONFUSION_SUPERCLASS_INCHES)
     assert _pixels(run_dir / "plots/samples.png") == _expected_pixels(plots.SAMPLES_INCHES)
@@ -211,10 +245,15 @@ def test_evaluate_command_line_on_smoke_data(smoke_like_run):
 
 def test_report_includes_the_quantization_table_between_markers(cifar_like_run, monkeypatch):
     run_dir, *_ = cifar_like_run
-    monkeypatch.setattr(report, "render_quantization", lambda quantization: (
-        f"| variant | top-1 |\n|---|---|\n| int8 | {quantization['variants']['int8']['top1']} |"))
-    artifacts.write_json(run_dir / "quantization.json", {"reference": {"top1": 0.5}, "variants": {"int8": {"top1": 0.25}},
-                                                         "max_drop": 1.0, "passed": False})
+    monkeypatch.setattr(
+        report,
+        "render_quantization",
+        lambda quantization: f"| variant | top-1 |\n|---|---|\n| int8 | {quantization['variants']['int8']['top1']} |",
+    )
+    artifacts.write_json(
+        run_dir / "quantization.json",
+        {"reference": {"top1": 0.5}, "variants": {"int8": {"top1": 0.25}}, "max_drop": 1.0, "passed": False},
+    )
     try:
         assert evaluate.main(["--run", str(run_dir), "--report-only"]) == 0
         report_text = (run_dir / "report.md").read_text()
@@ -233,8 +272,19 @@ def test_predict_classifies_good_files_and_names_broken_ones(smoke_like_run, tmp
     not_an_image = tmp_path / "notes.jpg"
     not_an_image.write_text("not an image")
     missing = tmp_path / "missing.png"
-    status = predict.main([str(good_png), str(not_an_image), str(missing), str(good_jpeg),
-                           "--run", str(run_dir), "--top-k", "3", "--json"])
+    status = predict.main(
+        [
+            str(good_png),
+            str(not_an_image),
+            str(missing),
+            str(good_jpeg),
+            "--run",
+            str(run_dir),
+            "--top-k",
+            "3",
+            "--json",
+        ]
+    )
     captured = capsys.readouterr()
     assert status == 1
     result = json.loads(captured.out)
@@ -259,8 +309,9 @@ def test_predict_explain_writes_one_overlay_per_file(smoke_like_run, tmp_path, c
     broken = tmp_path / "broken.png"
     broken.write_text("not an image")
     where = tmp_path / "where"
-    status = predict.main([str(first), str(broken), str(same_stem), "--run", str(run_dir), "--json",
-                           "--explain", str(where)])
+    status = predict.main(
+        [str(first), str(broken), str(same_stem), "--run", str(run_dir), "--json", "--explain", str(where)]
+    )
     assert status == 1  # the broken file is named, the others are explained
     result = json.loads(capsys.readouterr().out)
     written = [entry["explanation"]["file"] for entry in result["results"]]
@@ -284,6 +335,7 @@ def test_predict_defaults_to_the_newest_run(tmp_path, monkeypatch):
         (tmp_path / "runs" / name / "model.keras").write_bytes(b"")
     older = tmp_path / "runs" / "older" / "model.keras"
     import os
+
     os.utime(older, (1, 1))
     monkeypatch.chdir(tmp_path)
     assert predict.newest_run().name == "newer"

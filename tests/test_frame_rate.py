@@ -4,6 +4,7 @@
 
 The demo's use of it (a meter per visitor) is tested in tests/test_live.py.
 """
+
 from __future__ import annotations
 
 import pytest

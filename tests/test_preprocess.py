@@ -3,6 +3,7 @@
 Images are generated in memory with Pillow in the real file formats; no fixtures on disk.
     pytest tests/test_preprocess.py -q
 """
+
 from __future__ import annotations
 
 import io
@@ -32,8 +33,10 @@ def encode(image: Image.Image, format: str, **options) -> bytes:
 
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header states `width` x `height` but which holds no pixel data at all."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
 
@@ -44,16 +47,18 @@ def close_to(pixel, expected, tolerance) -> bool:
 
 # -- colour modes ----------------------------------------------------------------------
 
+
 def test_rgba_composites_on_neutral_grey():
     image = Image.new("RGBA", (4, 1), (0, 0, 0, 0))
-    image.putpixel((1, 0), (255, 0, 0, 255))      # opaque red
+    image.putpixel((1, 0), (255, 0, 0, 255))  # opaque red
     image.putpixel((2, 0), (255, 255, 255, 128))  # half-transparent white
     result = preprocess.load_image(encode(image, "PNG"))
     assert result.mode == "RGB"
     assert result.getpixel((0, 0)) == preprocess.NEUTRAL_BACKGROUND
     assert result.getpixel((1, 0)) == RED
-    expected_blend = tuple(round(background + (255 - background) * 128 / 255)
-                           for background in preprocess.NEUTRAL_BACKGROUND)
+    expected_blend = tuple(
+        round(background + (255 - background) * 128 / 255) for background in preprocess.NEUTRAL_BACKGROUND
+    )
     assert close_to(result.getpixel((2, 0)), expected_blend, 1)
 
 
@@ -108,12 +113,15 @@ def test_cmyk_jpeg_becomes_rgb():
     assert close_to(result.getpixel((8, 8)), (0, 255, 255), JPEG_TOLERANCE)
 
 
-@pytest.mark.parametrize("orientation, top, bottom, size", [
-    (1, None, None, (40, 20)),  # as stored: red left, blue right
-    (3, None, None, (40, 20)),  # 180 degrees: blue left, red right
-    (6, RED, BLUE, (20, 40)),   # stored left column is the visual top row
-    (8, BLUE, RED, (20, 40)),   # stored left column is the visual bottom row
-])
+@pytest.mark.parametrize(
+    "orientation, top, bottom, size",
+    [
+        (1, None, None, (40, 20)),  # as stored: red left, blue right
+        (3, None, None, (40, 20)),  # 180 degrees: blue left, red right
+        (6, RED, BLUE, (20, 40)),  # stored left column is the visual top row
+        (8, BLUE, RED, (20, 40)),  # stored left column is the visual bottom row
+    ],
+)
 def test_exif_orientation_is_applied(orientation, top, bottom, size):
     stored = Image.new("RGB", (40, 20), RED)
     stored.paste(BLUE, (20, 0, 40, 20))
@@ -145,6 +153,7 @@ def test_multi_page_tiff_gives_first_page():
 
 
 # -- crop and resize -----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("width, height", [(90, 30), (30, 90)])
 def test_centre_crop_keeps_the_middle(width, height):
@@ -189,6 +198,7 @@ def test_one_pixel_image():
 
 # -- source kinds -------------------------------------------------------------------------
 
+
 def test_every_source_kind_gives_the_same_pixels(tmp_path):
     rng = np.random.default_rng(1)
     array = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
@@ -198,8 +208,10 @@ def test_every_source_kind_gives_the_same_pixels(tmp_path):
     data = path.read_bytes()
     with open(path, "rb") as stream:
         from_stream = preprocess.prepare_image(stream, 16)
-    results = [preprocess.prepare_image(source, 16)
-               for source in (array, image, data, bytearray(data), io.BytesIO(data), path, str(path))]
+    results = [
+        preprocess.prepare_image(source, 16)
+        for source in (array, image, data, bytearray(data), io.BytesIO(data), path, str(path))
+    ]
     for result in results + [from_stream]:
         np.testing.assert_array_equal(result, results[0])
 
@@ -228,16 +240,20 @@ def test_inputs_are_not_modified():
 
 # -- errors ---------------------------------------------------------------------------------
 
+
 def jpeg_bytes() -> bytes:
     rng = np.random.default_rng(2)
     return encode(Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)), "JPEG")
 
 
-@pytest.mark.parametrize("data, reason", [
-    (b"this is plain text, not a picture", "not an image"),
-    (b"", "empty"),
-    (b"\x89PNG\r\n\x1a\n", "not an image"),  # a signature and nothing else
-])
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"this is plain text, not a picture", "not an image"),
+        (b"", "empty"),
+        (b"\x89PNG\r\n\x1a\n", "not an image"),  # a signature and nothing else
+    ],
+)
 def test_bad_bytes(data, reason):
     with pytest.raises(preprocess.ImageError, match=reason):
         preprocess.load_image(data)
@@ -294,13 +310,16 @@ def test_pixel_limit_is_honoured(monkeypatch):
     assert preprocess.load_image(np.zeros((10, 10, 3), np.uint8)).size == (10, 10)
 
 
-@pytest.mark.parametrize("source, reason", [
-    (np.zeros((4, 4, 3), np.float32), "uint8"),
-    (np.zeros((4, 4, 2), np.uint8), "shaped"),
-    (np.zeros((2, 4, 4, 3), np.uint8), "shaped"),
-    (12345, "unsupported image source"),
-    (io.StringIO("text"), "binary mode"),
-])
+@pytest.mark.parametrize(
+    "source, reason",
+    [
+        (np.zeros((4, 4, 3), np.float32), "uint8"),
+        (np.zeros((4, 4, 2), np.uint8), "shaped"),
+        (np.zeros((2, 4, 4, 3), np.uint8), "shaped"),
+        (12345, "unsupported image source"),
+        (io.StringIO("text"), "binary mode"),
+    ],
+)
 def test_wrong_source_types(source, reason):
     with pytest.raises(preprocess.ImageError, match=reason):
         preprocess.load_image(source)
@@ -347,8 +366,9 @@ def test_a_camera_frame_takes_the_short_path_to_the_same_pixels(shape, size):
     """A uint8 RGB array (a camera frame) is cropped in numpy before any copy: the same array
     as the general path through a PIL image, exactly."""
     frame = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
-    np.testing.assert_array_equal(preprocess.prepare_image(frame, size),
-                                  preprocess.prepare_image(Image.fromarray(frame), size))
+    np.testing.assert_array_equal(
+        preprocess.prepare_image(frame, size), preprocess.prepare_image(Image.fromarray(frame), size)
+    )
 
 
 def test_the_short_path_keeps_the_pixel_cap(monkeypatch):

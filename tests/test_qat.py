@@ -4,6 +4,7 @@ quantize badly is tests/test_convert.py::test_qat_improves_agreement_on_the_outl
 
     .venv/bin/pytest tests/test_qat.py -q
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -82,6 +83,7 @@ def test_efficientnet_b0_gets_a_quantization_aware_copy_that_converts_to_full_in
     its copy converts to a full-integer int8 file (the fake-quant ops fold into the ranges)."""
     from train import export_graph, export_tflite
     from train.config import TrainConfig
+
     config = TrainConfig(dataset="smoke", model="efficientnet_b0", weights="none", image_size=32)
     model, _ = models.build_model(config, 3, (32, 32, 3))
     logits = models.logits_model(model)

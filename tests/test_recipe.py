@@ -2,6 +2,7 @@
 
 docs/training.md cites each value; these tests keep the code and that document in step.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,9 @@ def test_the_default_recipe_is_the_transfer_protocol():
 
 
 def test_options_given_win_over_the_recipe_and_unset_ones_resolve():
-    chosen = TrainConfig(optimizer="adamw", learning_rate=1e-3, weight_decay=0.0, batchnorm="frozen",
-                         label_smoothing=0.1, epochs=30).with_recipe(CIFAR_TRAIN_AFTER_VALIDATION)
+    chosen = TrainConfig(
+        optimizer="adamw", learning_rate=1e-3, weight_decay=0.0, batchnorm="frozen", label_smoothing=0.1, epochs=30
+    ).with_recipe(CIFAR_TRAIN_AFTER_VALIDATION)
     assert (chosen.optimizer, chosen.learning_rate, chosen.weight_decay) == ("adamw", 1e-3, 0.0)
     assert (chosen.batchnorm, chosen.label_smoothing, chosen.epochs) == ("frozen", 0.1, 30)
     assert chosen.batch_size == PRETRAINED_RECIPE.batch_size
@@ -93,13 +95,19 @@ def _tiny_backbone(keras):
 
 def _moving_mean_after_one_step(keras, train_batchnorm: bool):
     from train import models
+
     backbone = _tiny_backbone(keras)
     models.freeze_batchnorm(backbone)  # As build_model leaves a pretrained backbone.
     inputs = keras.Input((8, 8, 3))
     outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(backbone(inputs)))
     model = keras.Model(inputs, outputs)
-    models.set_backbone_trainable(backbone, 1.0, pretrained=True, train_batchnorm=train_batchnorm,
-                                  batchnorm_momentum=0.5 if train_batchnorm else None)
+    models.set_backbone_trainable(
+        backbone,
+        1.0,
+        pretrained=True,
+        train_batchnorm=train_batchnorm,
+        batchnorm_momentum=0.5 if train_batchnorm else None,
+    )
     batchnorm = backbone.get_layer("bn0")
     before = np.array(batchnorm.moving_mean)
     model.compile(optimizer="sgd", loss="mse")
@@ -110,6 +118,7 @@ def _moving_mean_after_one_step(keras, train_batchnorm: bool):
 
 def test_batchnorm_frozen_keeps_the_statistics_and_train_updates_them():
     import keras
+
     frozen, before, after = _moving_mean_after_one_step(keras, train_batchnorm=False)
     assert not frozen.trainable and np.array_equal(before, after)
     trained, before, after = _moving_mean_after_one_step(keras, train_batchnorm=True)
@@ -121,6 +130,7 @@ def test_partial_unfreezing_trains_only_the_batchnorm_above_the_cut():
     import keras
 
     from train import models
+
     backbone = _tiny_backbone(keras)
     models.set_backbone_trainable(backbone, 0.4, pretrained=True, train_batchnorm=True, batchnorm_momentum=0.9)
     assert backbone.get_layer("bn1").trainable and backbone.get_layer("bn1").momentum == 0.9
@@ -131,4 +141,5 @@ def test_resolving_without_a_dataset_size_takes_the_recipe_batch_unshrunk():
     resolved = TrainConfig(model="se_cnn", weights="none").with_recipe()
     assert resolved.batch_size == 64 and resolved.optimizer == "adamw" and resolved.warmup_epochs == 1.0
     assert resolved.with_recipe(CIFAR_TRAIN_AFTER_VALIDATION).with_recipe() == resolved.with_recipe(
-        CIFAR_TRAIN_AFTER_VALIDATION)
+        CIFAR_TRAIN_AFTER_VALIDATION
+    )

@@ -3,6 +3,7 @@ folder's files read with defaults, and a malformed file fails naming itself.
 
     .venv/bin/pytest tests/test_records.py -q
 """
+
 from __future__ import annotations
 
 import json
@@ -18,10 +19,28 @@ OLDER_QUANTIZATION = {
     "reference": {"model": "keras float32", "top1": 0.5, "top5": 0.9},
     "test_images": 100,
     "variants": {
-        "float32": {"top1": 0.5, "top5": 0.9, "top1_change": 0.0, "drop_points": 0.0, "agreement": 1.0,
-                    "kl_divergence": 0.0, "file": "model_float32.tflite", "size_bytes": 4000, "latency_ms": 2.0},
-        "int8": {"top1": 0.47, "top5": 0.88, "top1_change": -0.03, "drop_points": 3.0, "agreement": 0.9,
-                 "kl_divergence": 0.02, "file": "model_int8.tflite", "size_bytes": 1000, "latency_ms": 1.0},
+        "float32": {
+            "top1": 0.5,
+            "top5": 0.9,
+            "top1_change": 0.0,
+            "drop_points": 0.0,
+            "agreement": 1.0,
+            "kl_divergence": 0.0,
+            "file": "model_float32.tflite",
+            "size_bytes": 4000,
+            "latency_ms": 2.0,
+        },
+        "int8": {
+            "top1": 0.47,
+            "top5": 0.88,
+            "top1_change": -0.03,
+            "drop_points": 3.0,
+            "agreement": 0.9,
+            "kl_divergence": 0.02,
+            "file": "model_int8.tflite",
+            "size_bytes": 1000,
+            "latency_ms": 1.0,
+        },
     },
     "max_drop": 1.0,
     "passed": False,
@@ -30,10 +49,12 @@ OLDER_QUANTIZATION = {
 
 
 def _run_files(run_dir: Path) -> list[tuple[type, Path]]:
-    return [(records.RunMetadata, run_dir / run_folder.METADATA_FILE),
-            (records.Metrics, run_dir / run_folder.METRICS_FILE),
-            (records.Quantization, run_dir / run_folder.QUANTIZATION_FILE),
-            (records.ModelMetadata, run_dir / run_folder.TFLITE_DIR / run_folder.METADATA_FILE)]
+    return [
+        (records.RunMetadata, run_dir / run_folder.METADATA_FILE),
+        (records.Metrics, run_dir / run_folder.METRICS_FILE),
+        (records.Quantization, run_dir / run_folder.QUANTIZATION_FILE),
+        (records.ModelMetadata, run_dir / run_folder.TFLITE_DIR / run_folder.METADATA_FILE),
+    ]
 
 
 def test_the_pipelines_files_round_trip_byte_for_byte(smoke_run):
@@ -79,13 +100,16 @@ def test_a_record_made_in_code_writes_every_key_the_writers_always_write():
     assert "reference" not in written  # Not known: left out, as the writers leave it out.
 
 
-@pytest.mark.parametrize("content, expected", [
-    ("{not json", "not valid JSON"),
-    ("[1, 2]", "expected a JSON object, got list"),
-    ('{"variants": [1]}', "variants: expected a JSON object, got list"),
-    ('{"variants": {"int8": 3}}', "variants: int8: expected a JSON object, got int"),
-    ('{"schema_version": 99}', "schema_version 99 is newer"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "expected a JSON object, got list"),
+        ('{"variants": [1]}', "variants: expected a JSON object, got list"),
+        ('{"variants": {"int8": 3}}', "variants: int8: expected a JSON object, got int"),
+        ('{"schema_version": 99}', "schema_version 99 is newer"),
+    ],
+)
 def test_a_malformed_file_raises_an_error_naming_it(tmp_path, content, expected):
     path = tmp_path / run_folder.QUANTIZATION_FILE
     path.write_text(content)
@@ -102,8 +126,10 @@ def test_the_panel_table_is_the_one_the_demo_always_drew():
     """The demo's float-vs-int8 panel (demo/panels.py) draws the record's table (PANEL_COLUMNS): the same
     text, cell for cell, as the page had before the records."""
     from demo import panels  # No Gradio: the panels are text.
+
     assert panels.quantization_table(OLDER_QUANTIZATION) == (
         "| model | top-1 | top-5 | top-1 agreement with float | size | latency |\n|---|---|---|---|---|---|\n"
         "| Keras float (reference) | 50.0% | 90.0% | 100.0% | | |\n"
         "| float32 | 50.0% | 90.0% | 100.0% | 3.9 KiB | 2 ms |\n| int8 | 47.0% | 88.0% | 90.0% | 1000 B | 1 ms |\n\n"
-        "The int8 gate (top-1 at most 1.0 points below the float model) FAILED.")
+        "The int8 gate (top-1 at most 1.0 points below the float model) FAILED."
+    )

@@ -8,6 +8,7 @@ int8 inputs. Tests may import TensorFlow; the check that the runtime does not
 runs in a fresh interpreter.
     pytest tests/test_runtime.py -q
 """
+
 from __future__ import annotations
 
 import ctypes.util
@@ -29,8 +30,13 @@ from edge.common import artifacts, run_folder
 pytestmark = pytest.mark.slow  # trains and converts a (tiny) model once per session
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220),
-           "white": (235, 235, 235), "black": (20, 20, 20)}
+COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 200, 40),
+    "blue": (30, 40, 220),
+    "white": (235, 235, 235),
+    "black": (20, 20, 20),
+}
 LABELS = list(COLOURS)
 INPUT_SIZE = 32
 
@@ -80,6 +86,7 @@ def build_tiny_models(folder: Path) -> dict[str, Path]:
         def generate():
             for image in calibration:
                 yield [image[np.newaxis].astype(dtype)]
+
         return generate
 
     def convert(keras_model, quantize=None, input_dtype=None, output_dtype=None, calibration_dtype=np.float32):
@@ -133,10 +140,16 @@ def solid_png(colour) -> bytes:
 
 # -- loading and the tensor details ---------------------------------------------------------
 
-@pytest.mark.parametrize("variant, dtype, quantized_input", [
-    ("float32", np.uint8, False), ("int8", np.uint8, False),
-    ("uint8_input", np.uint8, True), ("int8_input", np.int8, True),
-])
+
+@pytest.mark.parametrize(
+    "variant, dtype, quantized_input",
+    [
+        ("float32", np.uint8, False),
+        ("int8", np.uint8, False),
+        ("uint8_input", np.uint8, True),
+        ("int8_input", np.int8, True),
+    ],
+)
 def test_reads_input_details(tiny_models, variant, dtype, quantized_input):
     classifier = runtime.Classifier(tiny_models[variant])
     assert classifier.input_size == (INPUT_SIZE, INPUT_SIZE)
@@ -230,6 +243,7 @@ def test_concurrent_calls_are_serialised(tiny_models, test_images):
 
 # -- runtime choice -------------------------------------------------------------------------
 
+
 def test_explicit_runtimes(tiny_models, monkeypatch):
     with pytest.raises(runtime.ModelError, match="unknown runtime"):
         runtime.Classifier(tiny_models["int8"], runtime="tensorflow")
@@ -284,6 +298,7 @@ def test_missing_delegate_names_the_library(tiny_models, tmp_path):
 
 # -- bad model files --------------------------------------------------------------------------
 
+
 def test_missing_and_corrupt_models(tiny_models, tmp_path):
     (tmp_path / "labels.txt").write_text("\n".join(LABELS) + "\n")
     missing = tmp_path / "missing.tflite"
@@ -334,6 +349,7 @@ def test_model_whose_input_is_not_an_image(tiny_models):
 
 # -- bad inputs -------------------------------------------------------------------------------
 
+
 def test_bad_images_raise_image_error_and_the_classifier_survives(tiny_models, tmp_path):
     classifier = runtime.Classifier(tiny_models["int8"])
     truncated = tmp_path / "cut.png"
@@ -373,8 +389,14 @@ def test_classifying_never_imports_tensorflow(tiny_models, tmp_path):
     image = tmp_path / "green.png"
     image.write_bytes(solid_png(COLOURS["green"]))
     environment = dict(os.environ, PYTHONPATH=str(REPOSITORY))
-    completed = subprocess.run([sys.executable, "-c", NO_TENSORFLOW_SCRIPT, str(tiny_models["int8"]), str(image)],
-                               capture_output=True, text=True, cwd=tmp_path, env=environment, timeout=120)
+    completed = subprocess.run(
+        [sys.executable, "-c", NO_TENSORFLOW_SCRIPT, str(tiny_models["int8"]), str(image)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=environment,
+        timeout=120,
+    )
     assert completed.returncode == 0, completed.stderr
     result = json.loads(completed.stdout.strip().splitlines()[-1])
     assert result["heavy_modules"] == []
@@ -403,14 +425,15 @@ def test_command_line(tiny_models, tmp_path, capsys):
 
 # -- the benchmark -----------------------------------------------------------------------------
 
+
 def test_benchmark_measures_every_variant(tiny_models, tmp_path, capsys, load_benchmark):
     benchmark = load_benchmark("runtime_latency")
     config = benchmark.BenchmarkConfig(model=str(tiny_models["int8"]), runs=3, warmup=1, threads=1)
     result = benchmark.run(config)
     # model_float32 and model_int8 carry the converter's names; the test-only variants do not.
     assert [row["variant"] for row in result["results"]] == [
-        name for name in run_folder.VARIANTS if name in ("float32", "int8")
-        for _ in runtime.available_runtimes()]
+        name for name in run_folder.VARIANTS if name in ("float32", "int8") for _ in runtime.available_runtimes()
+    ]
     for row in result["results"]:
         assert row["size_bytes"] == Path(row["file"]).stat().st_size
         for timing in (row["invoke_ms"], row["end_to_end_ms"]):
@@ -439,11 +462,12 @@ def test_benchmark_measures_every_variant(tiny_models, tmp_path, capsys, load_be
 
 # -- the converter's real output -----------------------------------------------------------
 
+
 def test_smoke_run_variants_load_as_their_metadata_says(smoke_run, tmp_path):
     folder = Path(smoke_run) / run_folder.TFLITE_DIR
     metadata = artifacts.read_json(folder / run_folder.METADATA_FILE)
     labels = artifacts.read_labels(folder / run_folder.LABELS_FILE)
-    images = (np.random.default_rng(5).integers(0, 256, (4, 48, 40, 3), dtype=np.uint8))
+    images = np.random.default_rng(5).integers(0, 256, (4, 48, 40, 3), dtype=np.uint8)
     for variant, description in metadata["variants"].items():
         classifier = runtime.Classifier(folder / Path(description["file"]).name)
         assert list(classifier.input_size) == metadata["input_size"]
@@ -454,8 +478,13 @@ def test_smoke_run_variants_load_as_their_metadata_says(smoke_run, tmp_path):
     # The shipped file classifies without TensorFlow, too.
     image = tmp_path / "photo.png"
     Image.fromarray(images[0]).save(image)
-    completed = subprocess.run([sys.executable, "-c", NO_TENSORFLOW_SCRIPT, str(folder / "model_int8.tflite"), str(image)],
-                               capture_output=True, text=True, cwd=tmp_path, timeout=120,
-                               env=dict(os.environ, PYTHONPATH=str(REPOSITORY)))
+    completed = subprocess.run(
+        [sys.executable, "-c", NO_TENSORFLOW_SCRIPT, str(folder / "model_int8.tflite"), str(image)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(REPOSITORY)),
+    )
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout.strip().splitlines()[-1])["heavy_modules"] == []

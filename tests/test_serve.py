@@ -8,6 +8,7 @@ a free port, which the test reads from the server before the loop starts), and
 talk HTTP to it; one runs the script end to end on the smoke run's int8 model
 (marked slow), one opens the page in Chromium (marked browser).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -54,10 +55,22 @@ SERVING_FPS = 5
 class Serving:
     """`camera.run` serving on a free loopback port in a thread (see `serving_camera`)."""
 
-    def __init__(self, server: serve.LiveServer, stop: stopping.StopRequest, thread: threading.Thread,
-                 output: io.StringIO, result: dict):
+    def __init__(
+        self,
+        server: serve.LiveServer,
+        stop: stopping.StopRequest,
+        thread: threading.Thread,
+        output: io.StringIO,
+        result: dict,
+    ):
         self.server, self.port, self.stop, self.thread, self.output, self.result = (
-            server, server.port, stop, thread, output, result)
+            server,
+            server.port,
+            stop,
+            thread,
+            output,
+            result,
+        )
 
     def printed_records(self) -> list[dict]:
         return [json.loads(line) for line in self.output.getvalue().splitlines()]
@@ -125,7 +138,7 @@ def read_parts(stream: io.BufferedReader, boundary: str, count: int) -> list[byt
         if line.strip() != f"--{boundary}".encode():
             continue  # The CRLF that ends the previous part.
         headers = {}
-        while (line := stream.readline().strip()):
+        while line := stream.readline().strip():
             name, _, value = line.decode().partition(":")
             headers[name.strip().lower()] = value.strip()
         assert headers["content-type"] == "image/jpeg"
@@ -141,7 +154,7 @@ def open_stream(port: int) -> tuple[socket.socket, io.BufferedReader, str]:
     status = reader.readline()
     assert status.split()[1] == b"200", status
     headers = {}
-    while (line := reader.readline().strip()):
+    while line := reader.readline().strip():
         name, _, value = line.decode().partition(":")
         headers[name.strip().lower()] = value.strip()
     content_type = headers["content-type"]
@@ -154,9 +167,16 @@ def assert_refused(port: int) -> None:
         socket.create_connection(("127.0.0.1", port), timeout=HTTP_TIMEOUT).close()
 
 
-@pytest.mark.parametrize("text, address", [
-    ("8000", ("127.0.0.1", 8000)), ("0.0.0.0:8000", ("0.0.0.0", 8000)), ("localhost:0", ("localhost", 0)),
-    ("[::1]:8080", ("::1", 8080)), (" 8000 ", ("127.0.0.1", 8000))])
+@pytest.mark.parametrize(
+    "text, address",
+    [
+        ("8000", ("127.0.0.1", 8000)),
+        ("0.0.0.0:8000", ("0.0.0.0", 8000)),
+        ("localhost:0", ("localhost", 0)),
+        ("[::1]:8080", ("::1", 8080)),
+        (" 8000 ", ("127.0.0.1", 8000)),
+    ],
+)
 def test_serve_addresses(text, address):
     assert serve.parse_address(text) == address
 
@@ -195,7 +215,8 @@ def test_a_port_in_use_is_one_line_and_exit_2(image_folder):
     assert result.returncode == errors.EXIT_USAGE
     assert result.stderr.strip().splitlines() == [
         f"camera: error: cannot serve on 127.0.0.1:{port}: the port is in use (another camera or server?); "
-        "pick another PORT"]
+        "pick another PORT"
+    ]
 
 
 def test_predictions_json_is_the_json_record_and_changes(long_image_folder):
@@ -219,8 +240,16 @@ def test_the_page_and_unknown_paths(long_image_folder):
         status, content_type, body = http_get(serving.port, "/")
         assert status == 200 and content_type == "text/html; charset=utf-8"
         assert b'<img src="/stream.mjpg"' in body and b"/predictions.json" in body
-        for path in ("/favicon.ico", "/../etc/passwd", "/index.html", "/stream.mjpg/x", "/predictions.json/",
-                     "//etc/passwd", "/edge/camera.py", "/%2e%2e/README.md"):
+        for path in (
+            "/favicon.ico",
+            "/../etc/passwd",
+            "/index.html",
+            "/stream.mjpg/x",
+            "/predictions.json/",
+            "//etc/passwd",
+            "/edge/camera.py",
+            "/%2e%2e/README.md",
+        ):
             status, _, body = http_get(serving.port, path)
             assert status == 404, path
             assert b"import" not in body and b"passwd" not in body
@@ -292,8 +321,12 @@ def test_stopping_the_camera_closes_the_server(image_folder):
 
 def test_a_lost_camera_closes_the_server_too():
     server = serve.LiveServer("127.0.0.1", 0)
-    summary = camera.run(camera.CameraConfig(serve="127.0.0.1:0"), source=FakeCamera(good_frames=3, failure=OSError),
-                         classifier=FakeClassifier(), server=server)
+    summary = camera.run(
+        camera.CameraConfig(serve="127.0.0.1:0"),
+        source=FakeCamera(good_frames=3, failure=OSError),
+        classifier=FakeClassifier(),
+        server=server,
+    )
     assert summary["stopped"] == "camera lost" and summary["exit_code"] == camera.EXIT_FAILURE
     assert 1 <= summary["frames"] <= 3
     assert_refused(server.port)
@@ -304,13 +337,31 @@ def test_serve_from_the_script(tiny_model, long_image_folder, tmp_path):
     # The whole command, with the int8 model: serves on the port the system chose, then Ctrl-C closes it.
     stdout_path, stderr_path = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
     with open(stdout_path, "w") as stdout, open(stderr_path, "w") as stderr:
-        process = subprocess.Popen([sys.executable, str(SCRIPT), "--model", str(tiny_model),
-                                    "--source", str(long_image_folder), "--headless", "--fps-limit", "5",
-                                    "--serve", "127.0.0.1:0"], cwd=REPOSITORY, stdout=stdout, stderr=stderr)
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                str(SCRIPT),
+                "--model",
+                str(tiny_model),
+                "--source",
+                str(long_image_folder),
+                "--headless",
+                "--fps-limit",
+                "5",
+                "--serve",
+                "127.0.0.1:0",
+            ],
+            cwd=REPOSITORY,
+            stdout=stdout,
+            stderr=stderr,
+        )
     try:
         deadline = time.monotonic() + SUBPROCESS_TIMEOUT
-        pattern = re.compile(r"^camera: serving http://127\.0\.0\.1:(\d+)/ \(MJPEG at /stream\.mjpg, "
-                             r"JSON at /predictions\.json\)$", re.MULTILINE)
+        pattern = re.compile(
+            r"^camera: serving http://127\.0\.0\.1:(\d+)/ \(MJPEG at /stream\.mjpg, "
+            r"JSON at /predictions\.json\)$",
+            re.MULTILINE,
+        )
         while not (found := pattern.search(stderr_path.read_text())) and process.poll() is None:
             assert time.monotonic() < deadline, stderr_path.read_text()
             time.sleep(0.05)
@@ -352,25 +403,32 @@ def test_the_live_view_page_in_chromium(long_image_folder):
     if not CHROMIUM.is_file():
         pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium)")
     playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright (pip) is not installed")
-    with serving_camera(long_image_folder, fps_limit=SERVING_FPS) as serving, \
-            playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM),
-                                             args=["--headless", "--no-sandbox", "--disable-gpu"])
+    with (
+        serving_camera(long_image_folder, fps_limit=SERVING_FPS) as serving,
+        playwright_api.sync_playwright() as playwright,
+    ):
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--headless", "--no-sandbox", "--disable-gpu"]
+        )
         try:
             page = browser.new_page()
             # Not "load": an MJPEG image never finishes loading.
             page.goto(f"http://127.0.0.1:{serving.port}/", wait_until="domcontentloaded")
             page.wait_for_function("document.querySelector('img').naturalWidth === 50", timeout=PAGE_TIMEOUT_MS)
-            page.wait_for_function("document.getElementById('predictions').textContent.includes('bicycle')",
-                                   timeout=PAGE_TIMEOUT_MS)
+            page.wait_for_function(
+                "document.getElementById('predictions').textContent.includes('bicycle')", timeout=PAGE_TIMEOUT_MS
+            )
             first = page.text_content("#status")
             assert first.startswith("frame ") and f"from folder:{long_image_folder}" in first
             cells = page.eval_on_selector_all("#predictions td", "cells => cells.map(cell => cell.textContent)")
             assert cells == ["bicycle", "40.0%", "dolphin", "25.0%", "castle", "20.0%"]
-            page.wait_for_function(f"document.getElementById('status').textContent !== {json.dumps(first)}",
-                                   timeout=PAGE_TIMEOUT_MS)  # The next frame's record replaced it.
+            page.wait_for_function(
+                f"document.getElementById('status').textContent !== {json.dumps(first)}", timeout=PAGE_TIMEOUT_MS
+            )  # The next frame's record replaced it.
             (REPOSITORY / "test-artifacts").mkdir(exist_ok=True)
-            page.screenshot(path=str(REPOSITORY / "test-artifacts" / "pi_live_view.png"))  # docs/images/pi-live-view.png
+            page.screenshot(
+                path=str(REPOSITORY / "test-artifacts" / "pi_live_view.png")
+            )  # docs/images/pi-live-view.png
         finally:
             browser.close()
         serving.finish()

@@ -5,6 +5,7 @@
 picamera2 is replaced by a stand-in module (there is no Pi here); the other
 tests use tests/camera_support.py's fake camera.
 """
+
 from __future__ import annotations
 
 import sys
@@ -47,6 +48,7 @@ def test_a_live_camera_drops_stale_frames():
 
 # -- the picamera2 source, against a stand-in for the library (no Pi here) ----------------------
 
+
 class FakePicamera2:
     """The part of picamera2's API the source uses; frames come in libcamera's RGB888 layout (B, G, R)."""
 
@@ -87,6 +89,7 @@ class FakePicamera2:
 @pytest.fixture
 def fake_picamera2(monkeypatch):
     import types
+
     module = types.ModuleType("picamera2")
     module.Picamera2 = FakePicamera2
     monkeypatch.setitem(sys.modules, "picamera2", module)

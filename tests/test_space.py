@@ -11,6 +11,7 @@ Two ways of starting the assembled folder:
   which proves the requirements are complete and TensorFlow-free. It is cached under
   test-artifacts/ by the hash of requirements.txt, so only the first run pays for the install.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,8 +40,7 @@ VENV_INSTALL_TIMEOUT_S = 1800  # a cold `pip install gradio ...` took 2.3 minute
 @pytest.fixture(scope="module")
 def assembled(smoke_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("deploy") / "space"
-    config = deploy.DeployConfig(run=str(smoke_run), repo=SPACE_REPO, model_repo=MODEL_REPO, dry_run=True,
-                                 out=str(out))
+    config = deploy.DeployConfig(run=str(smoke_run), repo=SPACE_REPO, model_repo=MODEL_REPO, dry_run=True, out=str(out))
     return deploy.run(config)
 
 
@@ -52,9 +52,21 @@ def _front_matter(readme: Path) -> dict:
 
 def test_dry_run_assembles_a_self_contained_space(assembled, smoke_run):
     space = Path(assembled["space"]["folder"])
-    for name in ("app.py", "README.md", "requirements.txt", "demo/ui.py", "demo/app.py", "edge/runtime.py",
-                 "edge/preprocess.py", "models/model_int8.tflite", "models/model_float32.tflite",
-                 "models/labels.txt", "models/metadata.json", "models/quantization.json", "models/report.md"):
+    for name in (
+        "app.py",
+        "README.md",
+        "requirements.txt",
+        "demo/ui.py",
+        "demo/app.py",
+        "edge/runtime.py",
+        "edge/preprocess.py",
+        "models/model_int8.tflite",
+        "models/model_float32.tflite",
+        "models/labels.txt",
+        "models/metadata.json",
+        "models/quantization.json",
+        "models/report.md",
+    ):
         assert (space / name).is_file(), name
     assert (space / "app.py").read_bytes() == (REPOSITORY / "hf_space" / "app.py").read_bytes()
     for module in assembled["space"]["modules"]:  # copies, byte for byte
@@ -66,7 +78,8 @@ def test_dry_run_assembles_a_self_contained_space(assembled, smoke_run):
     # The report's plots travel with it, and the page links to the Space's copy.
     assert (space / "models" / "plots" / "confusion.png").is_file()
     assert artifacts.read_json(space / "models" / "metadata.json")["report_url"].startswith(
-        f"https://huggingface.co/spaces/{SPACE_REPO}/")
+        f"https://huggingface.co/spaces/{SPACE_REPO}/"
+    )
     # Examples among the smoke classes only, with their sources.
     labels = artifacts.read_labels(smoke_run / "tflite" / "labels.txt")
     examples = [path for path in (space / "demo" / "examples").rglob("*.png")]
@@ -114,19 +127,31 @@ def test_space_card_names_a_fine_tuned_imagenet_backbone(smoke_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(smoke_run / "tflite", run_dir / "tflite")
     metadata = artifacts.read_json(run_dir / "tflite" / "metadata.json")
-    artifacts.write_json(run_dir / "tflite" / "metadata.json", {**metadata, "dataset": "cifar100",
-                                                                 "model": "efficientnet_b0"})
+    artifacts.write_json(
+        run_dir / "tflite" / "metadata.json", {**metadata, "dataset": "cifar100", "model": "efficientnet_b0"}
+    )
     artifacts.write_json(run_dir / "config.json", {"weights": "imagenet"})
     facts = deploy.card_facts(run_folder.find_model_files(folder=run_dir))
     assert facts["title"] == "CIFAR-100 Edge Classifier" and facts["model_tag"] == "efficientnet-b0"
-    assert facts["model_sentence"].startswith("the efficientnet_b0 model, fine-tuned from ImageNet weights on CIFAR-100")
+    assert facts["model_sentence"].startswith(
+        "the efficientnet_b0 model, fine-tuned from ImageNet weights on CIFAR-100"
+    )
     assert facts["measurements"].startswith("_Not measured")  # no quantization.json in this copy
 
 
 def test_model_repository_folder_and_card(assembled):
     folder = Path(assembled["model"]["folder"])
-    for name in ("README.md", "model_int8.tflite", "model_float32.tflite", "labels.txt", "metadata.json",
-                 "quantization.json", "edge/runtime.py", "edge/camera.py", "edge/preprocess.py"):
+    for name in (
+        "README.md",
+        "model_int8.tflite",
+        "model_float32.tflite",
+        "labels.txt",
+        "metadata.json",
+        "quantization.json",
+        "edge/runtime.py",
+        "edge/camera.py",
+        "edge/preprocess.py",
+    ):
         assert (folder / name).is_file(), name
     assert not (folder / "train").exists()
     card = (folder / "README.md").read_text()
@@ -153,6 +178,7 @@ def test_module_closure_follows_imports_and_refuses_tensorflow(tmp_path):
 
 class FakeHfApi:
     """Records the calls deploy.py makes; `failure` (an exception) is raised by create_repo when set."""
+
     calls: list = []
     failure: Exception | None = None
 
@@ -167,8 +193,11 @@ class FakeHfApi:
         return f"https://huggingface.co/{prefix}{repo_id}"
 
     def upload_folder(self, **options):
-        files = sorted(path.relative_to(options["folder_path"]).as_posix()
-                       for path in Path(options["folder_path"]).rglob("*") if path.is_file())
+        files = sorted(
+            path.relative_to(options["folder_path"]).as_posix()
+            for path in Path(options["folder_path"]).rglob("*")
+            if path.is_file()
+        )
         FakeHfApi.calls.append(("upload_folder", options["repo_id"], {**options, "files": files}))
 
 
@@ -181,13 +210,29 @@ def fake_hub(monkeypatch):
 
 
 def test_upload_creates_the_repositories_and_uploads_the_folders(fake_hub, smoke_run, tmp_path, capsys):
-    status = deploy.main(["--run", str(smoke_run), "--repo", SPACE_REPO, "--model-repo", MODEL_REPO, "--private",
-                          "--out", str(tmp_path / "space")])
+    status = deploy.main(
+        [
+            "--run",
+            str(smoke_run),
+            "--repo",
+            SPACE_REPO,
+            "--model-repo",
+            MODEL_REPO,
+            "--private",
+            "--out",
+            str(tmp_path / "space"),
+        ]
+    )
     output = capsys.readouterr()
     assert status == 0, output.err
     created = {call[1]: call[2] for call in fake_hub.calls if call[0] == "create_repo"}
-    assert created[SPACE_REPO] == {"repo_type": "space", "exist_ok": True, "private": True, "token": FAKE_TOKEN,
-                                   "space_sdk": "gradio"}
+    assert created[SPACE_REPO] == {
+        "repo_type": "space",
+        "exist_ok": True,
+        "private": True,
+        "token": FAKE_TOKEN,
+        "space_sdk": "gradio",
+    }
     assert created[MODEL_REPO]["repo_type"] == "model" and created[MODEL_REPO]["private"] is True
     uploads = {call[1]: call[2] for call in fake_hub.calls if call[0] == "upload_folder"}
     assert {"app.py", "README.md", "requirements.txt", "models/model_int8.tflite"} <= set(uploads[SPACE_REPO]["files"])
@@ -200,6 +245,7 @@ def test_upload_creates_the_repositories_and_uploads_the_folders(fake_hub, smoke
 def _hub_error(status: int) -> Exception:
     import httpx2
     from huggingface_hub.errors import HfHubHTTPError
+
     request = httpx2.Request("POST", "https://huggingface.co/api/repos/create")
     return HfHubHTTPError(f"{status} error", response=httpx2.Response(status, request=request))
 
@@ -224,25 +270,47 @@ def test_no_token_is_a_clear_error(fake_hub, smoke_run, monkeypatch, capsys):
 def test_no_network_is_one_line_and_exit_2(smoke_run, tmp_path):
     """The real Hub client against an address where nothing listens: what it raises when the network is down."""
     import os
-    environment = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{local_server.free_port()}",
-                   "HF_TOKEN": FAKE_TOKEN, "HF_HUB_DISABLE_TELEMETRY": "1"}
-    result = subprocess.run([sys.executable, str(REPOSITORY / "hf_space" / "deploy.py"), "--run", str(smoke_run),
-                             "--repo", SPACE_REPO, "--out", str(tmp_path / "space")],
-                            cwd=REPOSITORY, env=environment, capture_output=True, text=True, timeout=300)
+
+    environment = {
+        **os.environ,
+        "HF_ENDPOINT": f"http://127.0.0.1:{local_server.free_port()}",
+        "HF_TOKEN": FAKE_TOKEN,
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+    }
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPOSITORY / "hf_space" / "deploy.py"),
+            "--run",
+            str(smoke_run),
+            "--repo",
+            SPACE_REPO,
+            "--out",
+            str(tmp_path / "space"),
+        ],
+        cwd=REPOSITORY,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith(f"error: cannot reach the Hugging Face Hub to upload {SPACE_REPO} ("), result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
     assert FAKE_TOKEN not in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["--repo", "just-a-name"], "not a Hugging Face repository id"),
-    (["--repo", "a/b/c"], "not a Hugging Face repository id"),
-    (["--repo", "user/bad--name"], "not a Hugging Face repository id"),
-    (["--repo", SPACE_REPO, "--model-repo", "no slash"], "--model-repo"),
-    ([], "--repo USER/NAME is required"),
-    (["--dry-run"], "--dry-run needs --out"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--repo", "just-a-name"], "not a Hugging Face repository id"),
+        (["--repo", "a/b/c"], "not a Hugging Face repository id"),
+        (["--repo", "user/bad--name"], "not a Hugging Face repository id"),
+        (["--repo", SPACE_REPO, "--model-repo", "no slash"], "--model-repo"),
+        ([], "--repo USER/NAME is required"),
+        (["--dry-run"], "--dry-run needs --out"),
+    ],
+)
 def test_bad_names_and_missing_options_are_clear_errors(fake_hub, smoke_run, capsys, arguments, message):
     assert deploy.main(["--run", str(smoke_run), *arguments]) == 2
     assert message in capsys.readouterr().err
@@ -267,6 +335,7 @@ def test_a_folder_not_made_by_deploy_is_never_overwritten(fake_hub, smoke_run, t
 
 def _check_serves(server: local_server.LocalServer, space: Path, labels: list[str]) -> None:
     from gradio_client import Client, handle_file
+
     example = next((space / "demo" / "examples").rglob("*.png"))
     result = Client(server.url, verbose=False).predict(handle_file(str(example)), api_name="/predict")
     assert len(result["confidences"]) == min(ui.TOP_K, len(labels))
@@ -292,9 +361,12 @@ def _space_venv(requirements: Path) -> Path:
     if (venv / "installed.ok").is_file():
         return python
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, timeout=300)
-    install = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                              "-r", str(requirements)], capture_output=True, text=True,
-                             timeout=VENV_INSTALL_TIMEOUT_S)
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r", str(requirements)],
+        capture_output=True,
+        text=True,
+        timeout=VENV_INSTALL_TIMEOUT_S,
+    )
     assert install.returncode == 0, f"pip install -r {requirements} failed:\n{install.stderr[-3000:]}"
     (venv / "installed.ok").write_text(requirements.read_text())
     return python
@@ -304,9 +376,16 @@ def _space_venv(requirements: Path) -> Path:
 def test_space_folder_runs_from_its_own_requirements(assembled, smoke_run):
     space = Path(assembled["space"]["folder"])
     python = _space_venv(space / "requirements.txt")
-    missing = subprocess.run([str(python), "-c", "import importlib.util as u; "
-                              "print([m for m in ('tensorflow', 'keras') if u.find_spec(m)])"],
-                             capture_output=True, text=True, timeout=120)
+    missing = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import importlib.util as u; print([m for m in ('tensorflow', 'keras') if u.find_spec(m)])",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert missing.stdout.strip() == "[]"  # not installed at all in the Space's environment
     with local_server.LocalServer(space / "app.py", cwd=space, python=str(python)) as server:
         _check_serves(server, space, artifacts.read_labels(smoke_run / "tflite" / "labels.txt"))

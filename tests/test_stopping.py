@@ -6,6 +6,7 @@ The handlers are installed in this process, raised with `signal.raise_signal`
 and checked to be put back afterwards; the script's own stop-signal tests
 (a real signal to a subprocess) are in tests/test_camera.py.
 """
+
 from __future__ import annotations
 
 import signal

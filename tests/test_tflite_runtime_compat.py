@@ -12,6 +12,7 @@ in; the same images go through ai-edge-litert here, and the answers are compared
 Compares the tiny trained colour models of tests/test_runtime.py and, when
 tests/conftest.py provides it, the `smoke_run` fixture's exported models.
 """
+
 from __future__ import annotations
 
 import json
@@ -64,8 +65,10 @@ print(json.dumps({"python": sys.version.split()[0], "numpy": numpy.__version__,
 def runtime_python() -> Path:
     value = os.environ.get(PYTHON_VARIABLE)
     if not value:
-        pytest.skip(f"{PYTHON_VARIABLE} is not set: point it at a Python with tflite-runtime 2.14 and numpy<2 "
-                    "(see this file's docstring)")
+        pytest.skip(
+            f"{PYTHON_VARIABLE} is not set: point it at a Python with tflite-runtime 2.14 and numpy<2 "
+            "(see this file's docstring)"
+        )
     python = Path(value).absolute()  # not resolve(): a venv's python is a symlink to the base one
     if not python.is_file():
         pytest.fail(f"{PYTHON_VARIABLE}={value}: no such file")
@@ -81,6 +84,7 @@ def cases(request, tmp_path_factory) -> list[dict]:
     when tests/conftest.py provides `smoke_run`, they are compared on its own test images too.
     """
     import test_runtime  # tests/ is on sys.path under pytest's default import mode
+
     paths = test_runtime.build_tiny_models(tmp_path_factory.mktemp("compat_models"))
     colour_images, _ = test_runtime.colour_images(32, seed=3)
     found = [{"models": [paths["int8"], paths["float32"]], "images": colour_images, "trained": True}]
@@ -89,14 +93,16 @@ def cases(request, tmp_path_factory) -> list[dict]:
     except pytest.FixtureLookupError:
         return found
     from train import config, data
+
     splits = data.load_splits(config.TrainConfig.from_run(run))
     folder = run / "tflite"
     size = runtime.Classifier(folder / "model_int8.tflite").input_size
     images = np.stack([preprocess.prepare_image(image, size) for image in splits.test_images[:64]])
     # Every variant the converter ships must load in the old runtime, not only int8.
     variants = ("int8", "float32", "float16", "dynamic")
-    found.append({"models": [folder / f"model_{variant}.tflite" for variant in variants],
-                  "images": images, "trained": False})
+    found.append(
+        {"models": [folder / f"model_{variant}.tflite" for variant in variants], "images": images, "trained": False}
+    )
     return found
 
 
@@ -105,8 +111,14 @@ def run_in_tflite_runtime(python: Path, models: list[Path], images: np.ndarray, 
     image_file = folder / "first.png"
     Image.fromarray(images[0]).save(image_file)
     completed = subprocess.run(
-        [str(python), "-c", COMPAT_SCRIPT, str(folder / "images.npy"), str(image_file)] + [str(model) for model in models],
-        capture_output=True, text=True, cwd=folder, timeout=300, env=dict(os.environ, PYTHONPATH=str(REPOSITORY)))
+        [str(python), "-c", COMPAT_SCRIPT, str(folder / "images.npy"), str(image_file)]
+        + [str(model) for model in models],
+        capture_output=True,
+        text=True,
+        cwd=folder,
+        timeout=300,
+        env=dict(os.environ, PYTHONPATH=str(REPOSITORY)),
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
@@ -118,8 +130,9 @@ def test_int8_top1_matches_litert(runtime_python, cases, tmp_path, record_proper
         folder = tmp_path / str(number)
         folder.mkdir()
         report = run_in_tflite_runtime(runtime_python, case["models"], case["images"], folder)
-        record_property("tflite_runtime_environment",
-                        {key: report[key] for key in ("python", "numpy", "tflite_runtime")})
+        record_property(
+            "tflite_runtime_environment", {key: report[key] for key in ("python", "numpy", "tflite_runtime")}
+        )
         assert report["tflite_runtime"] is not None and not report["tensorflow_imported"]
         for model in case["models"]:
             litert = runtime.Classifier(model, runtime="litert")
@@ -137,5 +150,6 @@ def test_int8_top1_matches_litert(runtime_python, cases, tmp_path, record_proper
                 assert clear.sum() >= len(clear) // 2, f"{model}: too few images with a clear top-1 to compare"
             np.testing.assert_array_equal(other.argmax(axis=1)[clear], expected.argmax(axis=1)[clear])
             if clear[0]:  # the same answer through a file, decoded by each environment's Pillow
-                assert report["results"][str(model)]["file_top1"] == \
-                    litert.classify(folder / "first.png", top_k=1)[0][0]
+                assert (
+                    report["results"][str(model)]["file_top1"] == litert.classify(folder / "first.png", top_k=1)[0][0]
+                )

@@ -1,4 +1,5 @@
 """The training run: artifacts, save/load, weights files, config errors, resume, backends."""
+
 from __future__ import annotations
 
 import csv
@@ -21,8 +22,16 @@ ROUND_TRIP_TOLERANCE = 1e-6
 
 @pytest.mark.slow
 def test_smoke_run_writes_a_complete_loadable_run_directory(smoke_run):
-    for name in ("config.json", "model.keras", "labels.txt", "metadata.json", "history.csv",
-                 "metrics.json", "report.md", "state.json"):
+    for name in (
+        "config.json",
+        "model.keras",
+        "labels.txt",
+        "metadata.json",
+        "history.csv",
+        "metrics.json",
+        "report.md",
+        "state.json",
+    ):
         assert (smoke_run / name).is_file(), name
     config = json.loads((smoke_run / "config.json").read_text())
     assert config["dataset"] == "smoke" and config["model"] == "se_cnn"
@@ -148,8 +157,9 @@ def test_unfreeze_fraction_trains_the_top_layers_and_keeps_batchnorm_frozen():
     flags = [layer.trainable for layer in backbone.layers]
     boundary = flags.index(True)
     assert not any(flags[:boundary])
-    assert all(layer.trainable or isinstance(layer, keras.layers.BatchNormalization)
-               for layer in backbone.layers[boundary:])
+    assert all(
+        layer.trainable or isinstance(layer, keras.layers.BatchNormalization) for layer in backbone.layers[boundary:]
+    )
     assert not any(layer.trainable for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization))
     models.set_backbone_trainable(backbone, 0.0, pretrained=True)
     assert backbone.trainable_weights == []
@@ -170,8 +180,12 @@ def test_config_files_and_flags_are_validated(tmp_path, capsys):
     assert (config.model, config.epochs, config.batch_size) == ("cnn", 5, 16)  # The flag wins over the file.
     assert parse_config(["--preset", "smoke"]).dataset == "smoke"
 
-    for text, message in (("epochs: three\n", "expects int"), ("learning_rat: 0.1\n", "unknown option"),
-                          ("model: alexnet\n", "must be one of"), ("- a list\n", "expected a mapping")):
+    for text, message in (
+        ("epochs: three\n", "expects int"),
+        ("learning_rat: 0.1\n", "unknown option"),
+        ("model: alexnet\n", "must be one of"),
+        ("- a list\n", "expected a mapping"),
+    ):
         bad = tmp_path / "bad.yaml"
         bad.write_text(text)
         with pytest.raises(SystemExit) as exit_info:
@@ -218,8 +232,9 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, monkeypat
 
 
 @pytest.mark.slow
-def test_a_run_interrupted_in_its_head_stage_resumes_without_an_extra_epoch(tmp_path, make_small_config,
-                                                                            interrupt_head_then_resume):
+def test_a_run_interrupted_in_its_head_stage_resumes_without_an_extra_epoch(
+    tmp_path, make_small_config, interrupt_head_then_resume
+):
     """Killed after head epoch 1 of 2: the resumed head trains epoch 2 only, the fine-tune stage its one epoch.
 
     Keras' BackupAndRestore left its resumed epoch in the model, and the fine-tune stage then
@@ -230,8 +245,17 @@ def test_a_run_interrupted_in_its_head_stage_resumes_without_an_extra_epoch(tmp_
     weights = tmp_path / "b0.weights.h5"
     keras.applications.EfficientNetB0(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(weights)
     run_dir = tmp_path / "head-interrupted"
-    config = make_small_config(run_dir, model="efficientnet_b0", weights=str(weights), image_size=32,
-                               head_epochs=2, epochs=1, smoke_samples_per_class=12, batch_size=16, export=False)
+    config = make_small_config(
+        run_dir,
+        model="efficientnet_b0",
+        weights=str(weights),
+        image_size=32,
+        head_epochs=2,
+        epochs=1,
+        smoke_samples_per_class=12,
+        batch_size=16,
+        export=False,
+    )
     trained, rows = interrupt_head_then_resume(config, make_small_config)
     assert trained == [("head", 1), ("finetune", 2)]
     assert rows == [("head", 0), ("head", 1), ("finetune", 2)]
@@ -242,8 +266,9 @@ def _run_script(arguments, environment=None, timeout=600):
     """Run a script of this checkout: PYTHONPATH first, so an editable install of another checkout loses."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(environment or {}))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPOSITORY), env.get("PYTHONPATH")]))
-    return subprocess.run([sys.executable, *arguments], cwd=REPOSITORY, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *arguments], cwd=REPOSITORY, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 #: The longest a test waits for a training process to reach a point (a bound, not a measurement).
@@ -256,8 +281,15 @@ def _start_script(arguments, environment=None, ignore_sigint=False):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(environment or {}))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPOSITORY), env.get("PYTHONPATH")]))
     start = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
-    return subprocess.Popen([sys.executable, *arguments], cwd=REPOSITORY, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=start)
+    return subprocess.Popen(
+        [sys.executable, *arguments],
+        cwd=REPOSITORY,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=start,
+    )
 
 
 def _wait_for(path: Path, process) -> None:
@@ -277,8 +309,20 @@ def test_resume_survives_the_damaged_files_a_sigkill_can_leave(tmp_path):
     truncated training_metadata.json).
     """
     run_dir = tmp_path / "killed"
-    arguments = ["train/run.py", "--preset", "smoke", "--smoke-samples-per-class", "30", "--epochs", "10",
-                 "--no-export", "--verbose", "0", "--out", str(run_dir)]
+    arguments = [
+        "train/run.py",
+        "--preset",
+        "smoke",
+        "--smoke-samples-per-class",
+        "30",
+        "--epochs",
+        "10",
+        "--no-export",
+        "--verbose",
+        "0",
+        "--out",
+        str(run_dir),
+    ]
     process = _start_script(arguments)
     backups = run_dir / "checkpoints" / "backup_finetune"
     _wait_for(backups / "epoch-0002.weights.h5", process)
@@ -311,8 +355,23 @@ def test_a_background_run_stops_on_sigint_and_sigterm_and_resumes(tmp_path, stop
     """A real run started with SIGINT ignored (a background job), sent a real signal after its first
     epoch: it stops with the shell's status for the signal, and --resume finishes every epoch once."""
     run_dir = tmp_path / "signalled"
-    process = _start_script(["train/run.py", "--preset", "smoke", "--smoke-samples-per-class", "30", "--epochs", "10",
-                             "--no-export", "--verbose", "0", "--out", str(run_dir)], ignore_sigint=True)
+    process = _start_script(
+        [
+            "train/run.py",
+            "--preset",
+            "smoke",
+            "--smoke-samples-per-class",
+            "30",
+            "--epochs",
+            "10",
+            "--no-export",
+            "--verbose",
+            "0",
+            "--out",
+            str(run_dir),
+        ],
+        ignore_sigint=True,
+    )
     _wait_for(run_dir / "checkpoints" / "backup_finetune" / "epoch-0001.weights.h5", process)
     process.send_signal(stop_signal)
     _, stderr = process.communicate(timeout=PROCESS_WAIT_SECONDS)
@@ -331,9 +390,14 @@ def test_a_background_run_stops_on_sigint_and_sigterm_and_resumes(tmp_path, stop
 def test_default_run_offline_stops_with_one_clear_message(tmp_path):
     # An empty Keras cache, and a download address that cannot answer, make the machine "offline".
     # --allow-cpu: without a GPU the run would otherwise stop earlier, at the CPU refusal.
-    completed = _run_script(["train/run.py", "--allow-cpu", "--out", str(tmp_path / "run")],
-                            {"KERAS_HOME": str(tmp_path / "keras"), "HTTPS_PROXY": "http://127.0.0.1:9",
-                             "HTTP_PROXY": "http://127.0.0.1:9"})
+    completed = _run_script(
+        ["train/run.py", "--allow-cpu", "--out", str(tmp_path / "run")],
+        {
+            "KERAS_HOME": str(tmp_path / "keras"),
+            "HTTPS_PROXY": "http://127.0.0.1:9",
+            "HTTP_PROXY": "http://127.0.0.1:9",
+        },
+    )
     assert completed.returncode == 2
     assert "--data-dir" in completed.stderr and "--preset smoke" in completed.stderr
     assert "Traceback" not in completed.stderr
@@ -359,7 +423,8 @@ def test_jax_backend_trains_the_smoke_data_without_tensorflow(tmp_path, make_sma
         "from train.config import TrainConfig\n"
         f"result = run.run(TrainConfig(**json.loads({json.dumps(dataclasses.asdict(config))!r})))\n"
         "import keras\n"
-        "print(json.dumps({'top1': result['top1'], 'backend': keras.backend.backend()}))\n")
+        "print(json.dumps({'top1': result['top1'], 'backend': keras.backend.backend()}))\n"
+    )
     completed = _run_script(["-c", script], {"KERAS_BACKEND": "jax"})
     assert completed.returncode == 0, completed.stderr[-3000:]
     result = json.loads(completed.stdout.strip().splitlines()[-1])
@@ -376,8 +441,22 @@ def test_a_jax_run_exports_to_tflite_and_writes_its_check(tmp_path):
     """
     pytest.importorskip("jax")
     run_dir = tmp_path / "jax-export"
-    completed = _run_script(["train/run.py", "--preset", "smoke", "--epochs", "1", "--smoke-samples-per-class", "60",
-                             "--max-drop", "100", "--out", str(run_dir)], {"KERAS_BACKEND": "jax"})
+    completed = _run_script(
+        [
+            "train/run.py",
+            "--preset",
+            "smoke",
+            "--epochs",
+            "1",
+            "--smoke-samples-per-class",
+            "60",
+            "--max-drop",
+            "100",
+            "--out",
+            str(run_dir),
+        ],
+        {"KERAS_BACKEND": "jax"},
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     quantization = json.loads((run_dir / "quantization.json").read_text())
     assert quantization["passed"] and set(quantization["variants"]) >= {"float32", "int8"}
@@ -408,10 +487,13 @@ def test_a_run_trains_data_parallel_on_two_devices(tmp_path, make_small_config, 
     """Two devices: compile inside the strategy's scope (TensorFlow), and a batch of 33 rounded to 32."""
     pytest.importorskip(backend)
     run_dir = tmp_path / f"two-{backend}"
-    config = make_small_config(run_dir, epochs=2, smoke_samples_per_class=30, batch_size=33, precision="float32",
-                               export=False)
-    completed = _run_script(["-c", TWO_DEVICE_SCRIPT, json.dumps(dataclasses.asdict(config))],
-                            {"KERAS_BACKEND": backend, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    config = make_small_config(
+        run_dir, epochs=2, smoke_samples_per_class=30, batch_size=33, precision="float32", export=False
+    )
+    completed = _run_script(
+        ["-c", TWO_DEVICE_SCRIPT, json.dumps(dataclasses.asdict(config))],
+        {"KERAS_BACKEND": backend, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "batch size 33 does not divide over 2 devices; training with 32 (16 per device)" in completed.stdout
     training = json.loads((run_dir / "metadata.json").read_text())["training"]
@@ -441,11 +523,24 @@ def test_two_stage_transfer_run_with_a_weights_file_augmentation_and_logs(tmp_pa
     weights = tmp_path / "efficientnetb0_32.weights.h5"
     keras.applications.EfficientNetB0(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(weights)
     from train import run
+
     run_dir = tmp_path / "transfer"
-    config = make_small_config(run_dir, model="efficientnet_b0", weights=str(weights), image_size=32,
-                               head_epochs=1, epochs=1, unfreeze="0.2", smoke_samples_per_class=12,
-                               batch_size=16, augment="randaugment", mix="mixup", label_smoothing=0.1,
-                               tensorboard=True, export=False)
+    config = make_small_config(
+        run_dir,
+        model="efficientnet_b0",
+        weights=str(weights),
+        image_size=32,
+        head_epochs=1,
+        epochs=1,
+        unfreeze="0.2",
+        smoke_samples_per_class=12,
+        batch_size=16,
+        augment="randaugment",
+        mix="mixup",
+        label_smoothing=0.1,
+        tensorboard=True,
+        export=False,
+    )
     result = run.run(config)
     with open(run_dir / "history.csv", newline="") as stream:
         stages = [(row["stage"], int(row["epoch"])) for row in csv.DictReader(stream)]
@@ -472,8 +567,17 @@ def test_a_folder_of_images_trains_with_names_from_the_folders(tmp_path, make_sm
             pixels = np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(tmp_path / "photos" / name / f"{index}.png")
     run_dir = tmp_path / "folder-run"
-    result = run.run(make_small_config(run_dir, dataset=str(tmp_path / "photos"), model="cnn", epochs=2,
-                                       val_split=0.2, test_split=0.25, export=False))
+    result = run.run(
+        make_small_config(
+            run_dir,
+            dataset=str(tmp_path / "photos"),
+            model="cnn",
+            epochs=2,
+            val_split=0.2,
+            test_split=0.25,
+            export=False,
+        )
+    )
     assert read_labels(run_dir / "labels.txt") == sorted(colours)
     metadata = json.loads((run_dir / "metadata.json").read_text())
     assert metadata["input_size"] == [40, 40] and metadata["num_classes"] == 3
@@ -512,12 +616,15 @@ def test_frozen_pretrained_batchnorm_keeps_its_statistics_over_a_train_step(tmp_
 
     weights = tmp_path / "b0.weights.h5"
     keras.applications.EfficientNetB0(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(weights)
-    model, backbone = models.build_model(TrainConfig(model="efficientnet_b0", weights=str(weights), image_size=32),
-                                         10, (32, 32, 3))
+    model, backbone = models.build_model(
+        TrainConfig(model="efficientnet_b0", weights=str(weights), image_size=32), 10, (32, 32, 3)
+    )
     models.set_backbone_trainable(backbone, fraction, pretrained=True)
     norms = [layer for layer in backbone._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
     assert norms and not any(layer.trainable for layer in norms)
-    before = [keras.ops.convert_to_numpy(variable).copy() for layer in norms for variable in layer.non_trainable_weights]
+    before = [
+        keras.ops.convert_to_numpy(variable).copy() for layer in norms for variable in layer.non_trainable_weights
+    ]
     model.compile("adam", "categorical_crossentropy")
     images = np.random.default_rng(1).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
     model.fit(images, np.eye(10, dtype="float32")[np.arange(8)], epochs=1, verbose=0)
@@ -544,15 +651,25 @@ def test_weights_path_builds_the_imagenet_structure_with_the_same_outputs(tmp_pa
     monkeypatch.setattr(keras_efficientnet.file_utils, "get_file", lambda *arguments, **keywords: str(weights))
     reference = keras.applications.EfficientNetB0(include_top=False, weights="imagenet", input_shape=(32, 32, 3))
     monkeypatch.undo()
-    _, backbone = models.build_model(TrainConfig(model="efficientnet_b0", weights=str(weights), image_size=32),
-                                     10, (32, 32, 3))
-    describe = lambda model: [(type(layer).__name__, layer.get_config().get("scale"))  # noqa: E731
-                              for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    _, backbone = models.build_model(
+        TrainConfig(model="efficientnet_b0", weights=str(weights), image_size=32), 10, (32, 32, 3)
+    )
+
+    def describe(model):
+        return [
+            (type(layer).__name__, layer.get_config().get("scale"))
+            for layer in model.layers
+            if not isinstance(layer, keras.layers.InputLayer)
+        ]
+
     assert describe(backbone) == describe(reference)
     assert len(describe(backbone)) == len(describe(plain)) + 1  # The stem's Rescaling(1/sqrt(std)).
     images = np.random.default_rng(2).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(backbone(images, training=False)),
-                               keras.ops.convert_to_numpy(reference(images, training=False)), atol=1e-6)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(backbone(images, training=False)),
+        keras.ops.convert_to_numpy(reference(images, training=False)),
+        atol=1e-6,
+    )
 
 
 def test_the_default_augmentation_compiles_with_xla_under_tensorflow():
@@ -585,13 +702,15 @@ def test_the_default_augmentation_compiles_with_xla_under_tensorflow():
 def test_the_default_augmentation_compiles_with_xla_under_jax(tmp_path, make_small_config):
     """Under JAX a run with the default augmentation resolves jit_compile to True and records it."""
     pytest.importorskip("jax")
-    config = make_small_config(tmp_path / "jax-xla", epochs=1, augment="basic", smoke_samples_per_class=20,
-                               export=False)
+    config = make_small_config(
+        tmp_path / "jax-xla", epochs=1, augment="basic", smoke_samples_per_class=20, export=False
+    )
     script = (
         "import dataclasses, json\n"
         "from train import run\n"
         "from train.config import TrainConfig\n"
-        f"run.run(TrainConfig(**json.loads({json.dumps(dataclasses.asdict(config))!r})))\n")
+        f"run.run(TrainConfig(**json.loads({json.dumps(dataclasses.asdict(config))!r})))\n"
+    )
     completed = _run_script(["-c", script], {"KERAS_BACKEND": "jax"})
     assert completed.returncode == 0, completed.stderr[-3000:]
     training = json.loads((tmp_path / "jax-xla" / "metadata.json").read_text())["training"]
@@ -619,12 +738,31 @@ def test_metadata_records_what_ran_and_a_log_gets_one_line_per_epoch(tmp_path, m
     """Run as a script with stdout to a pipe: the start line, one line per epoch, no progress bar,
     and metadata.json's `training` facts."""
     run_dir = tmp_path / "logged"
-    completed = _run_script(["train/run.py", "--preset", "smoke", "--smoke-samples-per-class", "30",
-                             "--epochs", "2", "--augment", "basic", "--no-export", "--out", str(run_dir)])
+    completed = _run_script(
+        [
+            "train/run.py",
+            "--preset",
+            "smoke",
+            "--smoke-samples-per-class",
+            "30",
+            "--epochs",
+            "2",
+            "--augment",
+            "basic",
+            "--no-export",
+            "--out",
+            str(run_dir),
+        ]
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     lines = completed.stdout.splitlines()
-    assert any(line.startswith("training on CPU") and "backend tensorflow" in line and "precision float32" in line
-               and "XLA off (TensorFlow's XLA is slower" in line for line in lines), completed.stdout
+    assert any(
+        line.startswith("training on CPU")
+        and "backend tensorflow" in line
+        and "precision float32" in line
+        and "XLA off (TensorFlow's XLA is slower" in line
+        for line in lines
+    ), completed.stdout
     epoch_lines = [line for line in lines if line.startswith("epoch ")]
     assert [line.split()[1] for line in epoch_lines] == ["1/2", "2/2"]
     assert "val_accuracy" in epoch_lines[-1]
@@ -663,8 +801,15 @@ def test_the_training_rate_leaves_out_compilation_and_validation():
     images = np.zeros((batch_size * steps, 3), dtype="float32")
     labels = np.eye(2, dtype="float32")[np.arange(batch_size * steps) % 2]
     rate = callbacks.TrainingRate(batch_size, clock=clock)  # Before Work: it reads the clock before a batch's second.
-    model.fit(images, labels, batch_size=batch_size, epochs=2, validation_data=(images[:8], labels[:8]),
-              callbacks=[rate, Work()], verbose=0)
+    model.fit(
+        images,
+        labels,
+        batch_size=batch_size,
+        epochs=2,
+        validation_data=(images[:8], labels[:8]),
+        callbacks=[rate, Work()],
+        verbose=0,
+    )
     timed_batches = (steps - callbacks.WARMUP_BATCHES) + steps  # The warm-up of the first epoch only.
     assert (rate.images, rate.seconds) == (timed_batches * batch_size, float(timed_batches))
     assert rate.images_per_second == batch_size  # One batch a (fake) second.
@@ -678,12 +823,15 @@ def test_auto_precision_follows_the_gpus_compute_capability(monkeypatch):
 
     from train import devices as training_devices  # `devices` here names TensorFlow's.
 
-    answers = {"GPU:0": {"device_name": "Tesla T4", "compute_capability": (7, 5)},
-               "GPU:1": {"device_name": "NVIDIA H100 80GB HBM3", "compute_capability": (9, 0)}}
+    answers = {
+        "GPU:0": {"device_name": "Tesla T4", "compute_capability": (7, 5)},
+        "GPU:1": {"device_name": "NVIDIA H100 80GB HBM3", "compute_capability": (9, 0)},
+    }
     devices = [tf.config.PhysicalDevice(name=f"/physical_device:{name}", device_type="GPU") for name in answers]
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: devices if kind == "GPU" else [])
-    monkeypatch.setattr(tf.config.experimental, "get_device_details",
-                        lambda device: answers[device.name.split(":", 1)[1]])
+    monkeypatch.setattr(
+        tf.config.experimental, "get_device_details", lambda device: answers[device.name.split(":", 1)[1]]
+    )
     assert training_devices.gpu_names() == ["Tesla T4", "NVIDIA H100 80GB HBM3"]
     assert training_devices.gpu_compute_capabilities() == [(7, 5), (9, 0)]
 
@@ -694,11 +842,20 @@ def test_auto_precision_follows_the_gpus_compute_capability(monkeypatch):
     policy, reason = training_devices.resolve_precision("auto", h100, [(9, 0)])
     assert policy == "mixed_bfloat16" and "9.0" in reason
     assert training_devices.resolve_precision("auto", ["A100"], [(8, 0)])[0] == "mixed_bfloat16"
-    assert training_devices.resolve_precision("auto", t4 + h100, [(7, 5), (9, 0)])[0] == "mixed_float16"  # The slowest decides.
-    assert training_devices.resolve_precision("auto", h100, [None])[0] == "mixed_float16"  # Unknown: float16 runs everywhere.
+    assert (
+        training_devices.resolve_precision("auto", t4 + h100, [(7, 5), (9, 0)])[0] == "mixed_float16"
+    )  # The slowest decides.
+    assert (
+        training_devices.resolve_precision("auto", h100, [None])[0] == "mixed_float16"
+    )  # Unknown: float16 runs everywhere.
     assert training_devices.resolve_precision("auto", [], [])[0] == "float32"
-    assert training_devices.resolve_precision("mixed_bfloat16", t4, [(7, 5)]) == ("mixed_bfloat16", "chosen with --precision")
-    assert training_devices._capability("8.6") == (8, 6) and training_devices._capability(None) is None  # JAX reports a string.
+    assert training_devices.resolve_precision("mixed_bfloat16", t4, [(7, 5)]) == (
+        "mixed_bfloat16",
+        "chosen with --precision",
+    )
+    assert (
+        training_devices._capability("8.6") == (8, 6) and training_devices._capability(None) is None
+    )  # JAX reports a string.
 
 
 def test_mixed_float16_trains_with_loss_scaling():
@@ -766,10 +923,15 @@ def test_the_no_gpu_message_says_what_to_install_and_what_tensorflow_saw(monkeyp
     assert ".[jax-gpu]" in jax_message and "jax[cuda12]" in jax_message and ".[gpu]'" not in jax_message
 
     monkeypatch.setattr(devices, "gpu_signs", lambda: ["CUDA packages installed: nvidia-cudnn-cu12"])
-    monkeypatch.setattr(devices, "tensorflow_gpu_report", lambda: devices.describe_tensorflow_probe(
-        '{"is_cuda_build": true, "cuda_version": "12.5.1", "cudnn_version": "9"}\n',
-        "W0000 00:00:1.5 42 gpu_device.cc:2341] Cannot dlopen some GPU libraries. Please make sure the missing "
-        "libraries mentioned above are installed properly.\nI0000 00:00:1.6 42 other.cc:1] unrelated\n"))
+    monkeypatch.setattr(
+        devices,
+        "tensorflow_gpu_report",
+        lambda: devices.describe_tensorflow_probe(
+            '{"is_cuda_build": true, "cuda_version": "12.5.1", "cudnn_version": "9"}\n',
+            "W0000 00:00:1.5 42 gpu_device.cc:2341] Cannot dlopen some GPU libraries. Please make sure the missing "
+            "libraries mentioned above are installed properly.\nI0000 00:00:1.6 42 other.cc:1] unrelated\n",
+        ),
+    )
     tensorflow_message = message("tensorflow")
     assert "nvidia-cudnn-cu12" in tensorflow_message and "built for CUDA 12.5.1 and cuDNN 9" in tensorflow_message
     assert "said: Cannot dlopen some GPU libraries" in tensorflow_message and "unrelated" not in tensorflow_message
@@ -792,29 +954,42 @@ def test_tensorflow_is_asked_what_it_saw_with_its_full_log():
 def test_under_jax_tensorflow_is_kept_off_the_gpus_and_jax_is_not():
     """TensorFlow's own device setting, made before Keras imports it; JAX's devices and the environment stay."""
     pytest.importorskip("jax")
-    script = ("import json, os\n"
-              "from train import devices\n"
-              "hidden = devices.hide_gpus_from_tensorflow()\n"
-              "import keras, jax, tensorflow as tf\n"
-              "print(json.dumps({'hidden': hidden, 'tensorflow_gpus': tf.config.get_visible_devices('GPU'),\n"
-              "                  'jax_devices': len(jax.devices()), 'backend': keras.backend.backend(),\n"
-              "                  'cuda_visible': os.environ.get('CUDA_VISIBLE_DEVICES')}))\n")
+    script = (
+        "import json, os\n"
+        "from train import devices\n"
+        "hidden = devices.hide_gpus_from_tensorflow()\n"
+        "import keras, jax, tensorflow as tf\n"
+        "print(json.dumps({'hidden': hidden, 'tensorflow_gpus': tf.config.get_visible_devices('GPU'),\n"
+        "                  'jax_devices': len(jax.devices()), 'backend': keras.backend.backend(),\n"
+        "                  'cuda_visible': os.environ.get('CUDA_VISIBLE_DEVICES')}))\n"
+    )
     completed = _run_script(["-c", script], {"KERAS_BACKEND": "jax"})
     assert completed.returncode == 0, completed.stderr[-3000:]
     seen = json.loads(completed.stdout.strip().splitlines()[-1])
-    assert seen == {"hidden": True, "tensorflow_gpus": [], "jax_devices": seen["jax_devices"], "backend": "jax",
-                    "cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    assert seen == {
+        "hidden": True,
+        "tensorflow_gpus": [],
+        "jax_devices": seen["jax_devices"],
+        "backend": "jax",
+        "cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
     assert seen["jax_devices"] >= 1
-    completed = _run_script(["-c", "from train import devices; print(devices.hide_gpus_from_tensorflow())"],
-                            {"KERAS_BACKEND": "tensorflow"})
+    completed = _run_script(
+        ["-c", "from train import devices; print(devices.hide_gpus_from_tensorflow())"], {"KERAS_BACKEND": "tensorflow"}
+    )
     assert completed.stdout.strip().splitlines()[-1] == "False"  # TensorFlow trains: its GPUs stay.
 
 
 @pytest.mark.slow
 def test_the_default_command_refuses_a_cpu_before_downloading(tmp_path):
-    completed = _run_script(["train/run.py", "--out", str(tmp_path / "run")],
-                            {"KERAS_HOME": str(tmp_path / "keras"), "HTTPS_PROXY": "http://127.0.0.1:9",
-                             "HTTP_PROXY": "http://127.0.0.1:9"})
+    completed = _run_script(
+        ["train/run.py", "--out", str(tmp_path / "run")],
+        {
+            "KERAS_HOME": str(tmp_path / "keras"),
+            "HTTPS_PROXY": "http://127.0.0.1:9",
+            "HTTP_PROXY": "http://127.0.0.1:9",
+        },
+    )
     assert completed.returncode == 2
     assert "no GPU found" in completed.stderr and "--allow-cpu" in completed.stderr
     assert "Traceback" not in completed.stderr
@@ -840,8 +1015,11 @@ def test_a_from_scratch_model_records_weights_none_and_one_stage(tmp_path, make_
     from train import run
 
     run_dir = tmp_path / "scratch"
-    run.run(make_small_config(run_dir, weights="imagenet", head_epochs=None, epochs=2, smoke_samples_per_class=20,
-                              export=False))
+    run.run(
+        make_small_config(
+            run_dir, weights="imagenet", head_epochs=None, epochs=2, smoke_samples_per_class=20, export=False
+        )
+    )
     assert json.loads((run_dir / "config.json").read_text())["weights"] == "none"
     metadata = json.loads((run_dir / "metadata.json").read_text())
     assert metadata["weights"] == "none" and metadata["epochs"] == {"head": 0, "finetune": 2}
@@ -863,7 +1041,10 @@ def test_each_model_gets_its_recipe_and_small_datasets_enough_steps():
 
     default = TrainConfig().with_recipe(45_000)
     assert (default.head_epochs, default.batch_size, default.learning_rate) == (
-        PRETRAINED_RECIPE.head_epochs, PRETRAINED_RECIPE.batch_size, PRETRAINED_RECIPE.learning_rate)
+        PRETRAINED_RECIPE.head_epochs,
+        PRETRAINED_RECIPE.batch_size,
+        PRETRAINED_RECIPE.learning_rate,
+    )
     for scratch in (TrainConfig(model="cnn"), TrainConfig(model="se_cnn"), TrainConfig(weights="none")):
         resolved = scratch.with_recipe(45_000)
         expected = PLAIN_CNN_RECIPE if scratch.model == "cnn" else FROM_SCRATCH_RECIPE
@@ -885,6 +1066,7 @@ def test_each_model_gets_its_recipe_and_small_datasets_enough_steps():
 def test_the_augment_help_names_what_basic_does():
     """`--augment basic` is models.py's pad-crop-flip layer; the help once said translation and zoom."""
     from train.config import TrainConfig
+
     text = {field.name: field.metadata["help"] for field in dataclasses.fields(TrainConfig)}["augment"]
     assert "reflect-pad, random crop back to size, left-right flip" in text
     assert "zoom" not in text and "translation" not in text
@@ -896,11 +1078,17 @@ def test_train_side_commands_quiet_tensorflows_no_gpu_lines():
     code = "import train, tensorflow as tf; print(len(tf.config.list_physical_devices('GPU')))"
     environment = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPOSITORY), environment.get("PYTHONPATH")]))
-    completed = subprocess.run([sys.executable, "-c", code], cwd=REPOSITORY, capture_output=True, text=True,
-                               timeout=300, env=environment)
+    completed = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPOSITORY, capture_output=True, text=True, timeout=300, env=environment
+    )
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "cuInit" not in completed.stderr
-    explicit = subprocess.run([sys.executable, "-c", "import os, train; print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"],
-                              cwd=REPOSITORY, capture_output=True, text=True, timeout=60,
-                              env={**environment, "TF_CPP_MIN_LOG_LEVEL": "0"})
+    explicit = subprocess.run(
+        [sys.executable, "-c", "import os, train; print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**environment, "TF_CPP_MIN_LOG_LEVEL": "0"},
+    )
     assert explicit.stdout.strip() == "0"  # A user's own setting wins.

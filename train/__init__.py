@@ -5,6 +5,7 @@ Needs Keras, TensorFlow (for the converter) and the training data. It may import
 (the one preprocessing function, the runtime that measures the .tflite files, the small
 shared modules); `edge/` never imports it. See docs/architecture.md.
 """
+
 from edge.common import command
 
 # TensorFlow reads its C++ log level once, at import, and a command's main() runs too late (after

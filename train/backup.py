@@ -18,6 +18,7 @@ it. The last `KEPT_BACKUPS` are kept; `restore` takes the newest one that reads,
 falls back past any that does not. The caller passes the epoch it returns to `fit` as
 `initial_epoch`.
 """
+
 from __future__ import annotations
 
 import json
@@ -64,8 +65,7 @@ def backups(directory: Path) -> list[tuple[int, Path]]:
     """(epochs done, file) of every backup in `directory`, newest first; [] when there is none."""
     if not directory.is_dir():
         return []
-    found = [(int(match.group(1)), path) for path in directory.iterdir()
-             if (match := BACKUP_PATTERN.match(path.name))]
+    found = [(int(match.group(1)), path) for path in directory.iterdir() if (match := BACKUP_PATTERN.match(path.name))]
     return sorted(found, reverse=True)
 
 
@@ -82,8 +82,10 @@ def restore(model: keras.Model, directory: Path, stage: str, say: Callable[[str]
         try:
             model.load_weights(path)
         except Exception as error:  # Keras raises several types for a file of another model.
-            raise BackupError(f"{path} does not fit this model ({type(error).__name__}: {error}); "
-                              f"delete {directory} to train stage {stage} again from its start") from None
+            raise BackupError(
+                f"{path} does not fit this model ({type(error).__name__}: {error}); "
+                f"delete {directory} to train stage {stage} again from its start"
+            ) from None
         say(f"stage {stage}: resuming after epoch {epochs_done} from {path}")
         return epochs_done
     if directory.is_dir() and any(directory.iterdir()):
@@ -97,6 +99,7 @@ def unreadable(path: Path) -> str | None:
     Every dataset is read, not only the header: a file cut short can open and still fail later.
     """
     import h5py  # A Keras dependency: its weights files are HDF5.
+
     try:
         with h5py.File(path, "r") as weights:
             weights.visititems(lambda name, item: item[()] if isinstance(item, h5py.Dataset) else None)
@@ -113,8 +116,10 @@ def _candidates(directory: Path, say: Callable[[str], None]) -> list[tuple[int, 
         try:
             found.append((int(json.loads(legacy_metadata.read_text(encoding="utf-8"))["epoch"]), legacy_weights))
         except (OSError, ValueError, KeyError, TypeError) as error:
-            say(f"note: {legacy_metadata} cannot be read ({type(error).__name__}: {error}); "
-                f"{legacy_weights} is not used")
+            say(
+                f"note: {legacy_metadata} cannot be read ({type(error).__name__}: {error}); "
+                f"{legacy_weights} is not used"
+            )
     return found
 
 

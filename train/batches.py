@@ -6,6 +6,7 @@ Every batch has the same size (the remainder of an epoch is left out, and a diff
 epoch, since the order is reshuffled): a smaller last batch would make XLA compile the training
 step a second time.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,15 @@ CUTMIX_ALPHA = 1.0
 class MixedBatches(keras.utils.PyDataset):
     """Batches of `(images uint8 (B,H,W,3), labels float32 (B,classes))`, reshuffled every epoch."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int,
-                 mix: str = "none", seed: int = 0):
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        num_classes: int,
+        batch_size: int,
+        mix: str = "none",
+        seed: int = 0,
+    ):
         super().__init__()
         self.images, self.labels = images, labels
         self.num_classes, self.batch_size, self.mix = num_classes, batch_size, mix
@@ -34,7 +42,7 @@ class MixedBatches(keras.utils.PyDataset):
         return max(len(self.labels) // self.batch_size, 1)
 
     def __getitem__(self, index: int):
-        chosen = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        chosen = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         images = self.images[chosen]
         targets = np.eye(self.num_classes, dtype="float32")[self.labels[chosen]]
         if self.mix == "mixup":
@@ -62,6 +70,8 @@ def _cutmix(images, targets, random):
     cut_height, cut_width = int(height * math.sqrt(1 - weight)), int(width * math.sqrt(1 - weight))
     top, left = random.integers(0, height - cut_height + 1), random.integers(0, width - cut_width + 1)
     mixed = images.copy()
-    mixed[:, top:top + cut_height, left:left + cut_width] = images[partner, top:top + cut_height, left:left + cut_width]
+    mixed[:, top : top + cut_height, left : left + cut_width] = images[
+        partner, top : top + cut_height, left : left + cut_width
+    ]
     pasted = cut_height * cut_width / (height * width)  # The label weight is the area actually pasted.
     return mixed, (1 - pasted) * targets + pasted * targets[partner]

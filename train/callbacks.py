@@ -5,6 +5,7 @@ per-epoch backup is train/backup.py) because a run spans two `fit` calls (head, 
 fine-tuning) and may be resumed: the history and the best checkpoint must survive both, and every file must be
 written atomically (`edge.common.artifacts`), which `CSVLogger` and `ModelCheckpoint` do not do.
 """
+
 from __future__ import annotations
 
 import csv
@@ -18,8 +19,18 @@ import keras
 from edge.common import run_folder
 from edge.common.artifacts import ArtifactError, atomic_path, write_atomic, write_json
 
-HISTORY_COLUMNS = ("stage", "epoch", "loss", "accuracy", "top5", "val_loss", "val_accuracy",
-                   "val_top5", "learning_rate", "seconds")
+HISTORY_COLUMNS = (
+    "stage",
+    "epoch",
+    "loss",
+    "accuracy",
+    "top5",
+    "val_loss",
+    "val_accuracy",
+    "val_top5",
+    "learning_rate",
+    "seconds",
+)
 
 
 def read_state(run_dir: Path) -> dict:
@@ -33,11 +44,18 @@ def resume_state(run_dir: Path, say=print) -> dict:
     try:
         return read_state(run_dir)
     except ArtifactError as error:
-        state = {"completed_stages": [stage for stage in ("head", "finetune")
-                                      if (run_dir / "checkpoints" / f"after_{stage}.weights.h5").exists()],
-                 "best": _best_in_history(run_dir / run_folder.HISTORY_FILE)}
-        say(f"note: {error}; rebuilt from the run folder: stages done {state['completed_stages'] or 'none'}, "
-            f"best epoch {best_epoch_from_one(state['best'])}")
+        state = {
+            "completed_stages": [
+                stage
+                for stage in ("head", "finetune")
+                if (run_dir / "checkpoints" / f"after_{stage}.weights.h5").exists()
+            ],
+            "best": _best_in_history(run_dir / run_folder.HISTORY_FILE),
+        }
+        say(
+            f"note: {error}; rebuilt from the run folder: stages done {state['completed_stages'] or 'none'}, "
+            f"best epoch {best_epoch_from_one(state['best'])}"
+        )
         return state
 
 
@@ -93,13 +111,20 @@ class RunRecorder(keras.callbacks.Callback):
         logs = dict(logs or {})
         seconds = time.perf_counter() - self._epoch_start
         row = {column: "" for column in HISTORY_COLUMNS}
-        row.update(stage=self.stage, epoch=epoch, seconds=f"{seconds:.2f}",
-                   learning_rate=f"{logs.get('learning_rate', current_learning_rate(self.model.optimizer)):.6g}")
+        row.update(
+            stage=self.stage,
+            epoch=epoch,
+            seconds=f"{seconds:.2f}",
+            learning_rate=f"{logs.get('learning_rate', current_learning_rate(self.model.optimizer)):.6g}",
+        )
         for column in HISTORY_COLUMNS[2:8]:
             if column in logs:
                 row[column] = f"{float(logs[column]):.6f}"
-        rows = [r for r in run_folder.read_history(self.history_path)
-                if not (r["stage"] == self.stage and int(r["epoch"]) >= epoch)]
+        rows = [
+            r
+            for r in run_folder.read_history(self.history_path)
+            if not (r["stage"] == self.stage and int(r["epoch"]) >= epoch)
+        ]
         rows.append(row)
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS)
@@ -134,8 +159,11 @@ class EpochLines(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self._epoch_start
-        values = " ".join(f"{name} {float(value):.4f}" for name, value in (logs or {}).items()
-                          if name != "learning_rate" and math.isfinite(float(value)))
+        values = " ".join(
+            f"{name} {float(value):.4f}"
+            for name, value in (logs or {}).items()
+            if name != "learning_rate" and math.isfinite(float(value))
+        )
         self.print_function(f"epoch {epoch + 1}/{self.last_epoch} {self.stage}: {values} ({seconds:.1f} s)", flush=True)
 
 

@@ -17,6 +17,7 @@ evaluated on (train/loaders.py). The numbers are train/metrics.py's (`compare_to
 the files it reads and writes, the gate (`passes`), what is served (`served_variant`) and the
 exit status (`gate_status`) are edge/common/records.py's.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,11 +56,10 @@ class CheckConfig:
     run: str = option("", "the run directory, with tflite/ written by train/export.py", "Check", metavar="DIR")
     max_drop: float | None = option(None, "gate in points; none: the one quantization.json recorded", "Check")
     runtime: Literal["litert", "tflite-runtime"] | None = option(
-        None, "TFLite runtime; none: the first installed", "Check")
+        None, "TFLite runtime; none: the first installed", "Check"
+    )
     threads: int | None = option(None, "interpreter threads; none: the runtime's choice", "Check")
     latency_runs: int = option(LATENCY_RUNS, "single-image calls timed per variant", "Check")
-
-
 
 
 def run(config: CheckConfig) -> dict:
@@ -71,14 +71,23 @@ def run(config: CheckConfig) -> dict:
     if max_drop is None:
         raise CheckError(f"{previous_path}: not found; give --max-drop")
     tflite_dir = run_dir / run_folder.TFLITE_DIR
-    paths = {variant: tflite_dir / run_folder.variant_file(variant) for variant in run_folder.VARIANTS
-             if (tflite_dir / run_folder.variant_file(variant)).is_file()}  # Fallbacks too, when shipped.
+    paths = {
+        variant: tflite_dir / run_folder.variant_file(variant)
+        for variant in run_folder.VARIANTS
+        if (tflite_dir / run_folder.variant_file(variant)).is_file()
+    }  # Fallbacks too, when shipped.
     if "int8" not in paths:
-        raise CheckError(f"{tflite_dir / run_folder.INT8_MODEL_FILE}: not found; "
-                         f"run python train/export.py --run {run_dir}")
-    checker = Checker(loaders.load_model(run_dir), loaders.load_splits(run_dir), runtime=config.runtime,
-                      threads=config.threads, latency_runs=config.latency_runs,
-                      labels_path=tflite_dir / run_folder.LABELS_FILE)
+        raise CheckError(
+            f"{tflite_dir / run_folder.INT8_MODEL_FILE}: not found; run python train/export.py --run {run_dir}"
+        )
+    checker = Checker(
+        loaders.load_model(run_dir),
+        loaders.load_splits(run_dir),
+        runtime=config.runtime,
+        threads=config.threads,
+        latency_runs=config.latency_runs,
+        labels_path=tflite_dir / run_folder.LABELS_FILE,
+    )
     result = checker.check(paths, max_drop)
     result.keep_how_made(previous)  # What the converter knew about how each was made.
     # The search, the calibration and the rest of the export's record stay as the export wrote them.
@@ -97,9 +106,17 @@ def run(config: CheckConfig) -> dict:
 class Checker:
     """Measures TFLite files against one Keras model on one run's splits; caches what it computed."""
 
-    def __init__(self, model: Any, splits: Any, *, runtime: str | None = None, threads: int | None = None,
-                 latency_runs: int = LATENCY_RUNS, labels_path: str | Path | None = None,
-                 test_reference: np.ndarray | None = None):
+    def __init__(
+        self,
+        model: Any,
+        splits: Any,
+        *,
+        runtime: str | None = None,
+        threads: int | None = None,
+        latency_runs: int = LATENCY_RUNS,
+        labels_path: str | Path | None = None,
+        test_reference: np.ndarray | None = None,
+    ):
         if len(splits.test_labels) == 0:
             raise CheckError("the test split is empty; the float-vs-int8 check needs test images")
         self.model, self.splits = model, splits
@@ -107,7 +124,8 @@ class Checker:
         self.labels_path = labels_path
         # The caller may already hold the Keras model's test-split output (train/run.py does).
         self._reference: dict[str, np.ndarray] = (
-            {} if test_reference is None else {"test": np.asarray(test_reference, dtype=np.float32)})
+            {} if test_reference is None else {"test": np.asarray(test_reference, dtype=np.float32)}
+        )
         self._predictions: dict[tuple[str, str], np.ndarray] = {}
 
     def _images(self, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -117,8 +135,9 @@ class Checker:
         """The Keras model's probabilities on a split (float32, computed once)."""
         if split not in self._reference:
             images, _ = self._images(split)
-            self._reference[split] = np.asarray(self.model.predict(images, batch_size=REFERENCE_BATCH, verbose=0),
-                                                dtype=np.float32)
+            self._reference[split] = np.asarray(
+                self.model.predict(images, batch_size=REFERENCE_BATCH, verbose=0), dtype=np.float32
+            )
         return self._reference[split]
 
     def classifier(self, model_path: str | Path) -> runtime.Classifier:
@@ -134,8 +153,9 @@ class Checker:
 
     def drop_points(self, model_path: str | Path, split: str) -> float:
         _, labels = self._images(split)
-        change = np.mean(top1(self.predictions(model_path, split)) == labels) - \
-            np.mean(top1(self.reference(split)) == labels)
+        change = np.mean(top1(self.predictions(model_path, split)) == labels) - np.mean(
+            top1(self.reference(split)) == labels
+        )
         return float(-100.0 * change) + 0.0  # + 0.0: no "-0.00" in reports.
 
     def screen(self, model_path: str | Path, max_drop: float, always_test: bool = False) -> dict:
@@ -148,10 +168,12 @@ class Checker:
             if not passes(result["val_drop_points"], max_drop) and not always_test:
                 return {**result, "passed": False}
         _, labels = self._images("test")
-        measured = compare_to_reference(self.reference("test"), self.predictions(model_path, "test"), labels,
-                                        self.splits.labels, TOP_K)
-        result.update({key: measured[key] for key in ("drop_points", "drop_standard_error_points", "agreement",
-                                                      "kl_divergence")})
+        measured = compare_to_reference(
+            self.reference("test"), self.predictions(model_path, "test"), labels, self.splits.labels, TOP_K
+        )
+        result.update(
+            {key: measured[key] for key in ("drop_points", "drop_standard_error_points", "agreement", "kl_divergence")}
+        )
         passed = passes(result["drop_points"], max_drop) and passes(result.get("val_drop_points", -np.inf), max_drop)
         return {**result, "passed": passed}
 
@@ -175,9 +197,13 @@ class Checker:
         _, labels = self._images("test")
         reference = self.reference("test")
         result = records.Quantization(
-            reference=records.Reference(model="keras float32", top1=float(np.mean(top1(reference) == labels)),
-                                        top5=top_k_accuracy(labels, reference, TOP_K)),
-            test_images=int(len(labels)))
+            reference=records.Reference(
+                model="keras float32",
+                top1=float(np.mean(top1(reference) == labels)),
+                top5=top_k_accuracy(labels, reference, TOP_K),
+            ),
+            test_images=int(len(labels)),
+        )
         details = None
         for variant, path in paths.items():
             started = time.perf_counter()
@@ -186,22 +212,32 @@ class Checker:
                 raise CheckError(f"{path}: model file not found")
             classifier = self.classifier(path)
             measured = records.VariantResult.from_dict(
-                compare_to_reference(reference, self.predictions(path), labels, self.splits.labels, TOP_K))
+                compare_to_reference(reference, self.predictions(path), labels, self.splits.labels, TOP_K)
+            )
             measured.file, measured.size_bytes = path.name, path.stat().st_size
             measured.latency_ms = self.latency_ms(path)
             measured.input = _tensor(classifier.input_dtype, classifier.input_quantization)
-            measured.output = _tensor(classifier.interpreter.get_output_details()[0]["dtype"],
-                                      classifier.output_quantization,
-                                      values="logits" if classifier.output_is_logits else "probabilities")
+            measured.output = _tensor(
+                classifier.interpreter.get_output_details()[0]["dtype"],
+                classifier.output_quantization,
+                values="logits" if classifier.output_is_logits else "probabilities",
+            )
             result.variants[variant] = measured
             details = details or classifier.describe()
-            print(f"check: {variant} on {len(labels)} test images, top-1 {formatting.percent(measured.top1)}, "
-                  f"in {formatting.step_time(time.perf_counter() - started)}", flush=True)
+            print(
+                f"check: {variant} on {len(labels)} test images, top-1 {formatting.percent(measured.top1)}, "
+                f"in {formatting.step_time(time.perf_counter() - started)}",
+                flush=True,
+            )
         result.max_drop, result.drop_points = max_drop, result.int8.drop_points
         result.passed = passes(result.int8.drop_points, max_drop)
         result.gate = f"int8 test top-1 at most {max_drop} points below the Keras float model"
-        result.runtime = records.RuntimeInfo(name=details["runtime"], version=details["runtime_version"],
-                                             threads=self.threads, latency_runs=self.latency_runs)
+        result.runtime = records.RuntimeInfo(
+            name=details["runtime"],
+            version=details["runtime_version"],
+            threads=self.threads,
+            latency_runs=self.latency_runs,
+        )
         return result
 
 
@@ -211,9 +247,14 @@ def _tensor(dtype: Any, quantization: tuple[float, int], **description: str) -> 
 
 
 COMMAND = command.Command(
-    name="check", prog="python train/check.py", description=__doc__.split("\n")[0],
-    config_class=CheckConfig, run=run, required=("run",),
-    exit_status=lambda config, result: gate_status(result, config.run))
+    name="check",
+    prog="python train/check.py",
+    description=__doc__.split("\n")[0],
+    config_class=CheckConfig,
+    run=run,
+    required=("run",),
+    exit_status=lambda config, result: gate_status(result, config.run),
+)
 
 
 main = command.entry_point(COMMAND)

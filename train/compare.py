@@ -11,6 +11,7 @@ quantization.json); what a run lacks shows as "n/a". This is how the seed
 projects' comparisons (CNN from scratch vs feature extraction vs fine-tuning)
 are reproduced.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,8 +24,19 @@ from edge.common import artifacts, command, configuration, formatting, records, 
 from edge.common.configuration import option
 from edge.common.formatting import NOT_AVAILABLE
 
-COLUMNS = ("run", "model", "unfreeze", "epochs (head + fine-tune)", "image size", "parameters", "top-1", "top-5",
-           "int8 top-1", "model size", "training time")
+COLUMNS = (
+    "run",
+    "model",
+    "unfreeze",
+    "epochs (head + fine-tune)",
+    "image size",
+    "parameters",
+    "top-1",
+    "top-5",
+    "int8 top-1",
+    "model size",
+    "training time",
+)
 
 
 @dataclasses.dataclass
@@ -111,23 +123,40 @@ def render_table(rows: Sequence[dict]) -> str:
     """The markdown table; accuracies as percentages, sizes in binary units (MiB)."""
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in rows:
-        epochs = (NOT_AVAILABLE if row["head_epochs"] is None and row["finetune_epochs"] is None
-                  else f"{_cell(row['head_epochs'])} + {_cell(row['finetune_epochs'])}")
+        epochs = (
+            NOT_AVAILABLE
+            if row["head_epochs"] is None and row["finetune_epochs"] is None
+            else f"{_cell(row['head_epochs'])} + {_cell(row['finetune_epochs'])}"
+        )
         size = formatting.size(row["model_bytes"])
         if row["int8_bytes"] is not None:
             size += f" (int8 {formatting.size(row['int8_bytes'])})"
-        cells = [_cell(row["run"]), _cell(row["model"]), _cell(row["unfreeze"]), epochs, _cell(row["image_size"]),
-                 _parameters(row["parameters"]), formatting.percent(row["top1"], 2),
-                 formatting.percent(row["top5"], 2), formatting.percent(row["int8_top1"], 2), size,
-                 formatting.duration(row["training_seconds"])]
+        cells = [
+            _cell(row["run"]),
+            _cell(row["model"]),
+            _cell(row["unfreeze"]),
+            epochs,
+            _cell(row["image_size"]),
+            _parameters(row["parameters"]),
+            formatting.percent(row["top1"], 2),
+            formatting.percent(row["top5"], 2),
+            formatting.percent(row["int8_top1"], 2),
+            size,
+            formatting.duration(row["training_seconds"]),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 COMMAND = command.Command(
-    name="compare", prog="python train/compare.py", description=__doc__.split("\n")[0],
-    config_class=CompareConfig, run=run, render=lambda config, result: result["markdown"].rstrip("\n"),
-    positional=(command.Positional("runs", "RUN", "run directories"),))
+    name="compare",
+    prog="python train/compare.py",
+    description=__doc__.split("\n")[0],
+    config_class=CompareConfig,
+    run=run,
+    render=lambda config, result: result["markdown"].rstrip("\n"),
+    positional=(command.Positional("runs", "RUN", "run directories"),),
+)
 
 
 main = command.entry_point(COMMAND)

@@ -5,6 +5,7 @@
 `PRESETS`. The resolved configuration is saved as `config.json` in the run
 directory, and `TrainConfig.from_run(run_dir)` reads it back.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -60,13 +61,31 @@ class Recipe:
 #: fine-tuning default (Li et al. 2020, "Rethinking the Hyperparameters for Fine-tuning", section 1).
 #: Keras' decay is decoupled and scaled by the scheduled rate, so 1e-4 at 0.01 is the protocol's grid
 #: value 1e-6 ("we divide these values of weight decay by the learning rate").
-PRETRAINED_RECIPE = Recipe(head_epochs=0, epochs=100, batch_size=256, optimizer="sgd", learning_rate=0.01,
-                           weight_decay=1e-4, warmup_epochs=0.0, label_smoothing=0.0, batchnorm="train")
+PRETRAINED_RECIPE = Recipe(
+    head_epochs=0,
+    epochs=100,
+    batch_size=256,
+    optimizer="sgd",
+    learning_rate=0.01,
+    weight_decay=1e-4,
+    warmup_epochs=0.0,
+    label_smoothing=0.0,
+    batchnorm="train",
+)
 #: Training from random weights (cnn, se_cnn, or a backbone with --weights none): one stage of 14
 #: epochs, AdamW, smaller batches and a peak rate of 3e-3, with warm-up and label smoothing (measured
 #: on the digits folder, README, Training). BatchNorm always trains from scratch.
-FROM_SCRATCH_RECIPE = Recipe(head_epochs=0, epochs=14, batch_size=64, optimizer="adamw", learning_rate=3e-3,
-                             weight_decay=0.05, warmup_epochs=1.0, label_smoothing=0.1, batchnorm="train")
+FROM_SCRATCH_RECIPE = Recipe(
+    head_epochs=0,
+    epochs=14,
+    batch_size=64,
+    optimizer="adamw",
+    learning_rate=3e-3,
+    weight_decay=0.05,
+    warmup_epochs=1.0,
+    label_smoothing=0.1,
+    batchnorm="train",
+)
 #: The plain cnn has no BatchNorm: at 3e-3 it collapsed to a constant output on a small folder
 #: (chance accuracy for 12 epochs; 98.7% test at 2e-3), so it gets a lower peak rate (README, Training).
 PLAIN_CNN_RECIPE = dataclasses.replace(FROM_SCRATCH_RECIPE, learning_rate=2e-3)
@@ -89,83 +108,165 @@ class TrainConfig:
     """Everything that decides a training run. Fractions are 0-1, learning rates are per step."""
 
     # Data
-    dataset: str = option("cifar100", "cifar100, cifar10, smoke (generated, offline), or a folder of "
-                          "images with one sub-folder per class", "Data")
-    data_dir: str | None = option(None, "offline CIFAR: the official python-version archive "
-                                     "(cifar-100-python.tar.gz) or its extracted folder", "Data")
-    label_mode: Literal["fine", "coarse"] = option("fine", "CIFAR-100 labels: 100 fine classes or 20 superclasses", "Data")
+    dataset: str = option(
+        "cifar100",
+        "cifar100, cifar10, smoke (generated, offline), or a folder of images with one sub-folder per class",
+        "Data",
+    )
+    data_dir: str | None = option(
+        None,
+        "offline CIFAR: the official python-version archive (cifar-100-python.tar.gz) or its extracted folder",
+        "Data",
+    )
+    label_mode: Literal["fine", "coarse"] = option(
+        "fine", "CIFAR-100 labels: 100 fine classes or 20 superclasses", "Data"
+    )
     val_split: float = option(0.1, "fraction of the training set held out, stratified, for validation", "Data")
     test_split: float = option(0.1, "for a single-tree image folder: fraction held out, stratified, for test", "Data")
     image_fit: Literal["pad", "crop"] = option(
-        "pad", "a folder's images not at its most common size: pad fits each whole and pads with grey; "
-        "crop centre-crops, as the demo and the camera do at inference", "Data")
-    smoke_samples_per_class: int = option(400, "smoke dataset: generated images per class (train and test together)", "Data")
+        "pad",
+        "a folder's images not at its most common size: pad fits each whole and pads with grey; "
+        "crop centre-crops, as the demo and the camera do at inference",
+        "Data",
+    )
+    smoke_samples_per_class: int = option(
+        400, "smoke dataset: generated images per class (train and test together)", "Data"
+    )
     seed: int = option(0, "seed for splits, the smoke data, initialisation and augmentation", "Data")
 
     # Model
     model: ModelName = option("efficientnet_b0", "backbone or baseline network", "Model")
-    weights: str = option("imagenet", "backbone weights: imagenet, none, or a path to a weights file "
-                          "saved by the same architecture (for efficientnet_lite0 also its PyTorch .pth "
-                          "checkpoint)", "Model")
-    image_size: int | None = option(None, "side the images are resized to inside the graph; default "
-                                       "224 for ImageNet backbones, the native size for the CNNs", "Model")
+    weights: str = option(
+        "imagenet",
+        "backbone weights: imagenet, none, or a path to a weights file "
+        "saved by the same architecture (for efficientnet_lite0 also its PyTorch .pth "
+        "checkpoint)",
+        "Model",
+    )
+    image_size: int | None = option(
+        None,
+        "side the images are resized to inside the graph; default "
+        "224 for ImageNet backbones, the native size for the CNNs",
+        "Model",
+    )
     dropout: float = option(0.2, "dropout rate before the classification layer", "Model")
     augment: Literal["none", "basic", "randaugment"] = option(
-        "basic", "augmentation layers (training only): basic = reflect-pad, random crop back to size, "
+        "basic",
+        "augmentation layers (training only): basic = reflect-pad, random crop back to size, "
         "left-right flip; "
-        "randaugment adds Keras' RandAugment", "Model")
+        "randaugment adds Keras' RandAugment",
+        "Model",
+    )
     mix: Literal["none", "mixup", "cutmix"] = option("none", "batch mixing augmentation", "Model")
 
     # Training
-    head_epochs: int | None = option(None, "stage 1: epochs training the new head with the backbone frozen; "
-                                        "default 0 (the protocol fine-tunes the whole network from the start)",
-                                        "Training")
-    epochs: int | None = option(None, "stage 2: epochs fine-tuning the unfrozen part of the backbone; default "
-                                   "100 for a pretrained backbone (about 20,000 steps at batch 256, Kornblith et al. "
-                                   "2019), 14 from scratch", "Training")
-    unfreeze: str = option("all", "stage 2: all, none (feature extraction), or a fraction of the "
-                           "backbone's layers counted from the top, such as 0.2", "Training")
-    batch_size: int | None = option(None, "images per step (over all devices); default 256 for a pretrained "
-                                       f"backbone, 64 from scratch, less on small datasets (at least "
-                                       f"{MIN_STEPS_PER_EPOCH} steps an epoch)", "Training")
+    head_epochs: int | None = option(
+        None,
+        "stage 1: epochs training the new head with the backbone frozen; "
+        "default 0 (the protocol fine-tunes the whole network from the start)",
+        "Training",
+    )
+    epochs: int | None = option(
+        None,
+        "stage 2: epochs fine-tuning the unfrozen part of the backbone; default "
+        "100 for a pretrained backbone (about 20,000 steps at batch 256, Kornblith et al. "
+        "2019), 14 from scratch",
+        "Training",
+    )
+    unfreeze: str = option(
+        "all",
+        "stage 2: all, none (feature extraction), or a fraction of the "
+        "backbone's layers counted from the top, such as 0.2",
+        "Training",
+    )
+    batch_size: int | None = option(
+        None,
+        "images per step (over all devices); default 256 for a pretrained "
+        f"backbone, 64 from scratch, less on small datasets (at least "
+        f"{MIN_STEPS_PER_EPOCH} steps an epoch)",
+        "Training",
+    )
     optimizer: Literal["adamw", "adam", "sgd"] | None = option(
-        None, "optimizer (sgd uses Nesterov momentum 0.9); default sgd for a pretrained backbone (the protocol), "
-        "adamw from scratch", "Training")
+        None,
+        "optimizer (sgd uses Nesterov momentum 0.9); default sgd for a pretrained backbone (the protocol), "
+        "adamw from scratch",
+        "Training",
+    )
     head_learning_rate: float = option(1e-3, "stage 1 peak learning rate", "Training")
-    learning_rate: float | None = option(None, "stage 2 (or the only stage) peak learning rate; default 0.01 "
-                                            "fine-tuning a pretrained backbone (sweep it: docs/training.md), 3e-3 "
-                                            "from scratch (2e-3 for the cnn, which has no BatchNorm)", "Training")
-    weight_decay: float | None = option(None, "decoupled weight decay (adamw, sgd), scaled by the scheduled "
-                                           "rate; default 1e-4 fine-tuning, 0.05 from scratch", "Training")
+    learning_rate: float | None = option(
+        None,
+        "stage 2 (or the only stage) peak learning rate; default 0.01 "
+        "fine-tuning a pretrained backbone (sweep it: docs/training.md), 3e-3 "
+        "from scratch (2e-3 for the cnn, which has no BatchNorm)",
+        "Training",
+    )
+    weight_decay: float | None = option(
+        None,
+        "decoupled weight decay (adamw, sgd), scaled by the scheduled "
+        "rate; default 1e-4 fine-tuning, 0.05 from scratch",
+        "Training",
+    )
     schedule: Literal["cosine", "plateau", "constant"] = option(
-        "cosine", "learning-rate schedule: linear warm-up then cosine decay, or ReduceLROnPlateau on "
-        "validation loss (the seeds' choice), or constant", "Training")
-    warmup_epochs: float | None = option(None, "cosine schedule: epochs of linear warm-up per stage; default 0 "
-                                            "fine-tuning (the protocol has none), 1 from scratch", "Training")
-    label_smoothing: float | None = option(None, "label smoothing of the cross-entropy loss; default 0 "
-                                              "fine-tuning (the protocol has none), 0.1 from scratch", "Training")
+        "cosine",
+        "learning-rate schedule: linear warm-up then cosine decay, or ReduceLROnPlateau on "
+        "validation loss (the seeds' choice), or constant",
+        "Training",
+    )
+    warmup_epochs: float | None = option(
+        None,
+        "cosine schedule: epochs of linear warm-up per stage; default 0 "
+        "fine-tuning (the protocol has none), 1 from scratch",
+        "Training",
+    )
+    label_smoothing: float | None = option(
+        None,
+        "label smoothing of the cross-entropy loss; default 0 fine-tuning (the protocol has none), 0.1 from scratch",
+        "Training",
+    )
     batchnorm: Literal["frozen", "train"] | None = option(
-        None, "pretrained BatchNorm layers: train (statistics updated, the protocol's default) or frozen "
-        "(inference mode, the Keras fine-tuning guide's advice); from scratch they always train", "Training")
-    early_stopping: int | None = option(None, "stop when validation loss has not improved for this "
-                                           "many epochs and restore the best weights (off by default)", "Training")
+        None,
+        "pretrained BatchNorm layers: train (statistics updated, the protocol's default) or frozen "
+        "(inference mode, the Keras fine-tuning guide's advice); from scratch they always train",
+        "Training",
+    )
+    early_stopping: int | None = option(
+        None,
+        "stop when validation loss has not improved for this many epochs and restore the best weights (off by default)",
+        "Training",
+    )
     precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = option(
-        "auto", "auto: mixed_bfloat16 on a GPU of compute capability 8.0 or more, mixed_float16 "
-        "(with loss scaling) on older GPUs, float32 on a CPU", "Training")
-    allow_cpu: bool = option(False, "train an ImageNet backbone at 128 px or more on a full-size dataset "
-                             "without a GPU anyway (it takes days; normally refused)", "Training")
-    steps_per_execution: int = option(1, "training steps fused into one call; larger helps small models on GPUs", "Training")
+        "auto",
+        "auto: mixed_bfloat16 on a GPU of compute capability 8.0 or more, mixed_float16 "
+        "(with loss scaling) on older GPUs, float32 on a CPU",
+        "Training",
+    )
+    allow_cpu: bool = option(
+        False,
+        "train an ImageNet backbone at 128 px or more on a full-size dataset "
+        "without a GPU anyway (it takes days; normally refused)",
+        "Training",
+    )
+    steps_per_execution: int = option(
+        1, "training steps fused into one call; larger helps small models on GPUs", "Training"
+    )
 
     # Output
     out: str | None = option(None, "the run directory (default runs/<dataset>-<model>-<timestamp>)", "Output")
     resume: bool = option(False, "continue the interrupted run in --out from its last checkpoint", "Output")
     export: bool = option(True, "after training, export TFLite models and run the float-vs-int8 check", "Output")
-    max_drop: float = option(MAX_DROP_POINTS, "export gate: the largest int8 top-1 drop below the float model, in points", "Output")
-    calibration_samples: int = option(CALIBRATION_SAMPLES, "export: stratified training images used to calibrate int8", "Output")
+    max_drop: float = option(
+        MAX_DROP_POINTS, "export gate: the largest int8 top-1 drop below the float model, in points", "Output"
+    )
+    calibration_samples: int = option(
+        CALIBRATION_SAMPLES, "export: stratified training images used to calibrate int8", "Output"
+    )
     tensorboard: bool = option(True, "write TensorBoard logs to <run>/logs", "Output")
-    wandb: str | None = option(None, "Weights & Biases project to log to (skipped with a note if "
-                                  "wandb is not installed)", "Output")
-    verbose: Literal["auto", "0", "1", "2"] = option("auto", "Keras progress output: auto, 0 silent, 1 bar, 2 a line per epoch", "Output")
+    wandb: str | None = option(
+        None, "Weights & Biases project to log to (skipped with a note if wandb is not installed)", "Output"
+    )
+    verbose: Literal["auto", "0", "1", "2"] = option(
+        "auto", "Keras progress output: auto, 0 silent, 1 bar, 2 a line per epoch", "Output"
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.val_split < 1.0:
@@ -195,7 +296,9 @@ class TrainConfig:
         except ValueError:
             fraction = -1.0
         if not 0.0 <= fraction <= 1.0:
-            raise configuration.ConfigError(f"unfreeze must be all, none or a fraction in [0, 1], got {self.unfreeze!r}")
+            raise configuration.ConfigError(
+                f"unfreeze must be all, none or a fraction in [0, 1], got {self.unfreeze!r}"
+            )
         return fraction
 
     @property
@@ -219,8 +322,9 @@ class TrainConfig:
         recipe = self.recipe
         unset = {name: getattr(recipe, name) for name in RECIPE_FIELDS if getattr(self, name) is None}
         if self.batch_size is None and train_images is not None:
-            unset["batch_size"] = max(min(recipe.batch_size, train_images // MIN_STEPS_PER_EPOCH),
-                                      MIN_RECIPE_BATCH_SIZE)
+            unset["batch_size"] = max(
+                min(recipe.batch_size, train_images // MIN_STEPS_PER_EPOCH), MIN_RECIPE_BATCH_SIZE
+            )
         return dataclasses.replace(self, **unset)  # __post_init__ refuses head_epochs and epochs both 0.
 
     def batchnorm_momentum(self, steps_per_epoch: int) -> float:
@@ -259,40 +363,124 @@ QUICK_MAX_EPOCHS = 15
 PRESETS: dict[str, dict] = {
     # Offline, CPU, a few minutes: the quickstart. The SE-CNN trains from scratch in that time;
     # EfficientNet-B0 from scratch at 32 px did not reach 80% in 12 epochs here (57% validation).
-    "smoke": dict(dataset="smoke", model="se_cnn", weights="none", head_epochs=0, epochs=8,
-                  batch_size=64, learning_rate=3e-3, warmup_epochs=1.0, weight_decay=0.01,
-                  label_smoothing=0.0, augment="none", dropout=0.1, calibration_samples=200,
-                  smoke_samples_per_class=360, tensorboard=False),
+    "smoke": dict(
+        dataset="smoke",
+        model="se_cnn",
+        weights="none",
+        head_epochs=0,
+        epochs=8,
+        batch_size=64,
+        learning_rate=3e-3,
+        warmup_epochs=1.0,
+        weight_decay=0.01,
+        label_smoothing=0.0,
+        augment="none",
+        dropout=0.1,
+        calibration_samples=200,
+        smoke_samples_per_class=360,
+        tensorboard=False,
+    ),
     # The default recipe before the protocol (1 + 14 epochs, AdamW, frozen BatchNorm): for minutes, not
     # half an hour. Its accuracy on CIFAR-100 is not measured here.
-    "quick": dict(model="efficientnet_b0", head_epochs=1, epochs=QUICK_MAX_EPOCHS - 1, batch_size=128,
-                  optimizer="adamw", head_learning_rate=1e-3, learning_rate=3e-4, weight_decay=0.05,
-                  warmup_epochs=1.0, label_smoothing=0.1, batchnorm="frozen"),
+    "quick": dict(
+        model="efficientnet_b0",
+        head_epochs=1,
+        epochs=QUICK_MAX_EPOCHS - 1,
+        batch_size=128,
+        optimizer="adamw",
+        head_learning_rate=1e-3,
+        learning_rate=3e-4,
+        weight_decay=0.05,
+        warmup_epochs=1.0,
+        label_smoothing=0.1,
+        batchnorm="frozen",
+    ),
     # The reference project's EfficientNet-B0 recipe (reported 80.55% test, "82%" in its abstract).
-    "seed-efficientnet": dict(SEED_PRETRAINED_DEFAULTS, model="efficientnet_b0", head_epochs=0, epochs=15,
-                              unfreeze="all", batch_size=8, optimizer="adam", learning_rate=1e-4, weight_decay=0.0,
-                              schedule="plateau", early_stopping=10, label_smoothing=0.0),
+    "seed-efficientnet": dict(
+        SEED_PRETRAINED_DEFAULTS,
+        model="efficientnet_b0",
+        head_epochs=0,
+        epochs=15,
+        unfreeze="all",
+        batch_size=8,
+        optimizer="adam",
+        learning_rate=1e-4,
+        weight_decay=0.0,
+        schedule="plateau",
+        early_stopping=10,
+        label_smoothing=0.0,
+    ),
     # The reference project's CNN from scratch (reported 59.82% test after 50 epochs).
-    "seed-cnn": dict(model="cnn", weights="none", head_epochs=0, epochs=50, batch_size=64,
-                     optimizer="adam", learning_rate=1e-3, weight_decay=0.0, schedule="plateau",
-                     label_smoothing=0.0),
+    "seed-cnn": dict(
+        model="cnn",
+        weights="none",
+        head_epochs=0,
+        epochs=50,
+        batch_size=64,
+        optimizer="adam",
+        learning_rate=1e-3,
+        weight_decay=0.0,
+        schedule="plateau",
+        label_smoothing=0.0,
+    ),
     # The squeeze-and-excitation CNN (reported about 66%).
-    "seed-se-cnn": dict(model="se_cnn", weights="none", head_epochs=0, epochs=50, batch_size=64,
-                        optimizer="adam", learning_rate=1e-3, weight_decay=0.0, schedule="cosine",
-                        label_smoothing=0.0),
+    "seed-se-cnn": dict(
+        model="se_cnn",
+        weights="none",
+        head_epochs=0,
+        epochs=50,
+        batch_size=64,
+        optimizer="adam",
+        learning_rate=1e-3,
+        weight_decay=0.0,
+        schedule="cosine",
+        label_smoothing=0.0,
+    ),
     # VGG16 feature extraction (reported 57.48%) and fine-tuning of the top layers (47.81%).
-    "seed-vgg16-features": dict(SEED_PRETRAINED_DEFAULTS, model="vgg16", head_epochs=15, epochs=0,
-                                unfreeze="none", optimizer="adam", head_learning_rate=1e-3, weight_decay=0.0,
-                                label_smoothing=0.0),
-    "seed-vgg16-finetune": dict(SEED_PRETRAINED_DEFAULTS, model="vgg16", head_epochs=5, epochs=10,
-                                unfreeze="0.2", optimizer="adam", learning_rate=1e-5, weight_decay=0.0,
-                                label_smoothing=0.0),
+    "seed-vgg16-features": dict(
+        SEED_PRETRAINED_DEFAULTS,
+        model="vgg16",
+        head_epochs=15,
+        epochs=0,
+        unfreeze="none",
+        optimizer="adam",
+        head_learning_rate=1e-3,
+        weight_decay=0.0,
+        label_smoothing=0.0,
+    ),
+    "seed-vgg16-finetune": dict(
+        SEED_PRETRAINED_DEFAULTS,
+        model="vgg16",
+        head_epochs=5,
+        epochs=10,
+        unfreeze="0.2",
+        optimizer="adam",
+        learning_rate=1e-5,
+        weight_decay=0.0,
+        label_smoothing=0.0,
+    ),
     # CIFAR-10 with EfficientNet-B0: frozen (reported about 92%) and last 20% retrained (about 95%).
-    "seed-cifar10-frozen": dict(SEED_PRETRAINED_DEFAULTS, dataset="cifar10", model="efficientnet_b0",
-                                head_epochs=5, epochs=0, unfreeze="none", optimizer="adam",
-                                schedule="plateau", early_stopping=3),
-    "seed-cifar10-last20": dict(SEED_PRETRAINED_DEFAULTS, dataset="cifar10", model="efficientnet_b0",
-                                head_epochs=2, epochs=5, unfreeze="0.2", optimizer="adam", learning_rate=1e-4,
-                                schedule="plateau", early_stopping=3),
+    "seed-cifar10-frozen": dict(
+        SEED_PRETRAINED_DEFAULTS,
+        dataset="cifar10",
+        model="efficientnet_b0",
+        head_epochs=5,
+        epochs=0,
+        unfreeze="none",
+        optimizer="adam",
+        schedule="plateau",
+        early_stopping=3,
+    ),
+    "seed-cifar10-last20": dict(
+        SEED_PRETRAINED_DEFAULTS,
+        dataset="cifar10",
+        model="efficientnet_b0",
+        head_epochs=2,
+        epochs=5,
+        unfreeze="0.2",
+        optimizer="adam",
+        learning_rate=1e-4,
+        schedule="plateau",
+        early_stopping=3,
+    ),
 }
-

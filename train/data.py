@@ -16,6 +16,7 @@ It picks the loader; the loaders live in their own modules:
 
     .venv/bin/python -c "from train import data, config; print(data.load_splits(config.TrainConfig(dataset='smoke')))"
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,8 +37,16 @@ make_smoke = smoke.make_smoke
 SMOKE_CLASSES = smoke.SMOKE_CLASSES
 SMOKE_SIZE = smoke.SMOKE_SIZE
 
-__all__ = ["DataError", "Splits", "load_splits", "stratified_split", "stratified_sample", "make_smoke",
-           "SMOKE_CLASSES", "SMOKE_SIZE"]
+__all__ = [
+    "DataError",
+    "Splits",
+    "load_splits",
+    "stratified_split",
+    "stratified_sample",
+    "make_smoke",
+    "SMOKE_CLASSES",
+    "SMOKE_SIZE",
+]
 
 
 def load_splits(config: TrainConfig) -> Splits:
@@ -55,5 +64,7 @@ def load_splits(config: TrainConfig) -> Splits:
         return image_folders.load_folder(config, Path(dataset).expanduser())
     if "/" in dataset or "\\" in dataset or dataset.startswith((".", "~")):
         raise DataError(f"the image folder {dataset} does not exist (or is not a folder)")
-    raise DataError(f"unknown dataset {dataset!r}: expected cifar100, cifar10, smoke or a folder of images "
-                    "with one sub-folder per class")
+    raise DataError(
+        f"unknown dataset {dataset!r}: expected cifar100, cifar10, smoke or a folder of images "
+        "with one sub-folder per class"
+    )

@@ -23,6 +23,7 @@ backends are imported inside the functions that need them, once a run has starte
   its "Cannot dlopen some GPU libraries" lines, so a broken CUDA install would otherwise look like
   a machine without a GPU.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -47,8 +48,11 @@ NVIDIA_DRIVER_GPUS = Path("/proc/driver/nvidia/gpus")
 #: The pip packages of CUDA and cuDNN, which `tensorflow[and-cuda]` and `jax[cuda12]` install.
 CUDA_PACKAGE_PREFIX = "nvidia-"
 #: TensorFlow's own start-up lines that tell why it found no GPU.
-TENSORFLOW_GPU_LINES = re.compile(r"cuInit|Cannot dlopen|Could not load dynamic library|cuda drivers|"
-                                  r"CUDA driver|libcud|Could not find TensorRT|GPU will not be used", re.IGNORECASE)
+TENSORFLOW_GPU_LINES = re.compile(
+    r"cuInit|Cannot dlopen|Could not load dynamic library|cuda drivers|"
+    r"CUDA driver|libcud|Could not find TensorRT|GPU will not be used",
+    re.IGNORECASE,
+)
 #: The most of those lines repeated in the message.
 MAX_REPORTED_LINES = 4
 #: How long the child that starts TensorFlow with its full log may take, in seconds.
@@ -56,7 +60,7 @@ TENSORFLOW_PROBE_SECONDS = 120
 #: What to install for a GPU, by Keras backend.
 INSTALL_ADVICE = {
     "tensorflow": "install TensorFlow's GPU build: pip install -e '.[gpu]' (tensorflow[and-cuda], Linux x86-64 "
-                  "with an NVIDIA driver)",
+    "with an NVIDIA driver)",
     "jax": "install JAX's GPU build: pip install -e '.[jax-gpu]' (jax[cuda12], Linux with an NVIDIA driver)",
     "torch": "install a CUDA build of PyTorch (https://pytorch.org/get-started/locally/)",
 }
@@ -93,32 +97,47 @@ def hide_gpus_from_tensorflow() -> bool:
 def gpu_names() -> list[str]:
     """The GPUs the Keras backend sees, by name (such as "NVIDIA H100 80GB HBM3"); empty on a CPU."""
     import keras  # Loaded by run() already; imported here so --help never pays for it.
+
     backend = keras.backend.backend()
     if backend == "jax":
         import jax  # Only the backend in use is imported; the others need not be installed.
+
         return [device.device_kind for device in jax.devices() if device.platform == "gpu"]
     if backend == "torch":
         import torch  # Only the backend in use is imported; the others need not be installed.
+
         return [torch.cuda.get_device_name(index) for index in range(torch.cuda.device_count())]
     import tensorflow as tf  # Only the backend in use is imported; the others need not be installed.
-    return [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
-            for gpu in tf.config.list_physical_devices("GPU")]
+
+    return [
+        tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
+        for gpu in tf.config.list_physical_devices("GPU")
+    ]
 
 
 def gpu_compute_capabilities() -> list[tuple[int, int] | None]:
     """CUDA compute capability (major, minor) of each GPU gpu_names() lists, None where the backend does not say."""
     import keras  # Loaded by run() already; imported here so --help never pays for it.
+
     backend = keras.backend.backend()
     if backend == "jax":
         import jax  # Only the backend in use is imported; the others need not be installed.
-        return [_capability(getattr(device, "compute_capability", None))
-                for device in jax.devices() if device.platform == "gpu"]
+
+        return [
+            _capability(getattr(device, "compute_capability", None))
+            for device in jax.devices()
+            if device.platform == "gpu"
+        ]
     if backend == "torch":
         import torch  # Only the backend in use is imported; the others need not be installed.
+
         return [_capability(torch.cuda.get_device_capability(index)) for index in range(torch.cuda.device_count())]
     import tensorflow as tf  # Only the backend in use is imported; the others need not be installed.
-    return [_capability(tf.config.experimental.get_device_details(gpu).get("compute_capability"))
-            for gpu in tf.config.list_physical_devices("GPU")]
+
+    return [
+        _capability(tf.config.experimental.get_device_details(gpu).get("compute_capability"))
+        for gpu in tf.config.list_physical_devices("GPU")
+    ]
 
 
 def _capability(value) -> tuple[int, int] | None:
@@ -135,8 +154,9 @@ def cpu_name() -> str:
     return f"CPU ({machine.processor_name()}, {os.cpu_count()} cores)"
 
 
-def resolve_precision(precision: str, gpus: list[str],
-                      capabilities: Sequence[tuple[int, int] | None]) -> tuple[str, str]:
+def resolve_precision(
+    precision: str, gpus: list[str], capabilities: Sequence[tuple[int, int] | None]
+) -> tuple[str, str]:
     """The Keras dtype policy for `--precision` and why: (policy, reason), the reason as metadata.json records it.
 
     "auto" is mixed_bfloat16 on GPUs of compute capability 8.0 or more (`capabilities`, one per GPU of
@@ -151,8 +171,9 @@ def resolve_precision(precision: str, gpus: list[str],
         return "float32", "no GPU: mixed precision brings a CPU no speed"
     known = [capability for capability in capabilities if capability is not None]
     if not known or len(known) < len(gpus):
-        return "mixed_float16", ("GPU compute capability unknown: float16, which every CUDA GPU runs fast, "
-                                 "with loss scaling")
+        return "mixed_float16", (
+            "GPU compute capability unknown: float16, which every CUDA GPU runs fast, with loss scaling"
+        )
     lowest = min(known)
     described = f"compute capability {lowest[0]}.{lowest[1]}"
     if lowest >= BFLOAT16_MIN_COMPUTE_CAPABILITY:
@@ -166,6 +187,7 @@ def set_precision(precision: str, gpus: list[str]) -> tuple[str, str]:
     The GPUs' compute capabilities are asked for only when they decide: "auto" with a GPU.
     """
     import keras  # Loaded by run() already; imported here so --help never pays for it.
+
     capabilities = gpu_compute_capabilities() if gpus and precision == "auto" else []
     policy, reason = resolve_precision(precision, gpus, capabilities)
     keras.mixed_precision.set_global_policy(policy)
@@ -183,6 +205,7 @@ class Distribution:
 def distribution_for(gpus: list[str]) -> Distribution:
     """Data parallelism across GPUs (`gpus`: gpu_names()) through the backend's own engine, when there are several."""
     import keras  # Loaded by run() already; imported here so --help never pays for it.
+
     single = Distribution(scope=contextlib.nullcontext)
     if len(gpus) < 2:
         return single
@@ -192,6 +215,7 @@ def distribution_for(gpus: list[str]) -> Distribution:
         return Distribution(scope=contextlib.nullcontext, replicas=len(data_parallel.device_mesh.devices.flatten()))
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf  # Only the backend in use is imported; the others need not be installed.
+
         strategy = tf.distribute.MirroredStrategy(devices=mirrored_devices())
         return Distribution(scope=strategy.scope, replicas=strategy.num_replicas_in_sync)
     print("note: several GPUs found, but multi-GPU training is implemented for the jax and tensorflow backends only")
@@ -201,6 +225,7 @@ def distribution_for(gpus: list[str]) -> Distribution:
 def mirrored_devices() -> list[str]:
     """The devices TensorFlow's MirroredStrategy trains on: every GPU TensorFlow sees (its own default)."""
     import tensorflow as tf  # Only the backend in use is imported; the others need not be installed.
+
     return [device.name for device in tf.config.list_logical_devices("GPU")]
 
 
@@ -214,8 +239,10 @@ def fit_batch_to_replicas(config: TrainConfig, replicas: int) -> TrainConfig:
     if replicas < 2 or config.batch_size % replicas == 0:
         return config
     batch_size = max(config.batch_size // replicas * replicas, replicas)
-    print(f"note: batch size {config.batch_size} does not divide over {replicas} devices; "
-          f"training with {batch_size} ({batch_size // replicas} per device)")
+    print(
+        f"note: batch size {config.batch_size} does not divide over {replicas} devices; "
+        f"training with {batch_size} ({batch_size // replicas} per device)"
+    )
     return dataclasses.replace(config, batch_size=batch_size)
 
 
@@ -235,6 +262,7 @@ def resolve_jit_compile(model, gpus: list[str]) -> bool:
     measured here 60 s against 6 s for an epoch of the cnn (README, Throughput).
     """
     import keras  # Loaded by run() already; imported here so --help never pays for it.
+
     backend = keras.backend.backend()
     if backend == "torch" or (backend == "tensorflow" and len(gpus) != 1):
         return False
@@ -244,6 +272,7 @@ def resolve_jit_compile(model, gpus: list[str]) -> bool:
 def why_no_xla(model, gpus: list[str]) -> str:
     """Why `resolve_jit_compile` said no, for the run's first line."""
     import keras  # Loaded by run() already; imported here so --help never pays for it.
+
     refusing = sorted({type(layer).__name__ for layer in model._flatten_layers() if not layer.supports_jit})
     if refusing:
         return f"{', '.join(refusing)} cannot compile"
@@ -252,8 +281,9 @@ def why_no_xla(model, gpus: list[str]) -> str:
     return "TensorFlow's XLA is slower than its own kernels on a CPU" if not gpus else "MirroredStrategy"
 
 
-def training_record(model, gpus: list[str], *, precision: str, precision_reason: str, replicas: int,
-                    jit_compile: bool) -> dict:
+def training_record(
+    model, gpus: list[str], *, precision: str, precision_reason: str, replicas: int, jit_compile: bool
+) -> dict:
     """metadata.json's "training" block as the run starts (its rate comes when the stages are done), printed as
     the run's first line: `training on NVIDIA H100 80GB HBM3: backend jax, precision mixed_bfloat16, XLA on`.
 
@@ -261,11 +291,20 @@ def training_record(model, gpus: list[str], *, precision: str, precision_reason:
     `gpus`, `replicas` the Distribution's.
     """
     import keras  # Loaded by run() already; imported here so --help never pays for it.
-    training = {"backend": keras.backend.backend(), "devices": gpus or [cpu_name()], "precision": precision,
-                "precision_reason": precision_reason, "replicas": replicas, "jit_compile": jit_compile,
-                "images_per_second": None}
-    print(f"training on {', '.join(training['devices'])}: backend {training['backend']}, precision {precision}, "
-          f"XLA {'on' if jit_compile else 'off'}" + ("" if jit_compile else f" ({why_no_xla(model, gpus)})"))
+
+    training = {
+        "backend": keras.backend.backend(),
+        "devices": gpus or [cpu_name()],
+        "precision": precision,
+        "precision_reason": precision_reason,
+        "replicas": replicas,
+        "jit_compile": jit_compile,
+        "images_per_second": None,
+    }
+    print(
+        f"training on {', '.join(training['devices'])}: backend {training['backend']}, precision {precision}, "
+        f"XLA {'on' if jit_compile else 'off'}" + ("" if jit_compile else f" ({why_no_xla(model, gpus)})")
+    )
     return training
 
 
@@ -277,16 +316,23 @@ def refuse_cpu_training(config: TrainConfig, train_images: int, gpus: list[str],
     when the machine seems to have a GPU (missing_gpu_advice).
     """
     size = config.resolved_image_size or 0
-    if (gpus or config.allow_cpu or config.model not in train_config.IMAGENET_MODELS
-            or size < CPU_REFUSAL_MIN_IMAGE_SIZE or train_images < CPU_REFUSAL_MIN_TRAIN_IMAGES):
+    if (
+        gpus
+        or config.allow_cpu
+        or config.model not in train_config.IMAGENET_MODELS
+        or size < CPU_REFUSAL_MIN_IMAGE_SIZE
+        or train_images < CPU_REFUSAL_MIN_TRAIN_IMAGES
+    ):
         return
     if backend is None:
         import keras  # Loaded by run() already; imported here so --help never pays for it.
+
         backend = keras.backend.backend()
     raise TrainingDeviceError(
         f"no GPU found: {config.model} at {size} px on {train_images:,} training images would take days on "
         f"this CPU. To train on a GPU, {missing_gpu_advice(backend)}; "
-        "or pass --allow-cpu to train on the CPU anyway, or try --preset smoke")
+        "or pass --allow-cpu to train on the CPU anyway, or try --preset smoke"
+    )
 
 
 class TrainingDeviceError(UserError):
@@ -329,12 +375,19 @@ def cuda_packages() -> list[str]:
 
 def tensorflow_gpu_report() -> str:
     """What this TensorFlow was built for and what its GPU start-up logged, from a child with the full log."""
-    probe = ("import tensorflow as tf, json; info = tf.sysconfig.get_build_info(); "
-             "print(json.dumps({key: info.get(key) for key in ('is_cuda_build', 'cuda_version', 'cudnn_version')})); "
-             "tf.config.list_physical_devices('GPU')")
+    probe = (
+        "import tensorflow as tf, json; info = tf.sysconfig.get_build_info(); "
+        "print(json.dumps({key: info.get(key) for key in ('is_cuda_build', 'cuda_version', 'cudnn_version')})); "
+        "tf.config.list_physical_devices('GPU')"
+    )
     try:
-        completed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                                   timeout=TENSORFLOW_PROBE_SECONDS, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0"))
+        completed = subprocess.run(
+            [sys.executable, "-c", probe],
+            capture_output=True,
+            text=True,
+            timeout=TENSORFLOW_PROBE_SECONDS,
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0"),
+        )
     except (OSError, subprocess.TimeoutExpired) as error:
         return f"TensorFlow could not be started to ask it ({type(error).__name__})"
     return describe_tensorflow_probe(completed.stdout, completed.stderr)
@@ -343,6 +396,7 @@ def tensorflow_gpu_report() -> str:
 def describe_tensorflow_probe(stdout: str, stderr: str) -> str:
     """The report of `tensorflow_gpu_report` from its child's output (the build line, then the log)."""
     import json
+
     try:
         build = json.loads(stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):
@@ -350,8 +404,9 @@ def describe_tensorflow_probe(stdout: str, stderr: str) -> str:
     if build.get("is_cuda_build") is False:
         described = "this TensorFlow is a CPU-only build"
     elif build:
-        described = (f"this TensorFlow was built for CUDA {build.get('cuda_version')} and "
-                     f"cuDNN {build.get('cudnn_version')}")
+        described = (
+            f"this TensorFlow was built for CUDA {build.get('cuda_version')} and cuDNN {build.get('cudnn_version')}"
+        )
     else:
         described = "TensorFlow did not report its build"
     lines = [_strip_log_prefix(line) for line in stderr.splitlines() if TENSORFLOW_GPU_LINES.search(line)]

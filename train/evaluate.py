@@ -9,6 +9,7 @@ quantization.json, written by `train/export.py`; report.md is rendered by
 train/report.py, which leaves the float-vs-int8 section to the export when it has
 not run yet. Metric definitions: train/metrics.py.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,16 +42,20 @@ class EvaluationError(UserError):
 class EvaluateConfig:
     """Options of `python train/evaluate.py`."""
 
-    run: str = option("", "the run directory (holds model.keras, config.json, labels.txt)", "Evaluation",
-                      metavar="DIR")
+    run: str = option("", "the run directory (holds model.keras, config.json, labels.txt)", "Evaluation", metavar="DIR")
     batch_size: int | None = option(None, "images per prediction call (default: the run's batch size)", "Evaluation")
-    report_only: bool = option(False, "rewrite report.md from metrics.json, metadata.json and "
-                               "quantization.json without loading the model", "Evaluation")
+    report_only: bool = option(
+        False,
+        "rewrite report.md from metrics.json, metadata.json and quantization.json without loading the model",
+        "Evaluation",
+    )
 
 
 def _summary(config: EvaluateConfig, result: dict) -> str:
-    return (f"{Path(config.run) / run_folder.REPORT_FILE}: test top-1 {result['top1']:.2%}, "
-            f"top-5 {result[f'top{TOP_K}']:.2%}, loss {result['loss']:.3f}")
+    return (
+        f"{Path(config.run) / run_folder.REPORT_FILE}: test top-1 {result['top1']:.2%}, "
+        f"top-5 {result[f'top{TOP_K}']:.2%}, loss {result['loss']:.3f}"
+    )
 
 
 def run(config: EvaluateConfig) -> dict:
@@ -65,8 +70,13 @@ def run(config: EvaluateConfig) -> dict:
     return evaluate_run(run_dir, batch_size=config.batch_size)
 
 
-def evaluate_run(run_dir: str | Path, model: Any = None, splits: Any = None, batch_size: int | None = None,
-                 probabilities: np.ndarray | None = None) -> dict:
+def evaluate_run(
+    run_dir: str | Path,
+    model: Any = None,
+    splits: Any = None,
+    batch_size: int | None = None,
+    probabilities: np.ndarray | None = None,
+) -> dict:
     """Predict the test split, write metrics.json, the plots and report.md; return the metrics.
 
     `model` (a Keras model) and `splits` (train.data.Splits) are loaded from the run directory
@@ -82,8 +92,10 @@ def evaluate_run(run_dir: str | Path, model: Any = None, splits: Any = None, bat
     if splits is None:
         splits = loaders.load_splits(run_dir, run_config)
     if list(splits.labels) != labels:
-        raise artifacts.ArtifactError(f"{run_dir / run_folder.LABELS_FILE} does not match the data's class names "
-                                      f"({len(labels)} vs {len(splits.labels)} classes, or another order)")
+        raise artifacts.ArtifactError(
+            f"{run_dir / run_folder.LABELS_FILE} does not match the data's class names "
+            f"({len(labels)} vs {len(splits.labels)} classes, or another order)"
+        )
     if len(splits.test_labels) == 0:
         raise EvaluationError(f"{run_dir}: the test split is empty; nothing to evaluate")
     if probabilities is None:
@@ -95,16 +107,30 @@ def evaluate_run(run_dir: str | Path, model: Any = None, splits: Any = None, bat
     true = np.asarray(splits.test_labels, dtype=np.int64)
     superclass_of, superclasses = _superclasses(splits, len(labels))
     result = metric_functions.classification_metrics(
-        true, probabilities, labels, superclass_of, superclasses, top_k=TOP_K, pairs=CONFUSED_PAIRS)
+        true, probabilities, labels, superclass_of, superclasses, top_k=TOP_K, pairs=CONFUSED_PAIRS
+    )
     predicted = probabilities.argmax(axis=1)
     confusion = metric_functions.confusion_matrix(true, predicted, len(labels))
-    metrics = records.Metrics.from_dict({
-        "split": "test", "model_file": run_folder.MODEL_FILE,
-        "evaluated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        **result, "confusion_matrix": confusion.tolist()})
+    metrics = records.Metrics.from_dict(
+        {
+            "split": "test",
+            "model_file": run_folder.MODEL_FILE,
+            "evaluated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            **result,
+            "confusion_matrix": confusion.tolist(),
+        }
+    )
     records.write(run_dir / run_folder.METRICS_FILE, metrics)
-    write_plots(run_dir, splits.test_images, true, probabilities, labels, metrics, superclass_of=superclass_of,
-                superclasses=superclasses)
+    write_plots(
+        run_dir,
+        splits.test_images,
+        true,
+        probabilities,
+        labels,
+        metrics,
+        superclass_of=superclass_of,
+        superclasses=superclasses,
+    )
     report.write_report(run_dir, metrics)
     return metrics.to_dict()
 
@@ -126,28 +152,45 @@ def _superclasses(splits: Any, num_classes: int) -> tuple[np.ndarray | None, lis
     return np.asarray(mapping, dtype=np.int64), (list(names) if names is not None else None)
 
 
-def write_plots(run_dir: Path, images: np.ndarray, true: np.ndarray, probabilities: np.ndarray,
-                labels: list[str], metrics: records.Metrics, *, superclass_of=None,
-                superclasses=None) -> dict[str, Path]:
+def write_plots(
+    run_dir: Path,
+    images: np.ndarray,
+    true: np.ndarray,
+    probabilities: np.ndarray,
+    labels: list[str],
+    metrics: records.Metrics,
+    *,
+    superclass_of=None,
+    superclasses=None,
+) -> dict[str, Path]:
     """Draw every plot the data allows; return {name: path}. curves.png needs history.csv."""
     from train import plots  # matplotlib loads only when plots are drawn.
+
     predicted = probabilities.argmax(axis=1)
     written = {}
     history = run_folder.read_history(run_dir / run_folder.HISTORY_FILE)
     if history:
         written["curves"] = plots.plot_curves(history, run_dir / PLOTS["curves"])
     confusion = np.asarray(metrics.confusion_matrix)
-    written["confusion"] = plots.plot_confusion(confusion, labels, run_dir / PLOTS["confusion"],
-                                                superclass_of, superclasses)
+    written["confusion"] = plots.plot_confusion(
+        confusion, labels, run_dir / PLOTS["confusion"], superclass_of, superclasses
+    )
     written["samples"] = plots.plot_samples(images, true, probabilities, labels, run_dir / PLOTS["samples"])
-    written["confused_pairs"] = plots.plot_confused_pairs(metrics.confused_pairs[:8], images, true, predicted,
-                                                          labels, run_dir / PLOTS["confused_pairs"])
+    written["confused_pairs"] = plots.plot_confused_pairs(
+        metrics.confused_pairs[:8], images, true, predicted, labels, run_dir / PLOTS["confused_pairs"]
+    )
     return written
 
 
 COMMAND = command.Command(
-    name="evaluate", prog="python train/evaluate.py", description=__doc__.split("\n")[0],
-    config_class=EvaluateConfig, run=run, render=_summary, required=("run",))
+    name="evaluate",
+    prog="python train/evaluate.py",
+    description=__doc__.split("\n")[0],
+    config_class=EvaluateConfig,
+    run=run,
+    render=_summary,
+    required=("run",),
+)
 
 
 main = command.entry_point(COMMAND)

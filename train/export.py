@@ -36,6 +36,7 @@ written. The steps live beside it:
 Training side: it needs TensorFlow (the converter) and the run's data. The files it
 writes are read on the device side by edge/runtime.py alone.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -83,26 +84,36 @@ class ExportConfig:
     """Options of `python train/export.py`. Points are percentage points of top-1 accuracy."""
 
     run: str = option("", "the run directory (model.keras, config.json, labels.txt)", "Export", metavar="DIR")
-    variants: list = option(list(VARIANTS), "variants to write; int8 is always written (the gate needs it)",
-                            "Export")
-    calibration_samples: int = option(CALIBRATION_SAMPLES, "stratified training images that calibrate int8",
-                                      "Export")
+    variants: list = option(list(VARIANTS), "variants to write; int8 is always written (the gate needs it)", "Export")
+    calibration_samples: int = option(CALIBRATION_SAMPLES, "stratified training images that calibrate int8", "Export")
     seed: int = option(0, "seed of the calibration sample", "Export")
 
-    max_drop: float = option(MAX_DROP_POINTS, "gate: the largest int8 top-1 drop below the Keras model, "
-                             "in points; the command exits 1 beyond it", "Gate")
+    max_drop: float = option(
+        MAX_DROP_POINTS,
+        "gate: the largest int8 top-1 drop below the Keras model, in points; the command exits 1 beyond it",
+        "Gate",
+    )
     selective: bool = option(True, "when plain int8 misses the gate, keep the worst tensors in float", "Gate")
-    max_float_layers: int = option(MAX_FLOAT_TENSORS, "selective quantization: the most parts of the network kept "
-                                   "in float (tensors, without a validation split)", "Gate")
+    max_float_layers: int = option(
+        MAX_FLOAT_TENSORS,
+        "selective quantization: the most parts of the network kept in float (tensors, without a validation split)",
+        "Gate",
+    )
     try_16x8: bool = option(True, "when int8 misses the gate, try int16 activations with int8 weights", "Gate")
     debug_samples: int = option(DEBUG_SAMPLES, "images the quantization debugger ranks tensors on", "Gate")
-    qat: int | None = option(None, "quantization-aware fine-tuning epochs: always run with this many; none: "
-                             f"{QAT_EPOCHS} epochs only when plain int8 misses the gate; 0: never", "Gate")
-    qat_samples: int = option(QAT_SAMPLES, "stratified training images the quantization-aware fine-tune "
-                              "distils the float model on", "Gate")
+    qat: int | None = option(
+        None,
+        "quantization-aware fine-tuning epochs: always run with this many; none: "
+        f"{QAT_EPOCHS} epochs only when plain int8 misses the gate; 0: never",
+        "Gate",
+    )
+    qat_samples: int = option(
+        QAT_SAMPLES, "stratified training images the quantization-aware fine-tune distils the float model on", "Gate"
+    )
 
     runtime: Literal["litert", "tflite-runtime"] | None = option(
-        None, "TFLite runtime of the check; none: the first installed", "Check")
+        None, "TFLite runtime of the check; none: the first installed", "Check"
+    )
     threads: int | None = option(None, "interpreter threads in the check; none: the runtime's choice", "Check")
     latency_runs: int = option(check.LATENCY_RUNS, "single-image calls timed per variant", "Check")
 
@@ -121,9 +132,15 @@ class ExportConfig:
             raise configuration.ConfigError("max_float_layers, debug_samples and latency_runs must be >= 1")
 
 
-def export_run(run_dir: str | Path, model: Any = None, splits: Any = None, max_drop: float = MAX_DROP_POINTS,
-               calibration_samples: int = CALIBRATION_SAMPLES, reference_probabilities: Any = None,
-               **options: Any) -> dict:
+def export_run(
+    run_dir: str | Path,
+    model: Any = None,
+    splits: Any = None,
+    max_drop: float = MAX_DROP_POINTS,
+    calibration_samples: int = CALIBRATION_SAMPLES,
+    reference_probabilities: Any = None,
+    **options: Any,
+) -> dict:
     """Convert, check and gate one run; return the quantization.json content.
 
     `model` (the Keras model) and `splits` (train.data.Splits) save reloading them when the
@@ -156,61 +173,99 @@ def run(config: ExportConfig, model: Any = None, splits: Any = None, reference_p
     for variant in set(run_folder.VARIANTS) - set(config.variants):
         (tflite_dir / run_folder.variant_file(variant)).unlink(missing_ok=True)
     artifacts.write_labels(tflite_dir / run_folder.LABELS_FILE, splits.labels)
-    checker = check.Checker(model, splits, runtime=config.runtime, threads=config.threads,
-                            latency_runs=config.latency_runs, labels_path=tflite_dir / run_folder.LABELS_FILE,
-                            test_reference=reference_probabilities)
+    checker = check.Checker(
+        model,
+        splits,
+        runtime=config.runtime,
+        threads=config.threads,
+        latency_runs=config.latency_runs,
+        labels_path=tflite_dir / run_folder.LABELS_FILE,
+        test_reference=reference_probabilities,
+    )
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=workspace_prefix(os.getpid())) as workspace:
         step = time.perf_counter()
         saved_model = export_tflite.export_saved_model(model, Path(workspace) / "saved_model", run_dir)
         # The quantized variants end at the logits (softmax on the device, in float): see models.logits_model.
         logits = models.logits_model(model)
-        quantized_source = saved_model if logits is None else export_tflite.export_saved_model(
-            logits, Path(workspace) / "saved_model_logits", run_dir, output_name=runtime.LOGITS_OUTPUT)
+        quantized_source = (
+            saved_model
+            if logits is None
+            else export_tflite.export_saved_model(
+                logits, Path(workspace) / "saved_model_logits", run_dir, output_name=runtime.LOGITS_OUTPUT
+            )
+        )
         _progress("SavedModel for the converter", step)
         paths = {}
         for variant in config.variants:
             if variant != "int8":
                 step = time.perf_counter()
-                paths[variant] = artifacts.write_atomic(tflite_dir / run_folder.variant_file(variant),
-                                                        export_tflite.convert_float(saved_model, variant))
+                paths[variant] = artifacts.write_atomic(
+                    tflite_dir / run_folder.variant_file(variant), export_tflite.convert_float(saved_model, variant)
+                )
                 _progress(f"{paths[variant].name} ({formatting.size(paths[variant].stat().st_size)})", step)
         calibration = _calibration_images(splits, config)
         make_qat = None
         if logits is not None and config.qat != 0:
             make_qat = _qat_maker(logits, splits, calibration, config, run_dir, Path(workspace))
-        search = export_search.search_int8(quantized_source, calibration, checker, Path(workspace),
-                                           max_drop=config.max_drop, selective=config.selective,
-                                           max_float_layers=config.max_float_layers, try_16x8=config.try_16x8,
-                                           debug_samples=config.debug_samples, make_qat=make_qat,
-                                           always_qat=bool(config.qat))
+        search = export_search.search_int8(
+            quantized_source,
+            calibration,
+            checker,
+            Path(workspace),
+            max_drop=config.max_drop,
+            selective=config.selective,
+            max_float_layers=config.max_float_layers,
+            try_16x8=config.try_16x8,
+            debug_samples=config.debug_samples,
+            make_qat=make_qat,
+            always_qat=bool(config.qat),
+        )
         paths["int8"] = artifacts.write_atomic(tflite_dir / run_folder.INT8_MODEL_FILE, search["int8"])
-        print(f"export: {paths['int8'].name} ({formatting.size(len(search['int8']))}), scheme {search['int8_scheme']}",
-              flush=True)
+        print(
+            f"export: {paths['int8'].name} ({formatting.size(len(search['int8']))}), scheme {search['int8_scheme']}",
+            flush=True,
+        )
         fallback = _judge_fallback(search["fallback"], checker, saved_model, paths, Path(workspace))
         if fallback is not None and fallback["shipped"]:
             paths[fallback["variant"]] = artifacts.write_atomic(
-                tflite_dir / run_folder.variant_file(fallback["variant"]), search["fallback"]["model"])
+                tflite_dir / run_folder.variant_file(fallback["variant"]), search["fallback"]["model"]
+            )
     conversion_seconds = time.perf_counter() - started
 
     quantization = checker.check(paths, config.max_drop)
-    quantization.int8_search = records.Int8Search(attempts=search["attempts"], ranked_tensors=search["ranked_tensors"],
-                                                  ranking=search["ranking"], fallback=fallback)
+    quantization.int8_search = records.Int8Search(
+        attempts=search["attempts"],
+        ranked_tensors=search["ranked_tensors"],
+        ranking=search["ranking"],
+        fallback=fallback,
+    )
     int8 = quantization.int8
-    int8.scheme, int8.float_tensors, int8.float_layers = (search["int8_scheme"], [],
-                                                          export_graph.float_layers(search["int8"]))
+    int8.scheme, int8.float_tensors, int8.float_layers = (
+        search["int8_scheme"],
+        [],
+        export_graph.float_layers(search["int8"]),
+    )
     if make_qat is not None and any(attempt["scheme"] == "int8-qat" for attempt in search["attempts"]):
-        quantization.int8_search.qat = {"epochs": config.qat or QAT_EPOCHS, "samples": config.qat_samples,
-                                        "learning_rate": qat.LEARNING_RATE, "target": "the float model",
-                                        "outlier_factor": qat.OUTLIER_FACTOR}
+        quantization.int8_search.qat = {
+            "epochs": config.qat or QAT_EPOCHS,
+            "samples": config.qat_samples,
+            "learning_rate": qat.LEARNING_RATE,
+            "target": "the float model",
+            "outlier_factor": qat.OUTLIER_FACTOR,
+        }
     if fallback is not None and fallback["shipped"]:
         shipped = quantization.variants[fallback["variant"]]
         for key in records.VariantResult.MADE_BY:
             setattr(shipped, key, search["fallback"][key])
     quantization.served = records.served_variant(quantization)
     quantization.source_run = str(run_dir)
-    quantization.calibration = {"samples": int(len(calibration)), "split": "train", "stratified": True,
-                                "seed": config.seed}
+    quantization.calibration = {
+        "samples": int(len(calibration)),
+        "split": "train",
+        "stratified": True,
+        "seed": config.seed,
+    }
     quantization.conversion_seconds = round(conversion_seconds, 1)
     quantization.versions = versions.package_versions(RECORDED_PACKAGES)
     quantization.created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -276,8 +331,9 @@ def _say_removed(removed: list[Path]) -> None:
         print(f"removed what interrupted exports left: {', '.join(str(path) for path in removed)}", flush=True)
 
 
-def _judge_fallback(fallback: dict | None, checker: check.Checker, saved_model: Path, paths: dict[str, Path],
-                    workspace: Path) -> dict | None:
+def _judge_fallback(
+    fallback: dict | None, checker: check.Checker, saved_model: Path, paths: dict[str, Path], workspace: Path
+) -> dict | None:
     """Whether the search's passing fallback ships: only when it runs faster than float32.
 
     A fallback keeps float arithmetic (int8_mixed) or runs int16 kernels that are often reference
@@ -294,25 +350,42 @@ def _judge_fallback(fallback: dict | None, checker: check.Checker, saved_model: 
         float32.write_bytes(export_tflite.convert_float(saved_model, "float32"))
     latency_ms, float32_ms = checker.latency_ms(candidate), checker.latency_ms(float32)
     shipped = latency_ms < float32_ms
-    return {"variant": fallback["variant"], "scheme": fallback["scheme"],
-            "float_tensors": fallback["float_tensors"], "latency_ms": latency_ms, "float32_latency_ms": float32_ms,
-            "shipped": shipped,
-            "reason": (f"passes the gate and runs faster than float32 ({latency_ms:.3g} vs {float32_ms:.3g} ms)"
-                       if shipped else f"passes the gate but is slower than float32 ({latency_ms:.3g} vs "
-                       f"{float32_ms:.3g} ms), so it is not shipped")}
+    return {
+        "variant": fallback["variant"],
+        "scheme": fallback["scheme"],
+        "float_tensors": fallback["float_tensors"],
+        "latency_ms": latency_ms,
+        "float32_latency_ms": float32_ms,
+        "shipped": shipped,
+        "reason": (
+            f"passes the gate and runs faster than float32 ({latency_ms:.3g} vs {float32_ms:.3g} ms)"
+            if shipped
+            else f"passes the gate but is slower than float32 ({latency_ms:.3g} vs "
+            f"{float32_ms:.3g} ms), so it is not shipped"
+        ),
+    }
 
 
-def _qat_maker(logits: Any, splits: Any, calibration: np.ndarray, config: ExportConfig, run_dir: Path,
-               workspace: Path) -> Callable[[], bytes]:
+def _qat_maker(
+    logits: Any, splits: Any, calibration: np.ndarray, config: ExportConfig, run_dir: Path, workspace: Path
+) -> Callable[[], bytes]:
     """What makes the quantization-aware int8 model, when the search asks for it (it trains, so only then)."""
+
     def make() -> bytes:
         indices = data.stratified_sample(splits.train_labels, config.qat_samples, config.seed)
         copy = qat.quantization_aware_copy(logits, calibration)
-        qat.fine_tune(copy, logits, np.ascontiguousarray(splits.train_images[indices]),
-                      epochs=config.qat or QAT_EPOCHS, seed=config.seed)
-        saved = export_tflite.export_saved_model(copy, workspace / "saved_model_qat", run_dir,
-                                                 output_name=runtime.LOGITS_OUTPUT)
+        qat.fine_tune(
+            copy,
+            logits,
+            np.ascontiguousarray(splits.train_images[indices]),
+            epochs=config.qat or QAT_EPOCHS,
+            seed=config.seed,
+        )
+        saved = export_tflite.export_saved_model(
+            copy, workspace / "saved_model_qat", run_dir, output_name=runtime.LOGITS_OUTPUT
+        )
         return export_tflite.quantize(export_tflite.calibrate(saved, calibration))
+
     return make
 
 
@@ -323,38 +396,53 @@ def _calibration_images(splits: Any, config: ExportConfig) -> np.ndarray:
     return np.ascontiguousarray(splits.train_images[indices])
 
 
-
-
 # ---------------------------------------------------------------------------------------------
 # What travels with the models
 
 
-def _tflite_metadata(run_dir: Path, splits: Any, quantization: records.Quantization,
-                     paths: dict[str, Path]) -> records.ModelMetadata:
+def _tflite_metadata(
+    run_dir: Path, splits: Any, quantization: records.Quantization, paths: dict[str, Path]
+) -> records.ModelMetadata:
     """tflite/metadata.json: all the demo and the Pi need besides the .tflite file and labels.txt."""
     run_metadata = records.read_optional(records.RunMetadata, run_dir / run_folder.METADATA_FILE)
     run_metadata = run_metadata or records.RunMetadata()
     height, width, _ = splits.input_shape
     return records.ModelMetadata(
-        source_run=str(run_dir), model=run_metadata.model, dataset=splits.dataset,
-        input_size=[height, width], input_dtype="uint8", labels_file=run_folder.LABELS_FILE,
-        num_classes=splits.num_classes, label_mode=run_metadata.label_mode, superclasses=splits.superclasses,
+        source_run=str(run_dir),
+        model=run_metadata.model,
+        dataset=splits.dataset,
+        input_size=[height, width],
+        input_dtype="uint8",
+        labels_file=run_folder.LABELS_FILE,
+        num_classes=splits.num_classes,
+        label_mode=run_metadata.label_mode,
+        superclasses=splits.superclasses,
         superclass_of=None if splits.superclass_of is None else [int(i) for i in splits.superclass_of],
         preprocessing="edge.preprocess.prepare_image: RGB, centre crop, antialiased resize to input_size; "
-                      "the model does the rest",
+        "the model does the rest",
         # What the demo and the camera serve (run_folder.served_model): int8 when it passed, else the
         # fastest variant that did (records.served_variant).
         served=quantization.served,
         variants={variant: records.ShippedVariant.of(quantization.variants[variant]) for variant in paths},
-        reference=quantization.reference, test_images=quantization.test_images,
-        max_drop=quantization.max_drop, passed=quantization.passed,
-        runtime=quantization.runtime, versions=quantization.versions, created=quantization.created)
+        reference=quantization.reference,
+        test_images=quantization.test_images,
+        max_drop=quantization.max_drop,
+        passed=quantization.passed,
+        runtime=quantization.runtime,
+        versions=quantization.versions,
+        created=quantization.created,
+    )
 
 
 COMMAND = command.Command(
-    name="export", prog="python train/export.py", description=__doc__.split("\n")[0],
-    config_class=ExportConfig, run=run, required=("run",),
-    exit_status=lambda config, result: check.gate_status(result, config.run))
+    name="export",
+    prog="python train/export.py",
+    description=__doc__.split("\n")[0],
+    config_class=ExportConfig,
+    run=run,
+    required=("run",),
+    exit_status=lambda config, result: check.gate_status(result, config.run),
+)
 
 
 main = command.entry_point(COMMAND)

@@ -8,6 +8,7 @@ Part of the TFLite export (train/export.py). `graph_ops` and `float_layers` read
 `integer_input` removes the float CAST in front of an int8 graph, with TensorFlow's
 flatbuffer tools.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -25,20 +26,29 @@ def graph_ops(model_bytes: bytes) -> list[dict]:
     """The main subgraph's ops in execution order: {"op", "inputs", "outputs", "output_types"} (names)."""
     model = _read(model_bytes)
     tensors = model.subgraphs[0].tensors
+
     def name(index: int) -> str:
         return tensors[index].name.decode("utf-8") if index >= 0 else ""
-    return [{"op": flatbuffer_utils.opcode_to_name(model, operator.opcodeIndex),
-             "inputs": [name(index) for index in operator.inputs if index >= 0],
-             "outputs": [name(index) for index in operator.outputs],
-             "output_types": [flatbuffer_utils.type_to_name(tensors[index].type) for index in operator.outputs]}
-            for operator in model.subgraphs[0].operators]
+
+    return [
+        {
+            "op": flatbuffer_utils.opcode_to_name(model, operator.opcodeIndex),
+            "inputs": [name(index) for index in operator.inputs if index >= 0],
+            "outputs": [name(index) for index in operator.outputs],
+            "output_types": [flatbuffer_utils.type_to_name(tensors[index].type) for index in operator.outputs],
+        }
+        for operator in model.subgraphs[0].operators
+    ]
 
 
 def float_layers(model_bytes: bytes) -> list[dict]:
     """Ops that compute in floating point ({"op", "tensor"}), the QUANTIZE/DEQUANTIZE seams excluded."""
-    return [{"op": op["op"], "tensor": op["outputs"][0]} for op in graph_ops(model_bytes)
-            if op["op"] not in ("QUANTIZE", "DEQUANTIZE") and
-            any(kind in ("FLOAT32", "FLOAT16") for kind in op["output_types"])]
+    return [
+        {"op": op["op"], "tensor": op["outputs"][0]}
+        for op in graph_ops(model_bytes)
+        if op["op"] not in ("QUANTIZE", "DEQUANTIZE")
+        and any(kind in ("FLOAT32", "FLOAT16") for kind in op["output_types"])
+    ]
 
 
 def denylist_for(calibrated: bytes, tensors: Sequence[str]) -> list[str]:
@@ -69,8 +79,10 @@ def integer_input(model_bytes: bytes) -> bytes:
     if len(graph.inputs) != 1:
         return model_bytes
     source = graph.inputs[0]
+
     def opcode(operator) -> str:
         return flatbuffer_utils.opcode_to_name(model, operator.opcodeIndex)
+
     readers = lambda index: [operator for operator in graph.operators if index in list(operator.inputs)]  # noqa: E731
     casts = readers(source)
     if graph.tensors[source].type != schema.TensorType.UINT8 or len(casts) != 1 or opcode(casts[0]) != "CAST":
@@ -78,8 +90,12 @@ def integer_input(model_bytes: bytes) -> bytes:
     cast = casts[0]
     cast_output = cast.outputs[0]
     quantizers = readers(cast_output)
-    if (graph.tensors[cast_output].type != schema.TensorType.FLOAT32 or cast_output in list(graph.outputs)
-            or len(quantizers) != 1 or opcode(quantizers[0]) != "QUANTIZE"):
+    if (
+        graph.tensors[cast_output].type != schema.TensorType.FLOAT32
+        or cast_output in list(graph.outputs)
+        or len(quantizers) != 1
+        or opcode(quantizers[0]) != "QUANTIZE"
+    ):
         return model_bytes
     quantizers[0].inputs = [source]
     graph.operators.remove(cast)

@@ -12,6 +12,7 @@ tf.lite.experimental.QuantizationDebugger and ranks every quantized tensor by
 `noise_to_signal`, and the worst 1, 2, 4, ... stay float, bisected down to the
 fewest that pass. Method and measurements: docs/quantization.md.
 """
+
 from __future__ import annotations
 
 import csv
@@ -96,8 +97,13 @@ def rank_groups(calibrated: bytes, checker: check.Checker, workspace: Path) -> l
         except export_tflite.ExportError:  # A part the quantizer cannot isolate: ranked last.
             ranking.append({"group": group, "tensors": members, "kl_divergence": float("nan")})
             continue
-        ranking.append({"group": group, "tensors": members,
-                        "kl_divergence": mean_kl_divergence(reference, checker.predictions(path, "val"))})
+        ranking.append(
+            {
+                "group": group,
+                "tensors": members,
+                "kl_divergence": mean_kl_divergence(reference, checker.predictions(path, "val")),
+            }
+        )
     ranking.sort(key=lambda entry: -entry["kl_divergence"] if np.isfinite(entry["kl_divergence"]) else np.inf)
     return ranking
 
@@ -111,14 +117,16 @@ def rank_tensors(calibrated: bytes, images: np.ndarray) -> list[dict]:
 
     def dataset():
         for start in range(0, usable, batch):
-            yield [images[start:start + batch]]
+            yield [images[start : start + batch]]
 
     options = tf.lite.experimental.QuantizationDebugOptions(
-        layer_direct_compare_metrics={"noise_to_signal": noise_to_signal})
+        layer_direct_compare_metrics={"noise_to_signal": noise_to_signal}
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice, once per debugger.
         debugger = tf.lite.experimental.QuantizationDebugger(
-            quant_debug_model_content=debug_model, debug_dataset=dataset, debug_options=options)
+            quant_debug_model_content=debug_model, debug_dataset=dataset, debug_options=options
+        )
         debugger.run()
     dump = io.StringIO()
     debugger.layer_statistics_dump(dump)
@@ -128,16 +136,32 @@ def rank_tensors(calibrated: bytes, images: np.ndarray) -> list[dict]:
         if row["tensor_name"] not in known:  # Names the quantizer made up have no float twin to keep.
             continue
         scale = float(row["scale"])
-        ranking.append({"tensor": row["tensor_name"], "op": row["op_name"],
-                        "noise_to_signal": float(row["noise_to_signal"]),
-                        "rmse_over_scale": float(np.sqrt(float(row["mean_squared_error"]))) / scale if scale else None})
+        ranking.append(
+            {
+                "tensor": row["tensor_name"],
+                "op": row["op_name"],
+                "noise_to_signal": float(row["noise_to_signal"]),
+                "rmse_over_scale": float(np.sqrt(float(row["mean_squared_error"]))) / scale if scale else None,
+            }
+        )
     ranking.sort(key=lambda entry: -entry["noise_to_signal"] if np.isfinite(entry["noise_to_signal"]) else 0.0)
     return ranking
 
 
-def search_int8(saved_model: Path, calibration: np.ndarray, checker: check.Checker, workspace: Path, *,
-                max_drop: float, selective: bool, max_float_layers: int, try_16x8: bool, debug_samples: int,
-                make_qat: Callable[[], bytes] | None = None, always_qat: bool = False) -> dict:
+def search_int8(
+    saved_model: Path,
+    calibration: np.ndarray,
+    checker: check.Checker,
+    workspace: Path,
+    *,
+    max_drop: float,
+    selective: bool,
+    max_float_layers: int,
+    try_16x8: bool,
+    debug_samples: int,
+    make_qat: Callable[[], bytes] | None = None,
+    always_qat: bool = False,
+) -> dict:
     """The plain full-integer int8 model, and when it misses the gate, the first fallback that passes:
     the fewest tensors kept in float ("int8_mixed"), else 16x8.
 
@@ -152,8 +176,9 @@ def search_int8(saved_model: Path, calibration: np.ndarray, checker: check.Check
     attempts: list[dict] = []
     models: list[bytes] = []
 
-    def attempt(scheme: str, make: Callable[[], bytes], float_tensors: Sequence[str] = (),
-                always_test: bool = False) -> dict:
+    def attempt(
+        scheme: str, make: Callable[[], bytes], float_tensors: Sequence[str] = (), always_test: bool = False
+    ) -> dict:
         started = time.perf_counter()
         try:
             model = make()
@@ -162,21 +187,31 @@ def search_int8(saved_model: Path, calibration: np.ndarray, checker: check.Check
         else:
             path = workspace / f"candidate_{len(attempts)}.tflite"
             path.write_bytes(model)
-            record = {"scheme": scheme, "float_tensors": list(float_tensors), "size_bytes": len(model),
-                      **checker.screen(path, max_drop, always_test)}
+            record = {
+                "scheme": scheme,
+                "float_tensors": list(float_tensors),
+                "size_bytes": len(model),
+                **checker.screen(path, max_drop, always_test),
+            }
             models.append(model)
             record["model_index"] = len(models) - 1
         record["seconds"] = round(time.perf_counter() - started, 1)
         attempts.append(record)
-        print(f"int8 search: {scheme} with {len(float_tensors)} float tensors: "
-              + ("passes" if record["passed"] else "misses")
-              + f" the gate ({_drops(record)}) in {formatting.step_time(record['seconds'])}", flush=True)
+        print(
+            f"int8 search: {scheme} with {len(float_tensors)} float tensors: "
+            + ("passes" if record["passed"] else "misses")
+            + f" the gate ({_drops(record)}) in {formatting.step_time(record['seconds'])}",
+            flush=True,
+        )
         return record
 
     started = time.perf_counter()
     calibrated = export_tflite.calibrate(saved_model, calibration)
-    print(f"int8 search: calibrated on {len(calibration)} training images in "
-          f"{formatting.step_time(time.perf_counter() - started)}", flush=True)
+    print(
+        f"int8 search: calibrated on {len(calibration)} training images in "
+        f"{formatting.step_time(time.perf_counter() - started)}",
+        flush=True,
+    )
     plain = attempt("int8", lambda: export_tflite.quantize(calibrated), always_test=True)
     if "model_index" not in plain:
         raise export_tflite.ExportError(f"no full-integer int8 model could be made: {plain['error']}")
@@ -195,26 +230,40 @@ def search_int8(saved_model: Path, calibration: np.ndarray, checker: check.Check
         else:  # No validation split to measure on: the debugger's per-tensor ranking.
             ranking = rank_tensors(calibrated, calibration[:debug_samples])
             units = [[entry["tensor"]] for entry in ranking]
-        print(f"int8 search: ranked {len(units)} parts of the network by their quantization error in "
-              f"{formatting.step_time(time.perf_counter() - started)}", flush=True)
+        print(
+            f"int8 search: ranked {len(units)} parts of the network by their quantization error in "
+            f"{formatting.step_time(time.perf_counter() - started)}",
+            flush=True,
+        )
 
         def try_units(kept_units: list[list[str]]) -> dict:
             kept = [name for unit in kept_units for name in unit]
             return attempt("int8-selective", lambda: export_tflite.quantize(calibrated, kept), kept)
+
         chosen = _grow_float_set(units[:max_float_layers], try_units)
     if not chosen["passed"] and try_16x8:
         chosen = attempt("16x8", lambda: export_tflite.quantize_16x8(saved_model, calibration))
     fallback = None
     if chosen is not best and chosen.get("passed"):
         model = models[chosen["model_index"]]
-        fallback = {"variant": FALLBACK_VARIANT_OF_SCHEME[chosen["scheme"]], "model": model,
-                    "scheme": chosen["scheme"], "float_tensors": chosen["float_tensors"],
-                    "float_layers": export_graph.float_layers(model)}
+        fallback = {
+            "variant": FALLBACK_VARIANT_OF_SCHEME[chosen["scheme"]],
+            "model": model,
+            "scheme": chosen["scheme"],
+            "float_tensors": chosen["float_tensors"],
+            "float_layers": export_graph.float_layers(model),
+        }
     int8 = models[best["model_index"]]
     for record in attempts:
         record.pop("model_index", None)
-    return {"int8": int8, "int8_scheme": best["scheme"], "fallback": fallback, "attempts": attempts,
-            "ranked_tensors": len(ranking), "ranking": ranking[:max(max_float_layers, 10)]}
+    return {
+        "int8": int8,
+        "int8_scheme": best["scheme"],
+        "fallback": fallback,
+        "attempts": attempts,
+        "ranked_tensors": len(ranking),
+        "ranking": ranking[: max(max_float_layers, 10)],
+    }
 
 
 def _grow_float_set(ranked: Sequence[Any], try_set: Callable[[list[Any]], dict]) -> dict:
@@ -253,6 +302,9 @@ def _better(candidate: dict, incumbent: dict) -> bool:
 def _drops(record: dict) -> str:
     if "error" in record:
         return record["error"][:200]
-    parts = [f"{split} drop {record[key]:.2f} points" for split, key in
-             (("validation", "val_drop_points"), ("test", "drop_points")) if key in record]
+    parts = [
+        f"{split} drop {record[key]:.2f} points"
+        for split, key in (("validation", "val_drop_points"), ("test", "drop_points"))
+        if key in record
+    ]
     return ", ".join(parts)

@@ -9,6 +9,7 @@ full integer (calibrate once, quantize as often as the int8 search needs, with o
 without tensors kept in float); `quantize_16x8`, the int16-activation fallback.
 Why each setting: docs/quantization.md.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -50,12 +51,17 @@ def export_saved_model(model: Any, directory: Path, run_dir: Path, output_name: 
         options = _jax_endpoint_options() if keras.backend.backend() == "jax" else {}
         if not options:
             archive.track(model)
-        archive.add_endpoint(name="serve", fn=lambda images: {output_name: model(images, training=False)},
-                             input_signature=[spec], **options)
+        archive.add_endpoint(
+            name="serve",
+            fn=lambda images: {output_name: model(images, training=False)},
+            input_signature=[spec],
+            **options,
+        )
         archive.write_out(str(directory), verbose=False)
     except Exception as error:  # Keras raises several types; the message says what failed.
-        raise ExportError(f"{run_dir}: cannot export the Keras model as a SavedModel "
-                          f"({type(error).__name__}: {error})") from None
+        raise ExportError(
+            f"{run_dir}: cannot export the Keras model as a SavedModel ({type(error).__name__}: {error})"
+        ) from None
     return directory
 
 
@@ -70,8 +76,10 @@ def _jax_endpoint_options() -> dict:
     which is what the converter turns every variable into anyway; at inference nothing is
     written. Lowered for the CPU because a .tflite file runs there, whichever device trained it.
     """
-    return {"is_static": True,
-            "jax2tf_kwargs": {"native_serialization": True, "native_serialization_platforms": ("cpu",)}}
+    return {
+        "is_static": True,
+        "jax2tf_kwargs": {"native_serialization": True, "native_serialization_platforms": ("cpu",)},
+    }
 
 
 def _converter(saved_model: Path) -> Any:
@@ -101,9 +109,11 @@ def _convert(converter: Any, variant: str) -> bytes:
 
 def _representative(images: np.ndarray) -> Callable[[], Any]:
     """One image per step, as the calibrator expects (the model's input dtype, uint8)."""
+
     def generate():
         for image in images:
             yield [image[np.newaxis]]
+
     return generate
 
 
@@ -128,11 +138,14 @@ def quantize(calibrated: bytes, float_tensors: Sequence[str] = (), float_ops: Se
     The same quantizer call the converter and QuantizationDebugger.get_nondebug_quantized_model
     make, with our input and output types (the debugger's own call would give float32 output).
     """
-    nodes = sorted(set(export_graph.denylist_for(calibrated, float_tensors) if float_tensors else ())
-                   | set(float_ops)) or None
+    nodes = (
+        sorted(set(export_graph.denylist_for(calibrated, float_tensors) if float_tensors else ()) | set(float_ops))
+        or None
+    )
     try:
-        quantized = lite_convert.mlir_quantize(calibrated, input_data_type=tf.uint8, output_data_type=tf.uint8,
-                                               denylisted_nodes=nodes)
+        quantized = lite_convert.mlir_quantize(
+            calibrated, input_data_type=tf.uint8, output_data_type=tf.uint8, denylisted_nodes=nodes
+        )
     except Exception as error:
         raise ExportError(f"int8 quantization failed ({type(error).__name__}: {str(error)[:2000]})") from None
     return export_graph.integer_input(quantized)
@@ -148,6 +161,8 @@ def quantize_16x8(saved_model: Path, images: np.ndarray) -> bytes:
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = _representative(images)
     # TFLITE_BUILTINS lets ops without a 16x8 kernel stay float; the first is the input's CAST.
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
-                                           tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter.target_spec.supported_ops = [
+        tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
+        tf.lite.OpsSet.TFLITE_BUILTINS,
+    ]
     return _convert(converter, "16x8")

@@ -9,6 +9,7 @@ the camera do to a photo at inference). `load_folder(config, root)` returns the
 
     .venv/bin/python train/run.py --dataset ./photos
 """
+
 from __future__ import annotations
 
 import collections
@@ -30,13 +31,16 @@ FIT_WORDS = {"pad": "fitted whole (resized, then padded with grey)", "crop": "ce
 
 
 def _class_folders(root: Path) -> list[Path]:
-    return sorted((entry for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith(".")),
-                  key=lambda entry: entry.name)
+    return sorted(
+        (entry for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith(".")),
+        key=lambda entry: entry.name,
+    )
 
 
 def _image_files(folder: Path) -> tuple[list[Path], list[Path]]:
     """(image files, other files) anywhere under `folder`, by extension; hidden files are ignored."""
     from PIL import Image  # Pillow's own list of the extensions it can open.
+
     extensions = {extension.lower() for extension in Image.registered_extensions()}
     images, others = [], []
     for path in sorted(folder.rglob("*")):
@@ -53,17 +57,19 @@ def _scan_tree(root: Path, class_names: list[str] | None = None) -> tuple[list[s
     names = [folder.name for folder in folders]
     if class_names is None:
         if not folders:
-            raise splitting.DataError(f"{root} has no class sub-folders: expected one sub-folder of images per "
-                                      "class (or train/ and test/ folders that hold them)")
+            raise splitting.DataError(
+                f"{root} has no class sub-folders: expected one sub-folder of images per "
+                "class (or train/ and test/ folders that hold them)"
+            )
         if len(folders) == 1:
-            raise splitting.DataError(f"{root} has a single class folder ({names[0]}): "
-                                      "a classifier needs two or more")
+            raise splitting.DataError(f"{root} has a single class folder ({names[0]}): a classifier needs two or more")
         class_names = names
     else:
         unknown = sorted(set(names) - set(class_names))
         if unknown:
-            raise splitting.DataError(f"{root} has class folders that the training folder lacks: "
-                                      f"{splitting.listing(unknown)}")
+            raise splitting.DataError(
+                f"{root} has class folders that the training folder lacks: {splitting.listing(unknown)}"
+            )
     paths, labels, empty, skipped = [], [], [], []
     for folder in folders:
         images, others = _image_files(folder)
@@ -75,11 +81,13 @@ def _scan_tree(root: Path, class_names: list[str] | None = None) -> tuple[list[s
     if not paths:
         raise splitting.DataError(f"{root} holds no image files in its class folders")
     if empty:
-        raise splitting.DataError(f"{root}: {len(empty)} class folder(s) hold no images: "
-                                  f"{splitting.listing(empty)}")
+        raise splitting.DataError(f"{root}: {len(empty)} class folder(s) hold no images: {splitting.listing(empty)}")
     if skipped:
-        print(f"note: skipped {len(skipped)} file(s) under {root} that are not images by their extension: "
-              f"{splitting.listing(skipped)}", file=sys.stderr)
+        print(
+            f"note: skipped {len(skipped)} file(s) under {root} that are not images by their extension: "
+            f"{splitting.listing(skipped)}",
+            file=sys.stderr,
+        )
     return class_names, paths, labels
 
 
@@ -94,17 +102,22 @@ def _read_images(paths: list[Path], root: Path, fit: str = "pad") -> np.ndarray:
             unreadable.append(f"{path.relative_to(root)} ({error.reason})")
     if unreadable:
         unreadable.sort()
-        raise splitting.DataError(f"{len(unreadable)} of {len(paths)} image files under {root} cannot be read: "
-                                  f"{splitting.listing(unreadable)}. Remove or replace them.")
+        raise splitting.DataError(
+            f"{len(unreadable)} of {len(paths)} image files under {root} cannot be read: "
+            f"{splitting.listing(unreadable)}. Remove or replace them."
+        )
     sizes = collections.Counter(image.shape[:2] for image in decoded)
     (height, width), _ = sizes.most_common(1)[0]
     odd = [index for index, image in enumerate(decoded) if image.shape[:2] != (height, width)]
     if odd:
-        examples = [f"{paths[index].relative_to(root)} ({decoded[index].shape[1]}x{decoded[index].shape[0]})"
-                    for index in odd]
-        print(f"note: {len(odd)} of {len(paths)} images under {root} are not {width}x{height} (the most common "
-              f"size); they were {FIT_WORDS[fit]} to it: {splitting.listing(examples)}",
-              file=sys.stderr)
+        examples = [
+            f"{paths[index].relative_to(root)} ({decoded[index].shape[1]}x{decoded[index].shape[0]})" for index in odd
+        ]
+        print(
+            f"note: {len(odd)} of {len(paths)} images under {root} are not {width}x{height} (the most common "
+            f"size); they were {FIT_WORDS[fit]} to it: {splitting.listing(examples)}",
+            file=sys.stderr,
+        )
         fitter = preprocess.fit_and_pad if fit == "pad" else preprocess.prepare_image
         for index in odd:
             decoded[index] = fitter(decoded[index], (height, width))
@@ -120,14 +133,21 @@ def load_folder(config: TrainConfig, root: Path) -> splitting.Splits:
         names, paths, labels = _scan_tree(root)
         kept, held = splitting.stratified_split(np.asarray(labels), config.test_split, config.seed)
         if len(held) == 0:
-            raise splitting.DataError(f"{root} is a single tree of class folders: it needs test_split > 0 to "
-                                      "hold out a test split (or train/ and test/ sub-folders)")
+            raise splitting.DataError(
+                f"{root} is a single tree of class folders: it needs test_split > 0 to "
+                "hold out a test split (or train/ and test/ sub-folders)"
+            )
         train_paths, train_labels = [paths[index] for index in kept], [labels[index] for index in kept]
         test_paths, test_labels = [paths[index] for index in held], [labels[index] for index in held]
     # Decoded together so that train and test share the most common size.
     images = _read_images(train_paths + test_paths, root, config.image_fit)
     train_count = len(train_paths)
-    return splitting.split_train(config, images[:train_count], np.asarray(train_labels, dtype=np.int64),
-                                 images[train_count:], np.asarray(test_labels, dtype=np.int64), labels=names,
-                                 dataset=str(root))
-
+    return splitting.split_train(
+        config,
+        images[:train_count],
+        np.asarray(train_labels, dtype=np.int64),
+        images[train_count:],
+        np.asarray(test_labels, dtype=np.int64),
+        labels=names,
+        dataset=str(root),
+    )

@@ -5,6 +5,7 @@
 on, rebuilt from its config.json (train/data.py). The JSON files beside them are records
 (edge/common/records.py). Training side: this loads Keras.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -15,6 +15,7 @@ Conventions (the same as scikit-learn's with `zero_division=0`):
 Used by `train/evaluate.py` (metrics.json) and `train/check.py` (a TFLite variant against the Keras
 model: `compare_to_reference`); not a command.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -92,8 +93,13 @@ def per_class_scores(confusion: np.ndarray) -> dict[str, np.ndarray]:
     precision = _safe_divide(correct, predicted_count)
     recall = _safe_divide(correct, support)
     f1 = _safe_divide(2 * precision * recall, precision + recall)
-    return {"precision": precision, "recall": recall, "f1": f1, "accuracy": recall.copy(),
-            "support": support.astype(np.int64)}
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "accuracy": recall.copy(),
+        "support": support.astype(np.int64),
+    }
 
 
 def expected_calibration_error(true: Any, probabilities: Any, bins: int = CALIBRATION_BINS) -> float:
@@ -150,14 +156,27 @@ def most_confused_pairs(confusion: np.ndarray, count: int = 10) -> list[dict[str
         if flat[position] == 0:
             break
         true_index, predicted_index = divmod(int(position), confusion.shape[1])
-        pairs.append({"true": true_index, "predicted": predicted_index, "count": int(flat[position]),
-                      "share_of_true": float(flat[position] / support[true_index])})
+        pairs.append(
+            {
+                "true": true_index,
+                "predicted": predicted_index,
+                "count": int(flat[position]),
+                "share_of_true": float(flat[position] / support[true_index]),
+            }
+        )
     return pairs
 
 
-def classification_metrics(true: Any, probabilities: Any, labels: Sequence[str],
-                           superclass_of: Any = None, superclasses: Sequence[str] | None = None, *,
-                           top_k: int = TOP_K, pairs: int = 10) -> dict[str, Any]:
+def classification_metrics(
+    true: Any,
+    probabilities: Any,
+    labels: Sequence[str],
+    superclass_of: Any = None,
+    superclasses: Sequence[str] | None = None,
+    *,
+    top_k: int = TOP_K,
+    pairs: int = 10,
+) -> dict[str, Any]:
     """Everything metrics.json holds about one set of predictions, as JSON-ready values."""
     true = _as_indices(true, "true")
     probabilities = _check_probabilities(probabilities, len(true))
@@ -173,15 +192,22 @@ def classification_metrics(true: Any, probabilities: Any, labels: Sequence[str],
         f"top{top_k}": top_k_accuracy(true, probabilities, top_k),
         "loss": cross_entropy(true, probabilities),
         "macro": {name: float(scores[name].mean()) for name in ("precision", "recall", "f1")},
-        "calibration": {"expected_calibration_error": expected_calibration_error(true, probabilities),
-                        "bins": CALIBRATION_BINS},
+        "calibration": {
+            "expected_calibration_error": expected_calibration_error(true, probabilities),
+            "bins": CALIBRATION_BINS,
+        },
         "per_class": {
-            label: {name: (int(scores[name][index]) if name == "support" else float(scores[name][index]))
-                    for name in ("precision", "recall", "f1", "accuracy", "support")}
-            for index, label in enumerate(labels)},
+            label: {
+                name: (int(scores[name][index]) if name == "support" else float(scores[name][index]))
+                for name in ("precision", "recall", "f1", "accuracy", "support")
+            }
+            for index, label in enumerate(labels)
+        },
         "superclass": None,
-        "confused_pairs": [dict(pair, true_label=labels[pair["true"]], predicted_label=labels[pair["predicted"]])
-                           for pair in most_confused_pairs(confusion, pairs)],
+        "confused_pairs": [
+            dict(pair, true_label=labels[pair["true"]], predicted_label=labels[pair["predicted"]])
+            for pair in most_confused_pairs(confusion, pairs)
+        ],
     }
     if superclass_of is not None:
         mapping = _as_indices(superclass_of, "superclass_of")
@@ -217,8 +243,9 @@ def mean_kl_divergence(reference: np.ndarray, candidate: np.ndarray) -> float:
     return max(0.0, float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=1))))
 
 
-def compare_to_reference(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray,
-                         class_names: list[str], top_k: int = TOP_K) -> dict[str, Any]:
+def compare_to_reference(
+    reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray, class_names: list[str], top_k: int = TOP_K
+) -> dict[str, Any]:
     """Accuracy of `candidate` and how it differs from `reference` (both (N, classes) probabilities):
     quantization.json's measurements of one variant (edge/common/records.py's VariantResult)."""
     reference_top1, candidate_top1 = top1(reference), top1(candidate)
@@ -236,11 +263,18 @@ def compare_to_reference(reference: np.ndarray, candidate: np.ndarray, labels: n
     losers.sort(key=lambda row: (row["top1"] - row["reference_top1"], row["label"]))
     broken = int(np.sum(reference_correct & ~candidate_correct))
     fixed = int(np.sum(~reference_correct & candidate_correct))
-    return {"top1": accuracy, "top5": top_k_accuracy(labels, candidate, top_k), "top1_change": change,
-            "drop_points": -100.0 * change + 0.0,
-            "drop_standard_error_points": drop_standard_error(broken, fixed, len(labels)),
-            "broken": broken, "fixed": fixed, "agreement": float(np.mean(reference_top1 == candidate_top1)),
-            "kl_divergence": mean_kl_divergence(reference, candidate), "worst_classes": losers[:WORST_CLASSES]}
+    return {
+        "top1": accuracy,
+        "top5": top_k_accuracy(labels, candidate, top_k),
+        "top1_change": change,
+        "drop_points": -100.0 * change + 0.0,
+        "drop_standard_error_points": drop_standard_error(broken, fixed, len(labels)),
+        "broken": broken,
+        "fixed": fixed,
+        "agreement": float(np.mean(reference_top1 == candidate_top1)),
+        "kl_divergence": mean_kl_divergence(reference, candidate),
+        "worst_classes": losers[:WORST_CLASSES],
+    }
 
 
 def drop_standard_error(broken: int, fixed: int, count: int) -> float:

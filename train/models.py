@@ -8,6 +8,7 @@ file needs no outside arithmetic. The output is float32 softmax probabilities.
 Keras 3 only (`keras.*`, `keras.ops`), so the same code trains under the
 TensorFlow, JAX and PyTorch backends.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -76,8 +77,9 @@ class RandomPadCropFlip(keras.layers.Layer):
         batch = keras.ops.shape(images)[0]
         height, width = images.shape[1], images.shape[2]
         pad_rows, pad_columns = round(height * self.padding_factor), round(width * self.padding_factor)
-        padded = keras.ops.pad(images, [[0, 0], [pad_rows, pad_rows], [pad_columns, pad_columns], [0, 0]],
-                               mode="reflect")
+        padded = keras.ops.pad(
+            images, [[0, 0], [pad_rows, pad_rows], [pad_columns, pad_columns], [0, 0]], mode="reflect"
+        )
         top = keras.random.randint((batch, 1), 0, 2 * pad_rows + 1, seed=self.seed_generator)
         left = keras.random.randint((batch, 1), 0, 2 * pad_columns + 1, seed=self.seed_generator)
         flip = keras.random.randint((batch, 1), 0, 2, seed=self.seed_generator)
@@ -112,8 +114,10 @@ def load_model(path: str | Path) -> keras.Model:
     try:
         return keras.models.load_model(path, compile=False)
     except (OSError, KeyError, zipfile.BadZipFile) as error:  # what Keras raises for a broken archive's parts
-        raise DamagedModelError(f"{path}: the model file is damaged ({type(error).__name__}: {error}); "
-                                "train the run again, or restore the file") from None
+        raise DamagedModelError(
+            f"{path}: the model file is damaged ({type(error).__name__}: {error}); "
+            "train the run again, or restore the file"
+        ) from None
 
 
 def _check_archive(path: Path) -> None:
@@ -122,11 +126,14 @@ def _check_archive(path: Path) -> None:
         with zipfile.ZipFile(path) as archive:
             broken = archive.testzip()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
-        raise DamagedModelError(f"{path}: the model file is damaged (not a whole .keras archive: {error}); "
-                                "train the run again, or restore the file") from None
+        raise DamagedModelError(
+            f"{path}: the model file is damaged (not a whole .keras archive: {error}); "
+            "train the run again, or restore the file"
+        ) from None
     if broken is not None:
-        raise DamagedModelError(f"{path}: the model file is damaged ({broken} fails its checksum); "
-                                "train the run again, or restore the file")
+        raise DamagedModelError(
+            f"{path}: the model file is damaged ({broken} fails its checksum); train the run again, or restore the file"
+        )
 
 
 def logits_model(model: keras.Model) -> keras.Model | None:
@@ -143,8 +150,7 @@ def logits_model(model: keras.Model) -> keras.Model | None:
         return None
     if not isinstance(classifier, keras.layers.Dense) or classifier.activation is not keras.activations.softmax:
         return None
-    logits_layer = keras.layers.Dense(classifier.units, activation=None, dtype=classifier.dtype_policy,
-                                      name="logits")
+    logits_layer = keras.layers.Dense(classifier.units, activation=None, dtype=classifier.dtype_policy, name="logits")
     logits = logits_layer(classifier.input)
     logits_layer.set_weights(classifier.get_weights())
     return keras.Model(model.inputs, logits, name=f"{model.name}_logits")
@@ -178,8 +184,12 @@ def _force_float32(config) -> bool:
             if key == "dtype" and isinstance(value, str) and _is_low_precision(value):
                 config[key] = "float32"
                 changed = True
-            elif (key == "dtype" and isinstance(value, dict) and "Policy" in str(value.get("class_name"))
-                  and _is_low_precision(str(value.get("config", {}).get("name", "")))):
+            elif (
+                key == "dtype"
+                and isinstance(value, dict)
+                and "Policy" in str(value.get("class_name"))
+                and _is_low_precision(str(value.get("config", {}).get("name", "")))
+            ):
                 value["config"]["name"] = "float32"
                 changed = True
             else:
@@ -235,8 +245,13 @@ def build_model(config: TrainConfig, num_classes: int, input_shape: tuple[int, i
     return model, backbone
 
 
-def set_backbone_trainable(backbone: keras.Model | None, fraction: float, pretrained: bool,
-                           train_batchnorm: bool = False, batchnorm_momentum: float | None = None) -> int:
+def set_backbone_trainable(
+    backbone: keras.Model | None,
+    fraction: float,
+    pretrained: bool,
+    train_batchnorm: bool = False,
+    batchnorm_momentum: float | None = None,
+) -> int:
     """Unfreeze the top `fraction` of the backbone's layers; return how many weights layers train.
 
     BatchNorm layers of a pretrained backbone stay frozen (inference mode), as the Keras fine-tuning
@@ -323,10 +338,12 @@ def _imagenet_backbone(config: TrainConfig, shape: tuple[int, int, int]) -> kera
             raise WeightsUnavailableError(
                 f"could not load ImageNet weights for {config.model} ({type(error).__name__}: {error}). "
                 "Offline? Download the weights file elsewhere and pass --weights PATH, "
-                "or train from scratch with --weights none.") from None
+                "or train from scratch with --weights none."
+            ) from None
         raise WeightsUnavailableError(
             f"--weights {weights}: does not fit {config.model} at {shape[0]}x{shape[1]} "
-            f"({type(error).__name__}: {error})") from None
+            f"({type(error).__name__}: {error})"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -355,11 +372,18 @@ def _cnn_features(images, squeeze_excite: bool):
             # He initialization: without BatchNorm (the plain cnn), Keras' default Glorot halves the
             # signal at every ReLU layer, and the network sat at chance for 12 epochs on a small
             # folder (README, Training); He keeps its scale.
-            x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=not squeeze_excite,
-                                    kernel_initializer="he_uniform", name=f"stack{stack}_conv{conv}")(x)
+            x = keras.layers.Conv2D(
+                filters,
+                3,
+                padding="same",
+                use_bias=not squeeze_excite,
+                kernel_initializer="he_uniform",
+                name=f"stack{stack}_conv{conv}",
+            )(x)
             if squeeze_excite:
-                x = keras.layers.BatchNormalization(momentum=FROM_SCRATCH_BATCHNORM_MOMENTUM,
-                                                    name=f"stack{stack}_bn{conv}")(x)
+                x = keras.layers.BatchNormalization(
+                    momentum=FROM_SCRATCH_BATCHNORM_MOMENTUM, name=f"stack{stack}_bn{conv}"
+                )(x)
             x = keras.layers.Activation("relu", name=f"stack{stack}_relu{conv}")(x)
         if squeeze_excite:
             x = _squeeze_excite(x, filters, name=f"stack{stack}_se")

@@ -16,6 +16,7 @@ through `edge.preprocess.prepare_image`, the one preprocessing of the demo and t
 
     .venv/bin/python -c "from train import photos; print(photos.check_views(224)[0].shape)"
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,12 +36,33 @@ if TYPE_CHECKING:
     from train.config import TrainConfig
 
 #: Calibration photos: scikit-image's `skimage.data` functions.
-CALIBRATION_PHOTOS = ("astronaut", "chelsea", "coffee", "hubble_deep_field", "immunohistochemistry", "retina",
-                      "camera", "coins", "moon", "page", "brick", "grass", "gravel", "clock")
+CALIBRATION_PHOTOS = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "camera",
+    "coins",
+    "moon",
+    "page",
+    "brick",
+    "grass",
+    "gravel",
+    "clock",
+)
 #: Check photos, as (source, name): none of them is a calibration photo.
-CHECK_PHOTOS = (("skimage", "rocket"), ("skimage", "motorcycle_left"), ("skimage", "motorcycle_right"),
-                ("sklearn", "china.jpg"), ("sklearn", "flower.jpg"), ("matplotlib", "grace_hopper.jpg"),
-                ("skimage", "horse"), ("skimage", "text"))
+CHECK_PHOTOS = (
+    ("skimage", "rocket"),
+    ("skimage", "motorcycle_left"),
+    ("skimage", "motorcycle_right"),
+    ("sklearn", "china.jpg"),
+    ("sklearn", "flower.jpg"),
+    ("matplotlib", "grace_hopper.jpg"),
+    ("skimage", "horse"),
+    ("skimage", "text"),
+)
 #: Calibration crops: the side of the square crop as a fraction of the photo's short side, and the
 #: aspect ratios drawn, as in ImageNet's random-resized-crop training (scale 8-100% of the area).
 CALIBRATION_CROP_SCALE = (0.3, 1.0)
@@ -81,12 +103,13 @@ def load_photo(source: str, name: str) -> np.ndarray:
         else:
             raise DataError(f"unknown photo source {source!r}")
     except ImportError:
-        raise DataError(f"the {source} photos need {SOURCE_PACKAGES[source]}: pip install -e \".[lite]\"") from None
+        raise DataError(f'the {source} photos need {SOURCE_PACKAGES[source]}: pip install -e ".[lite]"') from None
     return _as_rgb(np.asarray(image))
 
 
 def _open(stream):
     from PIL import Image  # Pillow is a core dependency; imported here to keep the module's imports light.
+
     return Image.open(stream).convert("RGB")
 
 
@@ -104,7 +127,7 @@ def _crop(image: np.ndarray, top: float, left: float, height: float, width: floa
     rows, columns = image.shape[:2]
     y, x = int(round(top * rows)), int(round(left * columns))
     h, w = max(1, int(round(height * rows))), max(1, int(round(width * columns)))
-    crop = image[y:y + h, x:x + w]
+    crop = image[y : y + h, x : x + w]
     return crop[:, ::-1] if mirrored else crop
 
 
@@ -133,8 +156,13 @@ def check_layout(photo: np.ndarray) -> list[tuple[float, float, float, float]]:
     crops = [((rows - short) / 2 / rows, (columns - short) / 2 / columns, short / rows, short / columns)]
     for scale in CHECK_CROP_SCALES:
         height, width = scale * short / rows, scale * short / columns
-        for top, left in ((0, 0), (0, 1 - width), (1 - height, 0), (1 - height, 1 - width),
-                          ((1 - height) / 2, (1 - width) / 2)):
+        for top, left in (
+            (0, 0),
+            (0, 1 - width),
+            (1 - height, 0),
+            (1 - height, 1 - width),
+            ((1 - height) / 2, (1 - width) / 2),
+        ):
             crops.append((top, left, height, width))
     return crops
 
@@ -153,10 +181,10 @@ def check_views(size: int) -> tuple[np.ndarray, list[View]]:
 
 def photo_sources() -> dict[str, list[str]]:
     """What the calibration and check sets are made of, for metadata.json and the report."""
-    return {"calibration": [f"skimage.data.{name}" for name in CALIBRATION_PHOTOS],
-            "check": [f"{source}:{name}" for source, name in CHECK_PHOTOS]}
-
-
+    return {
+        "calibration": [f"skimage.data.{name}" for name in CALIBRATION_PHOTOS],
+        "check": [f"{source}:{name}" for source, name in CHECK_PHOTOS],
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,16 +200,19 @@ REFERENCE_FILE = run_folder.REFERENCE_LABELS_FILE
 CONFIDENT_PROBABILITY = 0.5
 
 
-def load_splits(config: TrainConfig, class_names: list[str],
-                check_images: np.ndarray | None = None) -> splitting.Splits:
+def load_splits(
+    config: TrainConfig, class_names: list[str], check_images: np.ndarray | None = None
+) -> splitting.Splits:
     """The starter's `Splits`: `config.calibration_samples` calibration views (train, labels all 0:
     they only calibrate), no validation, and the test views named in `<config.data_dir>/reference_labels.json`.
 
     `check_images`, the output of `check_views` when the caller has it (train/pretrained.py), saves
     preparing the check views again."""
     if not config.data_dir:
-        raise DataError(f"the {PHOTOS_DATASET} dataset is a starter run's own: check it with "
-                        "--run runs/NAME, which holds reference_labels.json")
+        raise DataError(
+            f"the {PHOTOS_DATASET} dataset is a starter run's own: check it with "
+            "--run runs/NAME, which holds reference_labels.json"
+        )
     reference = artifacts.read_json(Path(config.data_dir) / REFERENCE_FILE)
     size = config.resolved_image_size
     train_images = calibration_views(size, config.calibration_samples, config.seed)
@@ -191,8 +222,13 @@ def load_splits(config: TrainConfig, class_names: list[str],
     if len(indices) and (indices.min() < 0 or indices.max() >= len(check_images)):
         raise DataError(f"{REFERENCE_FILE}: view indices outside the {len(check_images)} check views")
     empty = np.zeros((0, size, size, 3), np.uint8)
-    return splitting.Splits(train_images=train_images, train_labels=np.zeros(len(train_images), np.int64),
-                            val_images=empty, val_labels=np.zeros(0, np.int64),
-                            test_images=check_images[indices],
-                            test_labels=np.asarray(reference["test_labels"], dtype=np.int64),
-                            labels=list(class_names), dataset=PHOTOS_DATASET)
+    return splitting.Splits(
+        train_images=train_images,
+        train_labels=np.zeros(len(train_images), np.int64),
+        val_images=empty,
+        val_labels=np.zeros(0, np.int64),
+        test_images=check_images[indices],
+        test_labels=np.asarray(reference["test_labels"], dtype=np.int64),
+        labels=list(class_names),
+        dataset=PHOTOS_DATASET,
+    )

@@ -17,6 +17,7 @@ Exit status: 0 when every file was classified, 1 when at least one file could
 not be read (the rest were still printed), 2 when nothing could run (no run
 directory, no model, bad options).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,13 +42,22 @@ class PredictConfig:
     """Options of `python train/predict.py`: the image files (positional) and the flags."""
 
     images: list = option([], "image files to classify", "Prediction")
-    run: str | None = option(None, "the run directory whose model.keras classifies (default: the newest "
-                             "runs/* that has one)", "Prediction", metavar="DIR")
+    run: str | None = option(
+        None,
+        "the run directory whose model.keras classifies (default: the newest runs/* that has one)",
+        "Prediction",
+        metavar="DIR",
+    )
     top_k: int = option(5, "labels shown per image, most probable first", "Prediction")
     json: bool = option(False, "print one JSON document instead of text", "Prediction")
     batch_size: int = option(32, "images per model call", "Prediction")
-    explain: str | None = option(None, "also write one PNG per image into DIR: where the model looked "
-                                 "(an occlusion map of the top class over the photo)", "Prediction", metavar="DIR")
+    explain: str | None = option(
+        None,
+        "also write one PNG per image into DIR: where the model looked "
+        "(an occlusion map of the top class over the photo)",
+        "Prediction",
+        metavar="DIR",
+    )
 
 
 def _print_failures(config: PredictConfig, result: dict) -> int:
@@ -61,8 +71,10 @@ def newest_run(runs_folder: str | Path = RUNS_FOLDER) -> Path:
     """The most recently modified run directory that holds a model.keras."""
     found = run_folder.newest_run(runs_folder, run_folder.MODEL_FILE)
     if found is None:
-        raise run_folder.ModelFilesError(f"no run with a {run_folder.MODEL_FILE} under {Path(runs_folder).resolve()}; "
-                                         "train one (python train/run.py --preset smoke) or pass --run DIR")
+        raise run_folder.ModelFilesError(
+            f"no run with a {run_folder.MODEL_FILE} under {Path(runs_folder).resolve()}; "
+            "train one (python train/run.py --preset smoke) or pass --run DIR"
+        )
     return found
 
 
@@ -96,20 +108,28 @@ def run(config: PredictConfig, model: Any = None) -> dict:
             model = models.load_model(run_dir / run_folder.MODEL_FILE)
         probabilities = np.asarray(model.predict(np.stack(prepared), batch_size=config.batch_size, verbose=0))
         if probabilities.shape[1] != len(labels):
-            raise artifacts.ArtifactError(f"{run_dir / run_folder.MODEL_FILE} gives {probabilities.shape[1]} probabilities "
-                                          f"but {run_dir / run_folder.LABELS_FILE} has {len(labels)} labels")
+            raise artifacts.ArtifactError(
+                f"{run_dir / run_folder.MODEL_FILE} gives {probabilities.shape[1]} probabilities "
+                f"but {run_dir / run_folder.LABELS_FILE} has {len(labels)} labels"
+            )
         for image_path, row in zip(readable, probabilities):
-            order = np.argsort(-row, kind="stable")[:config.top_k]
-            results.append({"file": image_path, "predictions": [
-                {"label": labels[index], "probability": float(row[index])} for index in order]})
+            order = np.argsort(-row, kind="stable")[: config.top_k]
+            results.append(
+                {
+                    "file": image_path,
+                    "predictions": [{"label": labels[index], "probability": float(row[index])} for index in order],
+                }
+            )
         if config.explain:
             write_explanations(Path(config.explain), model, prepared, results, labels, config.batch_size)
     return {"run": str(run_dir), "results": results, "errors": failures}
 
 
-def write_explanations(folder: Path, model: Any, prepared: list, results: list[dict], labels: list[str],
-                       batch_size: int) -> None:
+def write_explanations(
+    folder: Path, model: Any, prepared: list, results: list[dict], labels: list[str], batch_size: int
+) -> None:
     """Write each image's occlusion overlay into `folder` (atomically) and add it to its result as "explanation"."""
+
     def predict_batch(batch: np.ndarray) -> np.ndarray:
         return np.asarray(model.predict(batch, batch_size=batch_size, verbose=0))
 
@@ -122,9 +142,13 @@ def write_explanations(folder: Path, model: Any, prepared: list, results: list[d
         result.overlay(background).save(buffer, format="PNG")
         target_path = folder / _unique_name(Path(entry["file"]).stem, used_names)
         artifacts.write_atomic(target_path, buffer.getvalue())
-        entry["explanation"] = {"file": str(target_path), "label": labels[target],
-                                "probability": result.base_probability, "max_drop": result.max_drop,
-                                "grid": [occlusion.GRID, occlusion.GRID]}
+        entry["explanation"] = {
+            "file": str(target_path),
+            "label": labels[target],
+            "probability": result.base_probability,
+            "max_drop": result.max_drop,
+            "grid": [occlusion.GRID, occlusion.GRID],
+        }
 
 
 def _unique_name(stem: str, used: set[str]) -> str:
@@ -151,11 +175,17 @@ def format_text(result: dict) -> str:
 
 
 COMMAND = command.Command(
-    name="predict", prog="python train/predict.py", description=__doc__.split("\n")[0],
+    name="predict",
+    prog="python train/predict.py",
+    description=__doc__.split("\n")[0],
     epilog="exit status: 0 all classified, 1 some files unreadable, 2 nothing ran",
-    config_class=PredictConfig, run=run, render=lambda config, result: format_text(result),
-    exit_status=_print_failures, json_output="json",
-    positional=(command.Positional("images", "IMAGE", "image files (any format Pillow reads)"),))
+    config_class=PredictConfig,
+    run=run,
+    render=lambda config, result: format_text(result),
+    exit_status=_print_failures,
+    json_output="json",
+    positional=(command.Positional("images", "IMAGE", "image files (any format Pillow reads)"),),
+)
 
 
 main = command.entry_point(COMMAND)

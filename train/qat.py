@@ -19,6 +19,7 @@ to zero (EfficientNet's failure, and the toy with one unit scaled up 10,000x). T
 fine-tune (`fine_tune`) then lets the weights adapt to the rounding and the clipping
 at a low learning rate, with the ranges trainable too.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -30,8 +31,23 @@ import numpy as np
 #: channel maximum is clipped at that multiple: one wide channel no longer sets the scale of all.
 OUTLIER_FACTOR = 8.0
 #: Activations quantized after them; linear layers and the classifier's logits stay as they are.
-_NONLINEAR = {"relu", "relu6", "swish", "silu", "sigmoid", "hard_sigmoid", "hard_swish", "hard_silu", "gelu",
-              "elu", "selu", "tanh", "leaky_relu", "mish", "softplus"}
+_NONLINEAR = {
+    "relu",
+    "relu6",
+    "swish",
+    "silu",
+    "sigmoid",
+    "hard_sigmoid",
+    "hard_swish",
+    "hard_silu",
+    "gelu",
+    "elu",
+    "selu",
+    "tanh",
+    "leaky_relu",
+    "mish",
+    "softplus",
+}
 #: Images per calibration call (eager, so that each range can read its own input).
 CALIBRATION_BATCH = 32
 #: The fine-tune's learning rate. Distillation keeps it on the float model's answers; on the outlier
@@ -67,7 +83,8 @@ class ActivationRange(keras.layers.Layer):
                 self._channel_maximum = np.maximum(self._channel_maximum, high)
             return inputs
         quantized = keras.quantizers.fake_quant_with_min_max_vars(
-            keras.ops.cast(inputs, "float32"), self.minimum, self.maximum, num_bits=8)
+            keras.ops.cast(inputs, "float32"), self.minimum, self.maximum, num_bits=8
+        )
         return keras.ops.cast(quantized, inputs.dtype)
 
     def set_range_from_calibration(self) -> tuple[float, float]:
@@ -122,7 +139,7 @@ def quantization_aware_copy(model: keras.Model, images: np.ndarray) -> keras.Mod
     for activation_range in ranges:
         activation_range.calibrating = True
     for start in range(0, len(images), CALIBRATION_BATCH):
-        copy([images[start:start + CALIBRATION_BATCH]], training=False)  # A list: the inputs' structure.
+        copy([images[start : start + CALIBRATION_BATCH]], training=False)  # A list: the inputs' structure.
     for activation_range in ranges:
         activation_range.calibrating = False
         activation_range.set_range_from_calibration()
@@ -146,8 +163,16 @@ def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return found
 
 
-def fine_tune(model: keras.Model, teacher: keras.Model, images: np.ndarray, *, epochs: int, batch_size: int = 32,
-              learning_rate: float = LEARNING_RATE, seed: int = 0) -> keras.Model:
+def fine_tune(
+    model: keras.Model,
+    teacher: keras.Model,
+    images: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int = 32,
+    learning_rate: float = LEARNING_RATE,
+    seed: int = 0,
+) -> keras.Model:
     """Train the quantization-aware copy briefly to reproduce `teacher`'s probabilities on `images`.
 
     Distillation rather than the labels: the gate compares int8 with the float model, so the
@@ -156,7 +181,8 @@ def fine_tune(model: keras.Model, teacher: keras.Model, images: np.ndarray, *, e
     """
     keras.utils.set_random_seed(seed)
     targets = keras.ops.convert_to_numpy(keras.ops.softmax(teacher.predict(images, batch_size=batch_size, verbose=0)))
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate), loss=keras.losses.CategoricalCrossentropy(from_logits=True)
+    )
     model.fit(images, targets, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0)
     return model

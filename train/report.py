@@ -12,6 +12,7 @@ in the JSON files. The files are read as records (edge/common/records.py), whose
 `variant_table` draws the table, as the demo's does; numbers are formatted by
 edge/common/formatting.py, as everywhere else.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -31,28 +32,36 @@ PLOTS = {name: f"{run_folder.PLOTS_DIR}/{name}.png" for name in ("curves", "conf
 TABLE_CLASSES = 10
 #: Float tensors named in the report before "and N more" (all are in quantization.json).
 LISTED_TENSORS = 8
-SCHEMES = {"int8": "plain full-integer post-training quantization",
-           "int8-qat": "full-integer after quantization-aware fine-tuning (fake-quant, distilled from the float model)",
-           "int8-selective": "int8 with the worst tensors kept in float (selective quantization)",
-           "16x8": "int16 activations with int8 weights (16x8)"}
+SCHEMES = {
+    "int8": "plain full-integer post-training quantization",
+    "int8-qat": "full-integer after quantization-aware fine-tuning (fake-quant, distilled from the float model)",
+    "int8-selective": "int8 with the worst tensors kept in float (selective quantization)",
+    "16x8": "int16 activations with int8 weights (16x8)",
+}
 
 
 def write_report(run_dir: str | Path, metrics: Metrics | Mapping[str, Any] | None = None) -> Path:
     """Render report.md from the run's files (metrics.json unless given) and write it atomically."""
     run_dir = Path(run_dir)
-    metrics = (Metrics.coerce(metrics) if metrics is not None
-               else records.read(Metrics, run_dir / run_folder.METRICS_FILE))
+    metrics = (
+        Metrics.coerce(metrics) if metrics is not None else records.read(Metrics, run_dir / run_folder.METRICS_FILE)
+    )
     # config.json is the training configuration's own file (train/config.py), read here as plain values:
     # the report shows what an older run recorded, whatever options this version has.
-    text = render_report(run_dir.name, run_folder.read_optional_json(run_dir / run_folder.CONFIG_FILE),
-                         records.read_optional(RunMetadata, run_dir / run_folder.METADATA_FILE) or RunMetadata(),
-                         metrics, [name for name, path in PLOTS.items() if (run_dir / path).exists()],
-                         records.read_optional(Quantization, run_dir / run_folder.QUANTIZATION_FILE))
+    text = render_report(
+        run_dir.name,
+        run_folder.read_optional_json(run_dir / run_folder.CONFIG_FILE),
+        records.read_optional(RunMetadata, run_dir / run_folder.METADATA_FILE) or RunMetadata(),
+        metrics,
+        [name for name, path in PLOTS.items() if (run_dir / path).exists()],
+        records.read_optional(Quantization, run_dir / run_folder.QUANTIZATION_FILE),
+    )
     return artifacts.write_atomic(run_dir / run_folder.REPORT_FILE, text)
 
 
-def update_quantization_section(run_dir: str | Path, quantization: Quantization | Mapping[str, Any] | None = None
-                                ) -> Path:
+def update_quantization_section(
+    run_dir: str | Path, quantization: Quantization | Mapping[str, Any] | None = None
+) -> Path:
     """Put the float-vs-int8 section into <run_dir>/report.md between the markers; return the path."""
     run_dir = Path(run_dir)
     if quantization is None:
@@ -62,7 +71,7 @@ def update_quantization_section(run_dir: str | Path, quantization: Quantization 
     text = path.read_text(encoding="utf-8") if path.exists() else f"# Run `{run_dir.name}`\n"
     start, end = text.find(START), text.find(END)
     if start != -1 and end > start:
-        text = text[:start] + section + text[end + len(END):]
+        text = text[:start] + section + text[end + len(END) :]
     else:
         text = text.rstrip("\n") + f"\n\n{HEADING}\n\n{section}\n"
     return artifacts.write_atomic(path, text)
@@ -77,8 +86,10 @@ def quantization_section(quantization: Quantization | Mapping[str, Any] | None, 
     """
     quantization = _measured(quantization)
     if quantization is None:
-        body = (f"Not measured yet: `python train/export.py --run runs/{run_name}` exports the TFLite models "
-                "and measures them on the test set.")
+        body = (
+            f"Not measured yet: `python train/export.py --run runs/{run_name}` exports the TFLite models "
+            "and measures them on the test set."
+        )
     else:
         # render_quantization's argument is quantization.json's content, as a dict or the record.
         body = render_quantization(quantization.to_dict()).strip()
@@ -106,9 +117,11 @@ def _value(source: Mapping[str, Any] | RunMetadata, key: str) -> Any:
 
 def _config_summary(config: dict, metadata: RunMetadata, metrics: Metrics) -> str:
     def get(key, *sources):
-        value = next((_value(source, key) for source in sources or (config, metadata)
-                      if _value(source, key) is not None), None)
+        value = next(
+            (_value(source, key) for source in sources or (config, metadata) if _value(source, key) is not None), None
+        )
         return "n/a" if value is None else value
+
     classes = metrics.num_classes or metadata.num_classes
     dataset = f"{get('dataset')}" + (f" ({get('label_mode')} labels)" if get("dataset") == "cifar100" else "")
     parameters = metadata.parameters
@@ -131,7 +144,7 @@ def _config_summary(config: dict, metadata: RunMetadata, metrics: Metrics) -> st
 
 
 def _stages(config: dict, metadata: RunMetadata) -> str:
-    """"1 head + 14 fine-tuning epochs (unfreeze all)", or "20 epochs from scratch" for a network without
+    """ "1 head + 14 fine-tuning epochs (unfreeze all)", or "20 epochs from scratch" for a network without
     pretrained weights, which trains in one stage (no head stage, every layer throughout)."""
     epochs = metadata.epochs if isinstance(metadata.epochs, dict) else {}
     head = epochs.get("head", config.get("head_epochs"))
@@ -148,8 +161,11 @@ def _class_table(metrics: Metrics, names: list[str]) -> list[str]:
     labels = list(per_class)
     confusion = np.asarray(metrics.confusion_matrix if metrics.confusion_matrix is not None else [])
     has_superclass = any("superclass" in per_class[name] for name in names)
-    header = "| class |" + (" superclass |" if has_superclass else "") + \
-             " accuracy | precision | F1 | test images | most often taken for (images) |"
+    header = (
+        "| class |"
+        + (" superclass |" if has_superclass else "")
+        + " accuracy | precision | F1 | test images | most often taken for (images) |"
+    )
     rows = [header, "|" + "---|" * (header.count("|") - 1)]
     for name in names:
         scores = per_class[name]
@@ -159,9 +175,13 @@ def _class_table(metrics: Metrics, names: list[str]) -> list[str]:
             row[labels.index(name)] = 0
             if row.max() > 0:
                 mistaken = f"{labels[int(row.argmax())]} ({int(row.max())})"
-        rows.append(f"| {name} |" + (f" {scores.get('superclass', '')} |" if has_superclass else "")
-                    + f" {formatting.percent(scores['accuracy'])} | {formatting.percent(scores['precision'])} | {scores['f1']:.3f} "
-                    f"| {scores['support']} | {mistaken} |")
+        rows.append(
+            f"| {name} |"
+            + (f" {scores.get('superclass', '')} |" if has_superclass else "")
+            + f" {formatting.percent(scores['accuracy'])} | {formatting.percent(scores['precision'])} "
+            f"| {scores['f1']:.3f} "
+            f"| {scores['support']} | {mistaken} |"
+        )
     return rows
 
 
@@ -169,64 +189,121 @@ def _headline(metrics: Metrics) -> list[str]:
     superclass = metrics.superclass
     calibration = metrics.calibration
     macro = metrics.macro
-    rows = ["| metric | value | how to read it |", "|---|---|---|",
-            f"| top-1 accuracy | **{formatting.percent(metrics.top1, 2)}** | share of test images whose most probable class is right |",
-            f"| top-{TOP_K} accuracy | {formatting.percent(metrics.top5, 2)} | the right class is among the {TOP_K} most probable |",
-            f"| loss | {metrics.loss:.4f} | cross-entropy of the probabilities, nats, without label smoothing |",
-            f"| macro precision / recall / F1 | {formatting.percent(macro['precision'])} / "
-            f"{formatting.percent(macro['recall'])} / {macro['f1']:.3f} | means over classes, each class weighs the same |"]
+    rows = [
+        "| metric | value | how to read it |",
+        "|---|---|---|",
+        f"| top-1 accuracy | **{formatting.percent(metrics.top1, 2)}** "
+        "| share of test images whose most probable class is right |",
+        f"| top-{TOP_K} accuracy | {formatting.percent(metrics.top5, 2)} "
+        f"| the right class is among the {TOP_K} most probable |",
+        f"| loss | {metrics.loss:.4f} | cross-entropy of the probabilities, nats, without label smoothing |",
+        f"| macro precision / recall / F1 | {formatting.percent(macro['precision'])} / "
+        f"{formatting.percent(macro['recall'])} / {macro['f1']:.3f} | means over classes, each class weighs the same |",
+    ]
     if superclass:
-        rows += [f"| superclass accuracy | {formatting.percent(superclass['accuracy'], 2)} | fine prediction lies in the right one "
-                 f"of the {len(superclass['names'])} superclasses |",
-                 f"| errors inside the right superclass | {formatting.percent(superclass['errors_within_superclass'])} "
-                 "| of the wrong predictions, the share that confused near neighbours (e.g. two trees) |"]
+        rows += [
+            f"| superclass accuracy | {formatting.percent(superclass['accuracy'], 2)} "
+            "| fine prediction lies in the right one "
+            f"of the {len(superclass['names'])} superclasses |",
+            f"| errors inside the right superclass | {formatting.percent(superclass['errors_within_superclass'])} "
+            "| of the wrong predictions, the share that confused near neighbours (e.g. two trees) |",
+        ]
     if calibration:
-        rows.append(f"| expected calibration error | {calibration['expected_calibration_error']:.4f} | mean gap "
-                    f"between confidence and accuracy over {calibration['bins']} confidence bins; 0 = honest |")
+        rows.append(
+            f"| expected calibration error | {calibration['expected_calibration_error']:.4f} | mean gap "
+            f"between confidence and accuracy over {calibration['bins']} confidence bins; 0 = honest |"
+        )
     return rows
 
 
-def render_report(run_name: str, config: dict, metadata: RunMetadata, metrics: Metrics, plots: list[str],
-                  quantization: Quantization | None) -> str:
+def render_report(
+    run_name: str,
+    config: dict,
+    metadata: RunMetadata,
+    metrics: Metrics,
+    plots: list[str],
+    quantization: Quantization | None,
+) -> str:
     """The one page a person reads first. Relative links only, so it renders on GitHub and the Hub."""
+
     def image(name: str, caption: str) -> list[str]:
         return [f"![{caption}]({PLOTS[name]})", ""] if name in plots else []
 
-    lines = [f"# Run `{run_name}`", "",
-             f"Test-set evaluation of the float Keras model (`model.keras`) on {metrics.samples} test images. "
-             "All numbers are in `metrics.json` (as fractions); their definitions are in `train/metrics.py`.", "",
-             _config_summary(config, metadata, metrics), "", "## Headline numbers", "", *_headline(metrics), ""]
+    lines = [
+        f"# Run `{run_name}`",
+        "",
+        f"Test-set evaluation of the float Keras model (`model.keras`) on {metrics.samples} test images. "
+        "All numbers are in `metrics.json` (as fractions); their definitions are in `train/metrics.py`.",
+        "",
+        _config_summary(config, metadata, metrics),
+        "",
+        "## Headline numbers",
+        "",
+        *_headline(metrics),
+        "",
+    ]
     lines += [HEADING, "", quantization_section(quantization, run_name)]
     if "curves" in plots:
-        lines += ["## Training", "", "Loss, accuracy and learning rate per epoch; the dotted line separates "
-                  "the head stage from fine-tuning. Validation loss rising while training loss falls means "
-                  "over-fitting.", "", *image("curves", "Training curves")]
+        lines += [
+            "## Training",
+            "",
+            "Loss, accuracy and learning rate per epoch; the dotted line separates "
+            "the head stage from fine-tuning. Validation loss rising while training loss falls means "
+            "over-fitting.",
+            "",
+            *image("curves", "Training curves"),
+        ]
     per_class = metrics.per_class
     ranked = sorted(per_class, key=lambda name: (per_class[name]["accuracy"], per_class[name]["f1"], name))
     best = sorted(per_class, key=lambda name: (-per_class[name]["accuracy"], -per_class[name]["f1"], name))
     if len(ranked) < 2 * TABLE_CLASSES:
         lines += ["## Classes, worst first", "", *_class_table(metrics, ranked), ""]
     else:
-        lines += [f"## Worst {TABLE_CLASSES} classes", "", *_class_table(metrics, ranked[:TABLE_CLASSES]), "",
-                  f"## Best {TABLE_CLASSES} classes", "", *_class_table(metrics, best[:TABLE_CLASSES]), ""]
+        lines += [
+            f"## Worst {TABLE_CLASSES} classes",
+            "",
+            *_class_table(metrics, ranked[:TABLE_CLASSES]),
+            "",
+            f"## Best {TABLE_CLASSES} classes",
+            "",
+            *_class_table(metrics, best[:TABLE_CLASSES]),
+            "",
+        ]
     if "confusion" in plots:
-        ordering = (" Fine classes are grouped by superclass (white lines), so confusions between near "
-                    "neighbours sit in the blocks on the diagonal; the superclass matrix is on the right."
-                    if metrics.superclass else "")
-        lines += ["## Confusion matrix", "", "Rows are the true class, columns the prediction, colour the share of "
-                  f"the true class's test images.{ordering}", "", *image("confusion", "Confusion matrix")]
+        ordering = (
+            " Fine classes are grouped by superclass (white lines), so confusions between near "
+            "neighbours sit in the blocks on the diagonal; the superclass matrix is on the right."
+            if metrics.superclass
+            else ""
+        )
+        lines += [
+            "## Confusion matrix",
+            "",
+            "Rows are the true class, columns the prediction, colour the share of "
+            f"the true class's test images.{ordering}",
+            "",
+            *image("confusion", "Confusion matrix"),
+        ]
     lines += ["## Most confused pairs", ""]
     if metrics.confused_pairs:
         lines += ["| true class | predicted as | test images | share of the true class |", "|---|---|---|---|"]
-        lines += [f"| {pair['true_label']} | {pair['predicted_label']} | {pair['count']} | {formatting.percent(pair['share_of_true'])} |"
-                  for pair in metrics.confused_pairs]
+        lines += [
+            f"| {pair['true_label']} | {pair['predicted_label']} | {pair['count']} "
+            f"| {formatting.percent(pair['share_of_true'])} |"
+            for pair in metrics.confused_pairs
+        ]
         lines += ["", *image("confused_pairs", "Examples of the most confused pairs")]
     else:
         lines += ["No test image was misclassified.", ""]
     if "samples" in plots:
-        lines += ["## Sample predictions", "", "Test images with the true label and the top-3 predictions; green "
-                  "frames are right, red wrong (up to half of the grid is chosen among the mistakes).", "",
-                  *image("samples", "Test images with their top-3 predictions")]
+        lines += [
+            "## Sample predictions",
+            "",
+            "Test images with the true label and the top-3 predictions; green "
+            "frames are right, red wrong (up to half of the grid is chosen among the mistakes).",
+            "",
+            *image("samples", "Test images with their top-3 predictions"),
+        ]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -241,36 +318,50 @@ def render_quantization(quantization: Quantization | Mapping[str, Any]) -> str:
     runtime = quantization.runtime or records.RuntimeInfo()
     threads = runtime.threads
     latency_runs = runtime.latency_runs if runtime.latency_runs is not None else "n/a"
-    lines += ["", f"Measured on all {quantization.test_images} test images through "
-              f"{runtime.name or 'the TFLite runtime'} {runtime.version or ''}".rstrip()
-              + f"; latency: median of {latency_runs} single-image interpreter calls, "
-              + (f"{threads} threads" if threads else "the runtime's default threads") + ".", ""]
+    lines += [
+        "",
+        f"Measured on all {quantization.test_images} test images through "
+        f"{runtime.name or 'the TFLite runtime'} {runtime.version or ''}".rstrip()
+        + f"; latency: median of {latency_runs} single-image interpreter calls, "
+        + (f"{threads} threads" if threads else "the runtime's default threads")
+        + ".",
+        "",
+    ]
     int8 = quantization.int8
     verdict = "**passed**" if quantization.passed else "**FAILED**"
     noise = ""
     if int8.broken is not None:
-        noise = (f" ({int8.broken} test images it gets wrong where the Keras model is right, {int8.fixed} "
-                 f"the other way; standard error of the drop {int8.drop_standard_error_points:.2f} points)")
-    lines.append(f"Gate: the int8 model may lose at most {quantization.max_drop} points of top-1 against "
-                 f"the Keras model; it loses {int8.drop_points:.2f}{noise}: {verdict}.")
+        noise = (
+            f" ({int8.broken} test images it gets wrong where the Keras model is right, {int8.fixed} "
+            f"the other way; standard error of the drop {int8.drop_standard_error_points:.2f} points)"
+        )
+    lines.append(
+        f"Gate: the int8 model may lose at most {quantization.max_drop} points of top-1 against "
+        f"the Keras model; it loses {int8.drop_points:.2f}{noise}: {verdict}."
+    )
     lines += _search_lines(quantization)
     return "\n".join(lines) + "\n"
 
 
 def _search_lines(quantization: Quantization) -> list[str]:
     scheme = quantization.int8.scheme or "int8"
-    lines = ["", f"`model_int8.tflite`: {SCHEMES.get(scheme, scheme)}; every op runs in integer "
-             "arithmetic (uint8 input, uint8 output)."]
+    lines = [
+        "",
+        f"`model_int8.tflite`: {SCHEMES.get(scheme, scheme)}; every op runs in integer "
+        "arithmetic (uint8 input, uint8 output).",
+    ]
     search = quantization.int8_search or records.Int8Search()
     attempts = [attempt for attempt in search.attempts if "error" not in attempt]
     if len(attempts) > 1:
-        lines.append("Tried, in order (drop in points): "
-                     + "; ".join(_attempt_text(attempt) for attempt in attempts) + ".")
+        lines.append(
+            "Tried, in order (drop in points): " + "; ".join(_attempt_text(attempt) for attempt in attempts) + "."
+        )
     fallback = search.fallback
     if fallback:
         file_name = f"`model_{fallback['variant']}.tflite`"
-        lines.append(f"Fallback {file_name} ({SCHEMES.get(fallback['scheme'], fallback['scheme'])}): "
-                     f"{fallback['reason']}.")
+        lines.append(
+            f"Fallback {file_name} ({SCHEMES.get(fallback['scheme'], fallback['scheme'])}): {fallback['reason']}."
+        )
         shipped = quantization.variants.get(fallback["variant"])
         layers = (shipped.float_layers if shipped is not None else None) or []
         if layers:
@@ -281,8 +372,10 @@ def _search_lines(quantization: Quantization) -> list[str]:
         lines.append("No fallback passed the gate; none is shipped.")
     served = quantization.served
     if served:
-        lines.append(f"Served by the demo and the camera: `model_{served}.tflite` (metadata.json's \"served\": "
-                     "int8 when it passes the gate, else the fastest variant that does).")
+        lines.append(
+            f'Served by the demo and the camera: `model_{served}.tflite` (metadata.json\'s "served": '
+            "int8 when it passes the gate, else the fastest variant that does)."
+        )
     return lines
 
 

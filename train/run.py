@@ -14,6 +14,7 @@ no-GPU refusal), train/stages.py (the stages and the `fit` of each), train/optim
 optimizer, the learning-rate schedule, the loss) and train/callbacks.py (the history, the best
 checkpoint and the training rate).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -42,8 +43,11 @@ CIFAR_TRAIN_IMAGES = 50_000
 def _stopped(interruption: BaseException, config: TrainConfig) -> int:
     """Ctrl-C, SIGINT or SIGTERM: say what is saved and how to continue; exit 130 or 143."""
     signal_number = getattr(interruption, "signal_number", signal.SIGINT)
-    print(f"\n{signal.Signals(signal_number).name}: stopped; the last whole epoch is saved. Continue with: "
-          f"python train/run.py --resume --out {config.out or 'RUN_DIR'}", file=sys.stderr)
+    print(
+        f"\n{signal.Signals(signal_number).name}: stopped; the last whole epoch is saved. Continue with: "
+        f"python train/run.py --resume --out {config.out or 'RUN_DIR'}",
+        file=sys.stderr,
+    )
     return stopping.exit_code_for(signal_number)
 
 
@@ -103,6 +107,7 @@ def run(config: TrainConfig) -> dict:
     # Keras (and the modules built on it) load only once a run really starts, so `--help` and
     # configuration errors answer at once; the backend is fixed at this import (KERAS_BACKEND).
     from train import devices
+
     devices.hide_gpus_from_tensorflow()  # Under JAX: before Keras imports TensorFlow.
     import keras
 
@@ -127,8 +132,14 @@ def run(config: TrainConfig) -> dict:
     artifacts.write_json(run_dir / run_folder.CONFIG_FILE, configuration.to_dict(config))
     artifacts.write_labels(run_dir / run_folder.LABELS_FILE, splits.labels)
     jit_compile = devices.resolve_jit_compile(model, gpus)
-    training = devices.training_record(model, gpus, precision=precision, precision_reason=precision_reason,
-                                       replicas=distribution.replicas, jit_compile=jit_compile)
+    training = devices.training_record(
+        model,
+        gpus,
+        precision=precision,
+        precision_reason=precision_reason,
+        replicas=distribution.replicas,
+        jit_compile=jit_compile,
+    )
     metadata = {**_metadata(config, splits, model, precision), "training": training}
     artifacts.write_json(run_dir / run_folder.METADATA_FILE, metadata)
 
@@ -137,12 +148,17 @@ def run(config: TrainConfig) -> dict:
     started = time.perf_counter()
     rates: dict[str, float | None] = {}  # Training images/s by stage, this session's.
     for stage in stages.plan(config):
-        rates[stage.name] = stages.train_stage(stage, model, backbone, splits, state, config=config,
-                                               run_dir=run_dir, jit_compile=jit_compile)
+        rates[stage.name] = stages.train_stage(
+            stage, model, backbone, splits, state, config=config, run_dir=run_dir, jit_compile=jit_compile
+        )
     training_seconds = time.perf_counter() - started
     training.update(callbacks.run_rate(rates))
-    metadata.update(training_seconds=round(training_seconds, 1), images_per_second=training["images_per_second"],
-                    best_epoch=callbacks.best_epoch_from_one(state.get("best")), training=training)
+    metadata.update(
+        training_seconds=round(training_seconds, 1),
+        images_per_second=training["images_per_second"],
+        best_epoch=callbacks.best_epoch_from_one(state.get("best")),
+        training=training,
+    )
     artifacts.write_json(run_dir / run_folder.METADATA_FILE, metadata)
 
     # Evaluate the best checkpoint as saved: this also proves that model.keras reloads. Its test-split
@@ -151,9 +167,15 @@ def run(config: TrainConfig) -> dict:
     test_probabilities = best_model.predict(splits.test_images, batch_size=config.batch_size, verbose=0)
     metrics = evaluate.evaluate_run(run_dir, model=best_model, splits=splits, probabilities=test_probabilities)
 
-    result = {"run_dir": str(run_dir), "top1": metrics["top1"], "top5": metrics["top5"],
-              "loss": metrics["loss"], "training_seconds": training_seconds,
-              "images_per_second": metadata["images_per_second"], "quantization": None}
+    result = {
+        "run_dir": str(run_dir),
+        "top1": metrics["top1"],
+        "top5": metrics["top5"],
+        "loss": metrics["loss"],
+        "training_seconds": training_seconds,
+        "images_per_second": metadata["images_per_second"],
+        "quantization": None,
+    }
     if config.export:
         result["quantization"] = _export(run_dir, best_model, splits, config, test_probabilities)
     _print_summary(result)
@@ -172,13 +194,21 @@ def _open_run_dir(config: TrainConfig) -> tuple[Path, TrainConfig]:
 
 def _export(run_dir: Path, model, splits, config: TrainConfig, test_probabilities) -> dict | None:
     if importlib.util.find_spec("tensorflow") is None:
-        print("note: TFLite export skipped: it needs tensorflow (pip install '.[train]'); "
-              f"run python train/export.py --run {run_dir} where it is installed")
+        print(
+            "note: TFLite export skipped: it needs tensorflow (pip install '.[train]'); "
+            f"run python train/export.py --run {run_dir} where it is installed"
+        )
         return None
     from train import export  # TensorFlow is optional for training (the JAX backend) and needed here.
-    return export.export_run(run_dir, model=model, splits=splits, max_drop=config.max_drop,
-                              calibration_samples=config.calibration_samples,
-                              reference_probabilities=test_probabilities)
+
+    return export.export_run(
+        run_dir,
+        model=model,
+        splits=splits,
+        max_drop=config.max_drop,
+        calibration_samples=config.calibration_samples,
+        reference_probabilities=test_probabilities,
+    )
 
 
 def _prepare_run_dir(config: TrainConfig) -> Path:
@@ -186,13 +216,16 @@ def _prepare_run_dir(config: TrainConfig) -> Path:
         run_dir = Path(config.out)
     else:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        dataset = Path(config.dataset).name if config.dataset not in ("cifar100", "cifar10", "smoke") else config.dataset
+        dataset = (
+            Path(config.dataset).name if config.dataset not in ("cifar100", "cifar10", "smoke") else config.dataset
+        )
         run_dir = Path("runs") / f"{dataset}-{config.model}-{stamp}"
     if config.resume and not (run_dir / run_folder.CONFIG_FILE).exists():
         raise configuration.ConfigError(f"--resume: {run_dir} holds no config.json; nothing to resume")
     if not config.resume and (run_dir / run_folder.CONFIG_FILE).exists():
         raise configuration.ConfigError(
-            f"{run_dir} already holds a run; use --resume to continue it or choose another --out")
+            f"{run_dir} already holds a run; use --resume to continue it or choose another --out"
+        )
     return run_dir  # Not made yet: the first file written makes it (edge.common.artifacts), after every refusal.
 
 
@@ -205,8 +238,10 @@ def from_scratch_weights(config: TrainConfig) -> TrainConfig:
     if config.model in train_config.IMAGENET_MODELS or config.weights == "none":
         return config
     if config.weights != "imagenet":
-        print(f"note: --weights {config.weights} is ignored: {config.model} has no pretrained backbone and "
-              "trains from scratch")
+        print(
+            f"note: --weights {config.weights} is ignored: {config.model} has no pretrained backbone and "
+            "trains from scratch"
+        )
     return dataclasses.replace(config, weights="none")
 
 
@@ -215,44 +250,67 @@ def _metadata(config: TrainConfig, splits, model, precision: str) -> dict:
     import keras  # Loaded by run() already; imported here so --help never pays for it.
 
     from train import stages  # Keras loads with it: see run().
-    versions = {"python": platform.python_version(), "keras": keras.__version__,
-                "backend": keras.backend.backend(), "numpy": np.__version__}
+
+    versions = {
+        "python": platform.python_version(),
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+        "numpy": np.__version__,
+    }
     if "tensorflow" in sys.modules:
         versions["tensorflow"] = sys.modules["tensorflow"].__version__
     height, width, _ = splits.input_shape
     return {
-        "input_size": [height, width], "input_dtype": "uint8",
-        "image_size": config.resolved_image_size or height, "model": config.model,
-        "weights": config.weights, "dataset": splits.dataset, "label_mode": config.label_mode,
-        "num_classes": splits.num_classes, "labels_file": run_folder.LABELS_FILE,
+        "input_size": [height, width],
+        "input_dtype": "uint8",
+        "image_size": config.resolved_image_size or height,
+        "model": config.model,
+        "weights": config.weights,
+        "dataset": splits.dataset,
+        "label_mode": config.label_mode,
+        "num_classes": splits.num_classes,
+        "labels_file": run_folder.LABELS_FILE,
         "superclasses": splits.superclasses,
         "superclass_of": None if splits.superclass_of is None else [int(i) for i in splits.superclass_of],
-        "parameters": int(model.count_params()), "precision": precision,
-        "unfreeze": config.unfreeze, "epochs": stages.epochs_by_stage(config),
-        "train_images": int(len(splits.train_labels)), "val_images": int(len(splits.val_labels)),
+        "parameters": int(model.count_params()),
+        "precision": precision,
+        "unfreeze": config.unfreeze,
+        "epochs": stages.epochs_by_stage(config),
+        "train_images": int(len(splits.train_labels)),
+        "val_images": int(len(splits.val_labels)),
         "test_images": int(len(splits.test_labels)),
-        "versions": versions, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "versions": versions,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
 
 def _print_summary(result: dict) -> None:
     rate = result["images_per_second"]
-    print(f"\nrun directory: {result['run_dir']}\n"
-          f"test top-1 {result['top1']:.2%}  top-5 {result['top5']:.2%}  loss {result['loss']:.3f}\n"
-          f"training {result['training_seconds']:.0f} s"
-          + (f", {rate:.0f} images/s" if rate else ""))
+    print(
+        f"\nrun directory: {result['run_dir']}\n"
+        f"test top-1 {result['top1']:.2%}  top-5 {result['top5']:.2%}  loss {result['loss']:.3f}\n"
+        f"training {result['training_seconds']:.0f} s" + (f", {rate:.0f} images/s" if rate else "")
+    )
     quantization = result.get("quantization")
     if quantization:
         int8 = quantization["variants"].get("int8", {})
-        print(f"int8 top-1 {int8.get('top1', float('nan')):.2%} against float {quantization['reference']['top1']:.2%}: "
-              + ("within" if quantization["passed"] else "OUTSIDE") + f" the {quantization['max_drop']} point gate")
+        print(
+            f"int8 top-1 {int8.get('top1', float('nan')):.2%} against float {quantization['reference']['top1']:.2%}: "
+            + ("within" if quantization["passed"] else "OUTSIDE")
+            + f" the {quantization['max_drop']} point gate"
+        )
 
 
 COMMAND = command.Command(
-    name="train", prog="python train/run.py",
+    name="train",
+    prog="python train/run.py",
     description="Train a CIFAR classifier (EfficientNet-B0 transfer learning by default) and write a run directory.",
-    config_class=TrainConfig, run=run_with_stop_signals, exit_status=_gate_status,
-    presets=train_config.PRESETS, handlers=((KeyboardInterrupt, _stopped),))
+    config_class=TrainConfig,
+    run=run_with_stop_signals,
+    exit_status=_gate_status,
+    presets=train_config.PRESETS,
+    handlers=((KeyboardInterrupt, _stopped),),
+)
 
 
 # TensorFlow 2.21 still prints a few start-up lines (oneDNN, no CUDA) before its logger reads the

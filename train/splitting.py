@@ -6,6 +6,7 @@ assembles a loader's arrays into `Splits`. Import these through `train.data`, wh
 
     .venv/bin/python -c "from train import data; print(data.stratified_split([0, 0, 0, 1, 1, 1], 1 / 3, seed=0))"
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -54,8 +55,10 @@ class Splits:
         return len(self.labels)
 
     def __repr__(self) -> str:
-        return (f"Splits(dataset={self.dataset!r}, classes={self.num_classes}, input_shape={self.input_shape}, "
-                f"train={len(self.train_labels)}, val={len(self.val_labels)}, test={len(self.test_labels)})")
+        return (
+            f"Splits(dataset={self.dataset!r}, classes={self.num_classes}, input_shape={self.input_shape}, "
+            f"train={len(self.train_labels)}, val={len(self.val_labels)}, test={len(self.test_labels)})"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,8 +117,7 @@ def stratified_sample(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
             else:
                 candidates = np.flatnonzero(quotas > 1)
                 quotas[candidates[np.argmin(remainder[candidates])]] -= 1
-    chosen = [generator.permutation(np.flatnonzero(labels == label))[:quota]
-              for label, quota in zip(classes, quotas)]
+    chosen = [generator.permutation(np.flatnonzero(labels == label))[:quota] for label, quota in zip(classes, quotas)]
     return _sorted_indices(chosen)
 
 
@@ -125,16 +127,32 @@ def _sorted_indices(parts: list[np.ndarray]) -> np.ndarray:
     return np.sort(np.concatenate(parts)).astype(np.int64)
 
 
-def split_train(config: TrainConfig, train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndarray,
-                test_labels: np.ndarray, *, labels: Sequence[str], dataset: str, superclasses: list[str] | None = None,
-                superclass_of: np.ndarray | None = None) -> Splits:
+def split_train(
+    config: TrainConfig,
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    test_images: np.ndarray,
+    test_labels: np.ndarray,
+    *,
+    labels: Sequence[str],
+    dataset: str,
+    superclasses: list[str] | None = None,
+    superclass_of: np.ndarray | None = None,
+) -> Splits:
     """Carve the stratified validation split out of the training set and assemble the `Splits`."""
     kept, held = stratified_split(train_labels, config.val_split, config.seed)
-    return Splits(train_images=train_images[kept], train_labels=train_labels[kept].astype(np.int64),
-                  val_images=train_images[held], val_labels=train_labels[held].astype(np.int64),
-                  test_images=test_images, test_labels=np.asarray(test_labels, dtype=np.int64),
-                  labels=list(labels), superclasses=superclasses, superclass_of=superclass_of,
-                  dataset=dataset)
+    return Splits(
+        train_images=train_images[kept],
+        train_labels=train_labels[kept].astype(np.int64),
+        val_images=train_images[held],
+        val_labels=train_labels[held].astype(np.int64),
+        test_images=test_images,
+        test_labels=np.asarray(test_labels, dtype=np.int64),
+        labels=list(labels),
+        superclasses=superclasses,
+        superclass_of=superclass_of,
+        dataset=dataset,
+    )
 
 
 def listing(items: list[str]) -> str:

@@ -9,6 +9,7 @@ A stage is done when its end weights are saved (checkpoints/after_STAGE.weights.
 state.json lists it: --resume restores such a stage instead of training it again, and continues
 an unfinished one from its last whole epoch (train/backup.py).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,8 +52,10 @@ def plan(config: TrainConfig) -> list[Stage]:
     """
     if not config.pretrained:
         return [Stage("finetune", 0, config.head_epochs + config.epochs, config.learning_rate, 1.0)]
-    return [Stage("head", 0, config.head_epochs, config.head_learning_rate, 0.0),
-            Stage("finetune", config.head_epochs, config.epochs, config.learning_rate, config.unfreeze_fraction)]
+    return [
+        Stage("head", 0, config.head_epochs, config.head_learning_rate, 0.0),
+        Stage("finetune", config.head_epochs, config.epochs, config.learning_rate, config.unfreeze_fraction),
+    ]
 
 
 def epochs_by_stage(config: TrainConfig) -> dict[str, int]:
@@ -61,8 +64,17 @@ def epochs_by_stage(config: TrainConfig) -> dict[str, int]:
     return {"head": 0, "finetune": 0} | {stage.name: stage.epochs for stage in plan(config)}
 
 
-def train_stage(stage: Stage, model: keras.Model, backbone: keras.Model | None, splits: Splits, state: dict, *,
-                config: TrainConfig, run_dir: Path, jit_compile: bool) -> float | None:
+def train_stage(
+    stage: Stage,
+    model: keras.Model,
+    backbone: keras.Model | None,
+    splits: Splits,
+    state: dict,
+    *,
+    config: TrainConfig,
+    run_dir: Path,
+    jit_compile: bool,
+) -> float | None:
     """Train `stage` of the run in `run_dir` and record it as done in `state` (state.json); return its training
     images per second (callbacks.TrainingRate), None when it had nothing to train or was done already."""
     if stage.epochs == 0:
@@ -70,10 +82,13 @@ def train_stage(stage: Stage, model: keras.Model, backbone: keras.Model | None, 
     stage_weights = run_dir / "checkpoints" / f"after_{stage.name}.weights.h5"
     if stage.name in state["completed_stages"] and _restore_finished_stage(model, stage.name, stage_weights):
         return None
-    models.set_backbone_trainable(backbone, stage.unfreeze_fraction, config.pretrained,
-                                  train_batchnorm=config.batchnorm == "train",
-                                  batchnorm_momentum=config.batchnorm_momentum(
-                                      len(splits.train_labels) // config.batch_size))
+    models.set_backbone_trainable(
+        backbone,
+        stage.unfreeze_fraction,
+        config.pretrained,
+        train_batchnorm=config.batchnorm == "train",
+        batchnorm_momentum=config.batchnorm_momentum(len(splits.train_labels) // config.batch_size),
+    )
     recorder = callbacks.RunRecorder(run_dir, stage.name, state, save_every_epoch=len(splits.val_labels) == 0)
     rate = callbacks.TrainingRate(config.batch_size)
     _fit_stage(stage, model, splits, [recorder, rate], config=config, run_dir=run_dir, jit_compile=jit_compile)
@@ -85,13 +100,28 @@ def train_stage(stage: Stage, model: keras.Model, backbone: keras.Model | None, 
     return rate.images_per_second
 
 
-def _fit_stage(stage: Stage, model: keras.Model, splits: Splits, stage_callbacks: list[keras.callbacks.Callback], *,
-               config: TrainConfig, run_dir: Path, jit_compile: bool) -> None:
+def _fit_stage(
+    stage: Stage,
+    model: keras.Model,
+    splits: Splits,
+    stage_callbacks: list[keras.callbacks.Callback],
+    *,
+    config: TrainConfig,
+    run_dir: Path,
+    jit_compile: bool,
+) -> None:
     """One `fit` call: compile with this stage's optimizer and schedule, train with the run's and `stage_callbacks`."""
     training_data = _training_data(config, splits)
     steps_per_epoch = len(training_data)
-    optimization.compile_for_stage(model, config, splits.num_classes, stage.learning_rate,
-                                   steps_per_epoch=steps_per_epoch, epochs=stage.epochs, jit_compile=jit_compile)
+    optimization.compile_for_stage(
+        model,
+        config,
+        splits.num_classes,
+        stage.learning_rate,
+        steps_per_epoch=steps_per_epoch,
+        epochs=stage.epochs,
+        jit_compile=jit_compile,
+    )
     backup_dir = stage_backup_dir(run_dir, stage.name)
     # Passed to fit as initial_epoch, not left in the model (as BackupAndRestore does, for every later fit too).
     resumed_epoch = backup.restore(model, backup_dir, stage.name) if config.resume else None
@@ -99,19 +129,30 @@ def _fit_stage(stage: Stage, model: keras.Model, splits: Splits, stage_callbacks
     has_validation = len(splits.val_labels) > 0
     fit_callbacks += optimization.schedule_callbacks(config, has_validation)
     if config.early_stopping and has_validation:
-        fit_callbacks.append(keras.callbacks.EarlyStopping(
-            "val_loss", patience=config.early_stopping, restore_best_weights=True, verbose=1))
+        fit_callbacks.append(
+            keras.callbacks.EarlyStopping(
+                "val_loss", patience=config.early_stopping, restore_best_weights=True, verbose=1
+            )
+        )
     fit_callbacks += _logging_callbacks(config, run_dir)
     num_classes = splits.num_classes
     validation = (splits.val_images, _one_hot(splits.val_labels, num_classes)) if has_validation else None
-    print(f"stage {stage.name}: {stage.epochs} epoch(s), {steps_per_epoch} steps each, "
-          f"peak learning rate {stage.learning_rate:g}")
+    print(
+        f"stage {stage.name}: {stage.epochs} epoch(s), {steps_per_epoch} steps each, "
+        f"peak learning rate {stage.learning_rate:g}"
+    )
     verbose = progress_verbosity(config.verbose, sys.stdout)
     if config.verbose == "auto" and verbose == 0:
         fit_callbacks.append(callbacks.EpochLines(stage.name, stage.last_epoch))
-    model.fit(training_data, epochs=stage.last_epoch, initial_epoch=resumed_epoch or stage.first_epoch,
-              validation_data=validation, validation_batch_size=config.batch_size, callbacks=fit_callbacks,
-              verbose=verbose)
+    model.fit(
+        training_data,
+        epochs=stage.last_epoch,
+        initial_epoch=resumed_epoch or stage.first_epoch,
+        validation_data=validation,
+        validation_batch_size=config.batch_size,
+        callbacks=fit_callbacks,
+        verbose=verbose,
+    )
 
 
 def stage_backup_dir(run_dir: Path, stage: str) -> Path:
@@ -140,8 +181,9 @@ def progress_verbosity(verbose: str, stream: TextIO) -> int:
 
 def _training_data(config: TrainConfig, splits: Splits) -> batches.MixedBatches:
     """Batches of uint8 images and one-hot labels; MixUp/CutMix mix them on the host."""
-    return batches.MixedBatches(splits.train_images, splits.train_labels, splits.num_classes,
-                                config.batch_size, config.mix, config.seed)
+    return batches.MixedBatches(
+        splits.train_images, splits.train_labels, splits.num_classes, config.batch_size, config.mix, config.seed
+    )
 
 
 def _logging_callbacks(config: TrainConfig, run_dir: Path) -> list[keras.callbacks.Callback]:
@@ -151,8 +193,10 @@ def _logging_callbacks(config: TrainConfig, run_dir: Path) -> list[keras.callbac
     if config.tensorboard:
         missing = [name for name in ("tensorflow", "tensorboard") if importlib.util.find_spec(name) is None]
         if missing:
-            print(f"note: TensorBoard logging skipped: it needs {' and '.join(missing)} installed "
-                  "(pip install '.[train]')")
+            print(
+                f"note: TensorBoard logging skipped: it needs {' and '.join(missing)} installed "
+                "(pip install '.[train]')"
+            )
         else:
             found.append(keras.callbacks.TensorBoard(str(run_dir / "logs")))
     if config.wandb:

@@ -15,6 +15,7 @@ Unpickling is restricted to an allow-list of the few globals a state dict uses (
 torch's tensor-rebuild function, its storage types), so a crafted file cannot run code: anything
 else is refused with `CheckpointError`. Tested against the real Lite0 file (tests/test_lite.py).
 """
+
 from __future__ import annotations
 
 import collections
@@ -33,9 +34,16 @@ from edge.common.errors import UserError
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 #: Storage type names (as pickled) and the numpy dtypes they hold, little-endian.
 STORAGE_DTYPES = {
-    "FloatStorage": "<f4", "DoubleStorage": "<f8", "HalfStorage": "<f2", "BFloat16Storage": "<u2",
-    "LongStorage": "<i8", "IntStorage": "<i4", "ShortStorage": "<i2", "CharStorage": "i1",
-    "ByteStorage": "u1", "BoolStorage": "?",
+    "FloatStorage": "<f4",
+    "DoubleStorage": "<f8",
+    "HalfStorage": "<f2",
+    "BFloat16Storage": "<u2",
+    "LongStorage": "<i8",
+    "IntStorage": "<i4",
+    "ShortStorage": "<i2",
+    "CharStorage": "i1",
+    "ByteStorage": "u1",
+    "BoolStorage": "?",
 }
 
 
@@ -67,8 +75,9 @@ class _TensorView:
 
 
 def _rebuild_tensor(storage, offset, shape, strides, *unused):
-    return _TensorView(storage, int(offset), tuple(int(size) for size in shape),
-                       tuple(int(stride) for stride in strides))
+    return _TensorView(
+        storage, int(offset), tuple(int(size) for size in shape), tuple(int(stride) for stride in strides)
+    )
 
 
 class _StateDictUnpickler(pickle.Unpickler):
@@ -105,8 +114,9 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     except CheckpointError as error:
         raise CheckpointError(f"{path.name}: {error}") from None
     except (pickle.UnpicklingError, EOFError, struct.error, ValueError, KeyError, IndexError) as error:
-        raise CheckpointError(f"{path.name}: not a readable PyTorch state dict "
-                              f"({type(error).__name__}: {error})") from None
+        raise CheckpointError(
+            f"{path.name}: not a readable PyTorch state dict ({type(error).__name__}: {error})"
+        ) from None
 
 
 def _read_legacy(data: bytes) -> dict[str, np.ndarray]:
@@ -174,7 +184,8 @@ def _materialize(state: dict, storages: dict[str, np.ndarray]) -> dict[str, np.n
             raise CheckpointError(f"tensor {name} reaches past the end of its storage")
         item = storage.itemsize
         array = np.lib.stride_tricks.as_strided(
-            storage[view.offset:], shape=view.shape, strides=tuple(stride * item for stride in view.strides))
+            storage[view.offset :], shape=view.shape, strides=tuple(stride * item for stride in view.strides)
+        )
         tensors[str(name)] = np.ascontiguousarray(array)
     if not tensors:
         raise CheckpointError("holds no tensors")

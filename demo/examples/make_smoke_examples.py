@@ -10,6 +10,7 @@ at 4x with nearest-neighbour enlargement so that it is visible on the page;
 edge.preprocess shrinks it back to 32 x 32. Needs train/data.py (numpy only),
 never the Space: it gets the PNGs.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,8 +34,9 @@ def run(output_folder: Path = OUTPUT_FOLDER) -> list[Path]:
         if name not in CLASSES:
             continue
         path = output_folder / f"{name}.png"
-        enlarged = Image.fromarray(image).resize((image.shape[1] * ENLARGEMENT, image.shape[0] * ENLARGEMENT),
-                                                 Image.Resampling.NEAREST)
+        enlarged = Image.fromarray(image).resize(
+            (image.shape[1] * ENLARGEMENT, image.shape[0] * ENLARGEMENT), Image.Resampling.NEAREST
+        )
         enlarged.save(path, optimize=True)
         written.append(path)
     return written

@@ -1,1 +1,1 @@
-"""The shared base: the small modules both sides import (run-folder contract, files, command lines, errors, formatting)."""
+"""The shared base: the small modules both sides import (run folder, records, files, commands, errors, formatting)."""

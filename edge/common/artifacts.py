@@ -6,6 +6,7 @@ bytes go to a temporary file in the same folder, which is then renamed over the
 target in one step. Imports nothing heavier than the standard library, so the
 Pi and the Space can use it.
 """
+
 from __future__ import annotations
 
 import contextlib

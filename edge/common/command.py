@@ -27,6 +27,7 @@ saying which part is missing instead of an ImportError.
 
 Standard library only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,6 +61,7 @@ def quiet_tensorflow() -> None:
 @dataclasses.dataclass(frozen=True)
 class Positional:
     """A positional argument; its values become the config field of the same name."""
+
     name: str
     metavar: str
     help: str
@@ -81,6 +83,7 @@ def _as_json(result: Any) -> Any:
 @dataclasses.dataclass(frozen=True)
 class Command:
     """One command: its name, its config dataclass, its `run(config)` and how its result is shown."""
+
     name: str  # the MODE of `cifar-edge MODE`
     prog: str  # what --help and usage errors call it: the script path
     description: str
@@ -111,13 +114,13 @@ def build_parser(command: Command) -> argparse.ArgumentParser:
     """The command's argparse parser: its positionals, --preset, --config, then one flag per config field."""
     parser = argparse.ArgumentParser(prog=command.prog, description=command.description, epilog=command.epilog)
     for positional in command.positional:
-        parser.add_argument(positional.name, nargs=positional.nargs, metavar=positional.metavar,
-                            help=positional.help)
+        parser.add_argument(positional.name, nargs=positional.nargs, metavar=positional.metavar, help=positional.help)
     if command.presets:
         parser.add_argument("--preset", choices=sorted(command.presets), help="start from a named recipe")
     parser.add_argument("--config", metavar="FILE", help="YAML or JSON file setting any option below")
-    configuration.add_arguments(parser, command.config_class,
-                                skip=[positional.name for positional in command.positional])
+    configuration.add_arguments(
+        parser, command.config_class, skip=[positional.name for positional in command.positional]
+    )
     return parser
 
 
@@ -132,8 +135,7 @@ def parse_config(command: Command, argv: Sequence[str] | None = None) -> Any:
         if config_file:
             layers.append(configuration.read_config_file(config_file))
         layers.append(arguments)
-        config = configuration.build_config(command.config_class, *layers,
-                                            source=config_file or "the command line")
+        config = configuration.build_config(command.config_class, *layers, source=config_file or "the command line")
     except configuration.ConfigError as error:
         parser.error(str(error))  # Exits 2 with the usage line.
     for name in command.required:
@@ -172,8 +174,10 @@ def execute(command: Command, argv: Sequence[str] | None = None) -> int:
 def entry_point(registered: Command) -> Callable[[Sequence[str] | None], int]:
     """The `main(argv=None) -> int` of a registered command: what its console script, `python FILE`
     and `python -m MODULE` call. It carries the command as `main.command`."""
+
     def main(argv: Sequence[str] | None = None) -> int:
         return execute(registered, argv)
+
     main.__doc__ = f"{registered.prog}: {registered.description}"
     main.command = registered  # type: ignore[attr-defined]
     return main
@@ -229,7 +233,6 @@ def umbrella(argv: Sequence[str] | None = None) -> int:
     except UserError as error:
         return errors.report(error, command="cifar-edge")
     return execute(dataclasses.replace(command, prog=f"cifar-edge {mode}"), rest)
-
 
 
 if __name__ == "__main__":

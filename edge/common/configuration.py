@@ -10,6 +10,7 @@ config file, flags given on the command line.
 
 Standard library only (PyYAML is imported when a YAML file is read).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,13 +76,15 @@ def add_arguments(parser: argparse.ArgumentParser, config_class: type, skip: Seq
         help_text = _help_text(metadata.get("help", ""), default)
         extra = dict(metadata.get("argparse", {}))
         if kind is bool:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction,
-                               default=argparse.SUPPRESS, help=help_text, **extra)
+            group.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text, **extra
+            )
             continue
         if kind in (list, tuple):
             extra.setdefault("nargs", "+")
-        group.add_argument(flag, default=argparse.SUPPRESS, help=help_text,
-                           choices=choices, type=_parser_for(kind, optional), **extra)
+        group.add_argument(
+            flag, default=argparse.SUPPRESS, help=help_text, choices=choices, type=_parser_for(kind, optional), **extra
+        )
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -93,6 +96,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {error.strerror or error}") from None
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml  # Only needed for YAML files; JSON works without it.
+
         try:
             values = yaml.safe_load(text)
         except yaml.YAMLError as error:
@@ -156,8 +160,9 @@ def coerce(name: str, value: Any, annotation: Any) -> Any:
 
 def to_dict(config: Any) -> dict[str, Any]:
     """The config as plain JSON-ready values."""
-    return {key: (list(value) if isinstance(value, tuple) else value)
-            for key, value in dataclasses.asdict(config).items()}
+    return {
+        key: (list(value) if isinstance(value, tuple) else value) for key, value in dataclasses.asdict(config).items()
+    }
 
 
 def _describe(annotation: Any) -> tuple[type, tuple | None, bool]:
@@ -181,6 +186,7 @@ def _describe(annotation: Any) -> tuple[type, tuple | None, bool]:
 
 def _parser_for(kind: type, optional: bool):
     """An argparse `type=` callable; `none` on the command line means null for optional fields."""
+
     def parse(text: str) -> Any:
         if optional and text.lower() in ("none", "null"):
             return None
@@ -190,5 +196,5 @@ def _parser_for(kind: type, optional: bool):
             except ValueError:
                 raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
         return text
-    return parse
 
+    return parse

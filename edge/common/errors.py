@@ -8,6 +8,7 @@ DataError, CheckError, ExportError, DemoError, DeployError, ...), and each comma
 `EXIT_USAGE`. Anything else is a bug and keeps its traceback. It derives from ValueError,
 so code that caught ValueError before still does.
 """
+
 from __future__ import annotations
 
 import sys

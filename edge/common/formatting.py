@@ -4,6 +4,7 @@ Fractions become percentages, byte counts use binary units (KiB, MiB: 1024-based
 so), times read in ms or minutes. The run's report, `train/compare.py`, the check's
 summary line, the demo and the benchmarks all use these. Standard library only.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -4,6 +4,7 @@
 
 Standard library only, so the Pi's benchmarks can use it.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,11 +22,21 @@ def processor_name() -> str:
             fields.setdefault(key.strip(), value.strip())  # Case matters: x86's "model" is a number.
     except OSError:
         pass
-    return (fields.get("Model") or fields.get("model name") or fields.get("Hardware")
-            or platform.processor() or platform.platform())
+    return (
+        fields.get("Model")
+        or fields.get("model name")
+        or fields.get("Hardware")
+        or platform.processor()
+        or platform.platform()
+    )
 
 
 def describe() -> dict[str, Any]:
     """Architecture, system, processor, visible CPUs and Python version, as JSON-ready values."""
-    return {"machine": platform.machine(), "system": platform.system(), "processor": processor_name(),
-            "cpu_count": os.cpu_count(), "python": platform.python_version()}
+    return {
+        "machine": platform.machine(),
+        "system": platform.system(),
+        "processor": processor_name(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+    }

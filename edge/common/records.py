@@ -20,6 +20,7 @@ empty), a key it does not know is kept in `extra` and written back where it was 
 newer schema than this module knows, or a block that is not a JSON object, raises RecordError
 naming the file. Standard library only: the device side reads these files too.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,8 +47,15 @@ class RecordError(artifacts.ArtifactError):
     """A run file's JSON does not have the shape its record expects; the message names the file."""
 
 
-def field(default: Any = None, *, key: str | None = None, always: bool = False, record: type | None = None,
-          mapping: type | None = None, factory: Callable[[], Any] | None = None) -> Any:
+def field(
+    default: Any = None,
+    *,
+    key: str | None = None,
+    always: bool = False,
+    record: type | None = None,
+    mapping: type | None = None,
+    factory: Callable[[], Any] | None = None,
+) -> Any:
     """One JSON key of a record.
 
     `key`: the JSON name when it is not the field's. `always`: written even when None (the writers
@@ -82,8 +90,10 @@ class Record:
             raise RecordError(f"{source}: expected a JSON object, got {type(values).__name__}")
         version = values.get("schema_version", SCHEMA_VERSION)
         if not isinstance(version, int) or version > SCHEMA_VERSION:
-            raise RecordError(f"{source}: schema_version {version!r} is newer than this code reads "
-                              f"({SCHEMA_VERSION}); update the project")
+            raise RecordError(
+                f"{source}: schema_version {version!r} is newer than this code reads "
+                f"({SCHEMA_VERSION}); update the project"
+            )
         known, arguments = set(), {}
         for item in _fields(cls):
             key = item.metadata["key"] or item.name
@@ -99,8 +109,10 @@ class Record:
             elif item.metadata["mapping"] is not None and value is not None:
                 if not isinstance(value, Mapping):
                     raise RecordError(f"{source}: {key}: expected a JSON object, got {type(value).__name__}")
-                value = {name: item.metadata["mapping"].from_dict(entry, f"{source}: {key}: {name}")
-                         for name, entry in value.items()}
+                value = {
+                    name: item.metadata["mapping"].from_dict(entry, f"{source}: {key}: {name}")
+                    for name, entry in value.items()
+                }
             arguments[item.name] = value
         extra = {key: value for key, value in values.items() if key not in known}
         return cls(**arguments, extra=extra, present=frozenset(values))
@@ -112,15 +124,15 @@ class Record:
             value = getattr(self, item.name)
             key = item.metadata["key"] or item.name
             made_empty = item.default_factory is not dataclasses.MISSING and not (
-                value.to_dict() if isinstance(value, Record) else value)
+                value.to_dict() if isinstance(value, Record) else value
+            )
             always = item.metadata["always"] and (self.present is None or key in self.present)
             if (value is None or made_empty) and not always:
                 continue  # What the file did not hold stays out, so a rewrite changes nothing.
             if isinstance(value, Record):
                 value = value.to_dict()
             elif item.metadata["mapping"] is not None and value is not None:
-                value = {name: entry.to_dict() if isinstance(entry, Record) else entry
-                         for name, entry in value.items()}
+                value = {name: entry.to_dict() if isinstance(entry, Record) else entry for name, entry in value.items()}
             values[key] = value
         values.update(self.extra)
         return values
@@ -345,16 +357,20 @@ class Quantization(Record):
     def summary_line(self) -> str:
         """One line for a terminal: the int8 model against the float one and the gate's verdict."""
         verdict = "PASSED" if self.passed else "FAILED"
-        return (f"int8 top-1 {formatting.percent(self.int8.top1, 2)} vs Keras float "
-                f"{formatting.percent(self.reference.top1, 2)}: "
-                f"drop {self.int8.drop_points:.2f} points, gate {self.max_drop} points: {verdict} "
-                f"({self.test_images} test images); serving {self.served or run_folder.SERVED_VARIANT}")
+        return (
+            f"int8 top-1 {formatting.percent(self.int8.top1, 2)} vs Keras float "
+            f"{formatting.percent(self.reference.top1, 2)}: "
+            f"drop {self.int8.drop_points:.2f} points, gate {self.max_drop} points: {verdict} "
+            f"({self.test_images} test images); serving {self.served or run_folder.SERVED_VARIANT}"
+        )
 
     def gate_failure(self, run_dir: str | os.PathLike) -> str:
         """The error line of an int8 model that misses the gate, naming the file that says more."""
-        return (f"error: no int8 model is within {self.max_drop} points of the float model: the full-integer "
-                f"model_int8.tflite misses the gate (serving {self.served or run_folder.SERVED_VARIANT} instead); "
-                f"see {Path(run_dir) / run_folder.QUANTIZATION_FILE}")
+        return (
+            f"error: no int8 model is within {self.max_drop} points of the float model: the full-integer "
+            f"model_int8.tflite misses the gate (serving {self.served or run_folder.SERVED_VARIANT} instead); "
+            f"see {Path(run_dir) / run_folder.QUANTIZATION_FILE}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -381,8 +397,13 @@ class ShippedVariant(Record):
     @classmethod
     def of(cls, measured: VariantResult) -> ShippedVariant:
         """The shipped view of a quantization.json variant (how it was made only when known)."""
-        shipped = cls(**{item.name: getattr(measured, item.name) for item in _fields(cls)
-                         if item.name not in ("scheme", "float_layers")})
+        shipped = cls(
+            **{
+                item.name: getattr(measured, item.name)
+                for item in _fields(cls)
+                if item.name not in ("scheme", "float_layers")
+            }
+        )
         if measured.scheme is not None:
             shipped.scheme, shipped.float_layers = measured.scheme, measured.float_layers
         return shipped
@@ -441,8 +462,11 @@ def served_variant(quantization: Quantization | Mapping[str, Any]) -> str:
     variants, max_drop = quantization.variants, quantization.max_drop
     if passes(variants[run_folder.SERVED_VARIANT].drop_points, max_drop):
         return run_folder.SERVED_VARIANT
-    passing = [(measured.latency_ms, variant) for variant, measured in variants.items()
-               if passes(measured.drop_points, max_drop)]
+    passing = [
+        (measured.latency_ms, variant)
+        for variant, measured in variants.items()
+        if passes(measured.drop_points, max_drop)
+    ]
     return min(passing)[1] if passing else run_folder.SERVED_VARIANT
 
 
@@ -471,9 +495,14 @@ class Column:
 
 
 #: What the report calls each variant.
-VARIANT_NAMES = {"float32": "float32", "float16": "float16 weights", "dynamic": "dynamic range (int8 weights)",
-                 "int8": "int8 (full integer)", "int8_mixed": "int8 with float tensors (fallback)",
-                 "16x8": "16x8 (fallback)"}
+VARIANT_NAMES = {
+    "float32": "float32",
+    "float16": "float16 weights",
+    "dynamic": "dynamic range (int8 weights)",
+    "int8": "int8 (full integer)",
+    "int8_mixed": "int8 with float tensors (fallback)",
+    "16x8": "16x8 (fallback)",
+}
 
 
 def _losers(rows: list[dict[str, Any]] | None) -> str:
@@ -492,13 +521,20 @@ def _kl(value: float | None) -> str:
 
 #: report.md's table (train/report.py): everything measured, percentages to two decimals.
 REPORT_COLUMNS = (
-    Column("model", lambda name, measured: VARIANT_NAMES.get(name, name),
-           lambda reference: "Keras float32 (reference)"),
+    Column(
+        "model", lambda name, measured: VARIANT_NAMES.get(name, name), lambda reference: "Keras float32 (reference)"
+    ),
     Column("size", lambda name, measured: formatting.size(measured.size_bytes)),
-    Column("top-1", lambda name, measured: formatting.percent(measured.top1, 2),
-           lambda reference: formatting.percent(reference.top1, 2)),
-    Column("top-5", lambda name, measured: formatting.percent(measured.top5, 2),
-           lambda reference: formatting.percent(reference.top5, 2)),
+    Column(
+        "top-1",
+        lambda name, measured: formatting.percent(measured.top1, 2),
+        lambda reference: formatting.percent(reference.top1, 2),
+    ),
+    Column(
+        "top-5",
+        lambda name, measured: formatting.percent(measured.top5, 2),
+        lambda reference: formatting.percent(reference.top5, 2),
+    ),
     Column("top-1 vs Keras (points)", lambda name, measured: _points(measured.top1_change)),
     Column("agreement", lambda name, measured: formatting.percent(measured.agreement, 2)),
     Column("mean KL", lambda name, measured: _kl(measured.kl_divergence)),
@@ -509,20 +545,38 @@ REPORT_COLUMNS = (
 #: The demo's and the Space card's shorter table: accuracy, agreement, size and latency.
 PANEL_COLUMNS = (
     Column("model", lambda name, measured: name, lambda reference: "Keras float (reference)"),
-    Column("top-1", lambda name, measured: formatting.percent(measured.top1),
-           lambda reference: formatting.percent(reference.top1)),
-    Column("top-5", lambda name, measured: formatting.percent(measured.top5),
-           lambda reference: formatting.percent(reference.top5)),
-    Column("top-1 agreement with float", lambda name, measured: formatting.percent(measured.agreement),
-           lambda reference: "100.0%"),
+    Column(
+        "top-1",
+        lambda name, measured: formatting.percent(measured.top1),
+        lambda reference: formatting.percent(reference.top1),
+    ),
+    Column(
+        "top-5",
+        lambda name, measured: formatting.percent(measured.top5),
+        lambda reference: formatting.percent(reference.top5),
+    ),
+    Column(
+        "top-1 agreement with float",
+        lambda name, measured: formatting.percent(measured.agreement),
+        lambda reference: "100.0%",
+    ),
     Column("size", lambda name, measured: formatting.size(measured.size_bytes) if measured.size_bytes else ""),
-    Column("latency", lambda name, measured: (formatting.milliseconds(measured.latency_ms)
-                                              if isinstance(measured.latency_ms, (int, float)) else "")),
+    Column(
+        "latency",
+        lambda name, measured: (
+            formatting.milliseconds(measured.latency_ms) if isinstance(measured.latency_ms, (int, float)) else ""
+        ),
+    ),
 )
 
 
-def variant_table(quantization: Quantization | Mapping[str, Any], columns: Sequence[Column] = REPORT_COLUMNS, *,
-                  known_order: bool = False, reference_row: bool = True) -> str:
+def variant_table(
+    quantization: Quantization | Mapping[str, Any],
+    columns: Sequence[Column] = REPORT_COLUMNS,
+    *,
+    known_order: bool = False,
+    reference_row: bool = True,
+) -> str:
     """The variants of quantization.json as a Markdown table, the Keras reference first.
 
     `known_order`: rows in run_folder.VARIANTS order (else the file's). `reference_row`: False leaves
@@ -533,10 +587,16 @@ def variant_table(quantization: Quantization | Mapping[str, Any], columns: Seque
     reference = quantization.reference
     if reference_row or reference.to_dict():
         # The reference has no file, so most of its cells are blank: written "| |", as always.
-        rows.append("|" + "|".join(f" {cell} " if cell else " " for cell in
-                                   (column.reference(reference) for column in columns)) + "|")
-    names = ([name for name in run_folder.VARIANTS if name in quantization.variants] if known_order
-             else list(quantization.variants))
+        rows.append(
+            "|"
+            + "|".join(f" {cell} " if cell else " " for cell in (column.reference(reference) for column in columns))
+            + "|"
+        )
+    names = (
+        [name for name in run_folder.VARIANTS if name in quantization.variants]
+        if known_order
+        else list(quantization.variants)
+    )
     for name in names:
         rows.append("| " + " | ".join(column.cell(name, quantization.variants[name]) for column in columns) + " |")
     return "\n".join(rows)

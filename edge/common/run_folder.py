@@ -23,6 +23,7 @@ to serve when none is named, and which files go with it, is decided here too
 (`find_default_model`, `find_model_files`), for the demo, the Space's deploy, the camera
 and train/predict.py alike. Standard library only.
 """
+
 from __future__ import annotations
 
 import csv
@@ -97,8 +98,9 @@ def served_model(folder: str | os.PathLike) -> Path:
     if not isinstance(served, str) or served not in VARIANTS:
         raise UncheckedModelError(_unchecked(folder, f"{METADATA_FILE} names no served variant"))
     if not (folder / variant_file(served)).is_file():
-        raise UncheckedModelError(_unchecked(folder, f"{METADATA_FILE} serves {variant_file(served)}, "
-                                                     "which is not there"))
+        raise UncheckedModelError(
+            _unchecked(folder, f"{METADATA_FILE} serves {variant_file(served)}, which is not there")
+        )
     return folder / variant_file(served)
 
 
@@ -163,14 +165,17 @@ def find_default_model(root: str | os.PathLike) -> Path:
     if exported is not None:
         return served_model(exported / TFLITE_DIR)
     looked = ", ".join(str(root / folder / INT8_MODEL_FILE) for folder in MODEL_FOLDERS)
-    raise ModelFilesError(f"no model given and none found ({looked}, {root / RUNS_DIR}/*/tflite/); train and export "
-                          "one (python train/run.py --preset smoke), copy a run's tflite/ files into models/, "
-                          "or name a model file")
+    raise ModelFilesError(
+        f"no model given and none found ({looked}, {root / RUNS_DIR}/*/tflite/); train and export "
+        "one (python train/run.py --preset smoke), copy a run's tflite/ files into models/, "
+        "or name a model file"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelFiles:
     """Where the files of one served model are. Optional ones are None when absent."""
+
     model: Path  # the model that answers (int8 by default)
     reference: Path | None  # the float32 model shown side by side
     labels: Path
@@ -203,8 +208,10 @@ def find_model_files(folder: str | os.PathLike | None = None, model: str | os.Pa
         tflite_folder = folder / TFLITE_DIR
         model_folder = tflite_folder if tflite_folder.is_dir() else folder
         if not (model_folder / INT8_MODEL_FILE).is_file():  # The export always writes int8.
-            raise ModelFilesError(f"{folder}: no {INT8_MODEL_FILE} in {model_folder} "
-                                  "(export the run first: python train/export.py --run RUN)")
+            raise ModelFilesError(
+                f"{folder}: no {INT8_MODEL_FILE} in {model_folder} "
+                "(export the run first: python train/export.py --run RUN)"
+            )
         # What metadata.json says the check passed to serve; a folder the check has not finished is refused.
         model_path = served_model(model_folder)
     labels = model_folder / LABELS_FILE

@@ -4,6 +4,7 @@ The export records them in quantization.json, the GPU setup checks for CUDA whee
 names its TFLite interpreter's version and the Space deploy pins its requirements with them.
 Standard library only.
 """
+
 from __future__ import annotations
 
 import importlib.metadata
