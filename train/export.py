@@ -200,9 +200,8 @@ def run(config: ExportConfig, model: Any = None, splits: Any = None, reference_p
         for variant in config.variants:
             if variant != "int8":
                 step = time.perf_counter()
-                paths[variant] = artifacts.write_atomic(
-                    tflite_dir / run_folder.variant_file(variant), export_tflite.convert_float(saved_model, variant)
-                )
+                converted = export_tflite.convert_float(saved_model, variant)
+                paths[variant] = artifacts.write_atomic(tflite_dir / run_folder.variant_file(variant), converted)
                 _progress(f"{paths[variant].name} ({formatting.size(paths[variant].stat().st_size)})", step)
         calibration = _calibration_images(splits, config)
         make_qat = None
@@ -269,8 +268,10 @@ def run(config: ExportConfig, model: Any = None, splits: Any = None, reference_p
     quantization.conversion_seconds = round(conversion_seconds, 1)
     quantization.versions = versions.package_versions(RECORDED_PACKAGES)
     quantization.created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    model_metadata = _tflite_metadata(run_dir, splits, quantization, paths)
+    # metadata.json last: it marks the folder as checked (run_folder.served_model).
     records.write(run_dir / run_folder.QUANTIZATION_FILE, quantization)
-    records.write(tflite_dir / run_folder.METADATA_FILE, _tflite_metadata(run_dir, splits, quantization, paths))
+    records.write(tflite_dir / run_folder.METADATA_FILE, model_metadata)
     report.update_quantization_section(run_dir, quantization)
     return quantization.to_dict()
 

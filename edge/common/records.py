@@ -159,7 +159,8 @@ def read_optional(cls: type[RecordType], path: str | os.PathLike) -> RecordType 
 
 def write(path: str | os.PathLike, record: Record) -> Path:
     """Write the record as the indented JSON every run file is, atomically."""
-    return artifacts.write_json(path, record.to_dict())
+    values = record.to_dict()
+    return artifacts.write_json(path, values)
 
 
 # ---------------------------------------------------------------------------------------------
