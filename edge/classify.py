@@ -12,7 +12,6 @@ through `edge.preprocess.prepare_image`, the one preprocessing function.
 from __future__ import annotations
 
 import dataclasses
-import sys
 from typing import Literal
 
 from edge import preprocess, runtime
@@ -82,13 +81,6 @@ def format_text(config: ClassifyConfig, result: Classified) -> str:
     )
 
 
-def report_failures(config: ClassifyConfig, result: Classified) -> int:
-    """Each unreadable image on stderr; exit 1 when there was one."""
-    for failure in result.errors:
-        print(f"error: {failure['file']}: {failure['error']}", file=sys.stderr)
-    return 1 if result.errors else 0
-
-
 COMMAND = command.Command(
     name="classify",
     prog="python edge/classify.py",
@@ -97,7 +89,7 @@ COMMAND = command.Command(
     config_class=ClassifyConfig,
     run=run,
     render=format_text,
-    exit_status=report_failures,
+    exit_status=lambda config, result: command.report_failed_inputs(result.errors),
     json_output="json",
     required=("model",),
     positional=(command.Positional("images", "IMAGE", "image files (any format Pillow reads)"),),

@@ -60,13 +60,6 @@ class PredictConfig:
     )
 
 
-def _print_failures(config: PredictConfig, result: dict) -> int:
-    """Each unreadable file on stderr; exit 1 when there was one (2, nothing ran, comes from a UserError)."""
-    for failure in result["errors"]:
-        print(f"error: {failure['file']}: {failure['error']}", file=sys.stderr)
-    return 1 if result["errors"] else 0
-
-
 def newest_run(runs_folder: str | Path = RUNS_FOLDER) -> Path:
     """The most recently modified run directory that holds a model.keras."""
     found = run_folder.newest_run(runs_folder, run_folder.MODEL_FILE)
@@ -182,7 +175,7 @@ COMMAND = command.Command(
     config_class=PredictConfig,
     run=run,
     render=lambda config, result: format_text(result),
-    exit_status=_print_failures,
+    exit_status=lambda config, result: command.report_failed_inputs(result["errors"]),
     json_output="json",
     positional=(command.Positional("images", "IMAGE", "image files (any format Pillow reads)"),),
 )

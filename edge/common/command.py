@@ -110,6 +110,19 @@ class Command:
     handlers: tuple[tuple[type[BaseException], Callable[[BaseException, Any], int]], ...] = ()
 
 
+#: The exit status of a command that handled some of its inputs and could not read others
+#: (predict, classify): 0 all done, this when some failed, errors.EXIT_USAGE when nothing ran.
+EXIT_SOME_FAILED = 1
+
+
+def report_failed_inputs(failures: Sequence[Mapping[str, str]]) -> int:
+    """Name each input a command could not read on stderr ("error: FILE: reason"); the exit status:
+    EXIT_SOME_FAILED when there was one, else 0. The inputs that could be read were answered."""
+    for failure in failures:
+        print(f"error: {failure['file']}: {failure['error']}", file=sys.stderr)
+    return EXIT_SOME_FAILED if failures else 0
+
+
 def build_parser(command: Command) -> argparse.ArgumentParser:
     """The command's argparse parser: its positionals, --preset, --config, then one flag per config field."""
     parser = argparse.ArgumentParser(prog=command.prog, description=command.description, epilog=command.epilog)
